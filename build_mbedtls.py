@@ -1,0 +1,640 @@
+"""Build ``dtlspeer._native``: the pinned Mbed TLS plus our C core, through cffi.
+
+What happens, in order:
+
+1. ``resolve_source()`` finds the Mbed TLS release named in
+   ``vendor/mbedtls.lock.json`` and verifies every byte against the pinned
+   SHA-256 values (the tarball's, and a digest of the extracted subset we
+   compile). Places tried, first hit wins:
+   ``$DTLSPEER_MBEDTLS_SOURCE`` (tree or tarball) -> verified tree under
+   ``vendor/`` (the sdist case) -> cached tarball under ``vendor/`` -> the
+   upstream release URL -> the OS source packages (``apt-get source``).
+   If all fail, ``SourceError`` lists each place and what happened there.
+2. ``ffibuilder`` declares our small C API (``src/native/dtlspeer.h``) to cffi.
+3. ``BuildExt`` (a setuptools ``build_ext``) compiles the Mbed TLS library and
+   our ``src/native/*.c`` in parallel, caching Mbed TLS objects by a digest of
+   tree, config and flags, then links them into the extension.
+
+``setup.py`` uses it through ``cffi_modules`` and ``cmdclass``. Run this file
+directly to resolve the source and build the extension in place
+(``python build_mbedtls.py``), for development.
+"""
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import tempfile
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, List, Mapping, Optional, Tuple, Union
+
+ROOT = Path(__file__).resolve().parent
+VENDOR_DIR = ROOT / "vendor"
+NATIVE_DIR = ROOT / "src" / "native"
+LOCK_PATH = VENDOR_DIR / "mbedtls.lock.json"
+API_HEADER = NATIVE_DIR / "dtlspeer.h"
+CONFIG_HEADER = NATIVE_DIR / "dtlspeer_mbedtls_config.h"
+
+SOURCE_ENV = "DTLSPEER_MBEDTLS_SOURCE"
+NO_DOWNLOAD_ENV = "DTLSPEER_MBEDTLS_NO_DOWNLOAD"
+WERROR_ENV = "DTLSPEER_WERROR"
+SANITIZE_ENV = "DTLSPEER_SANITIZE"
+PORTABLE_ENV = "DTLSPEER_PORTABLE_IO"
+DOWNLOAD_TIMEOUT_S = 20
+
+
+# --------------------------------------------------------------------------
+# Lock file
+# --------------------------------------------------------------------------
+
+
+class LockError(ValueError):
+    """vendor/mbedtls.lock.json is missing a field or has a malformed one."""
+
+
+@dataclass(frozen=True)
+class Lock:
+    """The pinned Mbed TLS release, as read from ``vendor/mbedtls.lock.json``."""
+
+    name: str
+    version: str
+    tarball: str
+    sha256: str
+    url: str
+    top_dir: str
+    os_source_package: str
+    tree_paths: tuple[str, ...]
+    tree_sha256: str
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> "Lock":
+        def text(key: str, mapping: Mapping[str, object] = data) -> str:
+            value = mapping.get(key)
+            if not isinstance(value, str) or not value:
+                raise LockError(f"lock file: {key!r} must be a non-empty string")
+            return value
+
+        def digest(key: str, mapping: Mapping[str, object] = data) -> str:
+            value = text(key, mapping).lower()
+            if not re.fullmatch(r"[0-9a-f]{64}", value):
+                raise LockError(f"lock file: {key!r} must be 64 hex digits (SHA-256)")
+            return value
+
+        tree = data.get("tree")
+        if not isinstance(tree, Mapping):
+            raise LockError("lock file: 'tree' must be an object with 'paths' and 'sha256'")
+        paths = tree.get("paths")
+        if (
+            not isinstance(paths, list)
+            or not paths
+            or not all(isinstance(p, str) and p and ".." not in Path(p).parts for p in paths)
+        ):
+            raise LockError("lock file: 'tree.paths' must be a list of relative paths")
+        version = text("version")
+        if not re.fullmatch(r"\d+\.\d+\.\d+", version):
+            raise LockError(f"lock file: 'version' must look like 3.6.7, not {version!r}")
+        return cls(
+            name=text("name"),
+            version=version,
+            tarball=text("tarball"),
+            sha256=digest("sha256"),
+            url=text("url"),
+            top_dir=text("top_dir"),
+            os_source_package=text("os_source_package"),
+            tree_paths=tuple(paths),
+            tree_sha256=digest("sha256", tree),
+        )
+
+    @classmethod
+    def load(cls, path: Path = LOCK_PATH) -> "Lock":
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise LockError(f"cannot read lock file {path}: {exc}") from exc
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise LockError(f"lock file {path} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise LockError(f"lock file {path} must hold a JSON object")
+        return cls.from_dict(data)
+
+
+# --------------------------------------------------------------------------
+# Verification and extraction
+# --------------------------------------------------------------------------
+
+
+class SourceError(RuntimeError):
+    """No verified Mbed TLS source could be found. ``attempts`` lists each place tried."""
+
+    def __init__(self, lock: Lock, attempts: list[tuple[str, str]]):
+        self.attempts = attempts
+        lines = [f"no verified source for Mbed TLS {lock.version} (sha256 {lock.sha256}); tried:"]
+        lines += [f"  {i}. {place}: {outcome}" for i, (place, outcome) in enumerate(attempts, 1)]
+        lines.append(
+            f"Fix: put {lock.tarball} in {VENDOR_DIR} or point {SOURCE_ENV} at it "
+            "(see vendor/README.md)."
+        )
+        super().__init__("\n".join(lines))
+
+
+class VerificationError(ValueError):
+    """A tarball or tree did not match its pinned SHA-256, or could not be unpacked."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tree_digest(root: Path, paths: Iterable[str]) -> str:
+    """SHA-256 over every regular file below ``paths`` of ``root``: sorted
+    ``relative/path NUL sha256 LF`` lines. Any added, missing or changed file
+    changes it; symlinks are refused outright."""
+    entries: list[tuple[str, str]] = []
+    for top in paths:
+        start = root / top
+        if start.is_symlink():
+            raise VerificationError(f"{start} is a symlink")
+        if start.is_file():
+            entries.append((top, sha256_file(start)))
+            continue
+        if not start.is_dir():
+            raise VerificationError(f"{start} is missing")
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames.sort()
+            for name in filenames:
+                p = Path(dirpath) / name
+                if p.is_symlink() or not p.is_file():
+                    raise VerificationError(f"{p} is not a regular file")
+                entries.append((p.relative_to(root).as_posix(), sha256_file(p)))
+    h = hashlib.sha256()
+    for rel, digest in sorted(entries):
+        h.update(f"{rel}\0{digest}\n".encode())
+    return h.hexdigest()
+
+
+def verify_tarball(path: Path, lock: Lock) -> None:
+    actual = sha256_file(path)
+    if actual != lock.sha256:
+        raise VerificationError(f"sha256 mismatch: got {actual}, lock file pins {lock.sha256}")
+
+
+def verify_tree(tree: Path, lock: Lock) -> None:
+    actual = tree_digest(tree, lock.tree_paths)
+    if actual != lock.tree_sha256:
+        raise VerificationError(
+            f"tree digest mismatch: got {actual}, lock file pins {lock.tree_sha256}"
+        )
+
+
+def extract_tarball(tarball: Path, lock: Lock, dest_parent: Path) -> Path:
+    """Unpack the subset named by ``lock.tree_paths`` to ``dest_parent/top_dir``
+    (atomically: into a temporary sibling first), then verify the tree digest."""
+    dest = dest_parent / lock.top_dir
+    wanted = tuple(f"{lock.top_dir}/{p}" for p in lock.tree_paths)
+    dest_parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest_parent))
+    try:
+        try:
+            with tarfile.open(tarball, "r:*") as tar:
+                members = []
+                for m in tar.getmembers():
+                    if not any(m.name == w or m.name.startswith(w + "/") for w in wanted):
+                        continue
+                    if not (m.isfile() or m.isdir()):
+                        raise VerificationError(f"unexpected link or device {m.name!r} in tarball")
+                    members.append(m)
+                if not members:
+                    raise VerificationError(f"tarball has no {lock.top_dir}/ tree")
+                try:
+                    tar.extractall(staging, members=members, filter="data")
+                except TypeError:  # Python without extraction filters; links refused above
+                    tar.extractall(staging, members=members)
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise VerificationError(f"cannot unpack {tarball.name}: {exc}") from exc
+        verify_tree(staging / lock.top_dir, lock)
+        if dest.exists():
+            shutil.rmtree(dest)
+        (staging / lock.top_dir).rename(dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest
+
+
+# --------------------------------------------------------------------------
+# Source resolution
+# --------------------------------------------------------------------------
+
+
+class _NotThere(Exception):
+    """A place that simply does not have the source (not an error to dwell on)."""
+
+
+def _download(url: str, dest: Path) -> None:
+    tmp = dest.with_suffix(dest.suffix + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp, open(tmp, "wb") as f:
+            shutil.copyfileobj(resp, f)
+        tmp.replace(dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _apt_repositories(etc_apt: Path = Path("/etc/apt")) -> list[tuple[str, list[str], str]]:
+    """(URI, suites, Signed-By) of every ``deb`` entry the machine itself uses,
+    read from deb822 ``*.sources`` files and one-line ``sources.list`` files."""
+    repos: list[tuple[str, list[str], str]] = []
+    for f in sorted((etc_apt / "sources.list.d").glob("*.sources")):
+        for stanza in re.split(r"\n\s*\n", f.read_text(errors="replace")):
+            fields: dict[str, str] = {}
+            for line in stanza.splitlines():
+                if line.startswith("#") or ":" not in line or line[0].isspace():
+                    continue
+                key, _, value = line.partition(":")
+                fields[key.strip().lower()] = value.strip()
+            if "deb" not in fields.get("types", "").split() or fields.get("enabled") == "no":
+                continue
+            for uri in fields.get("uris", "").split():
+                repos.append((uri, fields.get("suites", "").split(), fields.get("signed-by", "")))
+    lists = [etc_apt / "sources.list", *sorted((etc_apt / "sources.list.d").glob("*.list"))]
+    for f in lists:
+        if not f.is_file():
+            continue
+        for line in f.read_text(errors="replace").splitlines():
+            m = re.match(r"\s*deb\s+(?:\[([^\]]*)\]\s+)?(\S+)\s+(\S+)", line)
+            if not m:
+                continue
+            options = dict(o.split("=", 1) for o in (m.group(1) or "").split() if "=" in o)
+            repos.append((m.group(2), [m.group(3)], options.get("signed-by", "")))
+    return repos
+
+
+def _debian_upstream(version: str) -> str:
+    """'1:3.6.7-0.1~deb13u1' -> '3.6.7'."""
+    version = version.split(":", 1)[-1]
+    return version.rsplit("-", 1)[0] if "-" in version else version
+
+
+def _apt_source(lock: Lock, workdir: Path) -> Path:
+    """Download the OS source package of the pinned upstream version with apt,
+    using a private apt state in ``workdir``; return its orig tarball."""
+    apt_get = shutil.which("apt-get")
+    if not apt_get or not Path("/etc/apt").is_dir():
+        raise _NotThere("apt-get not available on this system")
+    repos = _apt_repositories()
+    if not repos:
+        raise _NotThere("no deb entries in /etc/apt")
+    stanzas = []
+    for uri, suites, signed_by in repos:
+        # The machine's own suites plus the rolling aliases, which carry newer
+        # upstream versions than a stable release may (security URIs get the
+        # stable security alias only).
+        security = any(s.endswith("-security") for s in suites)
+        extra = ["stable-security"] if security else ["stable", "testing", "unstable"]
+        all_suites = list(dict.fromkeys(suites + extra))
+        stanza = f"Types: deb-src\nURIs: {uri}\nSuites: {' '.join(all_suites)}\nComponents: main\n"
+        if signed_by:
+            stanza += f"Signed-By: {signed_by}\n"
+        stanzas.append(stanza)
+    (workdir / "sources.list.d").mkdir(parents=True)
+    (workdir / "sources.list").write_text("")
+    (workdir / "sources.list.d" / "dtlspeer-src.sources").write_text("\n".join(stanzas))
+    for sub in ("lists/partial", "cache/archives/partial", "download"):
+        (workdir / sub).mkdir(parents=True, exist_ok=True)
+    for d in [workdir, *workdir.rglob("*")]:
+        if d.is_dir():
+            d.chmod(0o755)  # apt's unprivileged _apt user must reach lists/partial
+    opts = [
+        f"-oDir::Etc::SourceList={workdir / 'sources.list'}",
+        f"-oDir::Etc::SourceParts={workdir / 'sources.list.d'}",
+        f"-oDir::State::Lists={workdir / 'lists'}",
+        f"-oDir::Cache={workdir / 'cache'}",
+        "-oDir::Cache::pkgcache=",
+        "-oDir::Cache::srcpkgcache=",
+        "-oDebug::NoLocking=1",
+        "-oAcquire::Retries=1",
+        "-qq",
+    ]
+    # Some suites may not exist on a given archive; update reports them and
+    # goes on, so its exit status alone does not decide anything.
+    upd = subprocess.run([apt_get, *opts, "update"], capture_output=True, text=True, timeout=300)
+    apt_cache = shutil.which("apt-cache") or "apt-cache"
+    show = subprocess.run(
+        [apt_cache, *opts, "showsrc", lock.os_source_package],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    versions = re.findall(r"^Version:\s*(\S+)", show.stdout, flags=re.M)
+    matching = [v for v in versions if _debian_upstream(v) == lock.version]
+    if not matching:
+        detail = (upd.stderr.strip().splitlines() or [""])[-1]
+        raise _NotThere(
+            f"no {lock.os_source_package} {lock.version} in the OS source index "
+            f"(available: {', '.join(sorted(set(versions))) or 'none'}) {detail}".strip()
+        )
+    dl = workdir / "download"
+    errors = []
+    for version in matching:
+        got = subprocess.run(
+            [apt_get, *opts, "source", "--download-only", f"{lock.os_source_package}={version}"],
+            cwd=dl,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        origs = sorted(dl.glob(f"{lock.os_source_package}_{lock.version}.orig.tar.*"))
+        if origs:
+            return origs[0]
+        errors.append(f"{version}: {(got.stderr.strip().splitlines() or ['no orig tarball'])[-1]}")
+    raise _NotThere("apt-get source failed: " + "; ".join(errors))
+
+
+def resolve_source(
+    lock: Optional[Lock] = None,
+    vendor_dir: Path = VENDOR_DIR,
+    env: Optional[Mapping[str, str]] = None,
+    network: Optional[bool] = None,
+    apt_fetch: Callable[[Lock, Path], Path] = _apt_source,
+    download: Callable[[str, Path], None] = _download,
+) -> Path:
+    """Return a verified, extracted Mbed TLS tree, fetching it if needed.
+
+    ``network=False`` (or ``DTLSPEER_MBEDTLS_NO_DOWNLOAD=1``) skips the URL and
+    the OS package steps. Raises ``SourceError`` listing every place tried.
+    """
+    lock = lock or Lock.load()
+    env = os.environ if env is None else env
+    if network is None:
+        network = env.get(NO_DOWNLOAD_ENV, "") in ("", "0")
+    attempts: list[tuple[str, str]] = []
+    tree = vendor_dir / lock.top_dir
+    cached = vendor_dir / lock.tarball
+
+    def from_tarball(path: Path, keep_copy: bool) -> Path:
+        verify_tarball(path, lock)
+        if keep_copy and path.resolve() != cached.resolve():
+            vendor_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, cached)
+        return extract_tarball(path, lock, vendor_dir)
+
+    # 1. explicit override
+    override = env.get(SOURCE_ENV, "")
+    if override:
+        place = f"${SOURCE_ENV}={override}"
+        p = Path(override)
+        try:
+            if p.is_dir():
+                verify_tree(p, lock)
+                return p
+            if p.is_file():
+                return from_tarball(p, keep_copy=True)
+            attempts.append((place, "no such file or directory"))
+        except VerificationError as exc:
+            attempts.append((place, str(exc)))
+    else:
+        attempts.append((f"${SOURCE_ENV}", "not set"))
+
+    # 2. a verified tree already in vendor/ (sdist, or an earlier build)
+    place = f"extracted tree {tree}"
+    if tree.is_dir():
+        try:
+            verify_tree(tree, lock)
+            return tree
+        except VerificationError as exc:
+            attempts.append((place, str(exc)))
+    else:
+        attempts.append((place, "not present"))
+
+    # 3. a cached tarball in vendor/
+    place = f"cached tarball {cached}"
+    if cached.is_file():
+        try:
+            return from_tarball(cached, keep_copy=False)
+        except VerificationError as exc:
+            attempts.append((place, str(exc)))
+    else:
+        attempts.append((place, "not present"))
+
+    if not network:
+        attempts.append((f"upstream URL {lock.url}", f"skipped ({NO_DOWNLOAD_ENV} set)"))
+        attempts.append(("OS source packages (apt-get source)", f"skipped ({NO_DOWNLOAD_ENV} set)"))
+        raise SourceError(lock, attempts)
+
+    # 4. the upstream release URL
+    place = f"upstream URL {lock.url}"
+    with tempfile.TemporaryDirectory(prefix="dtlspeer-dl-") as tmp:
+        target = Path(tmp) / lock.tarball
+        try:
+            download(lock.url, target)
+            return from_tarball(target, keep_copy=True)
+        except VerificationError as exc:
+            attempts.append((place, str(exc)))
+        except Exception as exc:  # network errors come in many types
+            attempts.append((place, f"download failed: {exc}"))
+
+    # 5. the operating system's source packages
+    place = "OS source packages (apt-get source)"
+    with tempfile.TemporaryDirectory(prefix="dtlspeer-apt-") as tmp:
+        try:
+            got = apt_fetch(lock, Path(tmp))
+            return from_tarball(got, keep_copy=True)
+        except VerificationError as exc:
+            attempts.append((place, str(exc)))
+        except (_NotThere, subprocess.SubprocessError, OSError) as exc:
+            attempts.append((place, str(exc)))
+    raise SourceError(lock, attempts)
+
+
+# --------------------------------------------------------------------------
+# cffi declarations
+# --------------------------------------------------------------------------
+
+CDEF_BEGIN = "/* BEGIN CDEF */"
+CDEF_END = "/* END CDEF */"
+
+
+def api_cdef(header: Path = API_HEADER) -> str:
+    """The part of dtlspeer.h between the CDEF markers: plain declarations
+    that cffi can parse (no #include / #if)."""
+    text = header.read_text(encoding="utf-8")
+    start, end = text.find(CDEF_BEGIN), text.find(CDEF_END)
+    if start < 0 or end < start:
+        raise RuntimeError(f"{header}: missing {CDEF_BEGIN} / {CDEF_END} markers")
+    return text[start + len(CDEF_BEGIN) : end]
+
+
+def _is_msvc() -> bool:
+    return sys.platform == "win32" and "GCC" not in sys.version
+
+
+def _is_x86_64() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def compile_flags() -> tuple[List[Tuple[str, Optional[str]]], list[str], list[str]]:
+    """(macros, flags for Mbed TLS, extra flags for our own C files)."""
+    macros: List[Tuple[str, Optional[str]]] = [
+        ("MBEDTLS_USER_CONFIG_FILE", '"dtlspeer_mbedtls_config.h"'),
+    ]
+    if os.environ.get(PORTABLE_ENV, "") not in ("", "0"):
+        macros.append(("DP_PORTABLE_IO", "1"))  # exercise the non-Linux I/O path on Linux
+    if _is_msvc():
+        return macros, ["/O2"], ["/W4"]
+    common = ["-O2", "-fvisibility=hidden", "-fno-strict-aliasing"]
+    sanitize = os.environ.get(SANITIZE_ENV, "")
+    if sanitize:
+        common += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g"]
+    ours = ["-std=c11", "-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes"]
+    if os.environ.get(WERROR_ENV, "") not in ("", "0"):
+        ours.append("-Werror")
+    return macros, common, common + ours
+
+
+def link_libraries() -> list[str]:
+    if sys.platform == "win32":
+        return ["ws2_32", "bcrypt", "advapi32"]
+    return [] if sys.platform == "darwin" else ["pthread"]
+
+
+def _make_ffibuilder():  # type: ignore[no-untyped-def]
+    from cffi import FFI
+
+    builder = FFI()
+    builder.cdef(api_cdef())
+    macros, _, _ = compile_flags()
+    builder.set_source(
+        "dtlspeer._native",
+        '#include "dtlspeer.h"\n',
+        include_dirs=[str(NATIVE_DIR)],
+        define_macros=macros,
+        libraries=link_libraries(),
+        py_limited_api=True,
+    )
+    return builder
+
+
+# --------------------------------------------------------------------------
+# Compilation
+# --------------------------------------------------------------------------
+
+
+def _needs_compile(src: Path, obj: Path, deps: Iterable[Path]) -> bool:
+    if not obj.exists():
+        return True
+    t = obj.stat().st_mtime
+    return any(p.stat().st_mtime > t for p in (src, *deps))
+
+
+def compile_objects(compiler, build_temp: Path, tree: Path) -> list[str]:  # type: ignore[no-untyped-def]
+    """Compile Mbed TLS and our C files in parallel; return object paths.
+
+    Mbed TLS objects live in a directory keyed by the tree digest, our config
+    header and the flags, so they are reused until one of those changes.
+    """
+    macros, mbed_flags, our_flags = compile_flags()
+    includes = [str(NATIVE_DIR), str(tree / "include"), str(tree / "library")]
+    key = hashlib.sha256()
+    key.update(tree_digest(tree, ["include", "library"]).encode())
+    key.update(CONFIG_HEADER.read_bytes())
+    key.update(repr((macros, mbed_flags, compiler.compiler_type, sysconfig.get_platform())).encode())
+    mbed_dir = build_temp / f"mbedtls-{key.hexdigest()[:16]}"
+    ours_dir = build_temp / "dtlspeer-native"
+    our_headers = sorted(NATIVE_DIR.glob("*.h"))
+    obj_ext = compiler.obj_extension
+
+    jobs: list[tuple[Path, Path, list[str]]] = []
+    for src in sorted((tree / "library").glob("*.c")):
+        obj = mbed_dir / (src.stem + obj_ext)
+        flags = list(mbed_flags)
+        if src.name == "aesni.c" and _is_x86_64() and not _is_msvc():
+            # Intrinsics path (faster GCM); still guarded by CPUID at run time.
+            flags += ["-maes", "-mpclmul"]
+        if not obj.exists():
+            jobs.append((src, obj, flags))
+    for src in sorted(NATIVE_DIR.glob("*.c")):
+        obj = ours_dir / (src.stem + obj_ext)
+        if _needs_compile(src, obj, [*our_headers, CONFIG_HEADER]):
+            jobs.append((src, obj, list(our_flags)))
+
+    def run(job: tuple[Path, Path, list[str]]) -> None:
+        src, obj, flags = job
+        obj.parent.mkdir(parents=True, exist_ok=True)
+        # distutils names objects after the source's path; compile into a
+        # private dir and move, so two files with one name cannot collide.
+        with tempfile.TemporaryDirectory(dir=obj.parent) as tmp:
+            (built,) = compiler.compile(
+                [str(src)],
+                output_dir=tmp,
+                macros=macros,
+                include_dirs=includes,
+                extra_postargs=flags,
+            )
+            Path(built).replace(obj)
+
+    workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    if jobs:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(run, jobs))
+    objects = [mbed_dir / (s.stem + obj_ext) for s in sorted((tree / "library").glob("*.c"))]
+    objects += [ours_dir / (s.stem + obj_ext) for s in sorted(NATIVE_DIR.glob("*.c"))]
+    return [str(o) for o in objects]
+
+
+def _build_ext_class():  # type: ignore[no-untyped-def]
+    from setuptools.command.build_ext import build_ext
+
+    class BuildExt(build_ext):  # type: ignore[misc]
+        """build_ext that first compiles Mbed TLS and src/native/*.c in parallel."""
+
+        def build_extension(self, ext):  # type: ignore[no-untyped-def]
+            if ext.name == "dtlspeer._native":
+                tree = resolve_source()
+                objects = compile_objects(self.compiler, Path(self.build_temp), tree)
+                ext.extra_objects = objects + [o for o in ext.extra_objects if o not in objects]
+                sanitize = os.environ.get(SANITIZE_ENV, "")
+                if sanitize and not _is_msvc():
+                    ext.extra_link_args = [*ext.extra_link_args, f"-fsanitize={sanitize}"]
+                # The cffi-generated glue is not our code: compile it without
+                # our warning flags, with hidden visibility like the rest.
+                if not _is_msvc():
+                    ext.extra_compile_args = ["-fvisibility=hidden"]
+            super().build_extension(ext)
+
+    return BuildExt
+
+
+# setup.py's cffi_modules="build_mbedtls.py:ffibuilder" needs this name.
+ffibuilder = _make_ffibuilder()
+BuildExt = _build_ext_class()
+
+
+def main(argv: list[str]) -> int:
+    """``python build_mbedtls.py [--fetch-only]``: resolve (and build in place)."""
+    try:
+        tree = resolve_source()
+    except (SourceError, LockError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"verified Mbed TLS source: {tree}")
+    if "--fetch-only" in argv:
+        return 0
+    return subprocess.call([sys.executable, str(ROOT / "setup.py"), "build_ext", "--inplace"], cwd=ROOT)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,22 @@
+"""dtlspeer: Godot-style UDP and DTLS 1.2 networking for Python game backends.
+
+The public classes mirror Godot 4 (same names, methods, enums, semantics) and
+raise :mod:`dtlspeer.errors` exceptions instead of returning ``Error`` codes.
+"""
+
+from __future__ import annotations
+
+from . import errors
+from .build_info import build_info, ciphersuites, mbedtls_version
+from .errors import DTLSPeerError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DTLSPeerError",
+    "__version__",
+    "build_info",
+    "ciphersuites",
+    "errors",
+    "mbedtls_version",
+]

@@ -1,0 +1,100 @@
+"""Exceptions raised by dtlspeer.
+
+Godot reports failures as ``Error`` return codes; dtlspeer raises instead.
+The rule (as in h11): *local* misuse raises (a bad argument, a closed object,
+a wrong state); a *remote* peer's misbehaviour never raises, it shows up in a
+peer's status, counters or events.
+
+Every exception derives from :class:`DTLSPeerError`, and also from the
+built-in class a Python user would expect (``ValueError``, ``TypeError``,
+``OSError``, ``MemoryError``, ``RuntimeError``), so ``except ValueError``
+keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyInUseError",
+    "ArgumentTypeError",
+    "CertificateError",
+    "DTLSPeerError",
+    "DecodeError",
+    "InvalidArgumentError",
+    "KeyMismatchError",
+    "LimitError",
+    "OutOfMemoryError",
+    "SocketError",
+    "StateError",
+    "TLSError",
+    "UnsupportedError",
+    "WouldBlockError",
+]
+
+
+class DTLSPeerError(Exception):
+    """Base class of every exception dtlspeer raises.
+
+    ``code`` is the native return code behind it (0 when raised from Python).
+    """
+
+    code: int = 0
+
+
+class InvalidArgumentError(DTLSPeerError, ValueError):
+    """An argument has the right type but a bad value (port out of range,
+    malformed address, unsupported key size, ...). Godot: ``ERR_INVALID_PARAMETER``."""
+
+
+class ArgumentTypeError(DTLSPeerError, TypeError):
+    """An argument has the wrong type."""
+
+
+class UnsupportedError(InvalidArgumentError):
+    """A well-formed request this build cannot serve (e.g. an unknown curve)."""
+
+
+class StateError(DTLSPeerError, RuntimeError):
+    """The object is not in a state that allows the call: closed, not bound,
+    not connected, already set up. Godot: ``ERR_UNCONFIGURED`` / ``ERR_LOCKED``."""
+
+
+class AlreadyInUseError(StateError):
+    """The object is already open or set up. Godot: ``ERR_ALREADY_IN_USE``."""
+
+
+class LimitError(DTLSPeerError, RuntimeError):
+    """A configured limit was reached (queue full, too many peers)."""
+
+
+class WouldBlockError(DTLSPeerError, BlockingIOError):
+    """A non-blocking call could not complete now. Godot: ``ERR_BUSY``."""
+
+
+class OutOfMemoryError(DTLSPeerError, MemoryError):
+    """The native layer could not allocate memory. Godot: ``ERR_OUT_OF_MEMORY``."""
+
+
+class SocketError(DTLSPeerError, OSError):
+    """An operating-system socket call failed; ``errno`` says why."""
+
+
+class TLSError(DTLSPeerError):
+    """Mbed TLS reported an error. ``code`` is the Mbed TLS (negative) code and
+    ``str(exc)`` includes Mbed TLS's own description."""
+
+
+class DecodeError(TLSError, ValueError):
+    """Input could not be parsed as a key or certificate (garbage, truncated,
+    wrong format or password-protected)."""
+
+
+class KeyMismatchError(TLSError, ValueError):
+    """A private key does not belong to the certificate it is paired with."""
+
+
+class CertificateError(TLSError):
+    """Certificate verification failed. ``verify_flags`` is Mbed TLS's bit set
+    and ``reasons`` its text, one reason per entry."""
+
+    verify_flags: int = 0
+    reasons: tuple[str, ...] = ()

@@ -1,0 +1,132 @@
+/*
+ * dtlspeer's delta over Mbed TLS 3.6's default configuration.
+ *
+ * The build passes -DMBEDTLS_USER_CONFIG_FILE="dtlspeer_mbedtls_config.h", so
+ * Mbed TLS reads its own include/mbedtls/mbedtls_config.h first and this file
+ * after it. Everything not named here keeps the upstream default, including the
+ * parts DTLS 1.2 game traffic needs: DTLS + HelloVerify cookies
+ * (SSL_DTLS_HELLO_VERIFY, SSL_COOKIE_C), anti-replay, RFC 9146 Connection ID,
+ * client port reuse, session tickets, context serialization, max fragment
+ * length, AES-NI/AESCE with run-time CPU detection, GCM, CCM, ChaCha20-Poly1305.
+ *
+ * Rule for every removal: a DTLS 1.2 game server or client never uses it and
+ * no peer we interoperate with (Godot 3.2+/4.x, OpenSSL, GnuTLS) needs it.
+ */
+#ifndef DTLSPEER_MBEDTLS_CONFIG_H
+#define DTLSPEER_MBEDTLS_CONFIG_H
+
+/* ---- Protocol ------------------------------------------------------------ */
+
+/* Mbed TLS 3.6 has no DTLS 1.3; TLS 1.3 is stream-only code we never run. */
+#undef MBEDTLS_SSL_PROTO_TLS1_3
+#undef MBEDTLS_SSL_TLS1_3_COMPATIBILITY_MODE
+/* Renegotiation: no game peer needs it, context serialization refuses to work
+ * with it, and CVE-2026-50713 lived in this path. */
+#undef MBEDTLS_SSL_RENEGOTIATION
+/* RFC 9146 CID padding: granularity 1 = no padding. Games pay per byte and
+ * their traffic pattern is no secret. Saves up to 15 bytes per record. */
+#undef MBEDTLS_SSL_CID_TLS1_3_PADDING_GRANULARITY
+#define MBEDTLS_SSL_CID_TLS1_3_PADDING_GRANULARITY 1
+
+/* ---- Key exchanges: forward secret ones and PSK only --------------------- */
+
+/* RSA key transport and static ECDH have no forward secrecy; RSA-PSK neither.
+ * DHE is slow, needs DHM and Godot compiles it out too. ECJPAKE: Thread only. */
+#undef MBEDTLS_KEY_EXCHANGE_RSA_ENABLED
+#undef MBEDTLS_KEY_EXCHANGE_RSA_PSK_ENABLED
+#undef MBEDTLS_KEY_EXCHANGE_DHE_RSA_ENABLED
+#undef MBEDTLS_KEY_EXCHANGE_DHE_PSK_ENABLED
+#undef MBEDTLS_KEY_EXCHANGE_ECDH_ECDSA_ENABLED
+#undef MBEDTLS_KEY_EXCHANGE_ECDH_RSA_ENABLED
+#undef MBEDTLS_KEY_EXCHANGE_ECJPAKE_ENABLED
+#undef MBEDTLS_ECJPAKE_C
+#undef MBEDTLS_DHM_C
+
+/* ---- Ciphers: AEAD only --------------------------------------------------- */
+
+/* CBC suites cost ~290 bytes of buffer per direction per connection and are
+ * the source of every Lucky13-style bug; all our peers speak AES-GCM and
+ * ChaCha20-Poly1305. Safe since 3.6.7 (CVE-2026-50580 was AEAD-only configs).
+ * Encrypt-then-MAC only applies to CBC. */
+#undef MBEDTLS_CIPHER_MODE_CBC
+#undef MBEDTLS_SSL_ENCRYPT_THEN_MAC
+#undef MBEDTLS_CIPHER_MODE_CFB
+#undef MBEDTLS_CIPHER_MODE_OFB
+#undef MBEDTLS_CIPHER_MODE_XTS
+#undef MBEDTLS_DES_C
+#undef MBEDTLS_ARIA_C
+#undef MBEDTLS_CAMELLIA_C
+#undef MBEDTLS_NIST_KW_C
+/* PKCS#5/#12 only decrypt password-protected keys, which (like Godot) we do not
+ * accept; PKCS#7 and CSR/CRL parsing are not part of the API. */
+#undef MBEDTLS_PKCS5_C
+#undef MBEDTLS_PKCS12_C
+#undef MBEDTLS_PKCS7_C
+#undef MBEDTLS_X509_CSR_PARSE_C
+#undef MBEDTLS_X509_CSR_WRITE_C
+#undef MBEDTLS_X509_CRL_PARSE_C
+/* MD5 and RIPEMD-160 appear in no TLS 1.2 suite or modern certificate. */
+#undef MBEDTLS_MD5_C
+#undef MBEDTLS_RIPEMD160_C
+/* Hash-based signatures and VIA PadLock: not used by TLS. */
+#undef MBEDTLS_LMS_C
+#undef MBEDTLS_PADLOCK_C
+
+/* ---- Curves: the ones certificates and key exchange actually use ---------- */
+
+/* Keep secp256r1 / secp384r1 / secp521r1 (certificates, ECDHE) and X25519
+ * (fast ECDHE). The rest are legacy, Koblitz or Brainpool curves no game
+ * peer offers. */
+#undef MBEDTLS_ECP_DP_SECP192R1_ENABLED
+#undef MBEDTLS_ECP_DP_SECP224R1_ENABLED
+#undef MBEDTLS_ECP_DP_SECP192K1_ENABLED
+#undef MBEDTLS_ECP_DP_SECP224K1_ENABLED
+#undef MBEDTLS_ECP_DP_SECP256K1_ENABLED
+#undef MBEDTLS_ECP_DP_BP256R1_ENABLED
+#undef MBEDTLS_ECP_DP_BP384R1_ENABLED
+#undef MBEDTLS_ECP_DP_BP512R1_ENABLED
+#undef MBEDTLS_ECP_DP_CURVE448_ENABLED
+
+/* ---- Platform: the extension owns I/O, time and memory -------------------- */
+
+/* Sockets are Python's, the clock is injected (sans-I/O engine) and files
+ * are read by Python: no net_sockets.c, timing.c or stdio in the library.
+ * PSA persistent key storage needs files and is not used. */
+#undef MBEDTLS_NET_C
+#undef MBEDTLS_TIMING_C
+#undef MBEDTLS_FS_IO
+#undef MBEDTLS_PSA_CRYPTO_STORAGE_C
+#undef MBEDTLS_PSA_ITS_FILE_C
+#undef MBEDTLS_PSA_CRYPTO_SE_C
+/* Debug tracing and self-tests are developer tools, not product code. */
+#undef MBEDTLS_DEBUG_C
+#undef MBEDTLS_SELF_TEST
+/* The static-buffer allocator is for bare-metal targets. */
+#undef MBEDTLS_MEMORY_BUFFER_ALLOC_C
+/* Every Mbed TLS allocation goes through dp_calloc/dp_free, which count bytes
+ * so tests can prove floods do not grow memory (dp_alloc_stats). */
+#define MBEDTLS_PLATFORM_MEMORY
+
+/* ---- Threads -------------------------------------------------------------- */
+
+/* cffi releases the GIL around every C call, so two Python threads can be in
+ * Mbed TLS at once. Shared objects (PSA RNG, cookie keys, ticket keys) must
+ * then be locked: POSIX builds use pthread mutexes; Windows builds use
+ * MBEDTLS_THREADING_ALT with SRW locks (src/native/threading_alt.h). A single
+ * connection object is still never used by two threads at once (the Python
+ * wrappers hold a per-object lock). */
+#define MBEDTLS_THREADING_C
+#if defined(_WIN32)
+#define MBEDTLS_THREADING_ALT
+#else
+#define MBEDTLS_THREADING_PTHREAD
+#endif
+
+/* ---- Record sizes --------------------------------------------------------- */
+
+/* Kept at the default 16 KiB: a DTLS handshake message must fit in
+ * IN_CONTENT_LEN after reassembly and OpenSSL/GnuTLS/Godot peers may send
+ * full-size records. Idle connections are shrunk by other means (see
+ * docs/architecture.md, "memory per connection"). */
+
+#endif /* DTLSPEER_MBEDTLS_CONFIG_H */
