@@ -68,6 +68,15 @@ int dp_random(unsigned char *buf, size_t len);
  * use and every dtlspeer C object). For tests and diagnostics. */
 void dp_alloc_stats(int64_t *bytes, int64_t *blocks);
 
+/* ---- Crypto objects (dp_key.c, dp_cert.c; structs in dp_crypto.h) ------- */
+
+typedef struct dp_key dp_key;   /* a private or public key (RSA or EC) */
+typedef struct dp_cert dp_cert; /* an X.509 certificate chain, leaf first */
+
+/* ---- UDP endpoint (dp_endpoint.c) ---------------------------------------- */
+
+/* ---- DTLS engine (dp_config.c, dp_conn.c, dp_cookie.c) ------------------- */
+
 /* END CDEF */
 
 /* ---- Internal helpers shared by our C files (not seen by cffi) ---------- */
