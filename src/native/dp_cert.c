@@ -93,6 +93,20 @@ static int dp_copy_out(const unsigned char *src, size_t len, unsigned char *buf,
 
 /* ---- Parse ------------------------------------------------------------------ */
 
+static size_t dp_count_begin_lines(const unsigned char *buf, size_t len)
+{
+    static const char marker[] = "-----BEGIN CERTIFICATE-----";
+    const size_t n = sizeof(marker) - 1;
+    size_t count = 0;
+    for (size_t i = 0; i + n <= len; i++) {
+        if (buf[i] == '-' && memcmp(buf + i, marker, n) == 0) {
+            count++;
+            i += n - 1;
+        }
+    }
+    return count;
+}
+
 int dp_cert_parse(dp_cert *cert, const unsigned char *data, size_t len,
                   int allow_partial, size_t *skipped)
 {
@@ -113,6 +127,17 @@ int dp_cert_parse(dp_cert *cert, const unsigned char *data, size_t len,
     /* >0: that many PEM blocks failed while at least one parsed. */
     ret = mbedtls_x509_crt_parse(&fresh, copy, parse_len);
     size_t count = dp_chain_length(&fresh);
+    if (ret >= 0 && parse_len != len) {
+        /* Mbed TLS stops silently at a block with no END line (a truncated
+         * file); count BEGIN lines so such a block is not lost unnoticed. */
+        size_t begins = dp_count_begin_lines(copy, len);
+        size_t accounted = count + (size_t)ret;
+        if (begins > accounted) {
+            ret += (int)(begins - accounted > (size_t)INT32_MAX - (size_t)ret
+                             ? (size_t)INT32_MAX - (size_t)ret
+                             : begins - accounted);
+        }
+    }
     if (ret > 0 && !allow_partial) {
         ret = MBEDTLS_ERR_X509_INVALID_FORMAT;
     }
