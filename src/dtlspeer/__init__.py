@@ -8,12 +8,18 @@ from __future__ import annotations
 
 from . import errors
 from .build_info import build_info, ciphersuites, mbedtls_version
+from .crypto import Crypto, CryptoKey, X509Certificate
 from .errors import DTLSPeerError
+from .tls_options import TLSOptions
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Crypto",
+    "CryptoKey",
     "DTLSPeerError",
+    "TLSOptions",
+    "X509Certificate",
     "__version__",
     "build_info",
     "ciphersuites",

@@ -29,6 +29,8 @@ _PK_BAD_INPUT = -0x3E80
 _PK_PASSWORD_REQUIRED = -0x3B80
 _PK_PASSWORD_MISMATCH = -0x3B00
 _PK_FEATURE_UNAVAILABLE = -0x3980
+_PK_UNKNOWN_PK_ALG = -0x3C80  # a key algorithm we do not support (e.g. Ed25519)
+_PK_UNKNOWN_NAMED_CURVE = -0x3A00  # an EC curve this build does not include
 
 _DP_EXCEPTIONS: dict[int, type[errors.DTLSPeerError]] = {
     lib.DP_ERR_INVALID_ARGUMENT: errors.InvalidArgumentError,
@@ -72,7 +74,7 @@ def _exception_for(code: int, context: str) -> errors.DTLSPeerError:
             cls = errors.CertificateError
         elif code == _PK_TYPE_MISMATCH:
             cls = errors.KeyMismatchError
-        elif code in (_PK_FEATURE_UNAVAILABLE,):
+        elif code in (_PK_FEATURE_UNAVAILABLE, _PK_UNKNOWN_PK_ALG, _PK_UNKNOWN_NAMED_CURVE):
             cls = errors.UnsupportedError
         elif code == _PK_BAD_INPUT:
             cls = errors.InvalidArgumentError
