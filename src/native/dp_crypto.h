@@ -22,4 +22,12 @@ struct dp_cert {
     size_t count;           /* number of certificates in chain */
 };
 
+/* Copy data into a fresh dp_calloc buffer with a NUL appended, as Mbed TLS's
+ * PEM readers require. *parse_len is len + 1 when the data looks like PEM
+ * (contains "-----BEGIN "), else len (DER). Free with dp_crypto_input_free,
+ * which zeroizes (the buffer may hold key material). */
+int dp_crypto_input_copy(const unsigned char *data, size_t len, size_t max_len,
+                         unsigned char **copy, size_t *parse_len);
+void dp_crypto_input_free(unsigned char *copy, size_t len);
+
 #endif /* DTLSPEER_DP_CRYPTO_H */

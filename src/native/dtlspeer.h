@@ -73,6 +73,115 @@ void dp_alloc_stats(int64_t *bytes, int64_t *blocks);
 typedef struct dp_key dp_key;   /* a private or public key (RSA or EC) */
 typedef struct dp_cert dp_cert; /* an X.509 certificate chain, leaf first */
 
+enum {
+    DP_KEY_TYPE_NONE = 0, /* empty handle */
+    DP_KEY_TYPE_RSA = 1,
+    DP_KEY_TYPE_EC = 2
+};
+
+enum {
+    DP_CURVE_NONE = 0, /* not an EC key */
+    DP_CURVE_P256 = 1, /* secp256r1 */
+    DP_CURVE_P384 = 2, /* secp384r1 */
+    DP_CURVE_P521 = 3  /* secp521r1 */
+};
+
+enum {
+    DP_FORMAT_PEM = 0,
+    DP_FORMAT_DER = 1
+};
+
+/* GeneralName tags of subjectAltName entries (RFC 5280), as used in SAN lists. */
+enum {
+    DP_SAN_EMAIL = 1, /* rfc822Name */
+    DP_SAN_DNS = 2,   /* dNSName */
+    DP_SAN_URI = 6,   /* uniformResourceIdentifier */
+    DP_SAN_IP = 7     /* iPAddress: 4 or 16 raw bytes */
+};
+
+enum {
+    DP_RSA_GEN_MIN_BITS = 2048,
+    DP_RSA_GEN_MAX_BITS = 4096,
+    DP_KEY_MAX_INPUT = 1048576,   /* longest key text/DER we parse */
+    DP_CERT_MAX_INPUT = 16777216, /* longest certificate bundle we parse */
+    DP_CERT_MAX_SANS = 64,        /* SAN entries accepted when generating */
+    DP_SHA256_LEN = 32
+};
+
+typedef struct dp_key_info {
+    int type;        /* DP_KEY_TYPE_* */
+    int bits;        /* modulus or curve size in bits */
+    int curve;       /* DP_CURVE_* (EC keys) */
+    int public_only; /* 1 when the handle holds no private part */
+} dp_key_info;
+
+typedef struct dp_cert_info {
+    int version;        /* X.509 version: 1, 2 or 3 */
+    int is_ca;          /* basicConstraints cA = TRUE */
+    int max_pathlen;    /* basicConstraints pathLenConstraint, -1 if none */
+    int not_before[6];  /* UTC year, month, day, hour, minute, second */
+    int not_after[6];
+} dp_cert_info;
+
+/* Keys (dp_key.c). A key handle starts empty; parse and generate REPLACE its
+ * content and leave it unchanged when they fail. */
+dp_key *dp_key_new(void);
+void dp_key_free(dp_key *key);
+/* Parse PEM or DER (PKCS#1, PKCS#8, SEC1; private or SubjectPublicKeyInfo).
+ * public_only=1 keeps only the public part (a private key input is accepted
+ * and stripped). Encrypted keys: MBEDTLS_ERR_PK_PASSWORD_REQUIRED.
+ * Curves other than P-256/384/521: MBEDTLS_ERR_PK_UNKNOWN_NAMED_CURVE. */
+int dp_key_parse(dp_key *key, const unsigned char *data, size_t len, int public_only);
+int dp_key_get_info(const dp_key *key, dp_key_info *info);
+/* Write PEM (NUL not counted, not written) or DER; public_only=1 writes the
+ * SubjectPublicKeyInfo. Returns the length; DP_ERR_BUFFER_TOO_SMALL if
+ * buflen is too small, with *needed (if not NULL) set to the length. */
+int dp_key_write(const dp_key *key, int format, int public_only,
+                 unsigned char *buf, size_t buflen, size_t *needed);
+/* RSA with exponent 65537, bits in DP_RSA_GEN_MIN_BITS..MAX_BITS, multiple of 8. */
+int dp_key_generate_rsa(dp_key *key, unsigned int bits);
+int dp_key_generate_ec(dp_key *key, int curve);
+/* 0 if the private key belongs to the public key of certificate index
+ * (0 = leaf), DP_ERR_KEY_MISMATCH if not. */
+int dp_key_matches_cert(const dp_key *key, const dp_cert *cert, size_t index);
+
+/* Certificates (dp_cert.c). */
+dp_cert *dp_cert_new(void);
+void dp_cert_free(dp_cert *cert);
+/* Parse one DER certificate or PEM holding one or more; REPLACES the
+ * content (Godot appends). With allow_partial=0 any certificate that fails
+ * fails the call; with allow_partial=1 unparsable PEM blocks are skipped and
+ * counted in *skipped. Returns the number of certificates now held (>= 1). */
+int dp_cert_parse(dp_cert *cert, const unsigned char *data, size_t len,
+                  int allow_partial, size_t *skipped);
+int dp_cert_count(const dp_cert *cert);
+/* DER of certificate index; same size convention as dp_key_write. */
+int dp_cert_der(const dp_cert *cert, size_t index, unsigned char *buf, size_t buflen,
+                size_t *needed);
+/* Distinguished name as text ("CN=x, O=y"); which: 0 subject, 1 issuer.
+ * Returns the length (NUL written, not counted) or DP_ERR_BUFFER_TOO_SMALL. */
+int dp_cert_name(const dp_cert *cert, size_t index, int which, char *buf, size_t buflen);
+int dp_cert_get_info(const dp_cert *cert, size_t index, dp_cert_info *info);
+/* Serial number bytes (big-endian, as encoded). Returns the length. */
+int dp_cert_serial(const dp_cert *cert, size_t index, unsigned char *buf, size_t buflen,
+                   size_t *needed);
+/* subjectAltName entries as a list of records: 1 byte DP_SAN_* type, 2 bytes
+ * big-endian length, the value. Other GeneralName kinds are skipped. */
+int dp_cert_san_list(const dp_cert *cert, size_t index, unsigned char *buf, size_t buflen,
+                     size_t *needed);
+/* SHA-256 of the DER of certificate index into out[DP_SHA256_LEN]. */
+int dp_cert_fingerprint_sha256(const dp_cert *cert, size_t index, unsigned char *out,
+                               size_t outlen);
+/* Replace out with the public key of certificate index. */
+int dp_cert_public_key(const dp_cert *cert, size_t index, dp_key *out);
+/* Replace cert with a new self-signed X.509 v3 certificate (SHA-256, 20-byte
+ * random serial, basicConstraints CA:TRUE pathlen 0, subject = issuer = name,
+ * dates "YYYYMMDDhhmmss" UTC). sans: records as in dp_cert_san_list (DNS
+ * and IP only), may be NULL when sans_len is 0. */
+int dp_cert_generate_self_signed(dp_cert *cert, const dp_key *key, const char *name,
+                                 const char *not_before, const char *not_after,
+                                 const unsigned char *sans, size_t sans_len);
+
 /* ---- UDP endpoint (dp_endpoint.c) ---------------------------------------- */
 
 /* ---- DTLS engine (dp_config.c, dp_conn.c, dp_cookie.c) ------------------- */
