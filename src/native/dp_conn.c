@@ -156,6 +156,9 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len)
         return MBEDTLS_ERR_SSL_WANT_READ;
     }
     c->in_pending = 0;
+    if (c->in_len == 0) {
+        return MBEDTLS_ERR_SSL_WANT_READ; /* 0 would mean end of stream to Mbed TLS */
+    }
     if (c->in_len > len) {
         /* Never copied past the end of the buffer Mbed TLS offers. */
         c->stats.dropped_too_long++;
