@@ -186,6 +186,159 @@ int dp_cert_generate_self_signed(dp_cert *cert, const dp_key *key, const char *n
 
 /* ---- DTLS engine (dp_config.c, dp_conn.c, dp_cookie.c) ------------------- */
 
+/* The engine is sans-I/O: the caller feeds whole datagrams in, takes whole
+ * datagrams out and passes the current time (milliseconds, any monotonic
+ * origin) to every call that may run timers. */
+
+typedef struct dp_config dp_config;           /* immutable once finished; refcounted */
+typedef struct dp_conn dp_conn;               /* one DTLS association */
+typedef struct dp_cookie_gate dp_cookie_gate; /* stateless HelloVerifyRequest gate */
+
+enum { DP_ROLE_CLIENT = 0, DP_ROLE_SERVER = 1 };
+
+/* Client certificate checks: chain and name (TLSOptions.client), chain
+ * only (client_unsafe with a chain), nothing (client_unsafe without). */
+enum { DP_VERIFY_FULL = 0, DP_VERIFY_CHAIN_ONLY = 1, DP_VERIFY_NONE = 2 };
+
+enum {
+    DP_STATUS_DISCONNECTED = 0,
+    DP_STATUS_HANDSHAKING = 1,
+    DP_STATUS_CONNECTED = 2,
+    DP_STATUS_ERROR = 3,
+    DP_STATUS_ERROR_HOSTNAME_MISMATCH = 4
+};
+
+/* TLS group identifiers (IANA) accepted by dp_config_set_groups. */
+enum {
+    DP_GROUP_SECP256R1 = 23,
+    DP_GROUP_SECP384R1 = 24,
+    DP_GROUP_SECP521R1 = 25,
+    DP_GROUP_X25519 = 29
+};
+
+/* Verdicts of dp_cookie_gate_check. */
+enum { DP_GATE_DROP = 0, DP_GATE_REPLY = 1, DP_GATE_ADMIT = 2 };
+
+enum {
+    DP_COOKIE_LEN = 17,        /* 1 byte time-slot tag + 16 bytes HMAC-SHA-256 */
+    DP_HVR_LEN = 45,           /* record 13 + handshake 12 + version 2 + len 1 + cookie */
+    DP_TRANSPORT_ID_MAX = 64   /* longest peer address blob a server accepts */
+};
+
+/* Build a configuration: new, then setters, then finish. Setters after
+ * finish return DP_ERR_BAD_STATE. dp_config_free drops the caller's
+ * reference; connections keep their own. */
+int dp_config_new(int role, dp_config **out);
+void dp_config_free(dp_config *cfg);
+/* Own certificate chain (leaf first) and its private key; both are copied. */
+int dp_config_set_own_cert(dp_config *cfg, const dp_cert *chain, const dp_key *key);
+/* Trust anchors for verifying the peer; copied. */
+int dp_config_set_ca_chain(dp_config *cfg, const dp_cert *chain);
+/* Client: DP_VERIFY_* and an optional name that replaces the hostname given
+ * to dp_conn_new for SNI and verification (NULL or "" = none). */
+int dp_config_set_verify(dp_config *cfg, int mode, const char *common_name_override);
+/* Client: the one identity + key. Server: add an identity -> key entry
+ * (called once per identity). Keys are 1..64 bytes. */
+int dp_config_set_psk(dp_config *cfg, const unsigned char *identity, size_t identity_len,
+                      const unsigned char *key, size_t key_len);
+/* Ciphersuite names (IANA-style Mbed TLS names, separated by ',' or newline),
+ * most preferred first. Unknown or unsupported names: DP_ERR_UNSUPPORTED. */
+int dp_config_set_ciphersuites(dp_config *cfg, const char *names);
+/* Key exchange groups (DP_GROUP_*), most preferred first. */
+int dp_config_set_groups(dp_config *cfg, const uint16_t *groups, size_t count);
+/* Retransmission timeout doubling from min_ms to max_ms (Mbed TLS gives up
+ * after max_ms), and a hard deadline for the whole handshake (0 = none). */
+int dp_config_set_handshake_timeout(dp_config *cfg, uint32_t min_ms, uint32_t max_ms,
+                                    uint32_t deadline_ms);
+/* A connected peer that sends no valid record for idle_ms is dropped
+ * (status ERROR, reason "idle timeout"). 0 = never. */
+int dp_config_set_idle_timeout(dp_config *cfg, uint32_t idle_ms);
+/* Largest datagram the connection sends (0 = no limit; 1200 is safe). */
+int dp_config_set_mtu(dp_config *cfg, uint16_t mtu);
+/* Records failing authentication tolerated before the connection fails
+ * (0 = unlimited; they are dropped and counted either way). */
+int dp_config_set_badmac_limit(dp_config *cfg, unsigned limit);
+/* Server: the gate whose keys also check cookies on live connections. */
+int dp_config_set_cookie_gate(dp_config *cfg, dp_cookie_gate *gate);
+int dp_config_finish(dp_config *cfg);
+
+typedef struct dp_conn_stats {
+    uint64_t datagrams_in;        /* fed to the connection */
+    uint64_t datagrams_out;       /* produced by the connection */
+    uint64_t records_in;          /* application records received */
+    uint64_t records_out;         /* application records sent */
+    uint64_t dropped_too_long;    /* datagram larger than the record buffer */
+    uint64_t dropped_out_full;    /* outgoing queue full: datagram lost */
+    uint64_t dropped_in_full;     /* received plaintext queue full: record lost */
+    uint64_t dropped_closed;      /* fed after the connection ended */
+    uint64_t discarded;           /* connected, datagram had no usable record
+                                     (replay, duplicate, garbage, bad MAC) */
+    uint64_t bad_mac;             /* records that failed authentication */
+    uint64_t reconnects;          /* server: RFC 6347 4.2.8 client reconnects */
+    uint64_t retransmit_updates;  /* timer expiries that ran the handshake */
+} dp_conn_stats;
+
+/* hostname: client only (SNI + name check), NULL = none. transport_id:
+ * server only, the peer's address bytes the cookies are bound to. */
+int dp_conn_new(dp_config *cfg, const char *hostname, const unsigned char *transport_id,
+                size_t transport_id_len, int64_t now_ms, dp_conn **out);
+void dp_conn_free(dp_conn *conn);
+/* Process one received datagram; returns the status afterwards. */
+int dp_conn_feed(dp_conn *conn, const unsigned char *datagram, size_t len, int64_t now_ms);
+/* Run timers (retransmission, deadlines, idle) and start a client's
+ * handshake; returns the status afterwards. */
+int dp_conn_update(dp_conn *conn, int64_t now_ms);
+/* Absolute time (ms) at which dp_conn_update must be called next, or -1. */
+int64_t dp_conn_next_timeout(const dp_conn *conn);
+int dp_conn_outgoing_count(const dp_conn *conn);
+/* Copy the oldest outgoing datagram into buf and remove it; returns its
+ * length, DP_ERR_WOULD_BLOCK if none, DP_ERR_BUFFER_TOO_SMALL (kept). */
+int dp_conn_pop_outgoing(dp_conn *conn, unsigned char *buf, size_t cap);
+int dp_conn_pending_count(const dp_conn *conn);
+/* One received application record; same returns as dp_conn_pop_outgoing. */
+int dp_conn_read(dp_conn *conn, unsigned char *buf, size_t cap);
+/* Send one record; DP_ERR_TOO_LARGE above dp_conn_max_payload,
+ * DP_ERR_BAD_STATE unless connected. Returns len. */
+int dp_conn_write(dp_conn *conn, const unsigned char *data, size_t len, int64_t now_ms);
+int dp_conn_max_payload(const dp_conn *conn);
+/* Send close_notify when connected; status becomes DISCONNECTED. */
+int dp_conn_close(dp_conn *conn, int64_t now_ms);
+int dp_conn_status(const dp_conn *conn);
+/* Last Mbed TLS / DP error code behind an ERROR status (0 if none). */
+int dp_conn_last_error(const dp_conn *conn);
+/* X.509 verification flags of the peer certificate (MBEDTLS_X509_BADCERT_*). */
+uint32_t dp_conn_verify_flags(const dp_conn *conn);
+/* Readable reason for the last status change; returns the length. */
+int dp_conn_reason(const dp_conn *conn, char *buf, size_t cap);
+/* Negotiated ciphersuite name ("" before the handshake); returns the length. */
+int dp_conn_ciphersuite(const dp_conn *conn, char *buf, size_t cap);
+void dp_conn_get_stats(const dp_conn *conn, dp_conn_stats *out);
+
+typedef struct dp_cookie_stats {
+    uint64_t hellos_seen;        /* well-formed ClientHellos examined */
+    uint64_t cookies_sent;       /* HelloVerifyRequests produced */
+    uint64_t cookies_rejected;   /* ClientHellos carrying a wrong or expired cookie */
+    uint64_t admitted;           /* ClientHellos with a valid cookie */
+    uint64_t dropped_malformed;  /* not a DTLS handshake record / bad lengths */
+    uint64_t dropped_not_hello;  /* a valid record that is not an initial ClientHello */
+    uint64_t dropped_too_small;  /* a reply would be larger than the hello */
+} dp_cookie_stats;
+
+/* secret NULL: a random one (cookies only valid in this process). Several
+ * gates given the same secret accept each other's cookies as long as their
+ * clocks agree (use wall-clock milliseconds then). A cookie is valid in the
+ * slot it was made in and the next one: slot_ms .. 2 * slot_ms. */
+int dp_cookie_gate_new(const unsigned char *secret, size_t secret_len, uint32_t slot_ms,
+                       dp_cookie_gate **out);
+void dp_cookie_gate_free(dp_cookie_gate *gate);
+/* Judge a datagram from an address with no connection. DP_GATE_REPLY: send
+ * the reply (*reply_len bytes, cap >= DP_HVR_LEN). DP_GATE_ADMIT: create a
+ * server dp_conn for this transport_id and feed it this datagram. */
+int dp_cookie_gate_check(dp_cookie_gate *gate, const unsigned char *transport_id,
+                         size_t transport_id_len, const unsigned char *datagram, size_t len,
+                         int64_t now_ms, unsigned char *reply, size_t cap, size_t *reply_len);
+void dp_cookie_gate_get_stats(dp_cookie_gate *gate, dp_cookie_stats *out);
+
 /* END CDEF */
 
 /* ---- Internal helpers shared by our C files (not seen by cffi) ---------- */

@@ -1,0 +1,513 @@
+/*
+ * dp_config.c: one mbedtls_ssl_config built from options, immutable once
+ * finished and shared (refcounted) by every connection using it.
+ *
+ * Certificates and keys are copied in, so a caller may free its dp_cert /
+ * dp_key while connections still use the configuration.
+ */
+#include "dp_engine.h"
+#include "dp_crypto.h"
+
+#include <limits.h>
+#include <string.h>
+
+#include "mbedtls/platform_util.h"
+#include "mbedtls/ssl_ciphersuites.h"
+
+/* Game defaults: first retransmission after 250 ms, doubling to 4 s, so a
+ * silent peer is given up after about 250+500+1000+2000+4000 ms = 7.75 s
+ * instead of Mbed TLS's 1 s .. 60 s (about two minutes). */
+#define DP_DEFAULT_HS_MIN_MS 250u
+#define DP_DEFAULT_HS_MAX_MS 4000u
+#define DP_KEY_DER_MAX 6144 /* an RSA-4096 private key is about 2.4 KB */
+
+/* AEAD and forward secret: GCM first (AES-NI), ChaCha20 for CPUs without it. */
+static const int DP_CERT_SUITES[] = {
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    0,
+};
+
+/* ECDHE-PSK (forward secret; its only AEAD suite is ChaCha20) first, then
+ * plain PSK, which is about 20x cheaper per handshake but not forward secret. */
+static const int DP_PSK_SUITES[] = {
+    MBEDTLS_TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_PSK_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_PSK_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_PSK_WITH_AES_256_GCM_SHA384,
+    0,
+};
+
+/* X25519 first; P-256 must stay offered: in TLS 1.2 the ECDSA certificate's
+ * curve must also be in the client's supported groups. */
+static const uint16_t DP_DEFAULT_GROUPS[] = {
+    MBEDTLS_SSL_IANA_TLS_GROUP_X25519,
+    MBEDTLS_SSL_IANA_TLS_GROUP_SECP256R1,
+    MBEDTLS_SSL_IANA_TLS_GROUP_SECP384R1,
+    0,
+};
+
+/* ---- Lifetime ------------------------------------------------------------- */
+
+int dp_config_new(int role, dp_config **out)
+{
+    if (out == NULL || (role != DP_ROLE_CLIENT && role != DP_ROLE_SERVER)) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    *out = NULL;
+    dp_config *cfg = dp_calloc(1, sizeof(*cfg));
+    if (cfg == NULL) {
+        return DP_ERR_NO_MEMORY;
+    }
+    mbedtls_ssl_config_init(&cfg->conf);
+    mbedtls_mutex_init(&cfg->ref_lock);
+    mbedtls_x509_crt_init(&cfg->own_chain);
+    mbedtls_pk_init(&cfg->own_key);
+    mbedtls_x509_crt_init(&cfg->ca_chain);
+    cfg->role = role;
+    cfg->refcount = 1;
+    cfg->verify_mode = DP_VERIFY_FULL;
+    cfg->hs_timeout_min_ms = DP_DEFAULT_HS_MIN_MS;
+    cfg->hs_timeout_max_ms = DP_DEFAULT_HS_MAX_MS;
+    memcpy(cfg->groups, DP_DEFAULT_GROUPS, sizeof(DP_DEFAULT_GROUPS));
+    *out = cfg;
+    return DP_OK;
+}
+
+void dp_config_ref(dp_config *cfg)
+{
+    mbedtls_mutex_lock(&cfg->ref_lock);
+    cfg->refcount++;
+    mbedtls_mutex_unlock(&cfg->ref_lock);
+}
+
+void dp_config_free(dp_config *cfg)
+{
+    if (cfg == NULL) {
+        return;
+    }
+    mbedtls_mutex_lock(&cfg->ref_lock);
+    int left = --cfg->refcount;
+    mbedtls_mutex_unlock(&cfg->ref_lock);
+    if (left > 0) {
+        return;
+    }
+    mbedtls_ssl_config_free(&cfg->conf);
+    mbedtls_x509_crt_free(&cfg->own_chain);
+    mbedtls_pk_free(&cfg->own_key);
+    mbedtls_x509_crt_free(&cfg->ca_chain);
+    if (cfg->psks != NULL) {
+        mbedtls_platform_zeroize(cfg->psks, cfg->psk_count * sizeof(dp_psk_entry));
+        dp_free(cfg->psks);
+    }
+    dp_free(cfg->common_name_override);
+    dp_cookie_gate_free(cfg->gate);
+    mbedtls_mutex_free(&cfg->ref_lock);
+    dp_free(cfg);
+}
+
+/* ---- Setters -------------------------------------------------------------- */
+
+static int check_mutable(const dp_config *cfg)
+{
+    if (cfg == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    return cfg->finished ? DP_ERR_BAD_STATE : DP_OK;
+}
+
+static int copy_chain(mbedtls_x509_crt *dst, const dp_cert *src)
+{
+    size_t copied = 0;
+    for (const mbedtls_x509_crt *c = &src->chain; c != NULL && c->raw.p != NULL; c = c->next) {
+        int ret = mbedtls_x509_crt_parse_der(dst, c->raw.p, c->raw.len);
+        if (ret != 0) {
+            return ret;
+        }
+        copied++;
+    }
+    return copied > 0 ? DP_OK : DP_ERR_INVALID_ARGUMENT;
+}
+
+/* Copy a private key by a DER round trip: mbedtls_pk_context has no copy. */
+static int copy_private_key(mbedtls_pk_context *dst, const dp_key *src)
+{
+    if (src->public_only || mbedtls_pk_get_type(&src->pk) == MBEDTLS_PK_NONE) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    unsigned char *der = dp_calloc(1, DP_KEY_DER_MAX);
+    if (der == NULL) {
+        return DP_ERR_NO_MEMORY;
+    }
+    /* pk_write_key_der takes a non-const context but does not modify it. */
+    int len = mbedtls_pk_write_key_der((mbedtls_pk_context *)&src->pk, der, DP_KEY_DER_MAX);
+    int ret = len;
+    if (len > 0) {
+        ret = mbedtls_pk_parse_key(dst, der + DP_KEY_DER_MAX - len, (size_t)len, NULL, 0,
+                                   dp_rng, NULL);
+    }
+    mbedtls_platform_zeroize(der, DP_KEY_DER_MAX);
+    dp_free(der);
+    return ret;
+}
+
+int dp_config_set_own_cert(dp_config *cfg, const dp_cert *chain, const dp_key *key)
+{
+    int ret = check_mutable(cfg);
+    if (ret != 0) {
+        return ret;
+    }
+    if (chain == NULL || key == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    mbedtls_x509_crt_free(&cfg->own_chain);
+    mbedtls_pk_free(&cfg->own_key);
+    mbedtls_x509_crt_init(&cfg->own_chain);
+    mbedtls_pk_init(&cfg->own_key);
+    cfg->has_own_cert = 0;
+    ret = copy_chain(&cfg->own_chain, chain);
+    if (ret == 0) {
+        ret = copy_private_key(&cfg->own_key, key);
+    }
+    if (ret == 0 &&
+        mbedtls_pk_check_pair(&cfg->own_chain.pk, &cfg->own_key, dp_rng, NULL) != 0) {
+        ret = DP_ERR_KEY_MISMATCH;
+    }
+    if (ret != 0) {
+        mbedtls_x509_crt_free(&cfg->own_chain);
+        mbedtls_pk_free(&cfg->own_key);
+        mbedtls_x509_crt_init(&cfg->own_chain);
+        mbedtls_pk_init(&cfg->own_key);
+        return ret;
+    }
+    cfg->has_own_cert = 1;
+    return DP_OK;
+}
+
+int dp_config_set_ca_chain(dp_config *cfg, const dp_cert *chain)
+{
+    int ret = check_mutable(cfg);
+    if (ret != 0) {
+        return ret;
+    }
+    if (chain == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    mbedtls_x509_crt_free(&cfg->ca_chain);
+    mbedtls_x509_crt_init(&cfg->ca_chain);
+    cfg->has_ca_chain = 0;
+    ret = copy_chain(&cfg->ca_chain, chain);
+    if (ret != 0) {
+        mbedtls_x509_crt_free(&cfg->ca_chain);
+        mbedtls_x509_crt_init(&cfg->ca_chain);
+        return ret;
+    }
+    cfg->has_ca_chain = 1;
+    return DP_OK;
+}
+
+int dp_config_set_verify(dp_config *cfg, int mode, const char *common_name_override)
+{
+    int ret = check_mutable(cfg);
+    if (ret != 0) {
+        return ret;
+    }
+    if (cfg->role != DP_ROLE_CLIENT ||
+        (mode != DP_VERIFY_FULL && mode != DP_VERIFY_CHAIN_ONLY && mode != DP_VERIFY_NONE)) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    char *copy = NULL;
+    if (common_name_override != NULL && common_name_override[0] != '\0') {
+        size_t n = strlen(common_name_override);
+        if (n > 255) {
+            return DP_ERR_INVALID_ARGUMENT; /* longer than any DNS name */
+        }
+        copy = dp_calloc(1, n + 1);
+        if (copy == NULL) {
+            return DP_ERR_NO_MEMORY;
+        }
+        memcpy(copy, common_name_override, n);
+    }
+    dp_free(cfg->common_name_override);
+    cfg->common_name_override = copy;
+    cfg->verify_mode = mode;
+    return DP_OK;
+}
+
+int dp_config_set_psk(dp_config *cfg, const unsigned char *identity, size_t identity_len,
+                      const unsigned char *key, size_t key_len)
+{
+    int ret = check_mutable(cfg);
+    if (ret != 0) {
+        return ret;
+    }
+    if (identity == NULL || identity_len == 0 || identity_len > DP_PSK_IDENTITY_MAX ||
+        key == NULL || key_len == 0 || key_len > DP_PSK_KEY_MAX) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    size_t slot = 0;
+    if (cfg->role == DP_ROLE_CLIENT) {
+        slot = 0; /* a client has exactly one identity: replace it */
+    } else {
+        for (slot = 0; slot < cfg->psk_count; slot++) {
+            if (cfg->psks[slot].identity_len == identity_len &&
+                memcmp(cfg->psks[slot].identity, identity, identity_len) == 0) {
+                break; /* same identity: replace its key */
+            }
+        }
+    }
+    if (slot >= cfg->psk_count) {
+        dp_psk_entry *grown = dp_calloc(cfg->psk_count + 1, sizeof(dp_psk_entry));
+        if (grown == NULL) {
+            return DP_ERR_NO_MEMORY;
+        }
+        if (cfg->psks != NULL) {
+            memcpy(grown, cfg->psks, cfg->psk_count * sizeof(dp_psk_entry));
+            mbedtls_platform_zeroize(cfg->psks, cfg->psk_count * sizeof(dp_psk_entry));
+            dp_free(cfg->psks);
+        }
+        cfg->psks = grown;
+        slot = cfg->psk_count++;
+    }
+    dp_psk_entry *e = &cfg->psks[slot];
+    mbedtls_platform_zeroize(e, sizeof(*e));
+    memcpy(e->identity, identity, identity_len);
+    e->identity_len = identity_len;
+    memcpy(e->key, key, key_len);
+    e->key_len = key_len;
+    return DP_OK;
+}
+
+int dp_config_set_ciphersuites(dp_config *cfg, const char *names)
+{
+    int ret = check_mutable(cfg);
+    if (ret != 0) {
+        return ret;
+    }
+    if (names == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    int suites[DP_MAX_SUITES + 1];
+    size_t count = 0;
+    const char *p = names;
+    while (*p != '\0') {
+        while (*p == ',' || *p == '\n' || *p == ' ') {
+            p++;
+        }
+        const char *start = p;
+        while (*p != '\0' && *p != ',' && *p != '\n' && *p != ' ') {
+            p++;
+        }
+        size_t n = (size_t)(p - start);
+        if (n == 0) {
+            continue;
+        }
+        char name[96];
+        if (n >= sizeof(name) || count >= DP_MAX_SUITES) {
+            return DP_ERR_INVALID_ARGUMENT;
+        }
+        memcpy(name, start, n);
+        name[n] = '\0';
+        int id = mbedtls_ssl_get_ciphersuite_id(name);
+        if (id == 0 || mbedtls_ssl_ciphersuite_from_id(id) == NULL) {
+            return DP_ERR_UNSUPPORTED;
+        }
+        suites[count++] = id;
+    }
+    if (count == 0) {
+        cfg->custom_suites = 0; /* empty list: back to the defaults */
+        return DP_OK;
+    }
+    suites[count] = 0;
+    memcpy(cfg->suites, suites, (count + 1) * sizeof(int));
+    cfg->custom_suites = 1;
+    return DP_OK;
+}
+
+int dp_config_set_groups(dp_config *cfg, const uint16_t *groups, size_t count)
+{
+    int ret = check_mutable(cfg);
+    if (ret != 0) {
+        return ret;
+    }
+    if (groups == NULL || count == 0 || count > DP_MAX_GROUPS) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (groups[i] != DP_GROUP_SECP256R1 && groups[i] != DP_GROUP_SECP384R1 &&
+            groups[i] != DP_GROUP_SECP521R1 && groups[i] != DP_GROUP_X25519) {
+            return DP_ERR_UNSUPPORTED;
+        }
+    }
+    memcpy(cfg->groups, groups, count * sizeof(uint16_t));
+    cfg->groups[count] = 0;
+    return DP_OK;
+}
+
+int dp_config_set_handshake_timeout(dp_config *cfg, uint32_t min_ms, uint32_t max_ms,
+                                    uint32_t deadline_ms)
+{
+    int ret = check_mutable(cfg);
+    if (ret != 0) {
+        return ret;
+    }
+    if (min_ms == 0 || max_ms < min_ms) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    cfg->hs_timeout_min_ms = min_ms;
+    cfg->hs_timeout_max_ms = max_ms;
+    cfg->hs_deadline_ms = deadline_ms;
+    return DP_OK;
+}
+
+int dp_config_set_idle_timeout(dp_config *cfg, uint32_t idle_ms)
+{
+    int ret = check_mutable(cfg);
+    if (ret != 0) {
+        return ret;
+    }
+    cfg->idle_timeout_ms = idle_ms;
+    return DP_OK;
+}
+
+int dp_config_set_mtu(dp_config *cfg, uint16_t mtu)
+{
+    int ret = check_mutable(cfg);
+    if (ret != 0) {
+        return ret;
+    }
+    /* Below ~100 bytes not even a ClientHello record header plus the
+     * smallest handshake fragment fits usefully. */
+    if (mtu != 0 && mtu < 128) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    cfg->mtu = mtu;
+    return DP_OK;
+}
+
+int dp_config_set_badmac_limit(dp_config *cfg, unsigned limit)
+{
+    int ret = check_mutable(cfg);
+    if (ret != 0) {
+        return ret;
+    }
+    cfg->badmac_limit = limit;
+    return DP_OK;
+}
+
+int dp_config_set_cookie_gate(dp_config *cfg, dp_cookie_gate *gate)
+{
+    int ret = check_mutable(cfg);
+    if (ret != 0) {
+        return ret;
+    }
+    if (gate == NULL || cfg->role != DP_ROLE_SERVER) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    dp_cookie_gate_ref(gate);
+    dp_cookie_gate_free(cfg->gate);
+    cfg->gate = gate;
+    return DP_OK;
+}
+
+/* ---- Finish --------------------------------------------------------------- */
+
+static int psk_lookup(void *ctx, mbedtls_ssl_context *ssl, const unsigned char *identity,
+                      size_t identity_len)
+{
+    const dp_config *cfg = ctx;
+    for (size_t i = 0; i < cfg->psk_count; i++) {
+        const dp_psk_entry *e = &cfg->psks[i];
+        if (e->identity_len == identity_len && memcmp(e->identity, identity, identity_len) == 0) {
+            return mbedtls_ssl_set_hs_psk(ssl, e->key, e->key_len);
+        }
+    }
+    return -1; /* unknown identity: Mbed TLS sends unknown_psk_identity */
+}
+
+static size_t append_suites(int *dst, size_t count, const int *src)
+{
+    for (; *src != 0 && count < DP_MAX_SUITES; src++) {
+        if (mbedtls_ssl_ciphersuite_from_id(*src) != NULL) {
+            dst[count++] = *src;
+        }
+    }
+    dst[count] = 0;
+    return count;
+}
+
+int dp_config_finish(dp_config *cfg)
+{
+    int ret = check_mutable(cfg);
+    if (ret != 0) {
+        return ret;
+    }
+    int server = cfg->role == DP_ROLE_SERVER;
+    if (server && (cfg->gate == NULL || (!cfg->has_own_cert && cfg->psk_count == 0))) {
+        return DP_ERR_BAD_STATE; /* a server needs a cookie gate and credentials */
+    }
+    ret = mbedtls_ssl_config_defaults(&cfg->conf,
+                                      server ? MBEDTLS_SSL_IS_SERVER : MBEDTLS_SSL_IS_CLIENT,
+                                      MBEDTLS_SSL_TRANSPORT_DATAGRAM, MBEDTLS_SSL_PRESET_DEFAULT);
+    if (ret != 0) {
+        return ret;
+    }
+    mbedtls_ssl_conf_rng(&cfg->conf, dp_rng, NULL);
+
+    if (!cfg->custom_suites) {
+        size_t n = 0;
+        /* A client with a PSK offers only PSK suites: it has said how it
+         * authenticates. A server offers whatever credentials it holds. */
+        if (cfg->has_own_cert || (!server && cfg->psk_count == 0)) {
+            n = append_suites(cfg->suites, n, DP_CERT_SUITES);
+        }
+        if (cfg->psk_count > 0) {
+            n = append_suites(cfg->suites, n, DP_PSK_SUITES);
+        }
+    }
+    mbedtls_ssl_conf_ciphersuites(&cfg->conf, cfg->suites);
+    mbedtls_ssl_conf_groups(&cfg->conf, cfg->groups);
+
+    if (server) {
+        /* Clients are not asked for certificates (as in Godot). */
+        mbedtls_ssl_conf_authmode(&cfg->conf, MBEDTLS_SSL_VERIFY_NONE);
+        if (cfg->psk_count > 0) {
+            mbedtls_ssl_conf_psk_cb(&cfg->conf, psk_lookup, cfg);
+        }
+        mbedtls_ssl_conf_dtls_cookies(&cfg->conf, dp_cookie_gate_write_cb,
+                                      dp_cookie_gate_check_cb, cfg->gate);
+    } else {
+        mbedtls_ssl_conf_authmode(&cfg->conf, cfg->verify_mode == DP_VERIFY_NONE
+                                                  ? MBEDTLS_SSL_VERIFY_NONE
+                                                  : MBEDTLS_SSL_VERIFY_REQUIRED);
+        if (cfg->psk_count > 0) {
+            ret = mbedtls_ssl_conf_psk(&cfg->conf, cfg->psks[0].key, cfg->psks[0].key_len,
+                                       cfg->psks[0].identity, cfg->psks[0].identity_len);
+            if (ret != 0) {
+                return ret;
+            }
+        }
+    }
+    if (cfg->has_ca_chain) {
+        mbedtls_ssl_conf_ca_chain(&cfg->conf, &cfg->ca_chain, NULL);
+    }
+    if (cfg->has_own_cert) {
+        ret = mbedtls_ssl_conf_own_cert(&cfg->conf, &cfg->own_chain, &cfg->own_key);
+        if (ret != 0) {
+            return ret;
+        }
+    }
+    mbedtls_ssl_conf_handshake_timeout(&cfg->conf, cfg->hs_timeout_min_ms,
+                                       cfg->hs_timeout_max_ms);
+    mbedtls_ssl_conf_dtls_anti_replay(&cfg->conf, MBEDTLS_SSL_ANTI_REPLAY_ENABLED);
+    /* Mbed TLS only counts bad records when a limit is set, so "unlimited"
+     * becomes the largest limit: the count stays available for statistics. */
+    mbedtls_ssl_conf_dtls_badmac_limit(&cfg->conf,
+                                       cfg->badmac_limit != 0 ? cfg->badmac_limit : UINT_MAX);
+    cfg->finished = 1;
+    return DP_OK;
+}

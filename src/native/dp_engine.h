@@ -1,0 +1,67 @@
+/*
+ * dp_engine.h: internals shared by the DTLS engine files (dp_config.c,
+ * dp_conn.c, dp_cookie.c). Not seen by cffi.
+ */
+#ifndef DTLSPEER_DP_ENGINE_H
+#define DTLSPEER_DP_ENGINE_H
+
+#include "dtlspeer.h"
+
+#include "mbedtls/pk.h"
+#include "mbedtls/ssl.h"
+#include "mbedtls/threading.h"
+#include "mbedtls/x509_crt.h"
+
+/* Largest PSK identity and key we accept (RFC 4279 allows 2^16 - 1 for the
+ * identity; nobody needs more than a few hundred bytes). */
+#define DP_PSK_IDENTITY_MAX 256
+#define DP_PSK_KEY_MAX 64
+#define DP_MAX_GROUPS 8
+#define DP_MAX_SUITES 32
+
+typedef struct dp_psk_entry {
+    unsigned char identity[DP_PSK_IDENTITY_MAX];
+    size_t identity_len;
+    unsigned char key[DP_PSK_KEY_MAX];
+    size_t key_len;
+} dp_psk_entry;
+
+struct dp_config {
+    mbedtls_ssl_config conf;
+    mbedtls_threading_mutex_t ref_lock; /* guards refcount */
+    int role;           /* DP_ROLE_* */
+    int verify_mode;    /* DP_VERIFY_* (client only) */
+    int finished;       /* 1 once dp_config_finish succeeded: immutable */
+    int refcount;       /* the creator's reference + one per dp_conn */
+    int has_own_cert;
+    int has_ca_chain;
+    mbedtls_x509_crt own_chain; /* private copies: the caller's dp_cert/dp_key */
+    mbedtls_pk_context own_key; /* may be freed while connections live on */
+    mbedtls_x509_crt ca_chain;
+    char *common_name_override; /* client: NULL or the name to verify */
+    dp_psk_entry *psks;         /* server: identity -> key table; client: one */
+    size_t psk_count;
+    int suites[DP_MAX_SUITES + 1];   /* 0-terminated, referenced by conf */
+    uint16_t groups[DP_MAX_GROUPS + 1]; /* 0-terminated, referenced by conf */
+    int custom_suites;
+    uint32_t hs_timeout_min_ms;
+    uint32_t hs_timeout_max_ms;
+    uint32_t hs_deadline_ms;   /* 0 = none besides Mbed TLS's own */
+    uint32_t idle_timeout_ms;  /* 0 = never */
+    uint16_t mtu;              /* 0 = no limit */
+    unsigned badmac_limit;     /* 0 = unlimited (still counted) */
+    dp_cookie_gate *gate;      /* server: cookie keys (referenced) */
+};
+
+/* Reference counting of shared engine objects. */
+void dp_config_ref(dp_config *cfg);
+void dp_cookie_gate_ref(dp_cookie_gate *gate);
+
+/* Mbed TLS cookie callbacks over a gate (mbedtls_ssl_conf_dtls_cookies), so
+ * a live connection handles RFC 6347 4.2.8 reconnects with the same keys. */
+int dp_cookie_gate_write_cb(void *gate, unsigned char **p, unsigned char *end,
+                            const unsigned char *id, size_t id_len);
+int dp_cookie_gate_check_cb(void *gate, const unsigned char *cookie, size_t cookie_len,
+                            const unsigned char *id, size_t id_len);
+
+#endif /* DTLSPEER_DP_ENGINE_H */
