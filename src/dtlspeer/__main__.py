@@ -1,17 +1,22 @@
 """Command-line interface: ``python -m dtlspeer <command>``.
 
-Commands: ``info`` (versions, build configuration, ciphersuites).
+Commands: ``info`` (versions, build configuration, ciphersuites) and
+``gen-cert`` (a private key plus a self-signed certificate for a host name or IP).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import ipaddress
 import platform
 import sys
 from typing import Callable
 
 from . import __version__
 from .build_info import build_info, ciphersuites, mbedtls_version
+from .crypto import Crypto
+from .errors import DTLSPeerError
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -28,6 +33,51 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def cmd_gen_cert(args: argparse.Namespace) -> int:
+    """Write a new private key and a self-signed certificate for ``args.host``.
+
+    The host goes into the subject CN and into a subjectAltName entry (an IP
+    address entry for an IP literal, a DNS entry otherwise), so both Godot's
+    CN check and modern SAN checks accept it."""
+    crypto = Crypto()
+    if args.key_type == "rsa":
+        key = crypto.generate_rsa(args.rsa_bits)
+    else:
+        key = crypto.generate_ec(args.key_type.upper())
+    host = args.host
+    try:
+        ipaddress.ip_address(host)
+        dns_names: list[str] = []
+        ip_addresses = [host]
+    except ValueError:
+        dns_names, ip_addresses = [host], []
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    not_before = (now - datetime.timedelta(hours=1)).strftime("%Y%m%d%H%M%S")
+    not_after = (now + datetime.timedelta(days=args.days)).strftime("%Y%m%d%H%M%S")
+    name = f"CN={host},O={args.organization},C={args.country}"
+    cert = crypto.generate_self_signed_certificate(
+        key, name, not_before, not_after, dns_names=dns_names, ip_addresses=ip_addresses
+    )
+    key_path = args.key_out or f"{host}.key"
+    cert_path = args.cert_out or f"{host}.crt"
+    key.save(key_path)
+    cert.save(cert_path)
+    print(f"private key: {key_path} ({key.key_type} {key.key_size} bits)")
+    print(f"certificate: {cert_path}")
+    print(f"  subject: {cert.subject}")
+    print(f"  valid: {cert.not_before:%Y-%m-%d %H:%M} .. {cert.not_after:%Y-%m-%d %H:%M} UTC")
+    print(f"  subjectAltName: {', '.join(f'{k}:{v}' for k, v in cert.subject_alt_names)}")
+    print(f"  sha256 fingerprint: {cert.fingerprint.hex(':')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dtlspeer",
@@ -36,6 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     info = sub.add_parser("info", help="print versions, build configuration and ciphersuites")
     info.set_defaults(func=cmd_info)
+    gen = sub.add_parser(
+        "gen-cert",
+        help="write a private key and a self-signed certificate for a host name or IP",
+        description="Generate a private key and a self-signed certificate whose CN and "
+        "subjectAltName name HOST (a DNS name or an IPv4/IPv6 address).",
+    )
+    gen.add_argument("host", metavar="HOST", help="host name or IP address the certificate is for")
+    gen.add_argument("--key-type", choices=["p-256", "p-384", "rsa"], default="p-256",
+                     help="key algorithm (default: p-256, the fastest to handshake)")
+    gen.add_argument("--rsa-bits", type=int, default=2048, help="RSA key size (2048..4096)")
+    gen.add_argument("--days", type=_positive_int, default=365, help="validity in days (default 365)")
+    gen.add_argument("--organization", default="dtlspeer", help="O= of the subject")
+    gen.add_argument("--country", default="IT", help="C= of the subject (Godot's default)")
+    gen.add_argument("--key-out", metavar="PATH", help="key file (default HOST.key, mode 0600)")
+    gen.add_argument("--cert-out", metavar="PATH", help="certificate file (default HOST.crt)")
+    gen.set_defaults(func=cmd_gen_cert)
     return parser
 
 
@@ -49,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `python -m dtlspeer info | head`
         sys.stderr.close()
         return 0
+    except (DTLSPeerError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -211,6 +211,8 @@ class CryptoKey(_Locked):
 
     def _write(self, der: bool, public_only: bool, context: str) -> bytes:
         fmt = lib.DP_FORMAT_DER if der else lib.DP_FORMAT_PEM
+        if not public_only and self.is_public_only():
+            raise errors.StateError(f"{context}: the key has no private part; pass public_only=True")
         with self._mutex:
             return _sized_output(
                 lambda buf, size, needed: lib.dp_key_write(
