@@ -80,13 +80,15 @@ def test_wheel_builds_offline_from_the_sdist_and_runs_in_a_fresh_venv(
     assert any(n.startswith("dtlspeer/_native") for n in names)
     assert "dtlspeer/py.typed" in names
 
+    clean_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], tmp_path)
     py = venv / ("Scripts" if os.name == "nt" else "bin") / "python"
     if subprocess.run([str(py), "-c", "import cffi"], capture_output=True).returncode != 0:
         run([str(py), "-m", "pip", "install", "-q", "cffi>=1.17"], tmp_path)  # the one runtime dependency
     run([str(py), "-m", "pip", "install", "-q", "--no-index", "--no-deps", str(wheel)], tmp_path)
-    out = run([str(py), "-c", "import dtlspeer; print(dtlspeer.mbedtls_version(), dtlspeer.__file__)"], tmp_path)
+    probe = "import dtlspeer; print(dtlspeer.mbedtls_version(), dtlspeer.__file__)"
+    out = run([str(py), "-c", probe], tmp_path, clean_env)
     version, location = out.split()
     assert version == "3.6.7"
     assert str(venv) in location
