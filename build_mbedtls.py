@@ -553,7 +553,10 @@ def compile_objects(compiler, build_temp: Path, tree: Path) -> list[str]:  # typ
     key.update(CONFIG_HEADER.read_bytes())
     key.update(repr((macros, mbed_flags, compiler.compiler_type, sysconfig.get_platform())).encode())
     mbed_dir = build_temp / f"mbedtls-{key.hexdigest()[:16]}"
-    ours_dir = build_temp / "dtlspeer-native"
+    # Our objects are rebuilt when a source or header changes; the directory
+    # is keyed by flags so a sanitizer build never leaks into a normal one.
+    ours_key = hashlib.sha256(repr((macros, our_flags, compiler.compiler_type)).encode())
+    ours_dir = build_temp / f"dtlspeer-native-{ours_key.hexdigest()[:16]}"
     our_headers = sorted(NATIVE_DIR.glob("*.h"))
     obj_ext = compiler.obj_extension
 
@@ -613,6 +616,10 @@ def _build_ext_class():  # type: ignore[no-untyped-def]
                 # our warning flags, with hidden visibility like the rest.
                 if not _is_msvc():
                     ext.extra_compile_args = ["-fvisibility=hidden"]
+                # setuptools only compares sources with the target and would
+                # skip relinking after a flags change (e.g. sanitizer on/off);
+                # linking is cheap, so always do it.
+                self.force = True
             super().build_extension(ext)
 
     return BuildExt

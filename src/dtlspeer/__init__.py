@@ -9,11 +9,16 @@ from __future__ import annotations
 from . import errors
 from .build_info import build_info, ciphersuites, mbedtls_version
 from .errors import DTLSPeerError
+from .packet_peer import PacketPeer
+from .udp import PacketPeerUDP, UDPServer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DTLSPeerError",
+    "PacketPeer",
+    "PacketPeerUDP",
+    "UDPServer",
     "__version__",
     "build_info",
     "ciphersuites",
