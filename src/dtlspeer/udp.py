@@ -542,7 +542,7 @@ class PacketPeerUDP(PacketPeer):
             ep = self._require("get_packet_into")
         try:
             target = ffi.from_buffer(buffer, require_writable=True)
-        except TypeError as exc:
+        except (TypeError, BufferError) as exc:
             raise ArgumentTypeError("buffer must be a writable bytes-like object") from exc
         n = lib.dp_endpoint_recv(ep.ptr, self._handle, target, len(target), self._last)
         if n < 0:
