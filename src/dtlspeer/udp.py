@@ -404,25 +404,30 @@ class PacketPeerUDP(PacketPeer):
         forever, as Godot's ``wait()``). Returns False on timeout. A server
         peer waits on the shared socket, like Godot: the datagram is queued on
         the peer only at the server's next ``poll()``."""
-        ep = self._require("wait")
-        if timeout is not None:
+        ep = self._ep
+        if ep is None or ep.closed:
+            ep = self._require("wait")
+        deadline = 0.0
+        if timeout is None:
+            ms = -1
+        else:
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
                 raise ArgumentTypeError("timeout must be a number of seconds or None")
             if not timeout >= 0:
                 raise InvalidArgumentError(f"timeout must be >= 0, not {timeout}")
             deadline = time.monotonic() + timeout
+            ms = min(2**31 - 1, math.ceil(timeout * 1000))
         while True:
-            if timeout is None:
-                ms = -1
-            else:
-                ms = max(0, min(2**31 - 1, math.ceil((deadline - time.monotonic()) * 1000)))
             rc = lib.dp_endpoint_wait(ep.ptr, self._handle, ms)
-            if rc == _EINTR_CODE:  # a signal: its Python handler runs now, then retry
+            if rc >= 0:
+                return rc == 1  # type: ignore[no-any-return]
+            if rc == _EINTR_CODE:  # a signal: its Python handler has run; retry
+                if timeout is not None:
+                    ms = max(0, min(2**31 - 1, math.ceil((deadline - time.monotonic()) * 1000)))
                 continue
             if rc == _CLOSED:
                 self._detach()
             check(rc, "waiting for a datagram")
-            return rc == 1
 
     def connect_to_host(self, host: str, port: int) -> None:
         """Connect the socket to ``host``:``port`` (Godot ``connect_to_host``):
@@ -481,7 +486,9 @@ class PacketPeerUDP(PacketPeer):
         size = len(payload)
         if size == 0:
             return
-        ep = self._live()
+        ep = self._ep
+        if ep is not None and ep.closed:
+            ep = self._live()
         if ep is None:
             if self._dest is None:
                 raise StateError("no destination: call set_dest_address or connect_to_host")
