@@ -10,7 +10,9 @@ from . import errors
 from .build_info import build_info, ciphersuites, mbedtls_version
 from .crypto import Crypto, CryptoKey, X509Certificate
 from .errors import DTLSPeerError
+from .packet_peer import PacketPeer
 from .tls_options import TLSOptions
+from .udp import PacketPeerUDP, UDPServer
 
 __version__ = "0.1.0"
 
@@ -18,7 +20,10 @@ __all__ = [
     "Crypto",
     "CryptoKey",
     "DTLSPeerError",
+    "PacketPeer",
+    "PacketPeerUDP",
     "TLSOptions",
+    "UDPServer",
     "X509Certificate",
     "__version__",
     "build_info",

@@ -23,6 +23,7 @@ __all__ = [
     "KeyMismatchError",
     "LimitError",
     "OutOfMemoryError",
+    "ResolveError",
     "SocketError",
     "StateError",
     "TLSError",
@@ -76,6 +77,11 @@ class OutOfMemoryError(DTLSPeerError, MemoryError):
 
 class SocketError(DTLSPeerError, OSError):
     """An operating-system socket call failed; ``errno`` says why."""
+
+
+class ResolveError(SocketError):
+    """A host name could not be resolved (``errno`` is the ``getaddrinfo``
+    ``EAI_*`` code, as in :class:`socket.gaierror`). Godot: ``ERR_CANT_RESOLVE``."""
 
 
 class TLSError(DTLSPeerError):

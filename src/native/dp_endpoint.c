@@ -1,0 +1,1168 @@
+/*
+ * dp_endpoint.c: the UDP I/O driver. One endpoint wraps one non-blocking
+ * socket that Python created; every syscall on it happens here.
+ *
+ * Modes
+ *   CLIENT  one byte-bounded queue (the endpoint's own, handle 0) receives
+ *           every datagram with its source address. Optional "connected"
+ *           filter: datagrams from any other address are dropped (counted).
+ *   SERVER  datagrams are routed by (IPv6-mapped address, port, scope) to
+ *           peer slots through an open-addressing hash table (linear probing,
+ *           backward-shift deletion, seeded mixer: O(1) per datagram).
+ *
+ * Slot lifecycle (SERVER)
+ *   FREE --(datagram from an unknown sender, pending < max_pending)--> PENDING
+ *     The slot is inserted in the hash table and appended to the pending
+ *     FIFO, holding its first datagram. A sender whose first datagram does not
+ *     fit the peer queue creates no slot (drop_queue_full). When the pending
+ *     list is full (or max_pending is 0) the datagram is dropped
+ *     (drop_pending_full): memory is bounded by max_pending.
+ *   PENDING --(dp_endpoint_take, oldest first)--> TAKEN
+ *     The owner (a Python PacketPeerUDP, later a dp_conn) keeps the handle;
+ *     the slot stays routed until the owner closes it.
+ *   PENDING --(pending_timeout, max_pending lowered, close)--> FREE
+ *   TAKEN --(dp_endpoint_slot_close, close)--> FREE
+ *   Freeing a slot removes it from the table, discards its queue and bumps
+ *   its generation: every old handle (generation << 32 | index) is now stale
+ *   and returns DP_ERR_CLOSED, even after the index is reused.
+ *
+ * C callers (a future DTLS dp_conn) use the same functions Python does:
+ * dp_endpoint_recv(ep, handle, ...) pulls the slot's next datagram and
+ * dp_endpoint_send(ep, handle, NULL, ...) sends to the slot's address.
+ *
+ * Queues count bytes like Godot's recv_buf_size: each datagram costs its
+ * length + DP_QUEUE_ENTRY_OVERHEAD; a datagram that does not fit is dropped.
+ * The limit is exact (Godot rounds it up to a power of two). Storage grows
+ * on demand up to the limit and is released when a large queue empties, so
+ * idle peers cost only their slot.
+ */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE /* recvmmsg, and the POSIX socket API under -std=c11 */
+#endif
+#include "dtlspeer.h"
+
+#include <errno.h>
+#include <string.h>
+
+#if defined(_WIN32)
+#include <winsock2.h>
+#include <ws2tcpip.h>
+typedef SOCKET dp_socket_t;
+#define DP_INVALID_SOCKET INVALID_SOCKET
+#define DP_LAST_ERROR() WSAGetLastError()
+#define DP_EAGAIN WSAEWOULDBLOCK
+#define DP_EINTR WSAEINTR
+typedef int dp_socklen_t;
+#else
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <unistd.h>
+typedef int dp_socket_t;
+#define DP_INVALID_SOCKET (-1)
+#define DP_LAST_ERROR() errno
+#define DP_EAGAIN EAGAIN
+#define DP_EINTR EINTR
+typedef socklen_t dp_socklen_t;
+#endif
+
+#if defined(__linux__) && !defined(DP_PORTABLE_IO)
+#define DP_USE_MMSG 1
+#endif
+
+#define DP_SERVER_BATCH 16 /* datagrams per recvmmsg in SERVER mode */
+#define DP_CLIENT_BATCH 4  /* CLIENT mode: usually one in flight */
+#define DP_QUEUE_MIN_CAP 512u
+#define DP_QUEUE_KEEP_CAP 16384u /* an emptied queue above this frees its storage */
+#define DP_SLOT_FREE 0
+#define DP_SLOT_PENDING 1
+#define DP_SLOT_TAKEN 2
+#define DP_NO_INDEX UINT32_MAX
+#define DP_MAX_SLOTS (1u << 30)
+
+/* ---- Byte ring of datagrams ---------------------------------------------- */
+
+typedef struct {
+    uint8_t *buf;
+    uint32_t cap;   /* storage bytes */
+    uint32_t head;  /* offset of the oldest entry */
+    uint32_t used;  /* bytes in use */
+    uint32_t count; /* entries */
+    uint32_t limit; /* recv_buf_size */
+} dp_queue;
+
+/* An entry: this header (DP_QUEUE_ENTRY_OVERHEAD bytes) then the payload. */
+typedef struct {
+    uint32_t len;
+    uint16_t port;
+    uint16_t reserved;
+    uint8_t ip[16];
+} dp_entry_header;
+
+typedef char dp_entry_header_is_overhead[sizeof(dp_entry_header) == DP_QUEUE_ENTRY_OVERHEAD ? 1 : -1];
+
+static void ring_put(dp_queue *q, uint32_t pos, const void *src, uint32_t n)
+{
+    uint32_t first = q->cap - pos < n ? q->cap - pos : n;
+    memcpy(q->buf + pos, src, first);
+    if (n > first) {
+        memcpy(q->buf, (const uint8_t *)src + first, n - first);
+    }
+}
+
+static void ring_get(const dp_queue *q, uint32_t pos, void *dst, uint32_t n)
+{
+    uint32_t first = q->cap - pos < n ? q->cap - pos : n;
+    memcpy(dst, q->buf + pos, first);
+    if (n > first) {
+        memcpy((uint8_t *)dst + first, q->buf, n - first);
+    }
+}
+
+static void queue_release(dp_queue *q)
+{
+    dp_free(q->buf);
+    q->buf = NULL;
+    q->cap = q->head = q->used = q->count = 0;
+}
+
+/* Grow storage to hold at least `need` bytes (need <= limit). */
+static int queue_grow(dp_queue *q, uint32_t need)
+{
+    uint64_t cap = q->cap ? q->cap : DP_QUEUE_MIN_CAP;
+    while (cap < need) {
+        cap *= 2;
+    }
+    if (cap > q->limit) {
+        cap = q->limit;
+    }
+    uint8_t *nb = dp_calloc(1, (size_t)cap);
+    if (nb == NULL) {
+        return DP_ERR_NO_MEMORY;
+    }
+    if (q->used) {
+        ring_get(q, q->head, nb, q->used); /* linearise */
+    }
+    dp_free(q->buf);
+    q->buf = nb;
+    q->cap = (uint32_t)cap;
+    q->head = 0;
+    return DP_OK;
+}
+
+/* 0 queued, 1 no room (limit), DP_ERR_NO_MEMORY. */
+static int queue_push(dp_queue *q, const dp_addr *src, const uint8_t *data, uint32_t len)
+{
+    uint64_t need = (uint64_t)q->used + DP_QUEUE_ENTRY_OVERHEAD + len;
+    if (need > q->limit) {
+        return 1;
+    }
+    if (need > q->cap) {
+        int rc = queue_grow(q, (uint32_t)need);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    dp_entry_header h;
+    memset(&h, 0, sizeof(h));
+    h.len = len;
+    h.port = src->port;
+    memcpy(h.ip, src->ip, 16);
+    uint32_t tail = (uint32_t)(((uint64_t)q->head + q->used) % q->cap);
+    ring_put(q, tail, &h, sizeof(h));
+    ring_put(q, (uint32_t)(((uint64_t)tail + sizeof(h)) % q->cap), data, len);
+    q->used += DP_QUEUE_ENTRY_OVERHEAD + len;
+    q->count++;
+    return 0;
+}
+
+static void queue_peek(const dp_queue *q, dp_entry_header *h)
+{
+    ring_get(q, q->head, h, sizeof(*h));
+}
+
+static void queue_drop_head(dp_queue *q, uint32_t len)
+{
+    q->head = (uint32_t)(((uint64_t)q->head + DP_QUEUE_ENTRY_OVERHEAD + len) % q->cap);
+    q->used -= DP_QUEUE_ENTRY_OVERHEAD + len;
+    q->count--;
+    if (q->count == 0) {
+        q->head = 0;
+        if (q->cap > DP_QUEUE_KEEP_CAP) {
+            queue_release(q);
+        }
+    }
+}
+
+/* ---- Slots and the endpoint ------------------------------------------------ */
+
+typedef struct {
+    dp_addr addr;
+    uint32_t gen;  /* bumped on every free; starts at 1 so no handle is 0 */
+    uint8_t state; /* DP_SLOT_* */
+    uint32_t prev; /* pending FIFO links, or free-list link in `next` */
+    uint32_t next;
+    int64_t created_ms;
+    dp_queue queue;
+    dp_udp_stats stats;
+} dp_slot;
+
+struct dp_endpoint {
+    dp_socket_t fd;
+    int family; /* 4 or 6 */
+    int mode;
+    int closed;
+    int connected;
+    dp_addr connected_addr;
+    dp_queue queue; /* CLIENT mode */
+    dp_udp_stats stats;
+
+    /* SERVER routing */
+    dp_slot *slots;
+    uint32_t slots_cap;
+    uint32_t slots_used; /* PENDING + TAKEN */
+    uint32_t free_head;
+    uint32_t *table; /* slot index + 1; 0 = empty */
+    uint32_t table_cap; /* power of two */
+    uint64_t seed;
+    uint32_t pending_head, pending_tail, pending_count;
+    uint32_t max_pending;
+    int64_t pending_timeout_ms;
+    uint32_t peer_recv_buf_size;
+
+    /* receive buffers, allocated on first receive */
+    int batch;
+    uint8_t *rx;
+#if defined(DP_USE_MMSG)
+    struct mmsghdr *msgs;
+    struct iovec *iovs;
+    struct sockaddr_storage *names;
+#endif
+};
+
+static int dp_os_error(int err)
+{
+    return DP_ERR_ERRNO_BASE - err;
+}
+
+static uint64_t dp_mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+/* Seeded, so remote senders cannot aim at one probe chain without the seed. */
+static uint64_t addr_hash(const dp_endpoint *ep, const dp_addr *a)
+{
+    uint64_t lo, hi;
+    memcpy(&lo, a->ip, 8);
+    memcpy(&hi, a->ip + 8, 8);
+    uint64_t h = dp_mix(ep->seed ^ lo);
+    h = dp_mix(h ^ hi);
+    return dp_mix(h ^ ((uint64_t)a->port | ((uint64_t)a->scope_id << 16)));
+}
+
+static int addr_equal(const dp_addr *a, const dp_addr *b)
+{
+    return a->port == b->port && a->scope_id == b->scope_id && memcmp(a->ip, b->ip, 16) == 0;
+}
+
+static const uint8_t k_v4_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+static void addr_from_sockaddr(const struct sockaddr *sa, dp_addr *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)(const void *)sa;
+        memcpy(out->ip, k_v4_prefix, 12);
+        memcpy(out->ip + 12, &s4->sin_addr, 4);
+        out->port = ntohs(s4->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)sa;
+        memcpy(out->ip, &s6->sin6_addr, 16);
+        out->port = ntohs(s6->sin6_port);
+        out->scope_id = s6->sin6_scope_id;
+    }
+}
+
+static int addr_to_sockaddr(const dp_endpoint *ep, const dp_addr *a, struct sockaddr_storage *ss,
+                            dp_socklen_t *len)
+{
+    memset(ss, 0, sizeof(*ss));
+    if (ep->family == 4) {
+        if (memcmp(a->ip, k_v4_prefix, 12) != 0) {
+            return DP_ERR_INVALID_ARGUMENT; /* IPv6 destination on an IPv4 socket */
+        }
+        struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+        s4->sin_family = AF_INET;
+        memcpy(&s4->sin_addr, a->ip + 12, 4);
+        s4->sin_port = htons(a->port);
+        *len = (dp_socklen_t)sizeof(*s4);
+    } else {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+        s6->sin6_family = AF_INET6;
+        memcpy(&s6->sin6_addr, a->ip, 16);
+        s6->sin6_port = htons(a->port);
+        s6->sin6_scope_id = a->scope_id;
+        *len = (dp_socklen_t)sizeof(*s6);
+    }
+    return DP_OK;
+}
+
+/* ---- Hash table ----------------------------------------------------------- */
+
+static uint32_t table_find(const dp_endpoint *ep, const dp_addr *a)
+{
+    if (ep->table_cap == 0) {
+        return DP_NO_INDEX;
+    }
+    uint32_t mask = ep->table_cap - 1;
+    for (uint32_t i = (uint32_t)addr_hash(ep, a) & mask, n = 0; n < ep->table_cap;
+         i = (i + 1) & mask, n++) {
+        uint32_t v = ep->table[i];
+        if (v == 0) {
+            return DP_NO_INDEX;
+        }
+        if (addr_equal(&ep->slots[v - 1].addr, a)) {
+            return v - 1;
+        }
+    }
+    return DP_NO_INDEX;
+}
+
+static void table_insert_raw(uint32_t *table, uint32_t cap, uint64_t hash, uint32_t index)
+{
+    uint32_t mask = cap - 1;
+    uint32_t i = (uint32_t)hash & mask;
+    while (table[i] != 0) {
+        i = (i + 1) & mask;
+    }
+    table[i] = index + 1;
+}
+
+/* Keep the load factor <= 1/2 for slots_used + 1 entries. */
+static int table_reserve(dp_endpoint *ep)
+{
+    uint64_t want = (uint64_t)(ep->slots_used + 1) * 2;
+    if (ep->table_cap >= want) {
+        return DP_OK;
+    }
+    uint32_t cap = ep->table_cap ? ep->table_cap : 16;
+    while (cap < want) {
+        cap *= 2;
+    }
+    uint32_t *nt = dp_calloc(cap, sizeof(uint32_t));
+    if (nt == NULL) {
+        return DP_ERR_NO_MEMORY;
+    }
+    for (uint32_t i = 0; i < ep->table_cap; i++) {
+        uint32_t v = ep->table[i];
+        if (v != 0) {
+            table_insert_raw(nt, cap, addr_hash(ep, &ep->slots[v - 1].addr), v - 1);
+        }
+    }
+    dp_free(ep->table);
+    ep->table = nt;
+    ep->table_cap = cap;
+    return DP_OK;
+}
+
+static void table_remove(dp_endpoint *ep, uint32_t index)
+{
+    uint32_t mask = ep->table_cap - 1;
+    uint32_t i = (uint32_t)addr_hash(ep, &ep->slots[index].addr) & mask;
+    for (uint32_t n = 0; n < ep->table_cap && ep->table[i] != index + 1; n++) {
+        if (ep->table[i] == 0) {
+            return; /* not present: nothing to do */
+        }
+        i = (i + 1) & mask;
+    }
+    if (ep->table[i] != index + 1) {
+        return;
+    }
+    /* Backward-shift deletion keeps probe chains intact without tombstones. */
+    uint32_t hole = i;
+    for (uint32_t j = (i + 1) & mask, n = 0; n < ep->table_cap; j = (j + 1) & mask, n++) {
+        uint32_t v = ep->table[j];
+        if (v == 0) {
+            break;
+        }
+        uint32_t home = (uint32_t)addr_hash(ep, &ep->slots[v - 1].addr) & mask;
+        /* Move v into the hole if its home is not cyclically in (hole, j]. */
+        int in_range = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
+        if (!in_range) {
+            ep->table[hole] = v;
+            hole = j;
+        }
+    }
+    ep->table[hole] = 0;
+}
+
+/* ---- Slot management ------------------------------------------------------ */
+
+static uint64_t slot_handle(const dp_endpoint *ep, uint32_t index)
+{
+    return ((uint64_t)ep->slots[index].gen << 32) | index;
+}
+
+/* The slot a handle names, or NULL if stale/invalid. */
+static dp_slot *slot_get(const dp_endpoint *ep, uint64_t handle)
+{
+    uint32_t index = (uint32_t)(handle & 0xFFFFFFFFu);
+    uint32_t gen = (uint32_t)(handle >> 32);
+    if (ep->mode != DP_ENDPOINT_SERVER || index >= ep->slots_cap) {
+        return NULL;
+    }
+    dp_slot *s = &ep->slots[index];
+    if (s->state == DP_SLOT_FREE || s->gen != gen) {
+        return NULL;
+    }
+    return s;
+}
+
+static int slots_reserve(dp_endpoint *ep)
+{
+    if (ep->free_head != DP_NO_INDEX) {
+        return DP_OK;
+    }
+    if (ep->slots_cap >= DP_MAX_SLOTS) {
+        return DP_ERR_LIMIT;
+    }
+    uint32_t cap = ep->slots_cap ? ep->slots_cap * 2 : 16;
+    dp_slot *ns = dp_calloc(cap, sizeof(dp_slot));
+    if (ns == NULL) {
+        return DP_ERR_NO_MEMORY;
+    }
+    if (ep->slots_cap) {
+        memcpy(ns, ep->slots, (size_t)ep->slots_cap * sizeof(dp_slot));
+    }
+    for (uint32_t i = ep->slots_cap; i < cap; i++) {
+        ns[i].gen = 1;
+        ns[i].state = DP_SLOT_FREE;
+        ns[i].next = i + 1 < cap ? i + 1 : DP_NO_INDEX;
+    }
+    dp_free(ep->slots);
+    ep->slots = ns;
+    ep->free_head = ep->slots_cap;
+    ep->slots_cap = cap;
+    return DP_OK;
+}
+
+static void pending_unlink(dp_endpoint *ep, uint32_t index)
+{
+    dp_slot *s = &ep->slots[index];
+    if (s->prev != DP_NO_INDEX) {
+        ep->slots[s->prev].next = s->next;
+    } else {
+        ep->pending_head = s->next;
+    }
+    if (s->next != DP_NO_INDEX) {
+        ep->slots[s->next].prev = s->prev;
+    } else {
+        ep->pending_tail = s->prev;
+    }
+    s->prev = s->next = DP_NO_INDEX;
+    ep->pending_count--;
+}
+
+static void slot_free(dp_endpoint *ep, uint32_t index)
+{
+    dp_slot *s = &ep->slots[index];
+    if (s->state == DP_SLOT_PENDING) {
+        pending_unlink(ep, index);
+    }
+    table_remove(ep, index);
+    queue_release(&s->queue);
+    s->state = DP_SLOT_FREE;
+    s->gen = s->gen == UINT32_MAX ? 1 : s->gen + 1;
+    s->next = ep->free_head;
+    ep->free_head = index;
+    ep->slots_used--;
+}
+
+static void free_all_slots(dp_endpoint *ep)
+{
+    for (uint32_t i = 0; i < ep->slots_cap; i++) {
+        if (ep->slots[i].state != DP_SLOT_FREE) {
+            slot_free(ep, i);
+        }
+    }
+}
+
+/* ---- Lifecycle ------------------------------------------------------------ */
+
+int dp_endpoint_new(dp_endpoint **out, int64_t fd, int family, int mode, uint32_t recv_buf_size)
+{
+    if (out == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    *out = NULL;
+    if (fd < 0 || (family != 4 && family != 6) ||
+        (mode != DP_ENDPOINT_CLIENT && mode != DP_ENDPOINT_SERVER)) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+#if !defined(_WIN32)
+    if (fd > INT32_MAX) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+#endif
+    dp_endpoint *ep = dp_calloc(1, sizeof(*ep));
+    if (ep == NULL) {
+        return DP_ERR_NO_MEMORY;
+    }
+    ep->fd = (dp_socket_t)fd;
+    ep->family = family;
+    ep->mode = mode;
+    ep->queue.limit = recv_buf_size;
+    ep->peer_recv_buf_size = recv_buf_size;
+    ep->free_head = DP_NO_INDEX;
+    ep->pending_head = ep->pending_tail = DP_NO_INDEX;
+    ep->max_pending = 16;
+    ep->pending_timeout_ms = -1;
+    ep->batch = mode == DP_ENDPOINT_SERVER ? DP_SERVER_BATCH : DP_CLIENT_BATCH;
+    int rc = dp_random((unsigned char *)&ep->seed, sizeof(ep->seed));
+    if (rc < 0) {
+        dp_free(ep);
+        return rc;
+    }
+    *out = ep;
+    return DP_OK;
+}
+
+static void free_rx(dp_endpoint *ep)
+{
+    dp_free(ep->rx);
+    ep->rx = NULL;
+#if defined(DP_USE_MMSG)
+    dp_free(ep->msgs);
+    dp_free(ep->iovs);
+    dp_free(ep->names);
+    ep->msgs = NULL;
+    ep->iovs = NULL;
+    ep->names = NULL;
+#endif
+}
+
+int dp_endpoint_close(dp_endpoint *ep)
+{
+    if (ep == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    ep->closed = 1;
+    ep->fd = DP_INVALID_SOCKET;
+    ep->connected = 0;
+    free_all_slots(ep);
+    queue_release(&ep->queue);
+    dp_free(ep->slots);
+    dp_free(ep->table);
+    ep->slots = NULL;
+    ep->table = NULL;
+    ep->slots_cap = ep->table_cap = 0;
+    ep->free_head = DP_NO_INDEX;
+    free_rx(ep);
+    return DP_OK;
+}
+
+void dp_endpoint_free(dp_endpoint *ep)
+{
+    if (ep == NULL) {
+        return;
+    }
+    dp_endpoint_close(ep);
+    dp_free(ep);
+}
+
+int dp_endpoint_is_closed(const dp_endpoint *ep)
+{
+    return ep == NULL || ep->closed;
+}
+
+int dp_endpoint_set_limits(dp_endpoint *ep, uint32_t max_pending, int64_t pending_timeout_ms,
+                           uint32_t peer_recv_buf_size)
+{
+    if (ep == NULL || ep->mode != DP_ENDPOINT_SERVER) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (ep->closed) {
+        return DP_ERR_CLOSED;
+    }
+    ep->max_pending = max_pending;
+    ep->pending_timeout_ms = pending_timeout_ms;
+    ep->peer_recv_buf_size = peer_recv_buf_size;
+    /* Trim the newest pending slots beyond the new limit (Godot's intent). */
+    while (ep->pending_count > max_pending) {
+        slot_free(ep, ep->pending_tail);
+    }
+    return DP_OK;
+}
+
+/* ---- Receiving ------------------------------------------------------------ */
+
+static int ensure_rx(dp_endpoint *ep)
+{
+    if (ep->rx != NULL) {
+        return DP_OK;
+    }
+    ep->rx = dp_calloc((size_t)ep->batch, DP_MAX_DATAGRAM);
+#if defined(DP_USE_MMSG)
+    ep->msgs = dp_calloc((size_t)ep->batch, sizeof(struct mmsghdr));
+    ep->iovs = dp_calloc((size_t)ep->batch, sizeof(struct iovec));
+    ep->names = dp_calloc((size_t)ep->batch, sizeof(struct sockaddr_storage));
+    if (ep->msgs == NULL || ep->iovs == NULL || ep->names == NULL) {
+        free_rx(ep);
+        return DP_ERR_NO_MEMORY;
+    }
+#endif
+    if (ep->rx == NULL) {
+        free_rx(ep);
+        return DP_ERR_NO_MEMORY;
+    }
+    return DP_OK;
+}
+
+static void count_in(dp_udp_stats *st, size_t len)
+{
+    st->packets_in++;
+    st->bytes_in += len;
+}
+
+static void route_client(dp_endpoint *ep, const dp_addr *src, const uint8_t *data, uint32_t len,
+                         int truncated)
+{
+    count_in(&ep->stats, len);
+    if (truncated) {
+        ep->stats.drop_truncated++;
+        return;
+    }
+    if (ep->connected && !addr_equal(src, &ep->connected_addr)) {
+        ep->stats.drop_filtered++;
+        return;
+    }
+    int rc = queue_push(&ep->queue, src, data, len);
+    if (rc == 1) {
+        ep->stats.drop_queue_full++;
+    } else if (rc < 0) {
+        ep->stats.drop_no_memory++;
+    }
+}
+
+static void route_server(dp_endpoint *ep, const dp_addr *src, const uint8_t *data, uint32_t len,
+                         int truncated, int64_t now_ms)
+{
+    count_in(&ep->stats, len);
+    uint32_t index = table_find(ep, src);
+    if (index != DP_NO_INDEX) {
+        dp_slot *s = &ep->slots[index];
+        count_in(&s->stats, len);
+        if (truncated) {
+            s->stats.drop_truncated++;
+            ep->stats.drop_truncated++;
+            return;
+        }
+        int rc = queue_push(&s->queue, src, data, len);
+        if (rc == 1) {
+            s->stats.drop_queue_full++;
+            ep->stats.drop_queue_full++;
+        } else if (rc < 0) {
+            s->stats.drop_no_memory++;
+            ep->stats.drop_no_memory++;
+        }
+        return;
+    }
+    if (truncated) {
+        ep->stats.drop_truncated++;
+        return;
+    }
+    if (ep->pending_count >= ep->max_pending) {
+        ep->stats.drop_pending_full++;
+        return;
+    }
+    if ((uint64_t)DP_QUEUE_ENTRY_OVERHEAD + len > ep->peer_recv_buf_size) {
+        ep->stats.drop_queue_full++; /* no empty pending peers */
+        return;
+    }
+    if (slots_reserve(ep) < 0 || table_reserve(ep) < 0) {
+        ep->stats.drop_no_memory++;
+        return;
+    }
+    index = ep->free_head;
+    dp_slot *s = &ep->slots[index];
+    ep->free_head = s->next;
+    uint32_t gen = s->gen;
+    memset(s, 0, sizeof(*s));
+    s->gen = gen;
+    s->addr = *src;
+    s->state = DP_SLOT_PENDING;
+    s->created_ms = now_ms;
+    s->queue.limit = ep->peer_recv_buf_size;
+    s->prev = ep->pending_tail;
+    s->next = DP_NO_INDEX;
+    if (ep->pending_tail != DP_NO_INDEX) {
+        ep->slots[ep->pending_tail].next = index;
+    } else {
+        ep->pending_head = index;
+    }
+    ep->pending_tail = index;
+    ep->pending_count++;
+    ep->slots_used++;
+    table_insert_raw(ep->table, ep->table_cap, addr_hash(ep, src), index);
+    count_in(&s->stats, len);
+    if (queue_push(&s->queue, src, data, len) != 0) {
+        ep->stats.drop_no_memory++;
+        slot_free(ep, index); /* could not store the first datagram */
+        return;
+    }
+    ep->stats.pending_created++;
+}
+
+static void route(dp_endpoint *ep, const struct sockaddr *sa, const uint8_t *data, size_t n,
+                  int truncated, int64_t now_ms)
+{
+    dp_addr src;
+    addr_from_sockaddr(sa, &src);
+    uint32_t len = n > DP_MAX_DATAGRAM ? DP_MAX_DATAGRAM : (uint32_t)n;
+    if (ep->mode == DP_ENDPOINT_SERVER) {
+        route_server(ep, &src, data, len, truncated, now_ms);
+    } else {
+        route_client(ep, &src, data, len, truncated);
+    }
+}
+
+/* A recv error a remote host caused (ICMP): skip it, the socket stays usable. */
+static int is_remote_error(int err)
+{
+#if defined(_WIN32)
+    return err == WSAECONNRESET || err == WSAENETRESET;
+#else
+    return err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH || err == ECONNRESET;
+#endif
+}
+
+static void expire_pending(dp_endpoint *ep, int64_t now_ms)
+{
+    if (ep->pending_timeout_ms < 0) {
+        return;
+    }
+    while (ep->pending_head != DP_NO_INDEX &&
+           now_ms - ep->slots[ep->pending_head].created_ms >= ep->pending_timeout_ms) {
+        ep->stats.pending_expired++;
+        slot_free(ep, ep->pending_head);
+    }
+}
+
+static int drain(dp_endpoint *ep, int64_t now_ms)
+{
+    int rc = ensure_rx(ep);
+    if (rc < 0) {
+        return rc;
+    }
+    int total = 0;
+    int errors_skipped = 0;
+    while (total < DP_POLL_MAX_DATAGRAMS) {
+#if defined(DP_USE_MMSG)
+        int want = ep->batch;
+        if (want > DP_POLL_MAX_DATAGRAMS - total) {
+            want = DP_POLL_MAX_DATAGRAMS - total;
+        }
+        for (int i = 0; i < want; i++) {
+            ep->iovs[i].iov_base = ep->rx + (size_t)i * DP_MAX_DATAGRAM;
+            ep->iovs[i].iov_len = DP_MAX_DATAGRAM;
+            memset(&ep->msgs[i].msg_hdr, 0, sizeof(ep->msgs[i].msg_hdr));
+            ep->msgs[i].msg_hdr.msg_iov = &ep->iovs[i];
+            ep->msgs[i].msg_hdr.msg_iovlen = 1;
+            ep->msgs[i].msg_hdr.msg_name = &ep->names[i];
+            ep->msgs[i].msg_hdr.msg_namelen = sizeof(ep->names[i]);
+        }
+        int got = recvmmsg(ep->fd, ep->msgs, (unsigned int)want, MSG_DONTWAIT, NULL);
+        if (got < 0) {
+            int err = errno;
+            if (err == EAGAIN || err == EWOULDBLOCK) {
+                break;
+            }
+            if (err == EINTR) {
+                continue;
+            }
+            if (is_remote_error(err) && errors_skipped < DP_POLL_MAX_DATAGRAMS) {
+                ep->stats.recv_errors++;
+                errors_skipped++;
+                continue;
+            }
+            return total > 0 ? total : dp_os_error(err);
+        }
+        for (int i = 0; i < got; i++) {
+            route(ep, (const struct sockaddr *)&ep->names[i],
+                  ep->rx + (size_t)i * DP_MAX_DATAGRAM, ep->msgs[i].msg_len,
+                  (ep->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0, now_ms);
+        }
+        total += got;
+        if (got < want) {
+            break; /* the socket had no more */
+        }
+#else
+        struct sockaddr_storage name;
+        dp_socklen_t namelen = (dp_socklen_t)sizeof(name);
+#if defined(_WIN32)
+        int n = recvfrom(ep->fd, (char *)ep->rx, DP_MAX_DATAGRAM, 0, (struct sockaddr *)&name,
+                         &namelen);
+        int truncated = 0;
+        if (n < 0 && WSAGetLastError() == WSAEMSGSIZE) {
+            truncated = 1; /* Windows reports a truncated datagram as an error */
+            n = DP_MAX_DATAGRAM;
+        }
+#else
+        struct iovec iov;
+        struct msghdr mh;
+        iov.iov_base = ep->rx;
+        iov.iov_len = DP_MAX_DATAGRAM;
+        memset(&mh, 0, sizeof(mh));
+        mh.msg_name = &name;
+        mh.msg_namelen = namelen;
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
+        ssize_t n = recvmsg(ep->fd, &mh, MSG_DONTWAIT);
+        int truncated = n >= 0 && (mh.msg_flags & MSG_TRUNC) != 0;
+#endif
+        if (n < 0) {
+            int err = DP_LAST_ERROR();
+#if !defined(_WIN32)
+            if (err == EWOULDBLOCK) {
+                err = DP_EAGAIN;
+            }
+#endif
+            if (err == DP_EAGAIN) {
+                break;
+            }
+            if (err == DP_EINTR) {
+                continue;
+            }
+            if (is_remote_error(err) && errors_skipped < DP_POLL_MAX_DATAGRAMS) {
+                ep->stats.recv_errors++;
+                errors_skipped++;
+                continue;
+            }
+            return total > 0 ? total : dp_os_error(err);
+        }
+        route(ep, (const struct sockaddr *)&name, ep->rx, (size_t)n, truncated, now_ms);
+        total++;
+#endif
+    }
+    return total;
+}
+
+int dp_endpoint_poll(dp_endpoint *ep, int64_t now_ms)
+{
+    if (ep == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (ep->closed) {
+        return DP_ERR_CLOSED;
+    }
+    if (ep->mode == DP_ENDPOINT_SERVER) {
+        expire_pending(ep, now_ms);
+    }
+    return drain(ep, now_ms);
+}
+
+static const dp_queue *queue_of_const(const dp_endpoint *ep, uint64_t handle)
+{
+    if (handle == 0) {
+        return ep->mode == DP_ENDPOINT_CLIENT ? &ep->queue : NULL;
+    }
+    const dp_slot *s = slot_get(ep, handle);
+    return s ? &s->queue : NULL;
+}
+
+static dp_queue *queue_of(dp_endpoint *ep, uint64_t handle)
+{
+    return (dp_queue *)queue_of_const(ep, handle);
+}
+
+int dp_endpoint_wait(dp_endpoint *ep, uint64_t handle, int timeout_ms)
+{
+    if (ep == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (ep->closed) {
+        return DP_ERR_CLOSED;
+    }
+    const dp_queue *q = queue_of_const(ep, handle);
+    if (q == NULL) {
+        return DP_ERR_CLOSED;
+    }
+    if (q->count > 0) {
+        return 1;
+    }
+#if defined(_WIN32)
+    WSAPOLLFD pfd;
+    pfd.fd = ep->fd;
+    pfd.events = POLLRDNORM;
+    pfd.revents = 0;
+    int r = WSAPoll(&pfd, 1, timeout_ms < 0 ? -1 : timeout_ms);
+#else
+    struct pollfd pfd;
+    pfd.fd = ep->fd;
+    pfd.events = POLLIN;
+    pfd.revents = 0;
+    int r = poll(&pfd, 1, timeout_ms < 0 ? -1 : timeout_ms);
+#endif
+    if (r < 0) {
+        return dp_os_error(DP_LAST_ERROR()); /* EINTR: the caller retries */
+    }
+    if (r == 0) {
+        return 0;
+    }
+    if (ep->mode == DP_ENDPOINT_CLIENT) {
+        int rc = drain(ep, 0);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    return 1;
+}
+
+/* ---- Taking, queues, sending --------------------------------------------- */
+
+int dp_endpoint_pending_count(const dp_endpoint *ep)
+{
+    if (ep == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    return ep->closed ? 0 : (int)ep->pending_count;
+}
+
+int dp_endpoint_take(dp_endpoint *ep, uint64_t *handle)
+{
+    if (ep == NULL || handle == NULL || ep->mode != DP_ENDPOINT_SERVER) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    *handle = 0;
+    if (ep->closed) {
+        return DP_ERR_CLOSED;
+    }
+    if (ep->pending_head == DP_NO_INDEX) {
+        return 0;
+    }
+    uint32_t index = ep->pending_head;
+    pending_unlink(ep, index);
+    ep->slots[index].state = DP_SLOT_TAKEN;
+    *handle = slot_handle(ep, index);
+    return 1;
+}
+
+int dp_endpoint_slot_close(dp_endpoint *ep, uint64_t handle)
+{
+    if (ep == NULL || handle == 0) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (slot_get(ep, handle) == NULL) {
+        return DP_ERR_CLOSED;
+    }
+    slot_free(ep, (uint32_t)(handle & 0xFFFFFFFFu));
+    return DP_OK;
+}
+
+int dp_endpoint_slot_addr(const dp_endpoint *ep, uint64_t handle, dp_addr *out)
+{
+    if (ep == NULL || out == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    const dp_slot *s = slot_get(ep, handle);
+    if (s == NULL) {
+        return DP_ERR_CLOSED;
+    }
+    *out = s->addr;
+    return DP_OK;
+}
+
+int dp_endpoint_queued(const dp_endpoint *ep, uint64_t handle)
+{
+    if (ep == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    const dp_queue *q = queue_of_const(ep, handle);
+    if (q == NULL || ep->closed) {
+        return DP_ERR_CLOSED;
+    }
+    return (int)q->count;
+}
+
+int dp_endpoint_next_len(const dp_endpoint *ep, uint64_t handle)
+{
+    if (ep == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    const dp_queue *q = queue_of_const(ep, handle);
+    if (q == NULL || ep->closed) {
+        return DP_ERR_CLOSED;
+    }
+    if (q->count == 0) {
+        return DP_ERR_WOULD_BLOCK;
+    }
+    dp_entry_header h;
+    queue_peek(q, &h);
+    return (int)h.len;
+}
+
+int dp_endpoint_recv(dp_endpoint *ep, uint64_t handle, uint8_t *buf, size_t cap, dp_addr *src)
+{
+    if (ep == NULL || (buf == NULL && cap != 0)) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (ep->closed) {
+        return DP_ERR_CLOSED;
+    }
+    dp_queue *q = queue_of(ep, handle);
+    if (q == NULL) {
+        return DP_ERR_CLOSED;
+    }
+    if (q->count == 0 && ep->mode == DP_ENDPOINT_CLIENT) {
+        int rc = drain(ep, 0);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    if (q->count == 0) {
+        return DP_ERR_WOULD_BLOCK;
+    }
+    dp_entry_header h;
+    queue_peek(q, &h);
+    if (h.len > cap) {
+        return DP_ERR_BUFFER_TOO_SMALL;
+    }
+    if (h.len) {
+        ring_get(q, (uint32_t)(((uint64_t)q->head + sizeof(h)) % q->cap), buf, h.len);
+    }
+    if (src != NULL) {
+        memset(src, 0, sizeof(*src));
+        memcpy(src->ip, h.ip, 16);
+        src->port = h.port;
+        if (handle != 0) {
+            *src = slot_get(ep, handle)->addr; /* keeps the scope id */
+        }
+    }
+    queue_drop_head(q, h.len);
+    return (int)h.len;
+}
+
+int dp_endpoint_flush(dp_endpoint *ep, uint64_t handle)
+{
+    if (ep == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    dp_queue *q = queue_of(ep, handle);
+    if (q == NULL || ep->closed) {
+        return DP_ERR_CLOSED;
+    }
+    int n = (int)q->count;
+    queue_release(q);
+    return n;
+}
+
+int dp_endpoint_send(dp_endpoint *ep, uint64_t handle, const dp_addr *dst, const uint8_t *data,
+                     size_t len)
+{
+    if (ep == NULL || (data == NULL && len != 0)) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (ep->closed) {
+        return DP_ERR_CLOSED;
+    }
+    if (len > DP_MAX_DATAGRAM) {
+        return DP_ERR_TOO_LARGE;
+    }
+    dp_udp_stats *slot_stats = NULL;
+    if (handle != 0) {
+        dp_slot *s = slot_get(ep, handle);
+        if (s == NULL) {
+            return DP_ERR_CLOSED;
+        }
+        dst = &s->addr;
+        slot_stats = &s->stats;
+    }
+    struct sockaddr_storage ss;
+    dp_socklen_t sslen = 0;
+    if (dst != NULL) {
+        int rc = addr_to_sockaddr(ep, dst, &ss, &sslen);
+        if (rc < 0) {
+            return rc;
+        }
+    } else if (!ep->connected) {
+        return DP_ERR_BAD_STATE; /* no destination */
+    }
+    for (int attempt = 0; attempt < 8; attempt++) {
+#if defined(_WIN32)
+        int n = dst ? sendto(ep->fd, (const char *)data, (int)len, 0, (const struct sockaddr *)&ss,
+                             sslen)
+                    : send(ep->fd, (const char *)data, (int)len, 0);
+#else
+        ssize_t n = dst ? sendto(ep->fd, data, len, MSG_DONTWAIT, (const struct sockaddr *)&ss, sslen)
+                        : send(ep->fd, data, len, MSG_DONTWAIT);
+#endif
+        if (n >= 0) {
+            ep->stats.packets_out++;
+            ep->stats.bytes_out += (uint64_t)n;
+            if (slot_stats) {
+                slot_stats->packets_out++;
+                slot_stats->bytes_out += (uint64_t)n;
+            }
+            return (int)n;
+        }
+        int err = DP_LAST_ERROR();
+#if !defined(_WIN32)
+        if (err == EWOULDBLOCK) {
+            err = DP_EAGAIN;
+        }
+#endif
+        if (err == DP_EINTR) {
+            continue;
+        }
+        if (err == DP_EAGAIN) {
+            return DP_ERR_WOULD_BLOCK;
+        }
+        return dp_os_error(err);
+    }
+    return dp_os_error(DP_EINTR);
+}
+
+int dp_endpoint_set_connected(dp_endpoint *ep, const dp_addr *peer)
+{
+    if (ep == NULL || ep->mode != DP_ENDPOINT_CLIENT) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (ep->closed) {
+        return DP_ERR_CLOSED;
+    }
+    if (peer == NULL) {
+        ep->connected = 0;
+        memset(&ep->connected_addr, 0, sizeof(ep->connected_addr));
+        return DP_OK;
+    }
+    ep->connected = 1;
+    ep->connected_addr = *peer;
+    ep->connected_addr.reserved = 0;
+    queue_release(&ep->queue);
+    return DP_OK;
+}
+
+int dp_endpoint_stats(const dp_endpoint *ep, uint64_t handle, dp_udp_stats *out)
+{
+    if (ep == NULL || out == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (handle == 0) {
+        *out = ep->stats;
+        return DP_OK;
+    }
+    const dp_slot *s = slot_get(ep, handle);
+    if (s == NULL) {
+        return DP_ERR_CLOSED;
+    }
+    *out = s->stats;
+    return DP_OK;
+}
