@@ -82,11 +82,13 @@ def test_wheel_builds_offline_from_the_sdist_and_runs_in_a_fresh_venv(
 
     clean_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     venv = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], tmp_path)
+    run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], tmp_path, clean_env)
     py = venv / ("Scripts" if os.name == "nt" else "bin") / "python"
-    if subprocess.run([str(py), "-c", "import cffi"], capture_output=True).returncode != 0:
-        run([str(py), "-m", "pip", "install", "-q", "cffi>=1.17"], tmp_path)  # the one runtime dependency
-    run([str(py), "-m", "pip", "install", "-q", "--no-index", "--no-deps", str(wheel)], tmp_path)
+    has_cffi = subprocess.run([str(py), "-c", "import cffi"], capture_output=True, env=clean_env)
+    if has_cffi.returncode != 0:  # the one runtime dependency
+        run([str(py), "-m", "pip", "install", "-q", "cffi>=1.17"], tmp_path, clean_env)
+    pip_install = [str(py), "-m", "pip", "install", "-q", "--no-index", "--no-deps", str(wheel)]
+    run(pip_install, tmp_path, clean_env)
     probe = "import dtlspeer; print(dtlspeer.mbedtls_version(), dtlspeer.__file__)"
     out = run([str(py), "-c", probe], tmp_path, clean_env)
     version, location = out.split()
