@@ -60,7 +60,8 @@ def _exception_for(code: int, context: str) -> errors.DTLSPeerError:
     where = f"{context}: " if context else ""
     if code <= lib.DP_ERR_ERRNO_BASE:
         err = lib.DP_ERR_ERRNO_BASE - code
-        exc: errors.DTLSPeerError = errors.SocketError(err, f"{where}{os.strerror(err)}")
+        # The native text, not os.strerror: on Windows err is a Winsock code.
+        exc: errors.DTLSPeerError = errors.SocketError(err, f"{where}{text}")
         exc.code = code
         return exc
     if code <= lib.DP_ERR_BASE:

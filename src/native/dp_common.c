@@ -217,6 +217,14 @@ void dp_strerror(int code, char *buf, size_t buflen)
         snprintf(buf, buflen, "success");
     } else if (code <= DP_ERR_ERRNO_BASE) {
         int err = DP_ERR_ERRNO_BASE - code;
+#if defined(_WIN32)
+        /* Winsock codes (WSAE*, >= 10000) are unknown to the C runtime's strerror. */
+        if (err >= 10000 &&
+            FormatMessageA(FORMAT_MESSAGE_FROM_SYSTEM | FORMAT_MESSAGE_IGNORE_INSERTS, NULL,
+                           (DWORD)err, 0, buf, (DWORD)buflen, NULL) != 0) {
+            return;
+        }
+#endif
         snprintf(buf, buflen, "%s", strerror(err));
     } else if (code <= DP_ERR_BASE) {
         const char *msg = dp_message(code);
