@@ -242,9 +242,8 @@ class PacketPeerDTLS(PacketPeer):
             return
         if not server_peer and (res.remote_errors > self._remote_errors_base
                                 or res.send_error in _UNREACHABLE):
-            where = ""
-            if self._udp is not None and self._udp._dest is not None:
-                where = f" {_addr_text(self._udp._dest)}:{self._udp._dest.port}"
+            ip, port = self.get_peer_address()
+            where = f" {ip}:{port}" if ip else ""
             self._end(_Status.STATUS_ERROR,
                       f"destination unreachable: ICMP port unreachable from{where} "
                       "(no DTLS server listening there)", res.send_error)
@@ -475,9 +474,16 @@ class PacketPeerDTLS(PacketPeer):
     def get_peer_address(self) -> tuple[str, int]:
         """(IP, port) of the remote side; ("", 0) once disconnected. Ours."""
         udp = self._udp
-        if udp is None or udp._dest is None:
+        if udp is None:
             return "", 0
-        return _addr_text(udp._dest), int(udp._dest.port)
+        if udp._dest is not None:  # server peers, and set_dest_address
+            return _addr_text(udp._dest), int(udp._dest.port)
+        ep = udp._ep
+        try:
+            ip, port = ep.sock.getpeername()[:2] if ep is not None else ("", 0)
+        except OSError:
+            return "", 0
+        return (ip[7:] if ip.startswith("::ffff:") else ip), int(port)
 
     def __repr__(self) -> str:
         ip, port = self.get_peer_address()
