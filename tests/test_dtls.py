@@ -28,34 +28,45 @@ from dtlspeer import (
 from udp_helpers import alloc_bytes, has_ipv6, until
 
 Status = PacketPeerDTLS.Status
+Identity = tuple[CryptoKey, X509Certificate]
 BADCERT_CN_MISMATCH = 0x04
 BADCERT_NOT_TRUSTED = 0x08
 
 
-def make_identity(kind: str, name: str = "game.test") -> tuple[CryptoKey, X509Certificate]:
+def make_identity(kind: str, name: str = "game.test") -> Identity:
     crypto = Crypto()
     key = crypto.generate_rsa(2048) if kind == "rsa" else crypto.generate_ec("P-256")
     cert = crypto.generate_self_signed_certificate(
-        key, f"CN={name},O=dtlspeer,C=IT", "20240101000000", "20991231235959",
-        dns_names=[name], ip_addresses=["127.0.0.1", "::1"])
+        key,
+        f"CN={name},O=dtlspeer,C=IT",
+        "20240101000000",
+        "20991231235959",
+        dns_names=[name],
+        ip_addresses=["127.0.0.1", "::1"],
+    )
     return key, cert
 
 
 @pytest.fixture(scope="module")
-def ec_identity() -> tuple[CryptoKey, X509Certificate]:
+def ec_identity() -> Identity:
     return make_identity("ec")
 
 
 @pytest.fixture(scope="module")
-def rsa_identity() -> tuple[CryptoKey, X509Certificate]:
+def rsa_identity() -> Identity:
     return make_identity("rsa")
 
 
 class EchoServer:
     """UDPServer + DTLSServer run exactly like a Godot server script."""
 
-    def __init__(self, identity: tuple[CryptoKey, X509Certificate], bind: str = "127.0.0.1",
-                 echo: bool = True, settings: Optional[DTLSSettings] = None) -> None:
+    def __init__(
+        self,
+        identity: Identity,
+        bind: str = "127.0.0.1",
+        echo: bool = True,
+        settings: Optional[DTLSSettings] = None,
+    ) -> None:
         self.udp = UDPServer()
         self.udp.listen(0, bind)
         self.dtls = DTLSServer()
@@ -90,8 +101,13 @@ class EchoServer:
         self.udp.stop()
 
 
-def connect_client(port: int, hostname: str = "game.test", options: Optional[TLSOptions] = None,
-                   host: str = "127.0.0.1", settings: Optional[DTLSSettings] = None) -> PacketPeerDTLS:
+def connect_client(
+    port: int,
+    hostname: str = "game.test",
+    options: Optional[TLSOptions] = None,
+    host: str = "127.0.0.1",
+    settings: Optional[DTLSSettings] = None,
+) -> PacketPeerDTLS:
     udp = PacketPeerUDP()
     udp.connect_to_host(host, port)
     client = PacketPeerDTLS()
@@ -101,19 +117,27 @@ def connect_client(port: int, hostname: str = "game.test", options: Optional[TLS
 
 def run(condition: Callable[[], bool], *parties: object) -> bool:
     """Poll every party (EchoServer or PacketPeerDTLS) until condition holds (bounded)."""
+
     def step() -> None:
         for party in parties:
             if isinstance(party, EchoServer):
                 party.step()
             else:
                 party.poll()  # type: ignore[attr-defined]
+
     return until(condition, step)
 
 
 def handshake(server: EchoServer, client: PacketPeerDTLS) -> PacketPeerDTLS:
-    assert run(lambda: client.get_status() != Status.STATUS_HANDSHAKING
-               and len(server.peers) > 0
-               and server.peers[-1].get_status() != Status.STATUS_HANDSHAKING, server, client)
+    assert run(
+        lambda: (
+            client.get_status() != Status.STATUS_HANDSHAKING
+            and len(server.peers) > 0
+            and server.peers[-1].get_status() != Status.STATUS_HANDSHAKING
+        ),
+        server,
+        client,
+    )
     assert client.get_status() == Status.STATUS_CONNECTED, client.get_last_error()
     peer = server.peers[-1]
     assert peer.get_status() == Status.STATUS_CONNECTED, peer.get_last_error()
@@ -123,14 +147,20 @@ def handshake(server: EchoServer, client: PacketPeerDTLS) -> PacketPeerDTLS:
 def test_status_enum_has_godot_names_and_values() -> None:
     """§1.4: enum Status DISCONNECTED 0 .. ERROR_HOSTNAME_MISMATCH 4, also as class attributes."""
     assert [(s.name, int(s)) for s in PacketPeerDTLS.Status] == [
-        ("STATUS_DISCONNECTED", 0), ("STATUS_HANDSHAKING", 1), ("STATUS_CONNECTED", 2),
-        ("STATUS_ERROR", 3), ("STATUS_ERROR_HOSTNAME_MISMATCH", 4)]
+        ("STATUS_DISCONNECTED", 0),
+        ("STATUS_HANDSHAKING", 1),
+        ("STATUS_CONNECTED", 2),
+        ("STATUS_ERROR", 3),
+        ("STATUS_ERROR_HOSTNAME_MISMATCH", 4),
+    ]
     assert PacketPeerDTLS.STATUS_CONNECTED is Status.STATUS_CONNECTED
     assert PacketPeerDTLS().get_status() == PacketPeerDTLS.STATUS_DISCONNECTED
 
 
 @pytest.mark.parametrize("kind", ["ec", "rsa"])
-def test_handshake_and_echo_many_messages(kind: str, ec_identity, rsa_identity) -> None:  # type: ignore[no-untyped-def]
+def test_handshake_and_echo_many_messages(
+    kind: str, ec_identity: Identity, rsa_identity: Identity
+) -> None:
     """§1.4/§1.5: client connect_to_peer + server take_connection; every
     record is delivered (Godot: one per poll, fixed here)."""
     identity = ec_identity if kind == "ec" else rsa_identity
@@ -142,13 +172,14 @@ def test_handshake_and_echo_many_messages(kind: str, ec_identity, rsa_identity) 
     sent = [b"message %d " % i + bytes(i % 50) for i in range(300)]
     received: list[bytes] = []
     for start in range(0, len(sent), 30):  # bursts: several records per poll
-        for data in sent[start:start + 30]:
+        for data in sent[start : start + 30]:
             client.put_packet(data)
 
         def drain(target: int = start + 30) -> bool:
             while client.get_available_packet_count() > 0:
                 received.append(client.get_packet())
             return len(received) >= target
+
         assert run(drain, server, client), (len(received), client.get_stats())
     assert received == sent  # loopback: nothing lost or reordered
     assert server.received == sent
@@ -158,7 +189,7 @@ def test_handshake_and_echo_many_messages(kind: str, ec_identity, rsa_identity) 
     server.stop()
 
 
-def test_cookie_exchange_flow_as_godot_scripts_see_it(ec_identity) -> None:  # type: ignore[no-untyped-def]
+def test_cookie_exchange_flow_as_godot_scripts_see_it(ec_identity: Identity) -> None:
     """§2.3/§2.4 "50% of connections invalid due to cookie": the first
     take_connection is STATUS_ERROR (HelloVerifyRequest sent, no TLS state),
     its UDP peer is released, and the cookied ClientHello arrives as a new
@@ -185,8 +216,14 @@ def test_cookie_exchange_flow_as_godot_scripts_see_it(ec_identity) -> None:  # t
         client.poll()
         for peer in peers:
             peer.poll()
-    assert until(lambda: client.get_status() == Status.STATUS_CONNECTED
-                 and peers[0].get_status() == Status.STATUS_CONNECTED, step)
+
+    assert until(
+        lambda: (
+            client.get_status() == Status.STATUS_CONNECTED
+            and peers[0].get_status() == Status.STATUS_CONNECTED
+        ),
+        step,
+    )
     assert statuses == [Status.STATUS_ERROR, Status.STATUS_HANDSHAKING]
     assert not udp_peers[0].is_bound()  # released: the address was unknown again
     assert udp_peers[1].is_bound()
@@ -197,24 +234,29 @@ def test_cookie_exchange_flow_as_godot_scripts_see_it(ec_identity) -> None:  # t
     udp_server.stop()
 
 
-def test_hostname_mismatch_is_reported_as_such(ec_identity) -> None:  # type: ignore[no-untyped-def]
+def test_hostname_mismatch_is_reported_as_such(ec_identity: Identity) -> None:
     """§2.4: Godot reports a real name mismatch as plain STATUS_ERROR
     (-9984); we report STATUS_ERROR_HOSTNAME_MISMATCH with the reason."""
     server = EchoServer(ec_identity)
-    client = connect_client(server.port, hostname="other.test", options=TLSOptions.client(ec_identity[1]))
+    client = connect_client(
+        server.port, hostname="other.test", options=TLSOptions.client(ec_identity[1])
+    )
     assert run(lambda: client.get_status() != Status.STATUS_HANDSHAKING, server, client)
     assert client.get_status() == Status.STATUS_ERROR_HOSTNAME_MISMATCH
     assert client.get_verify_flags() & BADCERT_CN_MISMATCH
     assert "certificate verification failed" in client.get_last_error()
     assert "CN" in client.get_last_error() or "name" in client.get_last_error().lower()
     # common_name_override fixes it (§1.6).
-    fixed = connect_client(server.port, hostname="other.test",
-                           options=TLSOptions.client(ec_identity[1], common_name_override="game.test"))
+    fixed = connect_client(
+        server.port,
+        hostname="other.test",
+        options=TLSOptions.client(ec_identity[1], common_name_override="game.test"),
+    )
     handshake(server, fixed)
     server.stop()
 
 
-def test_untrusted_certificate_fails_with_readable_reason(ec_identity) -> None:  # type: ignore[no-untyped-def]
+def test_untrusted_certificate_fails_with_readable_reason(ec_identity: Identity) -> None:
     """§3 (#59080, godot-proposals#3590): verification errors are readable."""
     server = EchoServer(ec_identity)
     _, stranger = make_identity("ec")
@@ -232,12 +274,16 @@ def test_untrusted_certificate_fails_with_readable_reason(ec_identity) -> None: 
     server.stop()
 
 
-def test_client_unsafe_accepts_any_certificate_and_name(ec_identity) -> None:  # type: ignore[no-untyped-def]
+def test_client_unsafe_accepts_any_certificate_and_name(ec_identity: Identity) -> None:
     """§2.5 client_unsafe(): VERIFY_NONE without a chain, no name check with one."""
     server = EchoServer(ec_identity)
     handshake(server, connect_client(server.port, hostname="", options=TLSOptions.client_unsafe()))
-    handshake(server, connect_client(server.port, hostname="wrong.name",
-                                     options=TLSOptions.client_unsafe(ec_identity[1])))
+    handshake(
+        server,
+        connect_client(
+            server.port, hostname="wrong.name", options=TLSOptions.client_unsafe(ec_identity[1])
+        ),
+    )
     _, stranger = make_identity("ec")
     bad = connect_client(server.port, hostname="", options=TLSOptions.client_unsafe(stranger))
     assert run(lambda: bad.get_status() != Status.STATUS_HANDSHAKING, server, bad)
@@ -245,7 +291,7 @@ def test_client_unsafe_accepts_any_certificate_and_name(ec_identity) -> None:  #
     server.stop()
 
 
-def test_close_notify_from_client_and_from_server(ec_identity) -> None:  # type: ignore[no-untyped-def]
+def test_close_notify_from_client_and_from_server(ec_identity: Identity) -> None:
     """§2.4 Closing: disconnect_from_peer sends close_notify; the other side
     becomes DISCONNECTED. Records sent before the close stay readable."""
     server = EchoServer(ec_identity, echo=False)
@@ -271,7 +317,7 @@ def test_close_notify_from_client_and_from_server(ec_identity) -> None:  # type:
     server.stop()
 
 
-def test_records_after_close_are_not_delivered(ec_identity) -> None:  # type: ignore[no-untyped-def]
+def test_records_after_close_are_not_delivered(ec_identity: Identity) -> None:
     """After a local disconnect nothing more is received; the server's slot is
     released, so a datagram from that address is a new (rejected) peer."""
     server = EchoServer(ec_identity, echo=False)
@@ -288,7 +334,7 @@ def test_records_after_close_are_not_delivered(ec_identity) -> None:  # type: ig
     server.stop()
 
 
-def test_put_packet_limits(ec_identity) -> None:  # type: ignore[no-untyped-def]
+def test_put_packet_limits(ec_identity: Identity) -> None:
     """§2.4 put_packet: one record per call, empty sends nothing, too large
     raises (Godot: fails above ~16 KB; we enforce the real MTU limit)."""
     server = EchoServer(ec_identity)
@@ -308,8 +354,11 @@ def test_put_packet_limits(ec_identity) -> None:  # type: ignore[no-untyped-def]
         client.get_packet()
     with pytest.raises(errors.ArgumentTypeError):
         client.put_packet("text")  # type: ignore[arg-type]
-    capped = connect_client(server.port, options=TLSOptions.client(ec_identity[1]),
-                            settings=DTLSSettings(max_packet_size=100))
+    capped = connect_client(
+        server.port,
+        options=TLSOptions.client(ec_identity[1]),
+        settings=DTLSSettings(max_packet_size=100),
+    )
     handshake(server, capped)
     assert capped.get_max_packet_size() == 100
     with pytest.raises(errors.InvalidArgumentError):
@@ -333,16 +382,18 @@ def test_handshake_gives_up_on_a_silent_server() -> None:
     """§2.4: Godot retries for ~123 s; our retransmission timers are settings."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))
-        client = connect_client(silent.getsockname()[1], options=TLSOptions.client_unsafe(),
-                                settings=DTLSSettings(handshake_timeout_min_ms=20,
-                                                      handshake_timeout_max_ms=80))
+        client = connect_client(
+            silent.getsockname()[1],
+            options=TLSOptions.client_unsafe(),
+            settings=DTLSSettings(handshake_timeout_min_ms=20, handshake_timeout_max_ms=80),
+        )
         assert run(lambda: client.get_status() != Status.STATUS_HANDSHAKING, client)
         assert client.get_status() == Status.STATUS_ERROR
         assert "timed out" in client.get_last_error()
         assert client.get_stats()["datagrams_out"] > 1  # retransmitted first
 
 
-def test_idle_connected_peer_times_out(ec_identity) -> None:  # type: ignore[no-untyped-def]
+def test_idle_connected_peer_times_out(ec_identity: Identity) -> None:
     """§3 (#98358): Godot never times out a connected peer; idle_timeout_ms does."""
     server = EchoServer(ec_identity, settings=DTLSSettings(idle_timeout_ms=200))
     client = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))
@@ -354,11 +405,12 @@ def test_idle_connected_peer_times_out(ec_identity) -> None:  # type: ignore[no-
 
 
 @pytest.mark.skipif(not has_ipv6(), reason="no IPv6 loopback on this machine")
-def test_ipv6_loopback(ec_identity) -> None:  # type: ignore[no-untyped-def]
+def test_ipv6_loopback(ec_identity: Identity) -> None:
     """IPv4 and IPv6 (DESIGN §5): a handshake and echo over ::1, name = IP SAN."""
     server = EchoServer(ec_identity, bind="::1")
-    client = connect_client(server.port, hostname="::1", host="::1",
-                            options=TLSOptions.client(ec_identity[1]))
+    client = connect_client(
+        server.port, hostname="::1", host="::1", options=TLSOptions.client(ec_identity[1])
+    )
     handshake(server, client)
     client.put_packet(b"v6")
     assert run(lambda: client.get_available_packet_count() == 1, server, client)
@@ -367,7 +419,7 @@ def test_ipv6_loopback(ec_identity) -> None:  # type: ignore[no-untyped-def]
     server.stop()
 
 
-def test_local_misuse_raises(ec_identity) -> None:  # type: ignore[no-untyped-def]
+def test_local_misuse_raises(ec_identity: Identity) -> None:
     """§1.4/§1.5 errors: unconnected UDP peer and wrong option kinds are
     ERR_INVALID_PARAMETER in Godot: InvalidArgumentError here."""
     client = PacketPeerDTLS()
@@ -406,7 +458,9 @@ def test_local_misuse_raises(ec_identity) -> None:  # type: ignore[no-untyped-de
         dtls.setup(TLSOptions.server(*ec_identity), cookie_secret=b"short")
 
 
-def test_second_setup_replaces_the_configuration(ec_identity, rsa_identity) -> None:  # type: ignore[no-untyped-def]
+def test_second_setup_replaces_the_configuration(
+    ec_identity: Identity, rsa_identity: Identity
+) -> None:
     """§2.3 "Setting up twice" fails in Godot; here it replaces the config for
     new connections while live ones keep theirs."""
     server = EchoServer(ec_identity)
@@ -422,7 +476,7 @@ def test_second_setup_replaces_the_configuration(ec_identity, rsa_identity) -> N
     server.stop()
 
 
-def test_client_port_reuse_is_a_new_authenticated_connection(ec_identity) -> None:  # type: ignore[no-untyped-def]
+def test_client_port_reuse_is_a_new_authenticated_connection(ec_identity: Identity) -> None:
     """A client restarting from the same address and port (RFC 6347 4.2.8):
     the old server peer ends DISCONNECTED with a reason, and the new session
     arrives as a new connection on the UDPServer after a full handshake."""
@@ -471,7 +525,7 @@ def drain_server(server: EchoServer) -> None:
 
 
 @pytest.mark.parametrize("kind", ["garbage", "truncated", "oversized"])
-def test_bad_datagrams_create_no_connection(kind: str, ec_identity) -> None:  # type: ignore[no-untyped-def]
+def test_bad_datagrams_create_no_connection(kind: str, ec_identity: Identity) -> None:
     """DESIGN §7 bad input: garbage, truncated hellos and an oversized
     ClientHello are dropped by the gate; take_connection still returns an
     object (STATUS_ERROR); the server keeps working."""
@@ -480,14 +534,18 @@ def test_bad_datagrams_create_no_connection(kind: str, ec_identity) -> None:  # 
     payloads = {
         "garbage": [b"\x00", b"\xff" * 100, bytes(range(256)) * 4],
         "truncated": [hello[:n] for n in (1, 5, 13, 14, 20, len(hello) // 2, len(hello) - 1)],
-        "oversized": [hello[:11] + (60000).to_bytes(2, "big") + hello[13:] + bytes(60000 - len(hello) + 13),
-                      hello + bytes(30000)],
+        "oversized": [
+            hello[:11] + (60000).to_bytes(2, "big") + hello[13:] + bytes(60000 - len(hello) + 13),
+            hello + bytes(30000),
+        ],
     }[kind]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
         attacker.bind(("127.0.0.1", 0))
         for data in payloads:
             attacker.sendto(data, ("127.0.0.1", server.port))
-            assert run(lambda: len(server.rejected) > 0 or server.udp.get_stats()["packets_in"] > 0, server)
+            assert run(
+                lambda: len(server.rejected) > 0 or server.udp.get_stats()["packets_in"] > 0, server
+            )
             drain_server(server)
     assert server.peers == []
     assert server.dtls.get_stats()["connections_created"] == 0
@@ -496,7 +554,7 @@ def test_bad_datagrams_create_no_connection(kind: str, ec_identity) -> None:  # 
     server.stop()
 
 
-def test_spoofed_client_hello_flood_costs_no_memory(ec_identity) -> None:  # type: ignore[no-untyped-def]
+def test_spoofed_client_hello_flood_costs_no_memory(ec_identity: Identity) -> None:
     """DESIGN §4 cookie gate: thousands of ClientHellos from distinct loopback
     addresses/ports each get a HelloVerifyRequest; no TLS connection is
     created and the native heap stays flat. A real client still gets in."""
@@ -530,9 +588,10 @@ def test_spoofed_client_hello_flood_costs_no_memory(ec_identity) -> None:  # typ
     server.stop()
 
 
-def test_no_native_memory_left_after_a_session(ec_identity) -> None:  # type: ignore[no-untyped-def]
+def test_no_native_memory_left_after_a_session(ec_identity: Identity) -> None:
     """Every allocation is owned and freed: a full session (handshake, data,
     close, server stop) returns dp_alloc_stats to its baseline."""
+
     def session() -> None:
         server = EchoServer(ec_identity)
         client = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))

@@ -149,7 +149,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         waiting = set(range(len(clients)))
         while waiting:
             if time.monotonic() > deadline:
-                return fail(f"round {round_no}: {len(waiting)} echoes missing after {args.timeout} s")
+                return fail(
+                    f"round {round_no}: {len(waiting)} echoes missing after {args.timeout} s")
             serve()
             for i in list(waiting):
                 clients[i].poll()
@@ -201,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
         "in this process on 127.0.0.1, exchange messages, verify every echo and print "
         "handshakes/s and round trips/s, then PASS or FAIL.",
     )
-    demo.add_argument("--clients", type=_positive_int, default=8, help="number of clients (default 8)")
+    demo.add_argument("--clients", type=_positive_int, default=8,
+                      help="number of clients (default 8)")
     demo.add_argument("--messages", type=_positive_int, default=100,
                       help="messages per client (default 100)")
     demo.add_argument("--timeout", type=float, default=60.0,
