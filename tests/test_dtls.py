@@ -393,9 +393,18 @@ def test_handshake_gives_up_on_a_silent_server() -> None:
         assert client.get_stats()["datagrams_out"] > 1  # retransmitted first
 
 
-def test_idle_connected_peer_times_out(ec_identity: Identity) -> None:
-    """§3 (#98358): Godot never times out a connected peer; idle_timeout_ms does."""
-    server = EchoServer(ec_identity, settings=DTLSSettings(idle_timeout_ms=200))
+@pytest.mark.parametrize("cookie_secret", [None, bytes(range(32))], ids=["random", "shared"])
+def test_idle_connected_peer_times_out(
+    ec_identity: Identity, cookie_secret: Optional[bytes]
+) -> None:
+    """§3 (#98358): Godot never times out a connected peer; idle_timeout_ms
+    does, also when a shared cookie secret puts the server on the wall clock."""
+    server = EchoServer(ec_identity)
+    server.dtls.setup(
+        TLSOptions.server(*ec_identity),
+        settings=DTLSSettings(idle_timeout_ms=200),
+        cookie_secret=cookie_secret,
+    )
     client = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))
     peer = handshake(server, client)
     assert run(lambda: peer.get_status() != Status.STATUS_CONNECTED, server)
@@ -638,8 +647,9 @@ def test_cookie_is_bound_to_the_client_address(ec_identity: Identity) -> None:
                         hellos.append(data)
                     proxy.sendto(data, ("127.0.0.1", server.port))
 
-        assert run(lambda: (relay(), client.get_status() == Status.STATUS_CONNECTED)[1],
-                   server, client)
+        assert run(
+            lambda: (relay(), client.get_status() == Status.STATUS_CONNECTED)[1], server, client
+        )
     assert len(hellos) >= 2  # cookieless, then with the cookie
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as replayer:
         replayer.bind(("127.0.0.3", 0))
