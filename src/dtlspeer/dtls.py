@@ -610,7 +610,8 @@ class DTLSServer:
         Calling it again replaces the configuration (see the class notes)."""
         if not isinstance(server_options, TLSOptions):
             raise errors.InvalidArgumentError(
-                f"server_options must be TLSOptions.server(...), not {type(server_options).__name__}"
+                "server_options must be TLSOptions.server(...), "
+                f"not {type(server_options).__name__}"
             )
         if not server_options.is_server():
             raise errors.InvalidArgumentError(
