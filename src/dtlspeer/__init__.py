@@ -9,6 +9,7 @@ from __future__ import annotations
 from . import errors
 from .build_info import build_info, ciphersuites, mbedtls_version
 from .crypto import Crypto, CryptoKey, X509Certificate
+from .dtls import DTLSServer, DTLSSettings, PacketPeerDTLS
 from .errors import DTLSPeerError
 from .packet_peer import PacketPeer
 from .tls_options import TLSOptions
@@ -20,7 +21,10 @@ __all__ = [
     "Crypto",
     "CryptoKey",
     "DTLSPeerError",
+    "DTLSServer",
+    "DTLSSettings",
     "PacketPeer",
+    "PacketPeerDTLS",
     "PacketPeerUDP",
     "TLSOptions",
     "UDPServer",

@@ -294,6 +294,14 @@ class Connection:
         )
         self._ptr: Any = ffi.gc(out[0], lib.dp_conn_free)
 
+    @classmethod
+    def _adopt(cls, ptr: Any) -> Connection:
+        """Wrap a dp_conn created in C (the DTLS link's server accept); the
+        object owns it from now on."""
+        conn = cls.__new__(cls)
+        conn._ptr = ffi.gc(ptr, lib.dp_conn_free)
+        return conn
+
     @property
     def _conn(self) -> Any:
         if self._ptr is None:

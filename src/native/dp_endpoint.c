@@ -1166,3 +1166,23 @@ int dp_endpoint_stats(const dp_endpoint *ep, uint64_t handle, dp_udp_stats *out)
     *out = s->stats;
     return DP_OK;
 }
+
+int dp_endpoint_inject(dp_endpoint *ep, const dp_addr *src, const uint8_t *data, size_t len,
+                       int64_t now_ms)
+{
+    if (ep == NULL || src == NULL || (data == NULL && len != 0) || ep->mode != DP_ENDPOINT_SERVER ||
+        len > DP_MAX_DATAGRAM) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (ep->closed) {
+        return DP_ERR_CLOSED;
+    }
+    uint64_t created = ep->stats.pending_created;
+    uint32_t index = table_find(ep, src);
+    uint32_t queued = index != DP_NO_INDEX ? ep->slots[index].queue.count : 0;
+    route_server(ep, src, data, (uint32_t)len, 0, now_ms);
+    if (index != DP_NO_INDEX) {
+        return ep->slots[index].queue.count > queued;
+    }
+    return ep->stats.pending_created > created;
+}

@@ -439,6 +439,49 @@ int dp_cookie_gate_check(dp_cookie_gate *gate, const unsigned char *transport_id
                          int64_t now_ms, unsigned char *reply, size_t cap, size_t *reply_len);
 void dp_cookie_gate_get_stats(dp_cookie_gate *gate, dp_cookie_stats *out);
 
+/* ---- DTLS link (dp_link.c) ------------------------------------------------ */
+
+/* Joins a UDP endpoint slot to a dp_conn so one call per poll moves every
+ * queued datagram into the connection, runs its timers and sends its output.
+ * handle: a SERVER slot, or 0 for a CLIENT endpoint (whose socket is read
+ * first). gate (SERVER slots, may be NULL): a connected peer's epoch-0
+ * ClientHello (client port reuse) is judged by it instead of the
+ * connection: a cookieless one is answered with a HelloVerifyRequest, one
+ * with a valid cookie ends the session (restarted = 1): the slot is freed
+ * and the hello re-queued as a NEW pending slot of the endpoint. */
+
+typedef struct dp_link_result {
+    int status;              /* connection status afterwards (DP_STATUS_*) */
+    uint32_t fed;            /* datagrams fed to the connection */
+    uint32_t sent;           /* datagrams sent */
+    uint32_t send_dropped;   /* outgoing datagrams the socket did not take */
+    int send_error;          /* code of the last failed send, 0 if none */
+    uint32_t hvr_sent;       /* HelloVerifyRequests sent for the gate */
+    uint32_t gate_dropped;   /* datagrams the gate dropped (no connection yet) */
+    uint32_t restarted;      /* 1: peer began a new session (see above) */
+    uint64_t remote_errors;  /* endpoint total of ICMP-induced recv errors */
+} dp_link_result;
+
+/* Feed every queued datagram, run timers due at now_ms, send the output. */
+int dp_link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_gate *gate,
+                 int64_t now_ms, dp_link_result *res);
+/* SERVER accept: judge the slot's queued datagrams with the gate (send a
+ * HelloVerifyRequest for each cookieless hello, drop garbage); the first
+ * with a valid cookie creates a server dp_conn (*out) that is fed it and
+ * every later datagram, then its output is sent. Returns 1 with *out set,
+ * 0 when no datagram was admitted (no TLS state was created). */
+int dp_link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, dp_config *cfg,
+                   int64_t now_ms, dp_conn **out, dp_link_result *res);
+/* dp_conn_write (one record) then send the output. Returns len. */
+int dp_link_write(dp_endpoint *ep, uint64_t handle, dp_conn *conn, const uint8_t *data,
+                  size_t len, int64_t now_ms, dp_link_result *res);
+/* Send every datagram the connection has queued (after update/close). */
+int dp_link_flush(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_link_result *res);
+/* SERVER: route a datagram as if it had just arrived from src (a new
+ * pending slot when src is unknown). Returns 1 if it was queued, else 0. */
+int dp_endpoint_inject(dp_endpoint *ep, const dp_addr *src, const uint8_t *data, size_t len,
+                       int64_t now_ms);
+
 /* END CDEF */
 
 /* ---- Internal helpers shared by our C files (not seen by cffi) ---------- */

@@ -1,0 +1,607 @@
+"""PacketPeerDTLS and DTLSServer: Godot 4's DTLS classes over the C engine.
+
+The datagram path is C (``src/native/dp_link.c``): one native call per
+``poll()`` moves every datagram queued for the peer (its UDP socket, or its
+slot of a ``UDPServer``) into the DTLS connection, runs its timers and sends
+what it produced. Python only moves payload bytes in and out.
+
+Objects are not thread-safe: use each one from one thread at a time.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import errno
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, Deque, Optional
+
+from . import errors
+from ._binding import check, error_text, ffi, lib, to_bytes
+from ._engine import Connection, CookieGate, EngineConfig, Verify
+from .packet_peer import BytesLike, PacketPeer
+from .tls_options import TLSOptions
+from .udp import PacketPeerUDP, _addr_text
+
+__all__ = ["DTLSServer", "DTLSSettings", "PacketPeerDTLS"]
+
+_CLOSED = lib.DP_ERR_CLOSED
+# Send failures that mean "nobody listens there" (ICMP port/host unreachable).
+_UNREACHABLE = {lib.DP_ERR_ERRNO_BASE - e for e in (errno.ECONNREFUSED, errno.EHOSTUNREACH,
+                                                     errno.ENETUNREACH)}
+
+
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+@dataclass(frozen=True)
+class DTLSSettings:
+    """Timers and sizes of a DTLS connection (ours; Godot has none of these).
+
+    Defaults are chosen for games on the internet:
+
+    * ``handshake_timeout_min_ms=250`` / ``handshake_timeout_max_ms=8000``:
+      a lost flight is resent after 250 ms, doubling up to 8 s (Mbed TLS and
+      Godot: 1 s .. 60 s, so a lost packet stalls the join for a second and
+      a dead server is noticed after two minutes). Six tries, about 16 s.
+    * ``handshake_deadline_ms=30000``: a handshake that has not finished
+      after 30 s fails, whatever the peer keeps sending (bounds the memory a
+      half-open peer holds on a server). 0 = none.
+    * ``idle_timeout_ms=60000``: a connected peer from which no valid record
+      arrived for 60 s fails with reason "idle timeout" (Godot: never, so
+      dead peers leak). Games send at a tick rate; set 0 to disable, or send
+      keep-alives if your protocol can be silent longer.
+    * ``mtu=1200``: no datagram we send is larger; handshake flights are
+      fragmented to it (Godot: unlimited, large certificates go out as one
+      IP-fragmented datagram). 1200 passes IPv6 and common tunnels.
+    * ``max_packet_size=0``: the largest ``put_packet`` payload; 0 = what
+      one record fits in the MTU (about 1160 bytes with AES-GCM at 1200).
+      Larger payloads are refused, never fragmented.
+    """
+
+    handshake_timeout_min_ms: int = 250
+    handshake_timeout_max_ms: int = 8000
+    handshake_deadline_ms: int = 30_000
+    idle_timeout_ms: int = 60_000
+    mtu: int = 1200
+    max_packet_size: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("handshake_timeout_min_ms", "handshake_timeout_max_ms", "handshake_deadline_ms",
+                     "idle_timeout_ms", "mtu", "max_packet_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise errors.ArgumentTypeError(f"{name} must be an int, not {type(value).__name__}")
+            if not 0 <= value < 2**32:
+                raise errors.InvalidArgumentError(f"{name} must be >= 0, not {value}")
+        if not 1 <= self.handshake_timeout_min_ms <= self.handshake_timeout_max_ms:
+            raise errors.InvalidArgumentError(
+                "need 1 <= handshake_timeout_min_ms <= handshake_timeout_max_ms")
+        if self.mtu != 0 and not 256 <= self.mtu <= 16384:
+            raise errors.InvalidArgumentError(f"mtu must be 0 (no limit) or 256..16384, not {self.mtu}")
+        if self.max_packet_size > 16384:
+            raise errors.InvalidArgumentError("max_packet_size must be at most 16384 (one record)")
+
+    def _engine_options(self) -> dict[str, Any]:
+        return {
+            "handshake_timeout_ms": (self.handshake_timeout_min_ms, self.handshake_timeout_max_ms),
+            "handshake_deadline_ms": self.handshake_deadline_ms,
+            "idle_timeout_ms": self.idle_timeout_ms,
+            "mtu": self.mtu,
+        }
+
+
+_DEFAULT_SETTINGS = DTLSSettings()
+
+
+def _check_settings(settings: Optional[DTLSSettings]) -> DTLSSettings:
+    if settings is None:
+        return _DEFAULT_SETTINGS
+    if not isinstance(settings, DTLSSettings):
+        raise errors.ArgumentTypeError(f"settings must be DTLSSettings, not {type(settings).__name__}")
+    return settings
+
+
+# Client configurations are immutable: share one per (options, settings).
+_client_configs: "weakref.WeakKeyDictionary[TLSOptions, dict[DTLSSettings, EngineConfig]]" = (
+    weakref.WeakKeyDictionary())
+
+
+def _client_config(options: TLSOptions, settings: DTLSSettings) -> EngineConfig:
+    per_options = _client_configs.setdefault(options, {})
+    config = per_options.get(settings)
+    if config is None:
+        if options.is_unsafe_client():
+            verify = Verify.NONE if options.get_trusted_ca_chain() is None else Verify.CHAIN_ONLY
+        else:
+            verify = Verify.FULL
+        chain = options._effective_ca_chain()
+        if chain is not None:
+            with chain._mutex:
+                config = EngineConfig.client(verify=verify, trusted_chain=chain,
+                                             common_name_override=options.get_common_name_override(),
+                                             **settings._engine_options())
+        else:
+            config = EngineConfig.client(verify=verify, **settings._engine_options())
+        per_options[settings] = config
+    return config
+
+
+class _Status(enum.IntEnum):
+    """``PacketPeerDTLS.Status`` (Godot values)."""
+
+    STATUS_DISCONNECTED = 0
+    STATUS_HANDSHAKING = 1
+    STATUS_CONNECTED = 2
+    STATUS_ERROR = 3
+    STATUS_ERROR_HOSTNAME_MISMATCH = 4
+
+
+_ENDED = (_Status.STATUS_DISCONNECTED, _Status.STATUS_ERROR, _Status.STATUS_ERROR_HOSTNAME_MISMATCH)
+
+
+class PacketPeerDTLS(PacketPeer):
+    """A DTLS 1.2 association over a UDP peer (Godot ``PacketPeerDTLS``).
+
+    Client: ``connect_to_peer(udp, hostname)``, then ``poll()`` every frame
+    until ``get_status()`` is ``STATUS_CONNECTED``. Server peers come from
+    :meth:`DTLSServer.take_connection`; their datagrams are read by the
+    ``UDPServer``'s ``poll()``, so call that first each frame (as in Godot).
+
+    Differences from Godot, all deliberate:
+
+    * Every record received is delivered: ``poll()`` decrypts all queued
+      datagrams and ``get_available_packet_count()`` is the real count
+      (Godot: one record per ``poll()``). ``get_packet()`` on an empty queue
+      raises :class:`~dtlspeer.errors.WouldBlockError` (Godot: empty packet).
+    * A real hostname mismatch is ``STATUS_ERROR_HOSTNAME_MISMATCH``; other
+      failures ``STATUS_ERROR``. :meth:`get_last_error` says why in words
+      (verification flags, Mbed TLS error, peer alert, timeout, ICMP).
+    * ``put_packet`` payloads above :meth:`get_max_packet_size` (the real
+      limit for the MTU) raise InvalidArgumentError and are never fragmented;
+      ``put_packet`` when not connected raises StateError (Godot:
+      ``ERR_UNCONFIGURED``). Datagrams the OS send buffer refuses are lost
+      like any UDP datagram (counted in ``get_stats()["send_dropped"]``).
+    * After an error or a close nothing stale remains: the TLS state is
+      freed at once and a server peer's UDP slot is released, so the
+      client's next ClientHello is a new connection. Records that arrived
+      before a peer's close_notify stay readable.
+    * An ICMP port-unreachable answer on a client becomes ``STATUS_ERROR``
+      with reason "destination unreachable" (Godot: the same status through
+      a socket error, with no reason).
+    * Timers and sizes are configurable (:class:`DTLSSettings`), including
+      idle and handshake timeouts (Godot: none).
+    * Client port reuse (a client starting a new session from the same
+      address and port, with a valid cookie) ends the old server peer with
+      ``STATUS_DISCONNECTED`` (reason says so) and the new session arrives
+      as a NEW connection on the ``UDPServer``, fully re-authenticated;
+      application state never carries over. A cookieless hello from that
+      address only gets a HelloVerifyRequest: the live session is untouched.
+    """
+
+    Status = _Status
+    STATUS_DISCONNECTED = _Status.STATUS_DISCONNECTED
+    STATUS_HANDSHAKING = _Status.STATUS_HANDSHAKING
+    STATUS_CONNECTED = _Status.STATUS_CONNECTED
+    STATUS_ERROR = _Status.STATUS_ERROR
+    STATUS_ERROR_HOSTNAME_MISMATCH = _Status.STATUS_ERROR_HOSTNAME_MISMATCH
+
+    def __init__(self) -> None:
+        """A disconnected peer (use ``connect_to_peer`` or ``DTLSServer.take_connection``)."""
+        self._udp: Optional[PacketPeerUDP] = None
+        self._conn: Optional[Connection] = None
+        self._gate: Optional[CookieGate] = None
+        self._settings = _DEFAULT_SETTINGS
+        self._status = _Status.STATUS_DISCONNECTED
+        self._reason = "not connected"
+        self._error_code = 0
+        self._verify_flags = 0
+        self._ciphersuite = ""
+        self._records: Deque[bytes] = collections.deque()
+        self._conn_stats: dict[str, int] = {}
+        self._link_stats = {"send_dropped": 0, "hvr_sent": 0, "gate_dropped": 0}
+        self._remote_errors_base = 0
+        self._result = ffi.new("dp_link_result *")
+        self._packet_error: Optional[errors.DTLSPeerError] = None
+
+    # -- internals -----------------------------------------------------------
+
+    def _route(self) -> Optional[tuple[Any, int]]:
+        """(endpoint pointer, slot handle) of the UDP peer, None if it is gone."""
+        udp = self._udp
+        ep = None if udp is None else udp._ep
+        if udp is None or ep is None or ep.closed:
+            return None
+        return ep.ptr, udp._handle
+
+    def _start(self, udp: PacketPeerUDP, conn: Connection, settings: DTLSSettings,
+               gate: Optional[CookieGate]) -> None:
+        self._records.clear()
+        self._udp, self._conn, self._gate, self._settings = udp, conn, gate, settings
+        self._status = _Status.STATUS_HANDSHAKING
+        self._reason, self._error_code, self._verify_flags, self._ciphersuite = "handshaking", 0, 0, ""
+        self._conn_stats = {}
+        self._link_stats = {"send_dropped": 0, "hvr_sent": 0, "gate_dropped": 0}
+        ep = udp._ep
+        stats = ffi.new("dp_udp_stats *")
+        if ep is not None and lib.dp_endpoint_stats(ep.ptr, 0, stats) == 0:
+            self._remote_errors_base = int(stats.recv_errors)
+
+    def _absorb(self, res: Any, server_peer: bool) -> None:
+        """Apply the outcome of one link call: counters, ICMP, restarts, end."""
+        self._link_stats["send_dropped"] += res.send_dropped
+        self._link_stats["hvr_sent"] += res.hvr_sent
+        self._link_stats["gate_dropped"] += res.gate_dropped
+        if res.restarted:
+            self._end(_Status.STATUS_DISCONNECTED,
+                      "the client started a new session from the same address and port; "
+                      "it arrives as a new connection on the UDPServer")
+            return
+        if not server_peer and (res.remote_errors > self._remote_errors_base
+                                or res.send_error in _UNREACHABLE):
+            where = ""
+            if self._udp is not None and self._udp._dest is not None:
+                where = f" {_addr_text(self._udp._dest)}:{self._udp._dest.port}"
+            self._end(_Status.STATUS_ERROR,
+                      f"destination unreachable: ICMP port unreachable from{where} "
+                      "(no DTLS server listening there)", res.send_error)
+            return
+        status = _Status(res.status)
+        if status in _ENDED:
+            self._end(status)
+        else:
+            self._status = status
+
+    def _end(self, status: _Status, reason: Optional[str] = None, code: int = 0,
+             keep_records: Optional[bool] = None) -> None:
+        """Free the TLS state and the server slot, keeping only the outcome."""
+        conn = self._conn
+        if keep_records is None:
+            keep_records = status == _Status.STATUS_DISCONNECTED and reason is None
+        if conn is not None:
+            self._reason = conn.reason
+            self._error_code = conn.last_error
+            self._verify_flags = conn.verify_flags
+            self._ciphersuite = conn.ciphersuite
+            self._conn_stats = conn.stats()
+            if keep_records:
+                self._records.extend(conn.read_all())
+            conn.close()
+        if reason is not None:
+            self._reason = reason
+            self._error_code = code
+        self._conn = None
+        self._status = status
+        udp = self._udp
+        self._udp = None
+        self._gate = None
+        if udp is not None and udp._server_owned:
+            udp.close()  # free the slot: this address is unknown again
+
+    def _server_peer(self) -> bool:
+        return self._gate is not None
+
+    # -- Godot API -------------------------------------------------------------
+
+    def connect_to_peer(self, packet_peer: PacketPeerUDP, hostname: str,
+                        client_options: Optional[TLSOptions] = None, *,
+                        settings: Optional[DTLSSettings] = None) -> None:
+        """Start a client handshake over ``packet_peer`` (Godot ``connect_to_peer``).
+
+        The UDP peer must be connected (``connect_to_host``), else
+        InvalidArgumentError (Godot ``ERR_INVALID_PARAMETER``). ``None``
+        options mean ``TLSOptions.client()`` (system CA store, name checked
+        against ``hostname``). Differences: a verifying client with neither a
+        ``hostname`` nor a ``common_name_override`` raises InvalidArgumentError
+        (Godot fails later with a name mismatch); calling it while
+        handshaking or connected raises AlreadyInUseError; ``settings`` is
+        ours. The ClientHello is sent before it returns.
+        """
+        if not isinstance(packet_peer, PacketPeerUDP):
+            raise errors.ArgumentTypeError(
+                f"packet_peer must be a PacketPeerUDP, not {type(packet_peer).__name__}")
+        if not isinstance(hostname, str):
+            raise errors.ArgumentTypeError(f"hostname must be str, not {type(hostname).__name__}")
+        if client_options is None:
+            client_options = TLSOptions.client()
+        if not isinstance(client_options, TLSOptions):
+            raise errors.ArgumentTypeError(
+                f"client_options must be TLSOptions or None, not {type(client_options).__name__}")
+        if client_options.is_server():
+            raise errors.InvalidArgumentError("client_options are server options (use TLSOptions.client)")
+        settings = _check_settings(settings)
+        if self._conn is not None:
+            raise errors.AlreadyInUseError("already handshaking or connected: disconnect_from_peer first")
+        if not packet_peer.is_socket_connected():
+            raise errors.InvalidArgumentError(
+                "the UDP peer must be connected first (PacketPeerUDP.connect_to_host)")
+        if (not client_options.is_unsafe_client() and not hostname
+                and not client_options.get_common_name_override()):
+            raise errors.InvalidArgumentError(
+                "hostname is empty: a verifying client needs the server's name "
+                "(or TLSOptions.client(common_name_override=...))")
+        if "\0" in hostname:
+            raise errors.InvalidArgumentError("hostname contains a NUL character")
+        config = _client_config(client_options, settings)
+        now = _now_ms()
+        # client_unsafe never checks the name (Godot clears it: no SNI either).
+        name = None if client_options.is_unsafe_client() or not hostname else hostname
+        conn = Connection(config, now, hostname=name)
+        self._start(packet_peer, conn, settings, None)
+        conn.update(now)  # queues the ClientHello
+        route = self._route()
+        assert route is not None  # is_socket_connected() held above
+        check(lib.dp_link_flush(route[0], route[1], conn._ptr, self._result), "connect_to_peer")
+        self._absorb(self._result, False)
+
+    def poll(self) -> None:
+        """Drive the connection (Godot ``poll``): feed every datagram queued
+        for this peer, run retransmission/idle timers, send the replies. One
+        native call. Client peers read their socket here; server peers are
+        fed by ``UDPServer.poll()``. Never raises for what the remote side
+        does: watch ``get_status()``."""
+        conn = self._conn
+        if conn is None:
+            return
+        route = self._route()
+        if route is None:
+            self._end(_Status.STATUS_ERROR, "the UDP peer was closed (or its UDPServer stopped)")
+            return
+        gate = self._gate.handle if self._gate is not None else ffi.NULL
+        rc = lib.dp_link_pump(route[0], route[1], conn._ptr, gate, _now_ms(), self._result)
+        if rc < 0:
+            reason = ("the UDP peer was closed (or its UDPServer stopped)" if rc == _CLOSED
+                      else f"socket error: {error_text(rc)}")
+            self._end(_Status.STATUS_ERROR, reason, rc)
+            return
+        self._absorb(self._result, self._server_peer())
+
+    def get_status(self) -> _Status:
+        """The connection status (Godot ``get_status``), as of the last call."""
+        return self._status
+
+    def disconnect_from_peer(self) -> None:
+        """Send close_notify if connected, free the TLS state, become
+        ``STATUS_DISCONNECTED`` (Godot: same). Unread records are dropped.
+        A server peer's UDP slot is released. Idempotent."""
+        conn = self._conn
+        if conn is not None:
+            conn.disconnect(_now_ms())
+            route = self._route()
+            if route is not None:
+                lib.dp_link_flush(route[0], route[1], conn._ptr, self._result)
+                self._link_stats["send_dropped"] += self._result.send_dropped
+            self._end(_Status.STATUS_DISCONNECTED, "closed locally", keep_records=False)
+        self._records.clear()
+        self._status = _Status.STATUS_DISCONNECTED
+
+    def get_available_packet_count(self) -> int:
+        """Records ready to read: every one received so far (Godot: 0 or 1)."""
+        if self._conn is not None:
+            return int(lib.dp_conn_pending_count(self._conn._ptr))
+        return len(self._records)
+
+    def get_packet(self) -> bytes:
+        """The oldest received record. WouldBlockError if none is ready;
+        StateError if not connected and none is left (Godot:
+        ``ERR_UNCONFIGURED``)."""
+        try:
+            if self._conn is not None:
+                record = self._conn.read()
+                if record is None:
+                    raise errors.WouldBlockError("no packet available (call poll())")
+            elif self._records:
+                record = self._records.popleft()
+            else:
+                raise errors.StateError(f"not connected ({self._status.name})")
+        except errors.DTLSPeerError as exc:
+            self._packet_error = exc
+            raise
+        self._packet_error = None
+        return record
+
+    def put_packet(self, data: BytesLike) -> None:
+        """Send ``data`` as one DTLS record in one datagram (Godot
+        ``put_packet``). Empty data sends nothing. StateError unless
+        connected; InvalidArgumentError above :meth:`get_max_packet_size`."""
+        payload = to_bytes(data, "data")
+        conn = self._conn
+        if conn is None or self._status != _Status.STATUS_CONNECTED:
+            raise errors.StateError(f"cannot put_packet: not connected ({self._status.name})")
+        if not payload:
+            return
+        limit = self.get_max_packet_size()
+        if len(payload) > limit:
+            raise errors.InvalidArgumentError(
+                f"packet of {len(payload)} bytes exceeds the maximum of {limit} "
+                "(one record per packet; DTLS records are never fragmented)")
+        route = self._route()
+        if route is None:
+            self._end(_Status.STATUS_ERROR, "the UDP peer was closed (or its UDPServer stopped)")
+            raise errors.StateError("cannot put_packet: the UDP peer was closed")
+        rc = lib.dp_link_write(route[0], route[1], conn._ptr, payload, len(payload), _now_ms(),
+                               self._result)
+        if rc in (lib.DP_ERR_TOO_LARGE, lib.DP_ERR_INVALID_ARGUMENT, lib.DP_ERR_BAD_STATE):
+            check(rc, "put_packet")
+        self._absorb(self._result, self._server_peer())  # a TLS failure shows in the status
+
+    # -- ours -------------------------------------------------------------------
+
+    def get_max_packet_size(self) -> int:
+        """Largest ``put_packet`` payload right now: what one record can carry
+        within the MTU, capped by ``settings.max_packet_size``; 0 unless
+        connected (Godot: always 488, not enforced)."""
+        if self._conn is None or self._status != _Status.STATUS_CONNECTED:
+            return 0
+        limit = self._conn.max_payload
+        cap = self._settings.max_packet_size
+        return min(limit, cap) if cap else limit
+
+    def get_last_error(self) -> str:
+        """Why the status last changed, in words: certificate verification
+        failures list their reasons, TLS errors carry the Mbed TLS code and
+        text, received alerts their name, plus timeouts, ICMP unreachable and
+        closes (Godot only prints errors; godot-proposals#3590)."""
+        if self._conn is not None:
+            return self._conn.reason
+        if self._error_code and "-0x" not in self._reason:
+            return f"{self._reason} ({error_text(self._error_code)}, code -0x{-self._error_code:04X})"
+        return self._reason
+
+    def get_error_code(self) -> int:
+        """Mbed TLS / dtlspeer code behind an error status (0 if none). Ours."""
+        return self._conn.last_error if self._conn is not None else self._error_code
+
+    def get_verify_flags(self) -> int:
+        """Mbed TLS X.509 verification flags (``MBEDTLS_X509_BADCERT_*``) of
+        the peer's certificate. Ours."""
+        return self._conn.verify_flags if self._conn is not None else self._verify_flags
+
+    def get_ciphersuite(self) -> str:
+        """The negotiated ciphersuite ("" before the handshake). Ours."""
+        return self._conn.ciphersuite if self._conn is not None else self._ciphersuite
+
+    def get_stats(self) -> dict[str, int]:
+        """Counters (ours): datagrams and records in/out, drops by reason,
+        bad MACs, retransmission timer runs, datagrams the socket refused
+        (``send_dropped``), HelloVerifyRequests sent for this peer's address."""
+        stats = dict(self._conn.stats() if self._conn is not None else self._conn_stats)
+        stats.update(self._link_stats)
+        return stats
+
+    def get_peer_address(self) -> tuple[str, int]:
+        """(IP, port) of the remote side; ("", 0) once disconnected. Ours."""
+        udp = self._udp
+        if udp is None or udp._dest is None:
+            return "", 0
+        return _addr_text(udp._dest), int(udp._dest.port)
+
+    def __repr__(self) -> str:
+        ip, port = self.get_peer_address()
+        return f"<PacketPeerDTLS {self._status.name} {ip}:{port}>"
+
+
+class DTLSServer:
+    """Accepts DTLS clients arriving on a ``UDPServer`` (Godot ``DTLSServer``).
+
+    Typical loop, exactly as in Godot::
+
+        udp_server.poll()
+        while udp_server.is_connection_available():
+            peer = dtls_server.take_connection(udp_server.take_connection())
+            if peer.get_status() == PacketPeerDTLS.STATUS_HANDSHAKING:
+                peers.append(peer)   # the others are the cookie exchange
+        for peer in peers:
+            peer.poll()
+
+    A client's first ClientHello has no cookie: ``take_connection`` answers
+    with a HelloVerifyRequest from a stateless gate (no TLS state is
+    created), releases the UDP peer and returns a peer in ``STATUS_ERROR``;
+    the client's second ClientHello then shows up as a new pending
+    connection and is returned ``STATUS_HANDSHAKING`` ("50% of the
+    connections are invalid due to cookie exchange", as Godot documents).
+    Spoofed floods therefore cost CPU, never memory.
+
+    Differences from Godot: a second ``setup()`` replaces the configuration
+    for new connections (Godot fails with ``ERR_ALREADY_IN_USE``); cookies
+    stay valid across it unless a new ``cookie_secret`` is given. Several
+    processes given the same ``cookie_secret`` accept each other's cookies.
+    ``get_stats()`` exposes the gate's counters. Misuse raises.
+    """
+
+    def __init__(self) -> None:
+        """A server that is not set up."""
+        self._config: Optional[EngineConfig] = None
+        self._gate: Optional[CookieGate] = None
+        self._settings = _DEFAULT_SETTINGS
+        self._secret: Optional[bytes] = None
+        self._created = 0
+        self._result = ffi.new("dp_link_result *")
+        self._out = ffi.new("dp_conn **")
+
+    def setup(self, server_options: TLSOptions, *, settings: Optional[DTLSSettings] = None,
+              cookie_secret: Optional[bytes] = None) -> None:
+        """Use ``server_options`` (from ``TLSOptions.server``) for new
+        connections (Godot ``setup``). InvalidArgumentError if they are not
+        server options (Godot ``ERR_INVALID_PARAMETER``). ``settings`` and
+        ``cookie_secret`` (16..64 bytes shared by every process that must
+        accept the same cookies; they then use their wall clocks) are ours.
+        Calling it again replaces the configuration (see the class notes)."""
+        if not isinstance(server_options, TLSOptions):
+            raise errors.InvalidArgumentError(
+                f"server_options must be TLSOptions.server(...), not {type(server_options).__name__}")
+        if not server_options.is_server():
+            raise errors.InvalidArgumentError("server_options are client options (use TLSOptions.server)")
+        settings = _check_settings(settings)
+        if cookie_secret is not None:
+            cookie_secret = to_bytes(cookie_secret, "cookie_secret")
+            if not 16 <= len(cookie_secret) <= 64:
+                raise errors.InvalidArgumentError("cookie_secret must be 16..64 bytes")
+        gate = self._gate
+        if gate is None or cookie_secret != self._secret:
+            gate = CookieGate(cookie_secret)
+        key, cert = server_options.get_private_key(), server_options.get_own_certificate()
+        assert key is not None and cert is not None
+        with key._mutex, cert._mutex:
+            config = EngineConfig.server(gate=gate, key=key, certificate=cert,
+                                         **settings._engine_options())
+        if self._config is not None:
+            self._config.close()  # live connections keep their reference
+        self._config, self._gate, self._settings, self._secret = config, gate, settings, cookie_secret
+
+    def _now(self) -> int:
+        # Cookies carry the gate's time: a shared secret needs a shared clock.
+        return int(time.time() * 1000) if self._secret is not None else _now_ms()
+
+    def take_connection(self, udp_peer: PacketPeerUDP) -> PacketPeerDTLS:
+        """Accept ``udp_peer`` (from ``UDPServer.take_connection``) and return
+        a PacketPeerDTLS, always (Godot: same contract). ``STATUS_HANDSHAKING``
+        when its ClientHello carried a valid cookie; otherwise
+        ``STATUS_ERROR`` (a HelloVerifyRequest was sent, or the datagrams were
+        not a ClientHello) and the UDP peer is closed so the client's next
+        datagram is a new pending connection. StateError before ``setup``;
+        InvalidArgumentError for a UDP peer not taken from a listening
+        UDPServer (Godot accepts any connected PacketPeerUDP)."""
+        if self._config is None or self._gate is None:
+            raise errors.StateError("DTLSServer.setup() was not called")
+        if not isinstance(udp_peer, PacketPeerUDP):
+            raise errors.ArgumentTypeError(f"udp_peer must be a PacketPeerUDP, not {type(udp_peer).__name__}")
+        ep = udp_peer._ep
+        if not udp_peer._server_owned or ep is None or ep.closed:
+            raise errors.InvalidArgumentError("udp_peer must be taken from a listening UDPServer")
+        peer = PacketPeerDTLS()
+        rc = lib.dp_link_accept(ep.ptr, udp_peer._handle, self._gate.handle, self._config.handle,
+                                self._now(), self._out, self._result)
+        res = self._result
+        if rc == 1:
+            self._created += 1
+            conn = Connection._adopt(self._out[0])
+            peer._start(udp_peer, conn, self._settings, self._gate)
+            peer._absorb(res, True)
+            return peer
+        peer._udp = udp_peer
+        peer._link_stats["hvr_sent"] += res.hvr_sent
+        peer._link_stats["gate_dropped"] += res.gate_dropped
+        if rc < 0:
+            reason = f"cannot accept: {error_text(rc)}"
+        elif res.hvr_sent:
+            reason = ("cookie exchange: HelloVerifyRequest sent; the client's next ClientHello "
+                      "arrives as a new connection")
+        else:
+            reason = "no ClientHello: datagrams dropped by the cookie gate"
+        peer._end(_Status.STATUS_ERROR, reason, min(rc, 0))
+        return peer
+
+    def get_stats(self) -> dict[str, int]:
+        """Cookie gate counters (ours): ``hellos_seen``, ``cookies_sent``,
+        ``cookies_rejected``, ``admitted``, drops by reason, and
+        ``connections_created`` (TLS connections made by take_connection).
+        StateError before ``setup``."""
+        if self._gate is None:
+            raise errors.StateError("DTLSServer.setup() was not called")
+        stats = self._gate.stats()
+        stats["connections_created"] = self._created
+        return stats

@@ -1,0 +1,261 @@
+/*
+ * dp_link.c: the datagram path between a UDP endpoint (dp_endpoint.c) and a
+ * DTLS connection (dp_conn.c). One call per poll moves every datagram queued
+ * for a peer into its connection, runs the connection's timers and sends
+ * everything it produced, so Python only ever handles payload bytes.
+ *
+ * Nothing here owns state: the endpoint owns the queues and the socket, the
+ * connection owns the TLS state, the gate owns the cookie keys. The only
+ * memory is a per-thread scratch buffer (cffi releases the GIL, so two
+ * threads may pump two different connections at once).
+ */
+#include "dtlspeer.h"
+
+#include <string.h>
+
+/* Receive side: any UDP datagram fits; dp_conn_feed drops (and counts) the
+ * ones longer than its record buffer. Send side: a whole record (16 KiB plus
+ * the record expansion) fits as well. */
+#define DP_LINK_BUF DP_MAX_DATAGRAM
+
+static _Thread_local unsigned char dp_link_buf[DP_LINK_BUF];
+
+/* DTLS record header (13 bytes) + handshake message type. */
+#define DP_RECORD_HEADER 13
+#define DP_CT_HANDSHAKE 22
+#define DP_HS_CLIENT_HELLO 1
+
+static void result_init(dp_link_result *res)
+{
+    memset(res, 0, sizeof(*res));
+}
+
+/* An initial ClientHello: handshake record of epoch 0 whose first message is
+ * a ClientHello. On a connected association this can only be a client that
+ * started over from the same address and port (RFC 6347 4.2.8); everything
+ * else about the datagram is judged by the gate. */
+static int is_epoch0_client_hello(const unsigned char *d, size_t len)
+{
+    return len > DP_RECORD_HEADER && d[0] == DP_CT_HANDSHAKE && d[3] == 0 && d[4] == 0 &&
+           d[DP_RECORD_HEADER] == DP_HS_CLIENT_HELLO;
+}
+
+/* The bytes a server's cookies are bound to: address, port, scope. */
+static size_t transport_id(const dp_addr *a, unsigned char *out)
+{
+    memcpy(out, a->ip, 16);
+    out[16] = (unsigned char)(a->port >> 8);
+    out[17] = (unsigned char)(a->port & 0xFF);
+    out[18] = (unsigned char)(a->scope_id >> 24);
+    out[19] = (unsigned char)(a->scope_id >> 16);
+    out[20] = (unsigned char)(a->scope_id >> 8);
+    out[21] = (unsigned char)(a->scope_id);
+    return 22;
+}
+
+static void send_one(dp_endpoint *ep, uint64_t handle, const unsigned char *data, size_t len,
+                     dp_link_result *res)
+{
+    int rc = dp_endpoint_send(ep, handle, NULL, data, len);
+    if (rc >= 0) {
+        res->sent++;
+    } else {
+        /* Lost like any datagram; DTLS retransmits handshake flights and
+         * games tolerate lost records. The code tells the caller why. */
+        res->send_dropped++;
+        res->send_error = rc;
+    }
+}
+
+static void flush_output(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_link_result *res)
+{
+    /* Bounded by the connection's outgoing queue (64 datagrams). */
+    for (;;) {
+        int n = dp_conn_pop_outgoing(conn, dp_link_buf, sizeof(dp_link_buf));
+        if (n == DP_ERR_WOULD_BLOCK) {
+            break;
+        }
+        if (n < 0) {
+            res->send_dropped++; /* cannot happen: the buffer holds any record */
+            res->send_error = n;
+            break;
+        }
+        send_one(ep, handle, dp_link_buf, (size_t)n, res);
+    }
+}
+
+static void run_timers(dp_conn *conn, int64_t now_ms)
+{
+    int64_t due = dp_conn_next_timeout(conn);
+    if (due >= 0 && due <= now_ms) {
+        (void)dp_conn_update(conn, now_ms);
+    }
+}
+
+static void finish(dp_endpoint *ep, uint64_t handle, dp_conn *conn, int64_t now_ms,
+                   dp_link_result *res)
+{
+    run_timers(conn, now_ms);
+    flush_output(ep, handle, conn, res);
+    res->status = dp_conn_status(conn);
+    dp_udp_stats st;
+    if (dp_endpoint_stats(ep, 0, &st) == DP_OK) {
+        res->remote_errors = st.recv_errors;
+    }
+}
+
+/* Judge a connected peer's epoch-0 ClientHello with the gate. Returns 1 when
+ * the session restarted (slot freed, hello re-queued as a pending peer). */
+static int client_port_reuse(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate,
+                             const unsigned char *data, size_t len, int64_t now_ms,
+                             dp_link_result *res)
+{
+    dp_addr addr;
+    unsigned char tid[32];
+    unsigned char reply[DP_HVR_LEN];
+    size_t reply_len = 0;
+    if (dp_endpoint_slot_addr(ep, handle, &addr) != DP_OK) {
+        return 0;
+    }
+    size_t tid_len = transport_id(&addr, tid);
+    int verdict = dp_cookie_gate_check(gate, tid, tid_len, data, len, now_ms, reply,
+                                       sizeof(reply), &reply_len);
+    if (verdict == DP_GATE_REPLY) {
+        send_one(ep, handle, reply, reply_len, res);
+        res->hvr_sent++;
+        return 0;
+    }
+    if (verdict != DP_GATE_ADMIT) {
+        res->gate_dropped++;
+        return 0;
+    }
+    /* The address proved it is the client's: its old session is over. The
+     * rest of the old slot's queue belongs to the old session; the client
+     * retransmits whatever of the new one is lost with it. */
+    (void)dp_endpoint_slot_close(ep, handle);
+    (void)dp_endpoint_inject(ep, &addr, data, len, now_ms);
+    res->restarted = 1;
+    return 1;
+}
+
+int dp_link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_gate *gate,
+                 int64_t now_ms, dp_link_result *res)
+{
+    if (ep == NULL || conn == NULL || res == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    result_init(res);
+    if (handle == 0) {
+        int rc = dp_endpoint_poll(ep, now_ms); /* CLIENT: read the socket once */
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    int queued = dp_endpoint_queued(ep, handle);
+    if (queued < 0) {
+        return queued;
+    }
+    /* Only what was queued on entry: bounded even if the socket keeps
+     * delivering (CLIENT recv would otherwise read it again). */
+    for (int i = 0; i < queued; i++) {
+        int n = dp_endpoint_recv(ep, handle, dp_link_buf, sizeof(dp_link_buf), NULL);
+        if (n < 0) {
+            break; /* DP_ERR_WOULD_BLOCK: nothing more */
+        }
+        if (handle != 0 && gate != NULL && dp_conn_status(conn) == DP_STATUS_CONNECTED &&
+            is_epoch0_client_hello(dp_link_buf, (size_t)n)) {
+            if (client_port_reuse(ep, handle, gate, dp_link_buf, (size_t)n, now_ms, res)) {
+                res->status = dp_conn_status(conn);
+                return DP_OK; /* the slot is gone: nothing left to send to */
+            }
+            continue;
+        }
+        (void)dp_conn_feed(conn, dp_link_buf, (size_t)n, now_ms);
+        res->fed++;
+    }
+    finish(ep, handle, conn, now_ms, res);
+    return DP_OK;
+}
+
+int dp_link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, dp_config *cfg,
+                   int64_t now_ms, dp_conn **out, dp_link_result *res)
+{
+    if (ep == NULL || handle == 0 || gate == NULL || cfg == NULL || out == NULL || res == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    *out = NULL;
+    result_init(res);
+    res->status = DP_STATUS_ERROR;
+    dp_addr addr;
+    int rc = dp_endpoint_slot_addr(ep, handle, &addr);
+    if (rc < 0) {
+        return rc;
+    }
+    unsigned char tid[32];
+    size_t tid_len = transport_id(&addr, tid);
+    int queued = dp_endpoint_queued(ep, handle);
+    if (queued < 0) {
+        return queued;
+    }
+    dp_conn *conn = NULL;
+    for (int i = 0; i < queued; i++) {
+        int n = dp_endpoint_recv(ep, handle, dp_link_buf, sizeof(dp_link_buf), NULL);
+        if (n < 0) {
+            break;
+        }
+        if (conn != NULL) {
+            (void)dp_conn_feed(conn, dp_link_buf, (size_t)n, now_ms);
+            res->fed++;
+            continue;
+        }
+        unsigned char reply[DP_HVR_LEN];
+        size_t reply_len = 0;
+        int verdict = dp_cookie_gate_check(gate, tid, tid_len, dp_link_buf, (size_t)n, now_ms,
+                                           reply, sizeof(reply), &reply_len);
+        if (verdict == DP_GATE_REPLY) {
+            send_one(ep, handle, reply, reply_len, res);
+            res->hvr_sent++;
+        } else if (verdict == DP_GATE_ADMIT) {
+            rc = dp_conn_new(cfg, NULL, tid, tid_len, now_ms, &conn);
+            if (rc < 0) {
+                return rc;
+            }
+            (void)dp_conn_feed(conn, dp_link_buf, (size_t)n, now_ms);
+            res->fed++;
+        } else {
+            res->gate_dropped++;
+        }
+    }
+    if (conn == NULL) {
+        return 0;
+    }
+    finish(ep, handle, conn, now_ms, res);
+    *out = conn;
+    return 1;
+}
+
+int dp_link_write(dp_endpoint *ep, uint64_t handle, dp_conn *conn, const uint8_t *data,
+                  size_t len, int64_t now_ms, dp_link_result *res)
+{
+    if (ep == NULL || conn == NULL || res == NULL || (data == NULL && len != 0)) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    result_init(res);
+    int rc = dp_conn_write(conn, data, len, now_ms);
+    if (rc >= 0) {
+        flush_output(ep, handle, conn, res);
+    }
+    res->status = dp_conn_status(conn);
+    return rc;
+}
+
+int dp_link_flush(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_link_result *res)
+{
+    if (ep == NULL || conn == NULL || res == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    result_init(res);
+    flush_output(ep, handle, conn, res);
+    res->status = dp_conn_status(conn);
+    return DP_OK;
+}
