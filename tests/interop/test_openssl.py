@@ -30,11 +30,25 @@ from typing import Optional
 import pytest
 from conftest import HOSTNAME, ServerCert
 from exchange import DTLS1_2_VERSION, session_protocol, text_messages
+from ours import (
+    EchoServer,
+    connect_client,
+    finish_handshake,
+    mbedtls_suite_from_openssl,
+    receive,
+    start_client,
+)
 from peers import PeerProcess, PeerSet, Pump
+
+from dtlspeer import TLSOptions
+from dtlspeer.dtls import PacketPeerDTLS
 
 pytestmark = pytest.mark.interop
 
 MESSAGES = 120
+# Mbed TLS X.509 verify flags (x509.h).
+BADCERT_CN_MISMATCH = 0x04
+BADCERT_NOT_TRUSTED = 0x08
 
 
 # -- driving the tools ---------------------------------------------------------
@@ -119,3 +133,113 @@ def test_harness_openssl_vs_openssl(peers: PeerSet, openssl_bin: str,
         assert s_server_record(srv) == msg
         srv.write(msg)
         assert cli.next_line() == msg
+
+
+# -- dtlspeer client -> openssl s_server -----------------------------------------
+
+def test_our_client_to_s_server(peers: PeerSet, openssl_bin: str, server_cert: ServerCert) -> None:
+    """dtlspeer PacketPeerDTLS client -> openssl s_server -listen (cookie
+    exchange), DTLS 1.2, each server certificate; our client verifies it
+    (TLSOptions.client(trusted_chain=cert), hostname "localhost"). 120 text
+    records up, each relayed back down by s_server and checked byte for byte
+    on both sides; s_server's suite equals ours; our close_notify ends
+    s_server's session cleanly."""
+    srv, port = start_s_server(peers, openssl_bin, server_cert)
+    _key, cert = server_cert.load()
+    udp, dtls = connect_client(port, HOSTNAME, TLSOptions.client(trusted_chain=cert))
+    protocol, suite = s_server_handshake(srv)
+    assert protocol == DTLS1_2_VERSION
+    assert suite.startswith(_expected_kx(server_cert))
+    assert dtls.get_ciphersuite() == mbedtls_suite_from_openssl(suite)
+    for msg in text_messages(MESSAGES, seed=3):
+        dtls.put_packet(msg)
+        assert s_server_record(srv) == msg
+        srv.write(msg)
+        assert receive(udp, dtls) == msg
+    dtls.disconnect_from_peer()
+    srv.expect(rb"^CONNECTION CLOSED")
+    assert srv.wait(20) == 0  # -naccept 1: exits after our session closed
+
+
+@pytest.mark.parametrize("hostname, expected", [
+    ("localhost", "STATUS_CONNECTED"),  # SAN dNSName
+    ("127.0.0.1", "STATUS_CONNECTED"),  # SAN iPAddress
+    ("wrong.example.test", "STATUS_ERROR_HOSTNAME_MISMATCH"),
+])
+def test_our_client_hostname_check_against_s_server(
+        peers: PeerSet, openssl_bin: str, openssl_cert: ServerCert, hostname: str,
+        expected: str) -> None:
+    """dtlspeer client -> openssl s_server presenting the openssl-made ECDSA
+    certificate (SAN DNS:localhost, IP:127.0.0.1), verifying with
+    TLSOptions.client(trusted_chain=cert): the right DNS name or IP connects
+    (and exchanges 20 records), a wrong name ends STATUS_ERROR_HOSTNAME_MISMATCH
+    with a reason naming the mismatch, and s_server sees the alert."""
+    srv, port = start_s_server(peers, openssl_bin, openssl_cert)
+    _key, cert = openssl_cert.load()
+    udp, dtls = start_client(port, hostname, TLSOptions.client(trusted_chain=cert))
+    status = finish_handshake(udp, dtls)
+    assert status.name == expected, dtls.get_last_error()
+    if expected == "STATUS_CONNECTED":
+        s_server_handshake(srv)
+        for msg in text_messages(20, seed=4):
+            dtls.put_packet(msg)
+            assert s_server_record(srv) == msg
+            srv.write(msg)
+            assert receive(udp, dtls) == msg
+        dtls.disconnect_from_peer()
+    else:
+        assert dtls.get_verify_flags() == BADCERT_CN_MISMATCH, dtls.get_last_error()
+        assert "does not match" in dtls.get_last_error(), dtls.get_last_error()
+        # Our client aborted the handshake with a bad_certificate alert (42).
+        srv.expect(rb"alert bad certificate.*SSL alert number 42", "stderr")
+
+
+def test_our_client_rejects_untrusted_s_server(peers: PeerSet, openssl_bin: str,
+                                               openssl_cert: ServerCert,
+                                               server_certs: dict[str, ServerCert]) -> None:
+    """dtlspeer client -> openssl s_server whose certificate does not chain to
+    the one our client trusts (a different self-signed certificate with the
+    same name): STATUS_ERROR (not a hostname mismatch), verify flags
+    NOT_TRUSTED, and s_server receives an unknown_ca alert (48)."""
+    srv, port = start_s_server(peers, openssl_bin, openssl_cert)
+    _key, other = server_certs["ecdsa-p256/ours"].load()
+    udp, dtls = start_client(port, HOSTNAME, TLSOptions.client(trusted_chain=other))
+    assert finish_handshake(udp, dtls) == PacketPeerDTLS.STATUS_ERROR
+    assert dtls.get_verify_flags() == BADCERT_NOT_TRUSTED, dtls.get_last_error()
+    assert "not correctly signed by the trusted CA" in dtls.get_last_error()
+    srv.expect(rb"alert unknown ca.*SSL alert number 48", "stderr")
+
+
+# -- openssl s_client -> dtlspeer server -----------------------------------------
+
+def test_s_client_to_our_server(peers: PeerSet, openssl_bin: str, server_cert: ServerCert) -> None:
+    """openssl s_client -> dtlspeer UDPServer + DTLSServer (Godot-style loop,
+    cookie exchange), DTLS 1.2, each server certificate; s_client verifies
+    our certificate and hostname "localhost" (-verify_return_error). 120 text
+    records up and echoed back by our server, each checked byte for byte on
+    both sides; the suite s_client prints equals ours; s_client's
+    close_notify (stdin EOF) disconnects our peer cleanly."""
+    key, cert = server_cert.load()
+    server = EchoServer(key, cert)
+    try:
+        cli = start_s_client(peers, openssl_bin, server.port, server_cert.cert_path)
+        protocol, suite, verification = s_client_handshake(cli, pump=server.pump)
+        assert protocol == "DTLSv1.2"
+        assert verification == "OK"
+        assert suite.startswith(_expected_kx(server_cert))
+        server.run_until(lambda: len(server.connected()) == 1, 10, "one connected peer")
+        assert server.refused >= 1  # the cookieless first ClientHello
+        assert server.connected()[0].get_ciphersuite() == mbedtls_suite_from_openssl(suite)
+        messages = text_messages(MESSAGES, seed=5)
+        for msg in messages:
+            cli.write(msg)
+            assert cli.next_line(pump=server.pump) == msg
+        assert server.received == messages
+        cli.close_stdin()
+        peer = server.connected()[0]
+        server.run_until(lambda: peer.get_status() != PacketPeerDTLS.STATUS_CONNECTED, 20,
+                         "peer disconnect after close_notify")
+        assert peer.get_status() == PacketPeerDTLS.STATUS_DISCONNECTED, peer.get_last_error()
+        assert cli.wait(20) == 0
+    finally:
+        server.close()
