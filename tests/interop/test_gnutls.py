@@ -5,11 +5,13 @@ How the tools are driven (GnuTLS 3.7):
 
 * ``gnutls-serv --udp --echo --crlf -p P``: a DTLS echo server with a cookie
   exchange (on by default; ``--nocookie`` turns it off). It prints
-  ``UDP Echo Server listening on IPv4 0.0.0.0 port P...done`` once bound
+  ``UDP Echo Server listening on IPv4 0.0.0.0 port P...done`` on stderr
+  (when not on a terminal) once bound
   (it has no bind-address option: it listens on 0.0.0.0 and ::, our traffic
-  uses 127.0.0.1 only), and echoes every record back as one record. Without
-  ``--crlf`` it rewrites CRLF to LF; with it the echo is byte-exact. It does
-  not print the negotiated suite in echo mode.
+  uses 127.0.0.1 only), and echoes what it receives: binary-safe (NUL
+  included) with ``--crlf`` (without it, CRLF becomes LF), but in chunks of
+  at most 254 bytes, so a larger record comes back as several records. It
+  does not print the negotiated suite in echo mode.
 * ``gnutls-cli --udp -p P --x509cafile CA --verify-hostname NAME 127.0.0.1``:
   prints ``- Description: (DTLS1.2-X.509)-(kx)-(sig)-(cipher)`` and
   ``- Handshake was completed`` on stdout, then everything it receives.
@@ -25,12 +27,18 @@ from typing import Optional
 
 import pytest
 from conftest import HOSTNAME, ServerCert
-from exchange import text_messages
+from exchange import binary_messages, text_messages
+from ours import EchoServer, connect_client, echo_all, receive
 from peers import PeerProcess, PeerSet, Pump
+
+from dtlspeer import TLSOptions
 
 pytestmark = pytest.mark.interop
 
 MESSAGES = 120
+#: gnutls-serv --udp --echo reads records into a buffer of this many bytes and
+#: echoes each read as one record (a tool fact found by these tests).
+GNUTLS_SERV_ECHO_CHUNK = 254
 
 
 def start_gnutls_serv(peers: PeerSet, gnutls_serv: str, cert: ServerCert) -> tuple[PeerProcess, int]:
@@ -97,3 +105,66 @@ def test_harness_gnutls_vs_gnutls(peers: PeerSet, gnutls_serv_bin: str, gnutls_c
     for msg in text_messages(40, seed=2):
         cli.write(msg)
         assert gnutls_cli_record(cli) == msg
+
+
+# -- dtlspeer client -> gnutls-serv ------------------------------------------------
+
+def test_our_client_to_gnutls_serv(peers: PeerSet, gnutls_serv_bin: str,
+                                   server_cert: ServerCert) -> None:
+    """dtlspeer PacketPeerDTLS client -> gnutls-serv --udp --echo (cookie
+    exchange), DTLS 1.2, each server certificate, verified by our client
+    (TLSOptions.client(trusted_chain=cert), hostname "localhost"). 150 binary
+    records of 4..254 bytes (every byte value, NUL/CR/LF included) echoed
+    one for one and checked byte for byte, then 10 records up to our largest
+    payload (get_max_packet_size(): 1163 with the default 1200-byte MTU),
+    whose echo gnutls-serv splits into 254-byte records, reassembled and
+    checked; our negotiated suite uses the certificate's key."""
+    _srv, port = start_gnutls_serv(peers, gnutls_serv_bin, server_cert)
+    _key, cert = server_cert.load()
+    udp, dtls = connect_client(port, HOSTNAME, TLSOptions.client(trusted_chain=cert))
+    suite = dtls.get_ciphersuite()
+    assert suite.startswith(f"TLS-ECDHE-{_expected_sig(server_cert)}-WITH-"), suite
+    # gnutls-serv echoes what one read of its 254-byte buffer returns: records
+    # up to 254 bytes come back whole, one record each...
+    echo_all(udp, dtls, binary_messages(150, seed=6, max_len=GNUTLS_SERV_ECHO_CHUNK))
+    # ...a larger one comes back as several records of at most 254 bytes.
+    for i, msg in enumerate(binary_messages(10, seed=7, max_len=dtls.get_max_packet_size())):
+        dtls.put_packet(msg)
+        echoed = b""
+        while len(echoed) < len(msg):
+            record = receive(udp, dtls)
+            assert 0 < len(record) <= GNUTLS_SERV_ECHO_CHUNK
+            echoed += record
+        assert echoed == msg, f"large echo {i}"
+    dtls.disconnect_from_peer()
+
+
+# -- gnutls-cli -> dtlspeer server ---------------------------------------------------
+
+def test_gnutls_cli_to_our_server(peers: PeerSet, gnutls_cli_bin: str,
+                                  server_cert: ServerCert) -> None:
+    """gnutls-cli --udp -> dtlspeer UDPServer + DTLSServer (Godot-style loop,
+    cookie exchange), DTLS 1.2, each server certificate, which gnutls-cli
+    verifies for "localhost". 120 text records sent, echoed by our server and
+    checked byte for byte on both sides; the suite gnutls-cli prints (key
+    exchange, signature, cipher) is the one our peer negotiated."""
+    key, cert = server_cert.load()
+    server = EchoServer(key, cert)
+    try:
+        cli = start_gnutls_cli(peers, gnutls_cli_bin, server.port, server_cert)
+        protocol, kx, sig, cipher = gnutls_cli_handshake(cli, pump=server.pump)
+        assert protocol == "DTLS1.2"
+        assert kx.startswith("ECDHE-")
+        assert sig.startswith(_expected_sig(server_cert))
+        server.run_until(lambda: len(server.connected()) == 1, 10, "one connected peer")
+        assert server.refused >= 1  # the cookieless first ClientHello
+        ours = server.connected()[0].get_ciphersuite()
+        assert ours.startswith(f"TLS-ECDHE-{_expected_sig(server_cert)}-WITH-{cipher}-"), \
+            (ours, cipher)
+        messages = text_messages(MESSAGES, seed=7)
+        for msg in messages:
+            cli.write(msg)
+            assert gnutls_cli_record(cli, pump=server.pump) == msg
+        assert server.received == messages
+    finally:
+        server.close()
