@@ -69,3 +69,18 @@ def test_unwritable_output_is_a_clear_error(tmp_path: Path) -> None:
     proc = dtlspeer_cli("gen-cert", "h", "--key-out", str(tmp_path / "missing" / "k.pem"))
     assert proc.returncode == 1
     assert proc.stderr.startswith("error:") and "No such file or directory" in proc.stderr
+
+
+def test_demo_echoes_and_passes() -> None:
+    proc = dtlspeer_cli("demo", "--clients", "3", "--messages", "20", "--timeout", "60")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[-1].startswith("PASS 3 clients x 20 messages")
+    assert any("handshakes/s" in line for line in lines)
+    assert any("60 round trips" in line and "round trips/s" in line for line in lines)
+
+
+def test_demo_rejects_zero_clients() -> None:
+    proc = dtlspeer_cli("demo", "--clients", "0")
+    assert proc.returncode == 2
+    assert "must be at least 1" in proc.stderr

@@ -1,7 +1,8 @@
 """Command-line interface: ``python -m dtlspeer <command>``.
 
-Commands: ``info`` (versions, build configuration, ciphersuites) and
-``gen-cert`` (a private key plus a self-signed certificate for a host name or IP).
+Commands: ``info`` (versions, build configuration, ciphersuites),
+``gen-cert`` (a private key plus a self-signed certificate for a host name or IP)
+and ``demo`` (a DTLS echo server and clients on 127.0.0.1, with throughput).
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ import datetime
 import ipaddress
 import platform
 import sys
+import time
 from typing import Callable
 
 from . import __version__
 from .build_info import build_info, ciphersuites, mbedtls_version
 from .crypto import Crypto
+from .dtls import DTLSServer, PacketPeerDTLS
 from .errors import DTLSPeerError
+from .tls_options import TLSOptions
+from .udp import PacketPeerUDP, UDPServer
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -78,6 +83,94 @@ def cmd_gen_cert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run a DTLS echo server and ``args.clients`` clients on 127.0.0.1 in
+    this process, send ``args.messages`` messages per client in lock-step
+    rounds and check every echo. Prints handshakes/s and round trips/s, then
+    ``PASS`` (exit 0) or ``FAIL <why>`` (exit 1). Bounded by ``args.timeout``."""
+    crypto = Crypto()
+    key = crypto.generate_ec("P-256")
+    cert = crypto.generate_self_signed_certificate(
+        key, "CN=127.0.0.1,O=dtlspeer demo,C=IT", ip_addresses=["127.0.0.1"])
+    udp_server = UDPServer()
+    udp_server.max_pending_connections = max(16, 2 * args.clients)
+    udp_server.listen(0, "127.0.0.1")
+    dtls_server = DTLSServer()
+    dtls_server.setup(TLSOptions.server(key, cert))
+    port = udp_server.get_local_port()
+    client_options = TLSOptions.client(cert)
+    deadline = time.monotonic() + args.timeout
+    server_peers: list[PacketPeerDTLS] = []
+
+    def serve() -> None:
+        udp_server.poll()
+        while udp_server.is_connection_available():
+            udp_peer = udp_server.take_connection()
+            if udp_peer is None:
+                break
+            peer = dtls_server.take_connection(udp_peer)
+            if peer.get_status() == PacketPeerDTLS.STATUS_HANDSHAKING:
+                server_peers.append(peer)  # the others are the cookie exchange
+        for peer in server_peers:
+            peer.poll()
+            while peer.get_available_packet_count() > 0:
+                peer.put_packet(peer.get_packet())
+
+    def fail(why: str) -> int:
+        print(f"FAIL {why}")
+        return 1
+
+    started = time.perf_counter()
+    clients: list[PacketPeerDTLS] = []
+    for _ in range(args.clients):
+        udp = PacketPeerUDP()
+        udp.connect_to_host("127.0.0.1", port)
+        client = PacketPeerDTLS()
+        client.connect_to_peer(udp, "127.0.0.1", client_options)
+        clients.append(client)
+    while any(c.get_status() == PacketPeerDTLS.STATUS_HANDSHAKING for c in clients):
+        if time.monotonic() > deadline:
+            return fail(f"handshakes did not finish within {args.timeout} s")
+        serve()
+        for client in clients:
+            client.poll()
+    for client in clients:
+        if client.get_status() != PacketPeerDTLS.STATUS_CONNECTED:
+            return fail(f"client handshake failed: {client.get_last_error()}")
+    handshake_s = time.perf_counter() - started
+    print(f"{args.clients} handshakes in {handshake_s:.3f} s: "
+          f"{args.clients / handshake_s:.1f} handshakes/s ({clients[0].get_ciphersuite()})")
+
+    started = time.perf_counter()
+    for round_no in range(args.messages):
+        expected = [b"client %d message %d" % (i, round_no) for i in range(len(clients))]
+        for client, message in zip(clients, expected):
+            client.put_packet(message)
+        waiting = set(range(len(clients)))
+        while waiting:
+            if time.monotonic() > deadline:
+                return fail(
+                    f"round {round_no}: {len(waiting)} echoes missing after {args.timeout} s")
+            serve()
+            for i in list(waiting):
+                clients[i].poll()
+                if clients[i].get_status() != PacketPeerDTLS.STATUS_CONNECTED:
+                    return fail(f"client {i}: {clients[i].get_last_error()}")
+                if clients[i].get_available_packet_count() > 0:
+                    echo = clients[i].get_packet()
+                    if echo != expected[i]:
+                        return fail(f"client {i}: echo {echo!r} != {expected[i]!r}")
+                    waiting.discard(i)
+    echo_s = time.perf_counter() - started
+    trips = args.clients * args.messages
+    print(f"{trips} round trips in {echo_s:.3f} s: {trips / max(echo_s, 1e-9):.1f} round trips/s")
+    for client in clients:
+        client.disconnect_from_peer()
+    udp_server.stop()
+    print(f"PASS {args.clients} clients x {args.messages} messages echoed and verified")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dtlspeer",
@@ -102,6 +195,20 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--key-out", metavar="PATH", help="key file (default HOST.key, mode 0600)")
     gen.add_argument("--cert-out", metavar="PATH", help="certificate file (default HOST.crt)")
     gen.set_defaults(func=cmd_gen_cert)
+    demo = sub.add_parser(
+        "demo",
+        help="run a DTLS echo server and clients on 127.0.0.1 and report throughput",
+        description="Start a DTLS echo server (self-signed P-256 certificate) and N clients "
+        "in this process on 127.0.0.1, exchange messages, verify every echo and print "
+        "handshakes/s and round trips/s, then PASS or FAIL.",
+    )
+    demo.add_argument("--clients", type=_positive_int, default=8,
+                      help="number of clients (default 8)")
+    demo.add_argument("--messages", type=_positive_int, default=100,
+                      help="messages per client (default 100)")
+    demo.add_argument("--timeout", type=float, default=60.0,
+                      help="give up (FAIL) after this many seconds (default 60)")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

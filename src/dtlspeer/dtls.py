@@ -16,7 +16,7 @@ import errno
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any, Deque, Optional
+from typing import Any, Optional
 
 from . import errors
 from ._binding import check, error_text, ffi, lib, to_bytes
@@ -29,8 +29,9 @@ __all__ = ["DTLSServer", "DTLSSettings", "PacketPeerDTLS"]
 
 _CLOSED = lib.DP_ERR_CLOSED
 # Send failures that mean "nobody listens there" (ICMP port/host unreachable).
-_UNREACHABLE = {lib.DP_ERR_ERRNO_BASE - e for e in (errno.ECONNREFUSED, errno.EHOSTUNREACH,
-                                                     errno.ENETUNREACH)}
+_UNREACHABLE = {
+    lib.DP_ERR_ERRNO_BASE - e for e in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
+}
 
 
 def _now_ms() -> int:
@@ -70,8 +71,14 @@ class DTLSSettings:
     max_packet_size: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("handshake_timeout_min_ms", "handshake_timeout_max_ms", "handshake_deadline_ms",
-                     "idle_timeout_ms", "mtu", "max_packet_size"):
+        for name in (
+            "handshake_timeout_min_ms",
+            "handshake_timeout_max_ms",
+            "handshake_deadline_ms",
+            "idle_timeout_ms",
+            "mtu",
+            "max_packet_size",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise errors.ArgumentTypeError(f"{name} must be an int, not {type(value).__name__}")
@@ -79,9 +86,12 @@ class DTLSSettings:
                 raise errors.InvalidArgumentError(f"{name} must be >= 0, not {value}")
         if not 1 <= self.handshake_timeout_min_ms <= self.handshake_timeout_max_ms:
             raise errors.InvalidArgumentError(
-                "need 1 <= handshake_timeout_min_ms <= handshake_timeout_max_ms")
+                "need 1 <= handshake_timeout_min_ms <= handshake_timeout_max_ms"
+            )
         if self.mtu != 0 and not 256 <= self.mtu <= 16384:
-            raise errors.InvalidArgumentError(f"mtu must be 0 (no limit) or 256..16384, not {self.mtu}")
+            raise errors.InvalidArgumentError(
+                f"mtu must be 0 (no limit) or 256..16384, not {self.mtu}"
+            )
         if self.max_packet_size > 16384:
             raise errors.InvalidArgumentError("max_packet_size must be at most 16384 (one record)")
 
@@ -101,13 +111,16 @@ def _check_settings(settings: Optional[DTLSSettings]) -> DTLSSettings:
     if settings is None:
         return _DEFAULT_SETTINGS
     if not isinstance(settings, DTLSSettings):
-        raise errors.ArgumentTypeError(f"settings must be DTLSSettings, not {type(settings).__name__}")
+        raise errors.ArgumentTypeError(
+            f"settings must be DTLSSettings, not {type(settings).__name__}"
+        )
     return settings
 
 
 # Client configurations are immutable: share one per (options, settings).
-_client_configs: "weakref.WeakKeyDictionary[TLSOptions, dict[DTLSSettings, EngineConfig]]" = (
-    weakref.WeakKeyDictionary())
+_client_configs: weakref.WeakKeyDictionary[TLSOptions, dict[DTLSSettings, EngineConfig]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _client_config(options: TLSOptions, settings: DTLSSettings) -> EngineConfig:
@@ -121,9 +134,12 @@ def _client_config(options: TLSOptions, settings: DTLSSettings) -> EngineConfig:
         chain = options._effective_ca_chain()
         if chain is not None:
             with chain._mutex:
-                config = EngineConfig.client(verify=verify, trusted_chain=chain,
-                                             common_name_override=options.get_common_name_override(),
-                                             **settings._engine_options())
+                config = EngineConfig.client(
+                    verify=verify,
+                    trusted_chain=chain,
+                    common_name_override=options.get_common_name_override(),
+                    **settings._engine_options(),
+                )
         else:
             config = EngineConfig.client(verify=verify, **settings._engine_options())
         per_options[settings] = config
@@ -200,7 +216,7 @@ class PacketPeerDTLS(PacketPeer):
         self._error_code = 0
         self._verify_flags = 0
         self._ciphersuite = ""
-        self._records: Deque[bytes] = collections.deque()
+        self._records: collections.deque[bytes] = collections.deque()
         self._conn_stats: dict[str, int] = {}
         self._link_stats = {"send_dropped": 0, "hvr_sent": 0, "gate_dropped": 0}
         self._remote_errors_base = 0
@@ -217,12 +233,22 @@ class PacketPeerDTLS(PacketPeer):
             return None
         return ep.ptr, udp._handle
 
-    def _start(self, udp: PacketPeerUDP, conn: Connection, settings: DTLSSettings,
-               gate: Optional[CookieGate]) -> None:
+    def _start(
+        self,
+        udp: PacketPeerUDP,
+        conn: Connection,
+        settings: DTLSSettings,
+        gate: Optional[CookieGate],
+    ) -> None:
         self._records.clear()
         self._udp, self._conn, self._gate, self._settings = udp, conn, gate, settings
         self._status = _Status.STATUS_HANDSHAKING
-        self._reason, self._error_code, self._verify_flags, self._ciphersuite = "handshaking", 0, 0, ""
+        self._reason, self._error_code, self._verify_flags, self._ciphersuite = (
+            "handshaking",
+            0,
+            0,
+            "",
+        )
         self._conn_stats = {}
         self._link_stats = {"send_dropped": 0, "hvr_sent": 0, "gate_dropped": 0}
         ep = udp._ep
@@ -236,18 +262,23 @@ class PacketPeerDTLS(PacketPeer):
         self._link_stats["hvr_sent"] += res.hvr_sent
         self._link_stats["gate_dropped"] += res.gate_dropped
         if res.restarted:
-            self._end(_Status.STATUS_DISCONNECTED,
-                      "the client started a new session from the same address and port; "
-                      "it arrives as a new connection on the UDPServer")
+            self._end(
+                _Status.STATUS_DISCONNECTED,
+                "the client started a new session from the same address and port; "
+                "it arrives as a new connection on the UDPServer",
+            )
             return
-        if not server_peer and (res.remote_errors > self._remote_errors_base
-                                or res.send_error in _UNREACHABLE):
-            where = ""
-            if self._udp is not None and self._udp._dest is not None:
-                where = f" {_addr_text(self._udp._dest)}:{self._udp._dest.port}"
-            self._end(_Status.STATUS_ERROR,
-                      f"destination unreachable: ICMP port unreachable from{where} "
-                      "(no DTLS server listening there)", res.send_error)
+        if not server_peer and (
+            res.remote_errors > self._remote_errors_base or res.send_error in _UNREACHABLE
+        ):
+            ip, port = self.get_peer_address()
+            where = f" {ip}:{port}" if ip else ""
+            self._end(
+                _Status.STATUS_ERROR,
+                f"destination unreachable: ICMP port unreachable from{where} "
+                "(no DTLS server listening there)",
+                res.send_error,
+            )
             return
         status = _Status(res.status)
         if status in _ENDED:
@@ -255,8 +286,13 @@ class PacketPeerDTLS(PacketPeer):
         else:
             self._status = status
 
-    def _end(self, status: _Status, reason: Optional[str] = None, code: int = 0,
-             keep_records: Optional[bool] = None) -> None:
+    def _end(
+        self,
+        status: _Status,
+        reason: Optional[str] = None,
+        code: int = 0,
+        keep_records: Optional[bool] = None,
+    ) -> None:
         """Free the TLS state and the server slot, keeping only the outcome."""
         conn = self._conn
         if keep_records is None:
@@ -286,9 +322,14 @@ class PacketPeerDTLS(PacketPeer):
 
     # -- Godot API -------------------------------------------------------------
 
-    def connect_to_peer(self, packet_peer: PacketPeerUDP, hostname: str,
-                        client_options: Optional[TLSOptions] = None, *,
-                        settings: Optional[DTLSSettings] = None) -> None:
+    def connect_to_peer(
+        self,
+        packet_peer: PacketPeerUDP,
+        hostname: str,
+        client_options: Optional[TLSOptions] = None,
+        *,
+        settings: Optional[DTLSSettings] = None,
+    ) -> None:
         """Start a client handshake over ``packet_peer`` (Godot ``connect_to_peer``).
 
         The UDP peer must be connected (``connect_to_host``), else
@@ -302,27 +343,38 @@ class PacketPeerDTLS(PacketPeer):
         """
         if not isinstance(packet_peer, PacketPeerUDP):
             raise errors.ArgumentTypeError(
-                f"packet_peer must be a PacketPeerUDP, not {type(packet_peer).__name__}")
+                f"packet_peer must be a PacketPeerUDP, not {type(packet_peer).__name__}"
+            )
         if not isinstance(hostname, str):
             raise errors.ArgumentTypeError(f"hostname must be str, not {type(hostname).__name__}")
         if client_options is None:
             client_options = TLSOptions.client()
         if not isinstance(client_options, TLSOptions):
             raise errors.ArgumentTypeError(
-                f"client_options must be TLSOptions or None, not {type(client_options).__name__}")
+                f"client_options must be TLSOptions or None, not {type(client_options).__name__}"
+            )
         if client_options.is_server():
-            raise errors.InvalidArgumentError("client_options are server options (use TLSOptions.client)")
+            raise errors.InvalidArgumentError(
+                "client_options are server options (use TLSOptions.client)"
+            )
         settings = _check_settings(settings)
         if self._conn is not None:
-            raise errors.AlreadyInUseError("already handshaking or connected: disconnect_from_peer first")
+            raise errors.AlreadyInUseError(
+                "already handshaking or connected: disconnect_from_peer first"
+            )
         if not packet_peer.is_socket_connected():
             raise errors.InvalidArgumentError(
-                "the UDP peer must be connected first (PacketPeerUDP.connect_to_host)")
-        if (not client_options.is_unsafe_client() and not hostname
-                and not client_options.get_common_name_override()):
+                "the UDP peer must be connected first (PacketPeerUDP.connect_to_host)"
+            )
+        if (
+            not client_options.is_unsafe_client()
+            and not hostname
+            and not client_options.get_common_name_override()
+        ):
             raise errors.InvalidArgumentError(
                 "hostname is empty: a verifying client needs the server's name "
-                "(or TLSOptions.client(common_name_override=...))")
+                "(or TLSOptions.client(common_name_override=...))"
+            )
         if "\0" in hostname:
             raise errors.InvalidArgumentError("hostname contains a NUL character")
         config = _client_config(client_options, settings)
@@ -353,8 +405,11 @@ class PacketPeerDTLS(PacketPeer):
         gate = self._gate.handle if self._gate is not None else ffi.NULL
         rc = lib.dp_link_pump(route[0], route[1], conn._ptr, gate, _now_ms(), self._result)
         if rc < 0:
-            reason = ("the UDP peer was closed (or its UDPServer stopped)" if rc == _CLOSED
-                      else f"socket error: {error_text(rc)}")
+            reason = (
+                "the UDP peer was closed (or its UDPServer stopped)"
+                if rc == _CLOSED
+                else f"socket error: {error_text(rc)}"
+            )
             self._end(_Status.STATUS_ERROR, reason, rc)
             return
         self._absorb(self._result, self._server_peer())
@@ -417,13 +472,15 @@ class PacketPeerDTLS(PacketPeer):
         if len(payload) > limit:
             raise errors.InvalidArgumentError(
                 f"packet of {len(payload)} bytes exceeds the maximum of {limit} "
-                "(one record per packet; DTLS records are never fragmented)")
+                "(one record per packet; DTLS records are never fragmented)"
+            )
         route = self._route()
         if route is None:
             self._end(_Status.STATUS_ERROR, "the UDP peer was closed (or its UDPServer stopped)")
             raise errors.StateError("cannot put_packet: the UDP peer was closed")
-        rc = lib.dp_link_write(route[0], route[1], conn._ptr, payload, len(payload), _now_ms(),
-                               self._result)
+        rc = lib.dp_link_write(
+            route[0], route[1], conn._ptr, payload, len(payload), _now_ms(), self._result
+        )
         if rc in (lib.DP_ERR_TOO_LARGE, lib.DP_ERR_INVALID_ARGUMENT, lib.DP_ERR_BAD_STATE):
             check(rc, "put_packet")
         self._absorb(self._result, self._server_peer())  # a TLS failure shows in the status
@@ -448,7 +505,9 @@ class PacketPeerDTLS(PacketPeer):
         if self._conn is not None:
             return self._conn.reason
         if self._error_code and "-0x" not in self._reason:
-            return f"{self._reason} ({error_text(self._error_code)}, code -0x{-self._error_code:04X})"
+            return (
+                f"{self._reason} ({error_text(self._error_code)}, code -0x{-self._error_code:04X})"
+            )
         return self._reason
 
     def get_error_code(self) -> int:
@@ -475,9 +534,16 @@ class PacketPeerDTLS(PacketPeer):
     def get_peer_address(self) -> tuple[str, int]:
         """(IP, port) of the remote side; ("", 0) once disconnected. Ours."""
         udp = self._udp
-        if udp is None or udp._dest is None:
+        if udp is None:
             return "", 0
-        return _addr_text(udp._dest), int(udp._dest.port)
+        if udp._dest is not None:  # server peers, and set_dest_address
+            return _addr_text(udp._dest), int(udp._dest.port)
+        ep = udp._ep
+        try:
+            ip, port = ep.sock.getpeername()[:2] if ep is not None else ("", 0)
+        except OSError:
+            return "", 0
+        return (ip[7:] if ip.startswith("::ffff:") else ip), int(port)
 
     def __repr__(self) -> str:
         ip, port = self.get_peer_address()
@@ -522,8 +588,13 @@ class DTLSServer:
         self._result = ffi.new("dp_link_result *")
         self._out = ffi.new("dp_conn **")
 
-    def setup(self, server_options: TLSOptions, *, settings: Optional[DTLSSettings] = None,
-              cookie_secret: Optional[bytes] = None) -> None:
+    def setup(
+        self,
+        server_options: TLSOptions,
+        *,
+        settings: Optional[DTLSSettings] = None,
+        cookie_secret: Optional[bytes] = None,
+    ) -> None:
         """Use ``server_options`` (from ``TLSOptions.server``) for new
         connections (Godot ``setup``). InvalidArgumentError if they are not
         server options (Godot ``ERR_INVALID_PARAMETER``). ``settings`` and
@@ -532,9 +603,12 @@ class DTLSServer:
         Calling it again replaces the configuration (see the class notes)."""
         if not isinstance(server_options, TLSOptions):
             raise errors.InvalidArgumentError(
-                f"server_options must be TLSOptions.server(...), not {type(server_options).__name__}")
+                f"server_options must be TLSOptions.server(...), not {type(server_options).__name__}"
+            )
         if not server_options.is_server():
-            raise errors.InvalidArgumentError("server_options are client options (use TLSOptions.server)")
+            raise errors.InvalidArgumentError(
+                "server_options are client options (use TLSOptions.server)"
+            )
         settings = _check_settings(settings)
         if cookie_secret is not None:
             cookie_secret = to_bytes(cookie_secret, "cookie_secret")
@@ -546,11 +620,17 @@ class DTLSServer:
         key, cert = server_options.get_private_key(), server_options.get_own_certificate()
         assert key is not None and cert is not None
         with key._mutex, cert._mutex:
-            config = EngineConfig.server(gate=gate, key=key, certificate=cert,
-                                         **settings._engine_options())
+            config = EngineConfig.server(
+                gate=gate, key=key, certificate=cert, **settings._engine_options()
+            )
         if self._config is not None:
             self._config.close()  # live connections keep their reference
-        self._config, self._gate, self._settings, self._secret = config, gate, settings, cookie_secret
+        self._config, self._gate, self._settings, self._secret = (
+            config,
+            gate,
+            settings,
+            cookie_secret,
+        )
 
     def _now(self) -> int:
         # Cookies carry the gate's time: a shared secret needs a shared clock.
@@ -568,13 +648,22 @@ class DTLSServer:
         if self._config is None or self._gate is None:
             raise errors.StateError("DTLSServer.setup() was not called")
         if not isinstance(udp_peer, PacketPeerUDP):
-            raise errors.ArgumentTypeError(f"udp_peer must be a PacketPeerUDP, not {type(udp_peer).__name__}")
+            raise errors.ArgumentTypeError(
+                f"udp_peer must be a PacketPeerUDP, not {type(udp_peer).__name__}"
+            )
         ep = udp_peer._ep
         if not udp_peer._server_owned or ep is None or ep.closed:
             raise errors.InvalidArgumentError("udp_peer must be taken from a listening UDPServer")
         peer = PacketPeerDTLS()
-        rc = lib.dp_link_accept(ep.ptr, udp_peer._handle, self._gate.handle, self._config.handle,
-                                self._now(), self._out, self._result)
+        rc = lib.dp_link_accept(
+            ep.ptr,
+            udp_peer._handle,
+            self._gate.handle,
+            self._config.handle,
+            self._now(),
+            self._out,
+            self._result,
+        )
         res = self._result
         if rc == 1:
             self._created += 1
@@ -588,8 +677,10 @@ class DTLSServer:
         if rc < 0:
             reason = f"cannot accept: {error_text(rc)}"
         elif res.hvr_sent:
-            reason = ("cookie exchange: HelloVerifyRequest sent; the client's next ClientHello "
-                      "arrives as a new connection")
+            reason = (
+                "cookie exchange: HelloVerifyRequest sent; the client's next ClientHello "
+                "arrives as a new connection"
+            )
         else:
             reason = "no ClientHello: datagrams dropped by the cookie gate"
         peer._end(_Status.STATUS_ERROR, reason, min(rc, 0))

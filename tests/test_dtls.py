@@ -1,0 +1,609 @@
+"""PacketPeerDTLS and DTLSServer on loopback sockets, driven the way Godot
+scripts drive them (UDPServer.poll, is_connection_available,
+take_connection, DTLSServer.take_connection, check HANDSHAKING, poll).
+
+Waits are real time but bounded (udp_helpers.DEADLINE_S); no test asserts
+on durations. References are to shared/reference/godot-api.md sections."""
+
+from __future__ import annotations
+
+import gc
+import socket
+from typing import Callable, Optional
+
+import pytest
+
+from dtlspeer import (
+    Crypto,
+    CryptoKey,
+    DTLSServer,
+    DTLSSettings,
+    PacketPeerDTLS,
+    PacketPeerUDP,
+    TLSOptions,
+    UDPServer,
+    X509Certificate,
+    errors,
+)
+from udp_helpers import alloc_bytes, has_ipv6, until
+
+Status = PacketPeerDTLS.Status
+Identity = tuple[CryptoKey, X509Certificate]
+BADCERT_CN_MISMATCH = 0x04
+BADCERT_NOT_TRUSTED = 0x08
+
+
+def make_identity(kind: str, name: str = "game.test") -> Identity:
+    crypto = Crypto()
+    key = crypto.generate_rsa(2048) if kind == "rsa" else crypto.generate_ec("P-256")
+    cert = crypto.generate_self_signed_certificate(
+        key,
+        f"CN={name},O=dtlspeer,C=IT",
+        "20240101000000",
+        "20991231235959",
+        dns_names=[name],
+        ip_addresses=["127.0.0.1", "::1"],
+    )
+    return key, cert
+
+
+@pytest.fixture(scope="module")
+def ec_identity() -> Identity:
+    return make_identity("ec")
+
+
+@pytest.fixture(scope="module")
+def rsa_identity() -> Identity:
+    return make_identity("rsa")
+
+
+class EchoServer:
+    """UDPServer + DTLSServer run exactly like a Godot server script."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        bind: str = "127.0.0.1",
+        echo: bool = True,
+        settings: Optional[DTLSSettings] = None,
+    ) -> None:
+        self.udp = UDPServer()
+        self.udp.listen(0, bind)
+        self.dtls = DTLSServer()
+        self.dtls.setup(TLSOptions.server(*identity), settings=settings)
+        self.port = self.udp.get_local_port()
+        self.peers: list[PacketPeerDTLS] = []
+        self.rejected: list[PacketPeerDTLS] = []
+        self.echo = echo
+        self.received: list[bytes] = []
+
+    def step(self) -> None:
+        self.udp.poll()
+        while self.udp.is_connection_available():
+            udp_peer = self.udp.take_connection()
+            assert udp_peer is not None
+            peer = self.dtls.take_connection(udp_peer)
+            if peer.get_status() == Status.STATUS_HANDSHAKING:
+                self.peers.append(peer)
+            else:
+                self.rejected.append(peer)
+        for peer in self.peers:
+            peer.poll()
+            if self.echo:
+                while peer.get_available_packet_count() > 0:
+                    data = peer.get_packet()
+                    self.received.append(data)
+                    peer.put_packet(data)
+
+    def stop(self) -> None:
+        for peer in self.peers:
+            peer.disconnect_from_peer()
+        self.udp.stop()
+
+
+def connect_client(
+    port: int,
+    hostname: str = "game.test",
+    options: Optional[TLSOptions] = None,
+    host: str = "127.0.0.1",
+    settings: Optional[DTLSSettings] = None,
+) -> PacketPeerDTLS:
+    udp = PacketPeerUDP()
+    udp.connect_to_host(host, port)
+    client = PacketPeerDTLS()
+    client.connect_to_peer(udp, hostname, options, settings=settings)
+    return client
+
+
+def run(condition: Callable[[], bool], *parties: object) -> bool:
+    """Poll every party (EchoServer or PacketPeerDTLS) until condition holds (bounded)."""
+
+    def step() -> None:
+        for party in parties:
+            if isinstance(party, EchoServer):
+                party.step()
+            else:
+                party.poll()  # type: ignore[attr-defined]
+
+    return until(condition, step)
+
+
+def handshake(server: EchoServer, client: PacketPeerDTLS) -> PacketPeerDTLS:
+    assert run(
+        lambda: (
+            client.get_status() != Status.STATUS_HANDSHAKING
+            and len(server.peers) > 0
+            and server.peers[-1].get_status() != Status.STATUS_HANDSHAKING
+        ),
+        server,
+        client,
+    )
+    assert client.get_status() == Status.STATUS_CONNECTED, client.get_last_error()
+    peer = server.peers[-1]
+    assert peer.get_status() == Status.STATUS_CONNECTED, peer.get_last_error()
+    return peer
+
+
+def test_status_enum_has_godot_names_and_values() -> None:
+    """§1.4: enum Status DISCONNECTED 0 .. ERROR_HOSTNAME_MISMATCH 4, also as class attributes."""
+    assert [(s.name, int(s)) for s in PacketPeerDTLS.Status] == [
+        ("STATUS_DISCONNECTED", 0),
+        ("STATUS_HANDSHAKING", 1),
+        ("STATUS_CONNECTED", 2),
+        ("STATUS_ERROR", 3),
+        ("STATUS_ERROR_HOSTNAME_MISMATCH", 4),
+    ]
+    assert PacketPeerDTLS.STATUS_CONNECTED is Status.STATUS_CONNECTED
+    assert PacketPeerDTLS().get_status() == PacketPeerDTLS.STATUS_DISCONNECTED
+
+
+@pytest.mark.parametrize("kind", ["ec", "rsa"])
+def test_handshake_and_echo_many_messages(
+    kind: str, ec_identity: Identity, rsa_identity: Identity
+) -> None:
+    """§1.4/§1.5: client connect_to_peer + server take_connection; every
+    record is delivered (Godot: one per poll, fixed here)."""
+    identity = ec_identity if kind == "ec" else rsa_identity
+    server = EchoServer(identity)
+    client = connect_client(server.port, options=TLSOptions.client(identity[1]))
+    peer = handshake(server, client)
+    assert ("ECDSA" if kind == "ec" else "RSA") in client.get_ciphersuite()
+    assert client.get_ciphersuite() == peer.get_ciphersuite()
+    sent = [b"message %d " % i + bytes(i % 50) for i in range(300)]
+    received: list[bytes] = []
+    for start in range(0, len(sent), 30):  # bursts: several records per poll
+        for data in sent[start : start + 30]:
+            client.put_packet(data)
+
+        def drain(target: int = start + 30) -> bool:
+            while client.get_available_packet_count() > 0:
+                received.append(client.get_packet())
+            return len(received) >= target
+
+        assert run(drain, server, client), (len(received), client.get_stats())
+    assert received == sent  # loopback: nothing lost or reordered
+    assert server.received == sent
+    assert client.get_stats()["records_out"] == 300
+    assert peer.get_stats()["records_in"] == 300
+    client.disconnect_from_peer()
+    server.stop()
+
+
+def test_cookie_exchange_flow_as_godot_scripts_see_it(ec_identity: Identity) -> None:
+    """§2.3/§2.4 "50% of connections invalid due to cookie": the first
+    take_connection is STATUS_ERROR (HelloVerifyRequest sent, no TLS state),
+    its UDP peer is released, and the cookied ClientHello arrives as a new
+    pending connection that take_connection returns HANDSHAKING."""
+    udp_server = UDPServer()
+    udp_server.listen(0, "127.0.0.1")
+    dtls = DTLSServer()
+    dtls.setup(TLSOptions.server(*ec_identity))
+    client = connect_client(udp_server.get_local_port(), options=TLSOptions.client(ec_identity[1]))
+    statuses: list[Status] = []
+    udp_peers: list[PacketPeerUDP] = []
+    peers: list[PacketPeerDTLS] = []
+
+    def step() -> None:
+        udp_server.poll()
+        if udp_server.is_connection_available():
+            udp_peer = udp_server.take_connection()
+            assert udp_peer is not None
+            udp_peers.append(udp_peer)
+            peer = dtls.take_connection(udp_peer)
+            statuses.append(peer.get_status())
+            if peer.get_status() == Status.STATUS_HANDSHAKING:
+                peers.append(peer)
+        client.poll()
+        for peer in peers:
+            peer.poll()
+
+    assert until(
+        lambda: (
+            client.get_status() == Status.STATUS_CONNECTED
+            and peers[0].get_status() == Status.STATUS_CONNECTED
+        ),
+        step,
+    )
+    assert statuses == [Status.STATUS_ERROR, Status.STATUS_HANDSHAKING]
+    assert not udp_peers[0].is_bound()  # released: the address was unknown again
+    assert udp_peers[1].is_bound()
+    stats = dtls.get_stats()
+    assert stats["cookies_sent"] == 1
+    assert stats["admitted"] == 1
+    assert stats["connections_created"] == 1
+    udp_server.stop()
+
+
+def test_hostname_mismatch_is_reported_as_such(ec_identity: Identity) -> None:
+    """§2.4: Godot reports a real name mismatch as plain STATUS_ERROR
+    (-9984); we report STATUS_ERROR_HOSTNAME_MISMATCH with the reason."""
+    server = EchoServer(ec_identity)
+    client = connect_client(
+        server.port, hostname="other.test", options=TLSOptions.client(ec_identity[1])
+    )
+    assert run(lambda: client.get_status() != Status.STATUS_HANDSHAKING, server, client)
+    assert client.get_status() == Status.STATUS_ERROR_HOSTNAME_MISMATCH
+    assert client.get_verify_flags() & BADCERT_CN_MISMATCH
+    assert "certificate verification failed" in client.get_last_error()
+    assert "CN" in client.get_last_error() or "name" in client.get_last_error().lower()
+    # common_name_override fixes it (§1.6).
+    fixed = connect_client(
+        server.port,
+        hostname="other.test",
+        options=TLSOptions.client(ec_identity[1], common_name_override="game.test"),
+    )
+    handshake(server, fixed)
+    server.stop()
+
+
+def test_untrusted_certificate_fails_with_readable_reason(ec_identity: Identity) -> None:
+    """§3 (#59080, godot-proposals#3590): verification errors are readable."""
+    server = EchoServer(ec_identity)
+    _, stranger = make_identity("ec")
+    client = connect_client(server.port, options=TLSOptions.client(stranger))
+    assert run(lambda: client.get_status() != Status.STATUS_HANDSHAKING, server, client)
+    assert client.get_status() == Status.STATUS_ERROR
+    assert client.get_verify_flags() & BADCERT_NOT_TRUSTED
+    reason = client.get_last_error()
+    assert "certificate verification failed" in reason and "trusted" in reason.lower()
+    assert client.get_error_code() == -0x2700
+    # Nothing stale: no packets, put_packet refused, status stays.
+    assert client.get_available_packet_count() == 0
+    with pytest.raises(errors.StateError):
+        client.put_packet(b"x")
+    server.stop()
+
+
+def test_client_unsafe_accepts_any_certificate_and_name(ec_identity: Identity) -> None:
+    """§2.5 client_unsafe(): VERIFY_NONE without a chain, no name check with one."""
+    server = EchoServer(ec_identity)
+    handshake(server, connect_client(server.port, hostname="", options=TLSOptions.client_unsafe()))
+    handshake(
+        server,
+        connect_client(
+            server.port, hostname="wrong.name", options=TLSOptions.client_unsafe(ec_identity[1])
+        ),
+    )
+    _, stranger = make_identity("ec")
+    bad = connect_client(server.port, hostname="", options=TLSOptions.client_unsafe(stranger))
+    assert run(lambda: bad.get_status() != Status.STATUS_HANDSHAKING, server, bad)
+    assert bad.get_status() == Status.STATUS_ERROR  # a chain given is still verified
+    server.stop()
+
+
+def test_close_notify_from_client_and_from_server(ec_identity: Identity) -> None:
+    """§2.4 Closing: disconnect_from_peer sends close_notify; the other side
+    becomes DISCONNECTED. Records sent before the close stay readable."""
+    server = EchoServer(ec_identity, echo=False)
+    client = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))
+    peer = handshake(server, client)
+    client.put_packet(b"last words")
+    client.disconnect_from_peer()
+    assert client.get_status() == Status.STATUS_DISCONNECTED
+    assert run(lambda: peer.get_status() == Status.STATUS_DISCONNECTED, server)
+    assert "close_notify" in peer.get_last_error()
+    assert peer.get_available_packet_count() == 1
+    assert peer.get_packet() == b"last words"
+    with pytest.raises(errors.StateError):
+        peer.get_packet()  # not connected and nothing left (Godot: ERR_UNCONFIGURED)
+    with pytest.raises(errors.StateError):
+        peer.put_packet(b"too late")
+
+    client2 = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))
+    peer2 = handshake(server, client2)
+    peer2.disconnect_from_peer()
+    assert run(lambda: client2.get_status() == Status.STATUS_DISCONNECTED, client2)
+    assert "close_notify" in client2.get_last_error()
+    server.stop()
+
+
+def test_records_after_close_are_not_delivered(ec_identity: Identity) -> None:
+    """After a local disconnect nothing more is received; the server's slot is
+    released, so a datagram from that address is a new (rejected) peer."""
+    server = EchoServer(ec_identity, echo=False)
+    client = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))
+    peer = handshake(server, client)
+    udp = client._udp
+    assert udp is not None
+    peer.disconnect_from_peer()
+    assert peer.get_available_packet_count() == 0
+    client.put_packet(b"after close")  # the client has not seen the close yet
+    assert run(lambda: client.get_status() == Status.STATUS_DISCONNECTED, server, client)
+    assert peer.get_available_packet_count() == 0
+    assert server.received == []
+    server.stop()
+
+
+def test_put_packet_limits(ec_identity: Identity) -> None:
+    """§2.4 put_packet: one record per call, empty sends nothing, too large
+    raises (Godot: fails above ~16 KB; we enforce the real MTU limit)."""
+    server = EchoServer(ec_identity)
+    client = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))
+    handshake(server, client)
+    limit = client.get_max_packet_size()
+    assert 1000 < limit < 1200  # MTU 1200 minus the record expansion
+    before = client.get_stats()["records_out"]
+    client.put_packet(b"")
+    assert client.get_stats()["records_out"] == before
+    with pytest.raises(errors.InvalidArgumentError):
+        client.put_packet(bytes(limit + 1))
+    client.put_packet(bytes(limit))
+    assert run(lambda: client.get_available_packet_count() == 1, server, client)
+    assert client.get_packet() == bytes(limit)
+    with pytest.raises(errors.WouldBlockError):
+        client.get_packet()
+    with pytest.raises(errors.ArgumentTypeError):
+        client.put_packet("text")  # type: ignore[arg-type]
+    capped = connect_client(
+        server.port,
+        options=TLSOptions.client(ec_identity[1]),
+        settings=DTLSSettings(max_packet_size=100),
+    )
+    handshake(server, capped)
+    assert capped.get_max_packet_size() == 100
+    with pytest.raises(errors.InvalidArgumentError):
+        capped.put_packet(bytes(101))
+    server.stop()
+
+
+def test_icmp_port_unreachable_becomes_an_error_status() -> None:
+    """§2.4: ICMP port unreachable ends the handshake (Godot: STATUS_ERROR via
+    a socket error); we add a readable reason and never raise."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = connect_client(port, options=TLSOptions.client_unsafe())
+    assert run(lambda: client.get_status() != Status.STATUS_HANDSHAKING, client)
+    assert client.get_status() == Status.STATUS_ERROR
+    assert "unreachable" in client.get_last_error()
+
+
+def test_handshake_gives_up_on_a_silent_server() -> None:
+    """§2.4: Godot retries for ~123 s; our retransmission timers are settings."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        client = connect_client(
+            silent.getsockname()[1],
+            options=TLSOptions.client_unsafe(),
+            settings=DTLSSettings(handshake_timeout_min_ms=20, handshake_timeout_max_ms=80),
+        )
+        assert run(lambda: client.get_status() != Status.STATUS_HANDSHAKING, client)
+        assert client.get_status() == Status.STATUS_ERROR
+        assert "timed out" in client.get_last_error()
+        assert client.get_stats()["datagrams_out"] > 1  # retransmitted first
+
+
+def test_idle_connected_peer_times_out(ec_identity: Identity) -> None:
+    """§3 (#98358): Godot never times out a connected peer; idle_timeout_ms does."""
+    server = EchoServer(ec_identity, settings=DTLSSettings(idle_timeout_ms=200))
+    client = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))
+    peer = handshake(server, client)
+    assert run(lambda: peer.get_status() != Status.STATUS_CONNECTED, server)
+    assert peer.get_status() == Status.STATUS_ERROR
+    assert "idle timeout" in peer.get_last_error()
+    server.stop()
+
+
+@pytest.mark.skipif(not has_ipv6(), reason="no IPv6 loopback on this machine")
+def test_ipv6_loopback(ec_identity: Identity) -> None:
+    """IPv4 and IPv6 (DESIGN §5): a handshake and echo over ::1, name = IP SAN."""
+    server = EchoServer(ec_identity, bind="::1")
+    client = connect_client(
+        server.port, hostname="::1", host="::1", options=TLSOptions.client(ec_identity[1])
+    )
+    handshake(server, client)
+    client.put_packet(b"v6")
+    assert run(lambda: client.get_available_packet_count() == 1, server, client)
+    assert client.get_packet() == b"v6"
+    assert client.get_peer_address() == ("::1", server.port)
+    server.stop()
+
+
+def test_local_misuse_raises(ec_identity: Identity) -> None:
+    """§1.4/§1.5 errors: unconnected UDP peer and wrong option kinds are
+    ERR_INVALID_PARAMETER in Godot: InvalidArgumentError here."""
+    client = PacketPeerDTLS()
+    with pytest.raises(errors.InvalidArgumentError):
+        client.connect_to_peer(PacketPeerUDP(), "game.test", TLSOptions.client_unsafe())
+    udp = PacketPeerUDP()
+    udp.connect_to_host("127.0.0.1", 9)
+    with pytest.raises(errors.InvalidArgumentError):
+        client.connect_to_peer(udp, "game.test", TLSOptions.server(*ec_identity))
+    with pytest.raises(errors.InvalidArgumentError):
+        client.connect_to_peer(udp, "", TLSOptions.client(ec_identity[1]))
+    with pytest.raises(errors.ArgumentTypeError):
+        client.connect_to_peer("udp", "game.test")  # type: ignore[arg-type]
+    with pytest.raises(errors.StateError):
+        client.put_packet(b"x")
+    with pytest.raises(errors.StateError):
+        client.get_packet()
+    assert client.get_available_packet_count() == 0
+    assert client.get_max_packet_size() == 0
+    client.disconnect_from_peer()  # harmless when not connected
+    udp.close()
+
+    dtls = DTLSServer()
+    with pytest.raises(errors.StateError):
+        dtls.take_connection(PacketPeerUDP())
+    with pytest.raises(errors.InvalidArgumentError):
+        dtls.setup(TLSOptions.client_unsafe())
+    with pytest.raises(errors.InvalidArgumentError):
+        dtls.setup(None)  # type: ignore[arg-type]
+    dtls.setup(TLSOptions.server(*ec_identity))
+    with pytest.raises(errors.InvalidArgumentError):
+        dtls.take_connection(PacketPeerUDP())  # not from a UDPServer
+    with pytest.raises(errors.InvalidArgumentError):
+        DTLSSettings(mtu=10)
+    with pytest.raises(errors.InvalidArgumentError):
+        dtls.setup(TLSOptions.server(*ec_identity), cookie_secret=b"short")
+
+
+def test_second_setup_replaces_the_configuration(
+    ec_identity: Identity, rsa_identity: Identity
+) -> None:
+    """§2.3 "Setting up twice" fails in Godot; here it replaces the config for
+    new connections while live ones keep theirs."""
+    server = EchoServer(ec_identity)
+    first = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))
+    old_peer = handshake(server, first)
+    server.dtls.setup(TLSOptions.server(*rsa_identity))
+    second = connect_client(server.port, options=TLSOptions.client(rsa_identity[1]))
+    handshake(server, second)
+    assert "RSA" in second.get_ciphersuite()
+    first.put_packet(b"still here")
+    assert run(lambda: first.get_available_packet_count() == 1, server, first)
+    assert old_peer.get_status() == Status.STATUS_CONNECTED
+    server.stop()
+
+
+def test_client_port_reuse_is_a_new_authenticated_connection(ec_identity: Identity) -> None:
+    """A client restarting from the same address and port (RFC 6347 4.2.8):
+    the old server peer ends DISCONNECTED with a reason, and the new session
+    arrives as a new connection on the UDPServer after a full handshake."""
+    server = EchoServer(ec_identity)
+    client = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))
+    old_peer = handshake(server, client)
+    assert client._udp is not None
+    local_port = client._udp.get_local_port()
+    client._udp.close()  # the client process "crashes": no close_notify
+    udp = PacketPeerUDP()
+    udp.bind(local_port, "127.0.0.1")
+    udp.connect_to_host("127.0.0.1", server.port)
+    again = PacketPeerDTLS()
+    again.connect_to_peer(udp, "game.test", TLSOptions.client(ec_identity[1]))
+    new_peer = handshake(server, again)
+    assert new_peer is not old_peer
+    assert old_peer.get_status() == Status.STATUS_DISCONNECTED
+    assert "new session" in old_peer.get_last_error()
+    again.put_packet(b"fresh")
+    assert run(lambda: again.get_available_packet_count() == 1, server, again)
+    assert again.get_packet() == b"fresh"
+    assert server.dtls.get_stats()["connections_created"] == 2
+    server.stop()
+
+
+# ---- bad input on the server port ----------------------------------------------
+
+
+def capture_client_hello() -> bytes:
+    """The first datagram a PacketPeerDTLS client sends (a cookieless ClientHello)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fake:
+        fake.bind(("127.0.0.1", 0))
+        fake.settimeout(3)
+        client = connect_client(fake.getsockname()[1], options=TLSOptions.client_unsafe())
+        hello, _ = fake.recvfrom(65535)
+        client.disconnect_from_peer()
+    assert hello[0] == 22 and hello[13] == 1
+    return hello
+
+
+def drain_server(server: EchoServer) -> None:
+    for _ in range(20):
+        if server.udp.poll() == 0 and not server.udp.is_connection_available():
+            return
+        server.step()
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "oversized"])
+def test_bad_datagrams_create_no_connection(kind: str, ec_identity: Identity) -> None:
+    """DESIGN §7 bad input: garbage, truncated hellos and an oversized
+    ClientHello are dropped by the gate; take_connection still returns an
+    object (STATUS_ERROR); the server keeps working."""
+    server = EchoServer(ec_identity)
+    hello = capture_client_hello()
+    payloads = {
+        "garbage": [b"\x00", b"\xff" * 100, bytes(range(256)) * 4],
+        "truncated": [hello[:n] for n in (1, 5, 13, 14, 20, len(hello) // 2, len(hello) - 1)],
+        "oversized": [
+            hello[:11] + (60000).to_bytes(2, "big") + hello[13:] + bytes(60000 - len(hello) + 13),
+            hello + bytes(30000),
+        ],
+    }[kind]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
+        attacker.bind(("127.0.0.1", 0))
+        for data in payloads:
+            attacker.sendto(data, ("127.0.0.1", server.port))
+            assert run(
+                lambda: len(server.rejected) > 0 or server.udp.get_stats()["packets_in"] > 0, server
+            )
+            drain_server(server)
+    assert server.peers == []
+    assert server.dtls.get_stats()["connections_created"] == 0
+    assert all(p.get_status() == Status.STATUS_ERROR for p in server.rejected)
+    handshake(server, connect_client(server.port, options=TLSOptions.client(ec_identity[1])))
+    server.stop()
+
+
+def test_spoofed_client_hello_flood_costs_no_memory(ec_identity: Identity) -> None:
+    """DESIGN §4 cookie gate: thousands of ClientHellos from distinct loopback
+    addresses/ports each get a HelloVerifyRequest; no TLS connection is
+    created and the native heap stays flat. A real client still gets in."""
+    server = EchoServer(ec_identity)
+    server.udp.max_pending_connections = 256
+    hello = capture_client_hello()
+
+    def flood(sources: int, first_octet: int) -> None:
+        sent = 0
+        for i in range(sources):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind((f"127.{first_octet}.{i // 250}.{1 + i % 250}", 0))
+                s.sendto(hello, ("127.0.0.1", server.port))
+                sent += 1
+            if sent % 100 == 0:
+                drain_server(server)
+        drain_server(server)
+
+    flood(300, 1)  # warm-up: lazy allocations (hash table, queues) happen here
+    gc.collect()
+    baseline = alloc_bytes()
+    flood(2000, 2)
+    server.rejected.clear()
+    gc.collect()
+    assert alloc_bytes() <= baseline
+    stats = server.dtls.get_stats()
+    assert stats["connections_created"] == 0
+    assert stats["cookies_sent"] >= 1000  # (the kernel may drop some under load)
+    assert server.peers == []
+    handshake(server, connect_client(server.port, options=TLSOptions.client(ec_identity[1])))
+    server.stop()
+
+
+def test_no_native_memory_left_after_a_session(ec_identity: Identity) -> None:
+    """Every allocation is owned and freed: a full session (handshake, data,
+    close, server stop) returns dp_alloc_stats to its baseline."""
+
+    def session() -> None:
+        server = EchoServer(ec_identity)
+        client = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))
+        handshake(server, client)
+        client.put_packet(b"ping")
+        assert run(lambda: client.get_available_packet_count() == 1, server, client)
+        client.disconnect_from_peer()
+        server.stop()
+
+    session()  # warm-up (per-process caches)
+    gc.collect()
+    baseline = alloc_bytes()
+    session()
+    gc.collect()
+    assert alloc_bytes() == baseline
