@@ -72,17 +72,17 @@ def cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def server_certs(cert_dir: Path) -> dict[str, ServerCert]:
-    """Every server certificate of the matrix, by label. The openssl-made one
-    (PKCS#8 key, CA:FALSE leaf with serverAuth) needs the openssl binary."""
-    certs = {
+    """The certificates dtlspeer's Crypto makes, by label (the openssl-made one
+    is the ``openssl_cert`` fixture: it needs the openssl binary)."""
+    return {
         "ecdsa-p256/ours": _ours(cert_dir, "ecdsa-p256/ours", "ECDSA P-256"),
         "rsa2048/ours": _ours(cert_dir, "rsa2048/ours", "RSA-2048"),
     }
-    return certs
 
 
 @pytest.fixture(scope="session")
 def openssl_cert(cert_dir: Path) -> ServerCert:
+    """ECDSA P-256 key (PKCS#8) and CA:FALSE serverAuth leaf made by openssl."""
     return _openssl(cert_dir, require_tool("openssl"))
 
 

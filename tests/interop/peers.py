@@ -39,6 +39,9 @@ STOP_GRACE = 5.0
 Pattern = Union[str, bytes, "re.Pattern[bytes]"]
 #: Called while waiting for a peer's output, to drive our own side meanwhile.
 Pump = Callable[[], None]
+#: pytest's ``record_property`` fixture: the matrix's negotiated suite goes in
+#: the JUnit XML (``--junitxml``), so the README table can be regenerated.
+RecordProperty = Callable[[str, object], None]
 
 
 def require_tool(name: str) -> str:

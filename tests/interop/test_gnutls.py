@@ -29,7 +29,7 @@ import pytest
 from conftest import HOSTNAME, ServerCert
 from exchange import binary_messages, text_messages
 from ours import EchoServer, connect_client, echo_all, receive
-from peers import PeerProcess, PeerSet, Pump
+from peers import PeerProcess, PeerSet, Pump, RecordProperty
 
 from dtlspeer import TLSOptions
 
@@ -92,14 +92,16 @@ def _expected_sig(cert: ServerCert) -> str:
 
 
 def test_harness_gnutls_vs_gnutls(peers: PeerSet, gnutls_serv_bin: str, gnutls_cli_bin: str,
-                                  server_cert: ServerCert) -> None:
+                                  server_cert: ServerCert, record_property: RecordProperty,
+                                  ) -> None:
     """Harness self-check, no dtlspeer on the wire: gnutls-cli -> gnutls-serv
     --echo (cookie exchange), DTLS 1.2, with each server certificate of the
     matrix. Proves the harness and that GnuTLS's verifier accepts the
     certificate for "localhost"; 40 lines echoed and checked."""
     _srv, port = start_gnutls_serv(peers, gnutls_serv_bin, server_cert)
     cli = start_gnutls_cli(peers, gnutls_cli_bin, port, server_cert)
-    protocol, _kx, sig, _cipher = gnutls_cli_handshake(cli)
+    protocol, kx, sig, cipher = gnutls_cli_handshake(cli)
+    record_property("suite", f"({protocol})-({kx})-({sig})-({cipher})")
     assert protocol == "DTLS1.2"
     assert sig.startswith(_expected_sig(server_cert))
     for msg in text_messages(40, seed=2):
@@ -110,7 +112,8 @@ def test_harness_gnutls_vs_gnutls(peers: PeerSet, gnutls_serv_bin: str, gnutls_c
 # -- dtlspeer client -> gnutls-serv ------------------------------------------------
 
 def test_our_client_to_gnutls_serv(peers: PeerSet, gnutls_serv_bin: str,
-                                   server_cert: ServerCert) -> None:
+                                   server_cert: ServerCert, record_property: RecordProperty,
+                                   ) -> None:
     """dtlspeer PacketPeerDTLS client -> gnutls-serv --udp --echo (cookie
     exchange), DTLS 1.2, each server certificate, verified by our client
     (TLSOptions.client(trusted_chain=cert), hostname "localhost"). 150 binary
@@ -124,6 +127,7 @@ def test_our_client_to_gnutls_serv(peers: PeerSet, gnutls_serv_bin: str,
     udp, dtls = connect_client(port, HOSTNAME, TLSOptions.client(trusted_chain=cert))
     suite = dtls.get_ciphersuite()
     assert suite.startswith(f"TLS-ECDHE-{_expected_sig(server_cert)}-WITH-"), suite
+    record_property("suite", suite)
     # gnutls-serv echoes what one read of its 254-byte buffer returns: records
     # up to 254 bytes come back whole, one record each...
     echo_all(udp, dtls, binary_messages(150, seed=6, max_len=GNUTLS_SERV_ECHO_CHUNK))
@@ -142,7 +146,8 @@ def test_our_client_to_gnutls_serv(peers: PeerSet, gnutls_serv_bin: str,
 # -- gnutls-cli -> dtlspeer server ---------------------------------------------------
 
 def test_gnutls_cli_to_our_server(peers: PeerSet, gnutls_cli_bin: str,
-                                  server_cert: ServerCert) -> None:
+                                  server_cert: ServerCert, record_property: RecordProperty,
+                                  ) -> None:
     """gnutls-cli --udp -> dtlspeer UDPServer + DTLSServer (Godot-style loop,
     cookie exchange), DTLS 1.2, each server certificate, which gnutls-cli
     verifies for "localhost". 120 text records sent, echoed by our server and
@@ -161,6 +166,7 @@ def test_gnutls_cli_to_our_server(peers: PeerSet, gnutls_cli_bin: str,
         ours = server.connected()[0].get_ciphersuite()
         assert ours.startswith(f"TLS-ECDHE-{_expected_sig(server_cert)}-WITH-{cipher}-"), \
             (ours, cipher)
+        record_property("suite", f"({protocol})-({kx})-({sig})-({cipher}) = {ours}")
         messages = text_messages(MESSAGES, seed=7)
         for msg in messages:
             cli.write(msg)

@@ -20,7 +20,7 @@ import pytest
 from conftest import HOSTNAME, ServerCert
 from exchange import binary_messages
 from ours import EchoServer, connect_client, echo_all
-from peers import PeerProcess, PeerSet
+from peers import PeerProcess, PeerSet, RecordProperty
 
 from dtlspeer import TLSOptions
 from dtlspeer.dtls import PacketPeerDTLS
@@ -51,8 +51,8 @@ def start_godot_server(peers: PeerSet, godot: str, cert: ServerCert, count: int
                               env=godot_env(peers))
 
 
-def test_godot_client_to_our_server(peers: PeerSet, godot_bin: str,
-                                    server_cert: ServerCert) -> None:
+def test_godot_client_to_our_server(peers: PeerSet, godot_bin: str, server_cert: ServerCert,
+                                    record_property: RecordProperty) -> None:
     """Godot 3.2 PacketPeerDTLS client (certificate and hostname "localhost"
     validated) -> dtlspeer UDPServer + DTLSServer in the Godot-style loop
     (cookie exchange), each server certificate. 150 messages: each one our
@@ -71,6 +71,7 @@ def test_godot_client_to_our_server(peers: PeerSet, godot_bin: str,
         assert server.received == [f"msg {i}".encode() for i in range(MESSAGES)]
         assert server.refused >= 1  # the Godot client's cookieless ClientHello
         peer = server.peers[-1]
+        record_property("suite", peer.get_ciphersuite())
         assert peer.get_ciphersuite().startswith(
             "TLS-ECDHE-ECDSA-" if server_cert.algorithm.startswith("ECDSA") else "TLS-ECDHE-RSA-")
         # The script ends with disconnect_from_peer(): its close_notify arrives.
@@ -82,8 +83,8 @@ def test_godot_client_to_our_server(peers: PeerSet, godot_bin: str,
         server.close()
 
 
-def test_our_client_to_godot_server(peers: PeerSet, godot_bin: str,
-                                    server_cert: ServerCert) -> None:
+def test_our_client_to_godot_server(peers: PeerSet, godot_bin: str, server_cert: ServerCert,
+                                    record_property: RecordProperty) -> None:
     """dtlspeer PacketPeerDTLS client (TLSOptions.client(trusted_chain=cert),
     hostname "localhost") -> Godot 3.2 UDPServer + DTLSServer script (cookie
     exchange), each server certificate. 150 binary records of 4 bytes up to
@@ -95,6 +96,7 @@ def test_our_client_to_godot_server(peers: PeerSet, godot_bin: str,
     udp, dtls = connect_client(port, HOSTNAME, TLSOptions.client(trusted_chain=cert))
     assert dtls.get_ciphersuite().startswith(
         "TLS-ECDHE-ECDSA-" if server_cert.algorithm.startswith("ECDSA") else "TLS-ECDHE-RSA-")
+    record_property("suite", dtls.get_ciphersuite())
     echo_all(udp, dtls, binary_messages(MESSAGES, seed=8, max_len=dtls.get_max_packet_size()))
     verdict = godot.expect(rb"^(PASS|FAIL)\b(.*)", timeout=30)
     assert verdict.group(1) == b"PASS", godot.transcript()

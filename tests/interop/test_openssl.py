@@ -38,7 +38,7 @@ from ours import (
     receive,
     start_client,
 )
-from peers import PeerProcess, PeerSet, Pump
+from peers import PeerProcess, PeerSet, Pump, RecordProperty
 
 from dtlspeer import TLSOptions
 from dtlspeer.dtls import PacketPeerDTLS
@@ -113,8 +113,8 @@ def _expected_kx(cert: ServerCert) -> str:
 
 # -- harness check: openssl against openssl with our certificates --------------
 
-def test_harness_openssl_vs_openssl(peers: PeerSet, openssl_bin: str,
-                                    server_cert: ServerCert) -> None:
+def test_harness_openssl_vs_openssl(peers: PeerSet, openssl_bin: str, server_cert: ServerCert,
+                                    record_property: RecordProperty) -> None:
     """Harness self-check, no dtlspeer on the wire: openssl s_client -> openssl
     s_server (cookie exchange), DTLS 1.2, with each server certificate of the
     matrix. Proves the process harness and that OpenSSL's verifier accepts the
@@ -128,6 +128,7 @@ def test_harness_openssl_vs_openssl(peers: PeerSet, openssl_bin: str,
     srv_protocol, srv_suite = s_server_handshake(srv)
     assert srv_protocol == DTLS1_2_VERSION
     assert srv_suite == suite
+    record_property("suite", suite)
     for msg in text_messages(40, seed=1):
         cli.write(msg)
         assert s_server_record(srv) == msg
@@ -137,7 +138,8 @@ def test_harness_openssl_vs_openssl(peers: PeerSet, openssl_bin: str,
 
 # -- dtlspeer client -> openssl s_server -----------------------------------------
 
-def test_our_client_to_s_server(peers: PeerSet, openssl_bin: str, server_cert: ServerCert) -> None:
+def test_our_client_to_s_server(peers: PeerSet, openssl_bin: str, server_cert: ServerCert,
+                                record_property: RecordProperty) -> None:
     """dtlspeer PacketPeerDTLS client -> openssl s_server -listen (cookie
     exchange), DTLS 1.2, each server certificate; our client verifies it
     (TLSOptions.client(trusted_chain=cert), hostname "localhost"). 120 text
@@ -151,6 +153,7 @@ def test_our_client_to_s_server(peers: PeerSet, openssl_bin: str, server_cert: S
     assert protocol == DTLS1_2_VERSION
     assert suite.startswith(_expected_kx(server_cert))
     assert dtls.get_ciphersuite() == mbedtls_suite_from_openssl(suite)
+    record_property("suite", f"{suite} = {dtls.get_ciphersuite()}")
     for msg in text_messages(MESSAGES, seed=3):
         dtls.put_packet(msg)
         assert s_server_record(srv) == msg
@@ -212,7 +215,8 @@ def test_our_client_rejects_untrusted_s_server(peers: PeerSet, openssl_bin: str,
 
 # -- openssl s_client -> dtlspeer server -----------------------------------------
 
-def test_s_client_to_our_server(peers: PeerSet, openssl_bin: str, server_cert: ServerCert) -> None:
+def test_s_client_to_our_server(peers: PeerSet, openssl_bin: str, server_cert: ServerCert,
+                                record_property: RecordProperty) -> None:
     """openssl s_client -> dtlspeer UDPServer + DTLSServer (Godot-style loop,
     cookie exchange), DTLS 1.2, each server certificate; s_client verifies
     our certificate and hostname "localhost" (-verify_return_error). 120 text
@@ -230,6 +234,7 @@ def test_s_client_to_our_server(peers: PeerSet, openssl_bin: str, server_cert: S
         server.run_until(lambda: len(server.connected()) == 1, 10, "one connected peer")
         assert server.refused >= 1  # the cookieless first ClientHello
         assert server.connected()[0].get_ciphersuite() == mbedtls_suite_from_openssl(suite)
+        record_property("suite", f"{suite} = {server.connected()[0].get_ciphersuite()}")
         messages = text_messages(MESSAGES, seed=5)
         for msg in messages:
             cli.write(msg)
