@@ -393,9 +393,18 @@ def test_handshake_gives_up_on_a_silent_server() -> None:
         assert client.get_stats()["datagrams_out"] > 1  # retransmitted first
 
 
-def test_idle_connected_peer_times_out(ec_identity: Identity) -> None:
-    """§3 (#98358): Godot never times out a connected peer; idle_timeout_ms does."""
-    server = EchoServer(ec_identity, settings=DTLSSettings(idle_timeout_ms=200))
+@pytest.mark.parametrize("cookie_secret", [None, bytes(range(32))], ids=["random", "shared"])
+def test_idle_connected_peer_times_out(
+    ec_identity: Identity, cookie_secret: Optional[bytes]
+) -> None:
+    """§3 (#98358): Godot never times out a connected peer; idle_timeout_ms
+    does, also when a shared cookie secret puts the server on the wall clock."""
+    server = EchoServer(ec_identity)
+    server.dtls.setup(
+        TLSOptions.server(*ec_identity),
+        settings=DTLSSettings(idle_timeout_ms=200),
+        cookie_secret=cookie_secret,
+    )
     client = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))
     peer = handshake(server, client)
     assert run(lambda: peer.get_status() != Status.STATUS_CONNECTED, server)
@@ -491,6 +500,10 @@ def test_client_port_reuse_is_a_new_authenticated_connection(ec_identity: Identi
     udp.connect_to_host("127.0.0.1", server.port)
     again = PacketPeerDTLS()
     again.connect_to_peer(udp, "game.test", TLSOptions.client(ec_identity[1]))
+    # Its cookieless ClientHello only earns a HelloVerifyRequest from the gate:
+    # anyone could send that from a spoofed address, so the session lives on.
+    assert run(lambda: old_peer.get_stats()["hvr_sent"] == 1, server)
+    assert old_peer.get_status() == Status.STATUS_CONNECTED
     new_peer = handshake(server, again)
     assert new_peer is not old_peer
     assert old_peer.get_status() == Status.STATUS_DISCONNECTED
@@ -607,3 +620,43 @@ def test_no_native_memory_left_after_a_session(ec_identity: Identity) -> None:
     session()
     gc.collect()
     assert alloc_bytes() == baseline
+
+
+def test_cookie_is_bound_to_the_client_address(ec_identity: Identity) -> None:
+    """§2.3 client transport ID: a ClientHello with a valid cookie replayed
+    from other addresses is rejected and creates no connection."""
+    server = EchoServer(ec_identity)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as proxy:
+        proxy.bind(("127.0.0.1", 0))
+        proxy.setblocking(False)
+        client = connect_client(proxy.getsockname()[1], options=TLSOptions.client(ec_identity[1]))
+        client_addr: list[tuple[str, int]] = []
+        hellos: list[bytes] = []
+
+        def relay() -> None:  # client <-> proxy <-> server, recording ClientHellos
+            for _ in range(64):
+                try:
+                    data, addr = proxy.recvfrom(65535)
+                except BlockingIOError:
+                    return
+                if addr[1] == server.port:
+                    proxy.sendto(data, client_addr[0])
+                else:
+                    client_addr[:] = [addr]
+                    if data[0] == 22 and data[13] == 1:
+                        hellos.append(data)
+                    proxy.sendto(data, ("127.0.0.1", server.port))
+
+        assert run(
+            lambda: (relay(), client.get_status() == Status.STATUS_CONNECTED)[1], server, client
+        )
+    assert len(hellos) >= 2  # cookieless, then with the cookie
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as replayer:
+        replayer.bind(("127.0.0.3", 0))
+        replayer.sendto(hellos[-1], ("127.0.0.1", server.port))
+        assert run(lambda: len(server.rejected) >= 2, server)
+    stats = server.dtls.get_stats()
+    assert stats["cookies_rejected"] == 1
+    assert stats["connections_created"] == 1
+    assert server.rejected[-1].get_status() == Status.STATUS_ERROR
+    server.stop()

@@ -16,7 +16,7 @@ import errno
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from . import errors
 from ._binding import check, error_text, ffi, lib, to_bytes
@@ -36,6 +36,10 @@ _UNREACHABLE = {
 
 def _now_ms() -> int:
     return int(time.monotonic() * 1000)
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)
@@ -222,6 +226,9 @@ class PacketPeerDTLS(PacketPeer):
         self._remote_errors_base = 0
         self._result = ffi.new("dp_link_result *")
         self._packet_error: Optional[errors.DTLSPeerError] = None
+        # One clock per connection (its timers never run backwards): server
+        # peers use their DTLSServer's, the wall clock with a shared secret.
+        self._clock: Callable[[], int] = _now_ms
 
     # -- internals -----------------------------------------------------------
 
@@ -403,7 +410,7 @@ class PacketPeerDTLS(PacketPeer):
             self._end(_Status.STATUS_ERROR, "the UDP peer was closed (or its UDPServer stopped)")
             return
         gate = self._gate.handle if self._gate is not None else ffi.NULL
-        rc = lib.dp_link_pump(route[0], route[1], conn._ptr, gate, _now_ms(), self._result)
+        rc = lib.dp_link_pump(route[0], route[1], conn._ptr, gate, self._clock(), self._result)
         if rc < 0:
             reason = (
                 "the UDP peer was closed (or its UDPServer stopped)"
@@ -424,7 +431,7 @@ class PacketPeerDTLS(PacketPeer):
         A server peer's UDP slot is released. Idempotent."""
         conn = self._conn
         if conn is not None:
-            conn.disconnect(_now_ms())
+            conn.disconnect(self._clock())
             route = self._route()
             if route is not None:
                 lib.dp_link_flush(route[0], route[1], conn._ptr, self._result)
@@ -479,7 +486,7 @@ class PacketPeerDTLS(PacketPeer):
             self._end(_Status.STATUS_ERROR, "the UDP peer was closed (or its UDPServer stopped)")
             raise errors.StateError("cannot put_packet: the UDP peer was closed")
         rc = lib.dp_link_write(
-            route[0], route[1], conn._ptr, payload, len(payload), _now_ms(), self._result
+            route[0], route[1], conn._ptr, payload, len(payload), self._clock(), self._result
         )
         if rc in (lib.DP_ERR_TOO_LARGE, lib.DP_ERR_INVALID_ARGUMENT, lib.DP_ERR_BAD_STATE):
             check(rc, "put_packet")
@@ -603,7 +610,8 @@ class DTLSServer:
         Calling it again replaces the configuration (see the class notes)."""
         if not isinstance(server_options, TLSOptions):
             raise errors.InvalidArgumentError(
-                f"server_options must be TLSOptions.server(...), not {type(server_options).__name__}"
+                "server_options must be TLSOptions.server(...), "
+                f"not {type(server_options).__name__}"
             )
         if not server_options.is_server():
             raise errors.InvalidArgumentError(
@@ -634,7 +642,7 @@ class DTLSServer:
 
     def _now(self) -> int:
         # Cookies carry the gate's time: a shared secret needs a shared clock.
-        return int(time.time() * 1000) if self._secret is not None else _now_ms()
+        return _wall_ms() if self._secret is not None else _now_ms()
 
     def take_connection(self, udp_peer: PacketPeerUDP) -> PacketPeerDTLS:
         """Accept ``udp_peer`` (from ``UDPServer.take_connection``) and return
@@ -655,6 +663,7 @@ class DTLSServer:
         if not udp_peer._server_owned or ep is None or ep.closed:
             raise errors.InvalidArgumentError("udp_peer must be taken from a listening UDPServer")
         peer = PacketPeerDTLS()
+        peer._clock = _wall_ms if self._secret is not None else _now_ms
         rc = lib.dp_link_accept(
             ep.ptr,
             udp_peer._handle,

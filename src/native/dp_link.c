@@ -18,7 +18,13 @@
  * the record expansion) fits as well. */
 #define DP_LINK_BUF DP_MAX_DATAGRAM
 
-static _Thread_local unsigned char dp_link_buf[DP_LINK_BUF];
+#if defined(_MSC_VER)
+#define DP_THREAD_LOCAL __declspec(thread)
+#else
+#define DP_THREAD_LOCAL _Thread_local
+#endif
+
+static DP_THREAD_LOCAL unsigned char dp_link_buf[DP_LINK_BUF];
 
 /* DTLS record header (13 bytes) + handshake message type. */
 #define DP_RECORD_HEADER 13
