@@ -122,7 +122,9 @@ class PeerProcess:
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> PeerProcess:
-        env = dict(os.environ)
+        # The tools are not ours: keep the sanitizer runtime that CI preloads
+        # for our extension out of their processes.
+        env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASAN_OPTIONS")}
         if self.env:
             env.update(self.env)
         self.proc = subprocess.Popen(
