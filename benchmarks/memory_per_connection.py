@@ -31,7 +31,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Any, Optional
+from typing import Any
 
 from dtlspeer._binding import check, ffi, lib
 from dtlspeer._engine import Connection, CookieGate, EngineConfig, EngineStatus, GateVerdict
@@ -56,8 +56,9 @@ def configs(suite: str, park_after_ms: int) -> tuple[EngineConfig, EngineConfig,
     gate = CookieGate()
     if suite == "psk":
         suites = ["TLS-PSK-WITH-AES-128-GCM-SHA256"]
-        server = EngineConfig.server(gate=gate, psks={PSK_ID: PSK_KEY}, ciphersuites=suites,
-                                     park_after_ms=park_after_ms)
+        server = EngineConfig.server(
+            gate=gate, psks={PSK_ID: PSK_KEY}, ciphersuites=suites, park_after_ms=park_after_ms
+        )
         client = EngineConfig.client(psk=(PSK_ID, PSK_KEY), ciphersuites=suites)
         return client, server, gate, None
     key = ffi.gc(lib.dp_key_new(), lib.dp_key_free)
@@ -65,18 +66,27 @@ def configs(suite: str, park_after_ms: int) -> tuple[EngineConfig, EngineConfig,
     cert = ffi.gc(lib.dp_cert_new(), lib.dp_cert_free)
     dns = b"game.example"
     san = bytes([lib.DP_SAN_DNS, 0, len(dns)]) + dns
-    check(lib.dp_cert_generate_self_signed(cert, key, b"CN=game.example", b"20240101000000",
-                                           b"20991231235959", san, len(san)))
+    check(
+        lib.dp_cert_generate_self_signed(
+            cert, key, b"CN=game.example", b"20240101000000", b"20991231235959", san, len(san)
+        )
+    )
     server = EngineConfig.server(gate=gate, key=key, certificate=cert, park_after_ms=park_after_ms)
     client = EngineConfig.client(trusted_chain=cert)
     return client, server, gate, (key, cert)
 
 
-def establish(client_cfg: EngineConfig, server_cfg: EngineConfig, gate: CookieGate,
-              tid: bytes, now: int, hostname: Optional[str]) -> Connection:
+def establish(
+    client_cfg: EngineConfig,
+    server_cfg: EngineConfig,
+    gate: CookieGate,
+    tid: bytes,
+    now: int,
+    hostname: str | None,
+) -> Connection:
     client = Connection(client_cfg, now, hostname=hostname)
     client.update(now)
-    server: Optional[Connection] = None
+    server: Connection | None = None
     for _ in range(16):
         for datagram in client.take_outgoing():
             if server is None:
@@ -128,8 +138,11 @@ def run(mode: str, n: int, suite: str) -> dict[str, Any]:
     heap1, rss1 = heap_bytes(), rss_bytes()
     stats = servers[-1].stats()
     result = {
-        "mode": mode, "suite": suite, "n": n,
-        "heap_per_conn": (heap1 - heap0) / n, "rss_per_conn": (rss1 - rss0) / n,
+        "mode": mode,
+        "suite": suite,
+        "n": n,
+        "heap_per_conn": (heap1 - heap0) / n,
+        "rss_per_conn": (rss1 - rss0) / n,
         "parks": stats["parks"],
     }
     # Every parked connection still works: wake one and talk.
@@ -156,7 +169,9 @@ def main() -> None:
     for mode in ("active", "parked"):
         out = subprocess.run(
             [sys.executable, __file__, "--n", str(args.n), "--suite", args.suite, "--mode", mode],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
     if args.json:

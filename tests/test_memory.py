@@ -5,11 +5,20 @@ bounds on heap per connection measured with dp_alloc_stats (bytes only)."""
 from __future__ import annotations
 
 import gc
-from typing import Callable
 
 import pytest
 
-from _dtls_sim import CLIENT_ADDR, PSK_ID, PSK_KEY, Link, alloc_stats, native_key, native_self_signed, psk_configs
+from _dtls_sim import (
+    CLIENT_ADDR,
+    PSK_ID,
+    PSK_KEY,
+    Link,
+    alloc_stats,
+    native_key,
+    native_self_signed,
+    psk_configs,
+)
+from dtlspeer import errors
 from dtlspeer._engine import Connection, CookieGate, EngineConfig, EngineStatus
 
 PARK_MS = 1000
@@ -18,17 +27,29 @@ PARK_MS = 1000
 PARKED_HEAP_MAX = 1200
 
 
-def _link(*, park_after_ms: int = PARK_MS, loss: float = 0.0, seed: int = 1, **common: object) -> Link:
+def _link(
+    *, park_after_ms: int = PARK_MS, loss: float = 0.0, seed: int = 1, **common: object
+) -> Link:
     client_cfg, _, gate = psk_configs(**common)
-    server_cfg = EngineConfig.server(gate=gate, psks={PSK_ID: PSK_KEY}, park_after_ms=park_after_ms,
-                                     **common)  # type: ignore[arg-type]
-    link = Link(client_cfg, server_cfg, gate, loss=loss, duplicate=loss / 2, reorder_ms=20 if loss else 0,
-                seed=seed)
+    server_cfg = EngineConfig.server(
+        gate=gate, psks={PSK_ID: PSK_KEY}, park_after_ms=park_after_ms, **common
+    )  # type: ignore[arg-type]
+    link = Link(
+        client_cfg,
+        server_cfg,
+        gate,
+        loss=loss,
+        duplicate=loss / 2,
+        reorder_ms=20 if loss else 0,
+        seed=seed,
+    )
     link.handshake(max_ms=60_000)
     return link
 
 
-def _deliver(link: Link, sender: Connection, receiver: Connection, payload: bytes, max_ms: int = 5000) -> None:
+def _deliver(
+    link: Link, sender: Connection, receiver: Connection, payload: bytes, max_ms: int = 5000
+) -> None:
     """Send payload until it arrives (the link may be lossy)."""
     got: list[bytes] = []
 
@@ -113,8 +134,13 @@ def test_garbage_does_not_wake_a_parked_connection() -> None:
     assert server is not None
     _warm(link)
     _park(link, server)
-    junk = [b"", b"\x17\xfe\xfd", bytes(300), b"\x17\xfe\xfd\x00\x02" + bytes(40),  # epoch 2
-            b"\x17\x03\x03\x00\x01" + bytes(40)]  # TLS, not DTLS
+    junk = [
+        b"",
+        b"\x17\xfe\xfd",
+        bytes(300),
+        b"\x17\xfe\xfd\x00\x02" + bytes(40),  # epoch 2
+        b"\x17\x03\x03\x00\x01" + bytes(40),
+    ]  # TLS, not DTLS
     for datagram in junk:
         assert server.feed(datagram, link.now) == EngineStatus.CONNECTED
     stats = server.stats()
@@ -146,7 +172,9 @@ def test_close_notify_while_parked(closer: str) -> None:
         assert server.status == EngineStatus.DISCONNECTED
         link.pump()
         assert link.run_until(lambda: link.client.status != EngineStatus.CONNECTED, 1000)
-        assert link.client.status == EngineStatus.DISCONNECTED and "close_notify" in link.client.reason
+        assert (
+            link.client.status == EngineStatus.DISCONNECTED and "close_notify" in link.client.reason
+        )
     assert not server.parked and server.stats()["unparks"] == 1
     link.close()
 
@@ -166,7 +194,7 @@ def test_idle_timeout_while_parked() -> None:
     assert server.status == EngineStatus.ERROR and "idle timeout" in server.reason
     assert not server.parked and server.stats()["unparks"] == 0
     assert deadline - last_rx <= 8000
-    with pytest.raises(Exception):
+    with pytest.raises(errors.StateError):
         server.write(b"late", deadline)
     link.close()
 
@@ -227,8 +255,14 @@ def test_client_side_parking_opt_in() -> None:
     link.close()
 
 
-def _server_heap(client_cfg: EngineConfig, server_cfg: EngineConfig, gate: CookieGate, *, park: bool,
-                 hostname: str | None = None) -> int:
+def _server_heap(
+    client_cfg: EngineConfig,
+    server_cfg: EngineConfig,
+    gate: CookieGate,
+    *,
+    park: bool,
+    hostname: str | None = None,
+) -> int:
     """Heap held by one established, idle server connection (configs excluded)."""
     gc.collect()
     before = alloc_stats()[0]
@@ -252,7 +286,11 @@ def _server_heap(client_cfg: EngineConfig, server_cfg: EngineConfig, gate: Cooki
 
 def _psk_server(park_after_ms: int) -> tuple[EngineConfig, EngineConfig, CookieGate]:
     client_cfg, _, gate = psk_configs()
-    return client_cfg, EngineConfig.server(gate=gate, psks={PSK_ID: PSK_KEY}, park_after_ms=park_after_ms), gate
+    return (
+        client_cfg,
+        EngineConfig.server(gate=gate, psks={PSK_ID: PSK_KEY}, park_after_ms=park_after_ms),
+        gate,
+    )
 
 
 def test_parked_connection_heap_upper_bound() -> None:
