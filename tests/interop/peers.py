@@ -339,7 +339,10 @@ class PeerSet:
                 last = exc
                 running = p.running()
                 p.stop()
-                if running:  # alive but silent: not a port race, do not retry
+                # gnutls-serv binds IPv4 and IPv6 separately and keeps running
+                # when only one bind loses the race: that is a port race too.
+                port_taken = "Address already in use" in str(exc)
+                if running and not port_taken:  # alive but silent: do not retry
                     break
         raise PeerError(f"{name} never became ready: {last}")
 
