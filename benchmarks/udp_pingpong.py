@@ -136,7 +136,9 @@ def run(kind: str, seconds: float) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--seconds", type=float, default=1.0, help="duration of each measurement")
     ap.add_argument("--runs", type=int, default=5, help="runs (each measures every variant once)")
     ap.add_argument("--quick", action="store_true", help="short check: 3 runs of 0.3 s")
@@ -150,8 +152,8 @@ def main() -> None:
         order = variants[i % len(variants):] + variants[: i % len(variants)]
         for kind in order:
             rates[kind].append(run(kind, args.seconds))
-        print(f"  run {i + 1}: " + ", ".join(f"{k} {rates[k][-1]:.0f}" for k in variants) + " round trips/s",
-              flush=True)
+        got = ", ".join(f"{k} {rates[k][-1]:.0f}" for k in variants)
+        print(f"  run {i + 1}: {got} round trips/s", flush=True)
     print(f"{args.runs} runs of {args.seconds:g} s, 100-byte datagrams, 1 in flight, medians:")
     for kind in variants:
         print(f"  {LABELS[kind]}: {statistics.median(rates[kind]):9.0f} round trips/s "
