@@ -249,7 +249,10 @@ int dp_endpoint_set_limits(dp_endpoint *ep, uint32_t max_pending, int64_t pendin
 int dp_endpoint_poll(dp_endpoint *ep, int64_t now_ms);
 /* Block up to timeout_ms (< 0: forever) until the slot (0: the endpoint
  * queue) has a datagram queued or the socket is readable. CLIENT mode
- * drains the socket when it wakes. Returns 1 ready, 0 timed out. */
+ * drains the socket when it wakes. Returns 1 ready, 0 timed out; a signal
+ * returns the EINTR code (retry with the time left). On Linux a CLIENT wait
+ * (< 0 or >= 40 ms) blocks in recvmmsg itself: the first such wait clears
+ * O_NONBLOCK on the socket, whose other calls all pass MSG_DONTWAIT. */
 int dp_endpoint_wait(dp_endpoint *ep, uint64_t handle, int timeout_ms);
 /* SERVER: pending slots waiting for dp_endpoint_take. */
 int dp_endpoint_pending_count(const dp_endpoint *ep);
