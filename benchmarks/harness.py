@@ -210,7 +210,7 @@ class Lib:
     module: str
     metrics: Tuple[str, ...]
     requires: Tuple[str, ...] = ()
-    note: str = ""
+    absent: str = "not installed"  # shown when a required module is missing
 
     def missing(self) -> Optional[str]:
         """None if importable, else the reason shown in the table."""
@@ -218,7 +218,7 @@ class Lib:
             try:
                 importlib.import_module(mod)
             except ImportError:
-                return "not installed"
+                return self.absent
             except Exception as exc:  # broken install
                 return f"unusable ({type(exc).__name__}: {exc})"
         try:

@@ -30,13 +30,20 @@ from ..harness import (
 Addr = Tuple[str, int]
 
 
+_FILES: Dict[bytes, Tuple[str, str]] = {}
+
+
 def _files(cfg: Cfg) -> Tuple[str, str]:
+    """PEM files of the benchmark key and certificate (written once per process)."""
+    if cfg.cert_pem in _FILES:
+        return _FILES[cfg.cert_pem]
     d = tempfile.mkdtemp(prefix="dtlspeer-bench-")
     key, cert = os.path.join(d, "key.pem"), os.path.join(d, "cert.pem")
     with open(key, "wb") as f:
         f.write(cfg.key_pem)
     with open(cert, "wb") as f:
         f.write(cfg.cert_pem)
+    _FILES[cfg.cert_pem] = key, cert
     return key, cert
 
 
