@@ -16,11 +16,12 @@ import os
 import platform
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .harness import Cfg, Lib, Metric, Row, make_certificate, print_table, run_pair
 
-LIBS: List[Lib] = [
+LIBS: list[Lib] = [
     Lib("plain", "plain Python UDP socket", "benchmarks.libs.plain",
         ("pingpong", "fanin")),
     Lib("dtlspeer-udp", "dtlspeer UDP (PacketPeerUDP, no TLS)", "benchmarks.libs.dtlspeer_udp",
@@ -38,7 +39,7 @@ LIBS: List[Lib] = [
         ("pingpong", "handshake"), ("mbedtls",)),
 ]
 
-METRICS: List[Metric] = [
+METRICS: list[Metric] = [
     Metric("pingpong", "ping-pong round trips/s, 100 B, one client, one in flight", "rt/s",
            "value", "plain", target_ratio=0.9, target_text="dtlspeer >= 0.9x plain UDP"),
     Metric("fanin", "one-way 100 B messages/s delivered to one server from 64 clients", "msg/s",
@@ -52,7 +53,7 @@ METRICS: List[Metric] = [
 ]
 
 
-def _problems(metric: Metric, res: Dict[str, Any]) -> List[str]:
+def _problems(metric: Metric, res: dict[str, Any]) -> list[str]:
     """Correctness notes of one run: lost or corrupted data, failures."""
     out = []
     if res.get("error"):
@@ -77,7 +78,7 @@ def _problems(metric: Metric, res: Dict[str, Any]) -> List[str]:
 
 
 def run_metric(metric: Metric, libs: Sequence[Lib], cfg: Cfg, runs: int,
-               verbose: bool) -> List[Row]:
+               verbose: bool) -> list[Row]:
     """All rows of one metric; the baseline is measured in every run."""
     rows = []
     for lib in libs:
@@ -93,7 +94,7 @@ def run_metric(metric: Metric, libs: Sequence[Lib], cfg: Cfg, runs: int,
         rows.append(row)
     base = next((r for r in rows if r.lib.key == metric.baseline), None)
     for run in range(runs):
-        values: Dict[str, Optional[float]] = {}
+        values: dict[str, float | None] = {}
         for row in rows:
             if row.status:
                 continue
@@ -153,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Parse options, run the metrics, print the tables; exit 0 unless a run crashed."""
     args = build_parser().parse_args(argv)
     quick = args.quick
@@ -170,7 +171,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{', '.join(f'{x:.2f}' for x in os.getloadavg()) if hasattr(os, 'getloadavg') else '?'}")
     print("loopback 127.0.0.1; server and client in separate processes; "
           f"{runs} runs x {seconds:g} s; memory: {conns} connections, {args.memory_runs} run(s)")
-    report: Dict[str, Any] = {"mode": "quick" if quick else "full", "runs": runs,
+    report: dict[str, Any] = {"mode": "quick" if quick else "full", "runs": runs,
                               "seconds": seconds, "conns": conns, "metrics": {}}
     failed = False
     for metric in metrics:

@@ -22,14 +22,15 @@ import struct
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable
 
 HOST = "127.0.0.1"
 MTU = 1200
 RCVBUF = 1 << 22  # every fan-in receiver gets the same socket buffer
 
-Result = Dict[str, Any]
+Result = dict[str, Any]
 
 
 @dataclass
@@ -44,23 +45,24 @@ class Cfg:
     timeout: float = 120.0  # hard bound of one run, seconds
     key_pem: bytes = b""
     cert_pem: bytes = b""
-    extra: Dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # -- certificates ---------------------------------------------------------------
 
 
-def make_certificate() -> Tuple[bytes, bytes]:
+def make_certificate() -> tuple[bytes, bytes]:
     """A P-256 key and a self-signed certificate for 127.0.0.1 (PEM).
 
     Made with ``cryptography`` (a dependency of pyOpenSSL) when present,
     else with dtlspeer's own ``Crypto``; every library loads the same pair."""
     try:
+        import ipaddress
+
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.x509.oid import NameOID
-        import ipaddress
 
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
@@ -108,7 +110,7 @@ def payload(size: int, client: int = 0, seq: int = 0) -> bytes:
     return head + bytes((client + i) & 0xFF for i in range(size - len(head)))
 
 
-def check_fanin(inbox: Sequence[Sequence[bytes]], size: int) -> Tuple[int, int, int]:
+def check_fanin(inbox: Sequence[Sequence[bytes]], size: int) -> tuple[int, int, int]:
     """Verify fan-in deliveries after the timed part.
 
     ``inbox`` holds one list of received payloads per sender connection.
@@ -137,7 +139,7 @@ def check_fanin(inbox: Sequence[Sequence[bytes]], size: int) -> Tuple[int, int, 
 # -- small helpers used by adapters -----------------------------------------------
 
 
-def rss_bytes() -> Optional[int]:
+def rss_bytes() -> int | None:
     """Resident set size of this process (Linux ``/proc``), None elsewhere."""
     try:
         with open("/proc/self/statm") as f:
@@ -161,7 +163,7 @@ def raise_fd_limit(want: int) -> int:
         return 1024
 
 
-def wait_readable(fds: Sequence[Any], timeout: float) -> List[Any]:
+def wait_readable(fds: Sequence[Any], timeout: float) -> list[Any]:
     """``select`` for readability (any objects with ``fileno()`` or ints)."""
     if not fds:
         time.sleep(timeout)
@@ -208,11 +210,11 @@ class Lib:
     key: str
     title: str
     module: str
-    metrics: Tuple[str, ...]
-    requires: Tuple[str, ...] = ()
+    metrics: tuple[str, ...]
+    requires: tuple[str, ...] = ()
     absent: str = "not installed"  # shown when a required module is missing
 
-    def missing(self) -> Optional[str]:
+    def missing(self) -> str | None:
         """None if importable, else the reason shown in the table."""
         for mod in self.requires:
             try:
@@ -270,7 +272,7 @@ def run_pair(lib: Lib, metric: str, cfg: Cfg) -> Result:
         )
         srv.start()
         procs.append(srv)
-        got: Dict[str, Result] = {}
+        got: dict[str, Result] = {}
         port = None
         while port is None:
             try:
@@ -280,7 +282,8 @@ def run_pair(lib: Lib, metric: str, cfg: Cfg) -> Result:
             if kind == "ready":
                 port = value
             else:
-                return {"error": f"server failed: {value.get('error')}", "trace": value.get("trace")}
+                err = value.get("error")
+                return {"error": f"server failed: {err}", "trace": value.get("trace")}
         cli = ctx.Process(
             target=_entry, args=(lib.module, f"{metric}_client", cfg, port, out, stop, "client"),
             daemon=True,
@@ -334,8 +337,8 @@ class Metric:
     value_key: str
     baseline: str  # Lib.key of the baseline row
     higher_is_better: bool = True
-    target_ratio: Optional[float] = None  # dtlspeer rows: value/baseline >= this
-    target_abs: Optional[float] = None  # dtlspeer rows: value <= this (memory)
+    target_ratio: float | None = None  # dtlspeer rows: value/baseline >= this
+    target_abs: float | None = None  # dtlspeer rows: value <= this (memory)
     target_text: str = ""
 
 
@@ -344,22 +347,22 @@ class Row:
     """Aggregated runs of one library for one metric."""
 
     lib: Lib
-    values: List[float] = dataclasses.field(default_factory=list)
-    ratios: List[float] = dataclasses.field(default_factory=list)
-    problems: List[str] = dataclasses.field(default_factory=list)
+    values: list[float] = dataclasses.field(default_factory=list)
+    ratios: list[float] = dataclasses.field(default_factory=list)
+    problems: list[str] = dataclasses.field(default_factory=list)
     status: str = ""  # non-empty: not measured (not installed, unsupported)
-    details: List[Result] = dataclasses.field(default_factory=list)
+    details: list[Result] = dataclasses.field(default_factory=list)
 
     @property
-    def value(self) -> Optional[float]:
+    def value(self) -> float | None:
         return statistics.median(self.values) if self.values else None
 
     @property
-    def ratio(self) -> Optional[float]:
+    def ratio(self) -> float | None:
         return statistics.median(self.ratios) if self.ratios else None
 
 
-def fmt_value(v: Optional[float], unit: str) -> str:
+def fmt_value(v: float | None, unit: str) -> str:
     if v is None:
         return "-"
     if unit == "KiB/conn":
@@ -383,7 +386,8 @@ def print_table(metric: Metric, rows: Sequence[Row], runs: int, note: str) -> No
     print(f"\n== {metric.title}  [{note}]")
     print(f"   target: {metric.target_text}; ratio = median of per-run ratios vs "
           f"{metric.baseline} measured in the same run")
-    print(f"   {'implementation':<34}{'median':>20}{'ratio':>9}  {'target':<6} per-run ratios / notes")
+    print(f"   {'implementation':<34}{'median':>20}{'ratio':>9}  {'target':<6} "
+          "per-run ratios / notes")
     for row in rows:
         if row.status:
             print(f"   {row.lib.title:<34}{row.status}")
@@ -447,7 +451,7 @@ class PingClient:
         self.cfg = cfg
         self.msgs = [payload(cfg.payload, 0, i) for i in range(256)]
 
-    def run(self, send: Callable[[bytes], Any], recv: Callable[[float], Optional[bytes]]) -> Result:
+    def run(self, send: Callable[[bytes], Any], recv: Callable[[float], bytes | None]) -> Result:
         msgs = self.msgs
         lost = bad = 0
         for i in range(200):
@@ -474,7 +478,7 @@ class PingClient:
         return {"value": (n - lost) / elapsed, "count": n, "lost": lost, "bad": bad}
 
 
-def blast(sends: List[Callable[[Any], Any]], bufs: List[bytearray], cfg: Cfg,
+def blast(sends: list[Callable[[Any], Any]], bufs: list[bytearray], cfg: Cfg,
           close: Callable[[], Any]) -> Result:
     """Send rounds (one message per sender) for ``cfg.seconds``; shared by
     every adapter's fan-in client. A send that raises counts as not sent."""

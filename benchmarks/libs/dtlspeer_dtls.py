@@ -12,16 +12,26 @@ from __future__ import annotations
 import gc
 import socket
 import time
-from typing import Any, Callable, List, Tuple
+from typing import Any, Callable
 
 from ..harness import (
-    HOST, RCVBUF, Cfg, FaninSink, PingClient, Result, Stop, blast, payload, raise_fd_limit,
-    rss_bytes, wait_readable,
+    HOST,
+    RCVBUF,
+    Cfg,
+    FaninSink,
+    PingClient,
+    Result,
+    Stop,
+    blast,
+    payload,
+    raise_fd_limit,
+    rss_bytes,
+    wait_readable,
 )
 from .dtlspeer_udp import server_socket
 
 
-def _materials(cfg: Cfg) -> Tuple[Any, Any]:
+def _materials(cfg: Cfg) -> tuple[Any, Any]:
     from dtlspeer import CryptoKey, TLSOptions, X509Certificate
 
     key, cert = CryptoKey(), X509Certificate()
@@ -45,13 +55,13 @@ class Server:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         self.dtls = DTLSServer()
         self.dtls.setup(_materials(cfg)[0])
-        self.peers: List[Any] = []
+        self.peers: list[Any] = []
 
     @property
     def port(self) -> int:
         return int(self.udp.get_local_port())
 
-    def accept(self) -> List[Any]:
+    def accept(self) -> list[Any]:
         """poll() the UDPServer and take every new peer; returns the new DTLS peers."""
         self.udp.poll()
         new = []
@@ -87,7 +97,7 @@ class Client:
         self.udp.close()
 
 
-def _handshake_all(clients: List[Client], deadline: float) -> None:
+def _handshake_all(clients: list[Client], deadline: float) -> None:
     """Drive the clients until every one is connected; raise on failure."""
     from dtlspeer import PacketPeerDTLS
 
@@ -154,7 +164,7 @@ def fanin_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
     srv = Server(cfg, max_pending=cfg.clients * 2)
     ready(srv.port)
     guard = Stop(stop, cfg.timeout)
-    inbox: List[List[bytes]] = []
+    inbox: list[list[bytes]] = []
     sink = FaninSink()
     got = 0
     while True:
@@ -207,7 +217,7 @@ def handshake_client(cfg: Cfg, port: int, stop: Any) -> Result:
     options = _materials(cfg)[1]
     slots = [Client(port, options) for _ in range(cfg.concurrency)]
     done = failed = 0
-    reasons: List[str] = []
+    reasons: list[str] = []
     start = time.perf_counter()
     end = start + cfg.seconds
     while time.perf_counter() < end:
@@ -240,8 +250,8 @@ def memory_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
     srv = Server(cfg, max_pending=256)
     ready(srv.port)
     guard = Stop(stop, cfg.timeout)
-    handshaking: List[Any] = []
-    idle: List[Any] = []
+    handshaking: list[Any] = []
+    idle: list[Any] = []
     base = None
     last_idle_poll = time.monotonic()
     while len(idle) < cfg.conns:
@@ -279,7 +289,7 @@ def memory_client(cfg: Cfg, port: int, stop: Any) -> Result:
     raise_fd_limit(cfg.conns + 256)
     options = _materials(cfg)[1]
     deadline = time.monotonic() + cfg.timeout
-    keep: List[Client] = []
+    keep: list[Client] = []
     first = Client(port, options)
     _handshake_all([first], deadline)
     keep.append(first)

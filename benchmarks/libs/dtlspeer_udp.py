@@ -6,7 +6,7 @@ DTLS rows (``dtlspeer_dtls``) sit on the same layer."""
 from __future__ import annotations
 
 import socket
-from typing import Any, Callable, List
+from typing import Any, Callable
 
 from ..harness import HOST, RCVBUF, Cfg, FaninSink, PingClient, Result, Stop, blast, payload
 
@@ -72,8 +72,8 @@ def fanin_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
     ready(srv.get_local_port())
     guard = Stop(stop, cfg.timeout)
-    peers: List[Any] = []
-    inbox: List[List[bytes]] = []
+    peers: list[Any] = []
+    inbox: list[list[bytes]] = []
     sink = FaninSink()
     got = 0
     while True:

@@ -7,11 +7,18 @@ address for fan-in (what a hand-written Python game server does)."""
 from __future__ import annotations
 
 import socket
-import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable
 
 from ..harness import (
-    HOST, Cfg, FaninSink, PingClient, Result, Stop, blast, payload, plain_server_socket,
+    HOST,
+    Cfg,
+    FaninSink,
+    PingClient,
+    Result,
+    Stop,
+    blast,
+    payload,
+    plain_server_socket,
 )
 
 
@@ -52,7 +59,7 @@ def fanin_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
     s = plain_server_socket()
     ready(s.getsockname()[1])
     guard = Stop(stop, cfg.timeout)
-    inbox: Dict[Tuple[str, int], List[bytes]] = {}
+    inbox: dict[tuple[str, int], list[bytes]] = {}
     buf = bytearray(2048)
     view = memoryview(buf)
     sink = FaninSink()

@@ -20,20 +20,31 @@ import os
 import socket
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable
 
 from ..harness import (
-    HOST, MTU, Cfg, FaninSink, PingClient, Result, Stop, blast, payload, plain_server_socket,
-    raise_fd_limit, rss_bytes, wait_readable,
+    HOST,
+    MTU,
+    Cfg,
+    FaninSink,
+    PingClient,
+    Result,
+    Stop,
+    blast,
+    payload,
+    plain_server_socket,
+    raise_fd_limit,
+    rss_bytes,
+    wait_readable,
 )
 
-Addr = Tuple[str, int]
+Addr = tuple[str, int]
 
 
-_FILES: Dict[bytes, Tuple[str, str]] = {}
+_FILES: dict[bytes, tuple[str, str]] = {}
 
 
-def _files(cfg: Cfg) -> Tuple[str, str]:
+def _files(cfg: Cfg) -> tuple[str, str]:
     """PEM files of the benchmark key and certificate (written once per process)."""
     if cfg.cert_pem in _FILES:
         return _FILES[cfg.cert_pem]
@@ -98,13 +109,13 @@ class Server:
         self.ctx = server_context(cfg)
         self.sock = plain_server_socket()
         self.port = self.sock.getsockname()[1]
-        self.conns: Dict[Addr, List[Any]] = {}
+        self.conns: dict[Addr, list[Any]] = {}
         self.established = 0
         self.closed = 0
         self.buf = bytearray(65536)
 
-    def drain(self, on_data: Optional[Callable[[Addr, Any, bytes], None]] = None,
-              on_established: Optional[Callable[[Addr], None]] = None) -> int:
+    def drain(self, on_data: Callable[[Addr, Any, bytes], None] | None = None,
+              on_established: Callable[[Addr], None] | None = None) -> int:
         """Read every waiting datagram and drive its connection; returns datagrams read."""
         SSL = self.SSL
         sock, conns = self.sock, self.conns
@@ -125,7 +136,7 @@ class Server:
                 try:
                     conn.DTLSv1_listen()
                 except SSL.WantReadError:  # HelloVerifyRequest written (or junk)
-                    flush(conn, lambda d: sock.sendto(d, addr))
+                    flush(conn, lambda d, a=addr: sock.sendto(d, a))
                     continue
                 except SSL.Error:
                     continue
@@ -153,7 +164,7 @@ class Server:
             except SSL.Error:
                 del conns[addr]
                 self.closed += 1
-            flush(conn, lambda d: sock.sendto(d, addr))
+            flush(conn, lambda d, a=addr: sock.sendto(d, a))
 
 
 class Client:
@@ -208,7 +219,7 @@ class Client:
         self.sock.close()
 
 
-def _handshake_all(clients: List[Client], deadline: float) -> None:
+def _handshake_all(clients: list[Client], deadline: float) -> None:
     waiting = [c for c in clients if not c.done]
     while waiting:
         if time.monotonic() > deadline:
@@ -244,7 +255,7 @@ def pingpong_client(cfg: Cfg, port: int, stop: Any) -> Result:
     _handshake_all([c], time.monotonic() + 30)
     SSL, conn, sock = c.SSL, c.conn, c.sock
 
-    def recv(timeout: float) -> Optional[bytes]:
+    def recv(timeout: float) -> bytes | None:
         while True:
             try:
                 return conn.recv(65536)  # type: ignore[no-any-return]
@@ -263,7 +274,7 @@ def pingpong_client(cfg: Cfg, port: int, stop: Any) -> Result:
 def fanin_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
     srv = Server(cfg)
     ready(srv.port)
-    inbox: Dict[Addr, List[bytes]] = {}
+    inbox: dict[Addr, list[bytes]] = {}
     sink = FaninSink()
     got = [0]
 
@@ -331,7 +342,7 @@ def memory_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
     srv = Server(cfg)
     ready(srv.port)
     guard = Stop(stop, cfg.timeout)
-    base: List[Optional[int]] = []
+    base: list[int | None] = []
 
     def on_established(addr: Addr) -> None:
         if not base:

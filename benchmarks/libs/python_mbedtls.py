@@ -9,10 +9,8 @@ per client) is future work; the row says so instead of guessing."""
 
 from __future__ import annotations
 
-from typing import Optional
 
-
-def available() -> Optional[str]:
+def available() -> str | None:
     """The table text: installed, version, and why there is no number."""
     try:
         import mbedtls

@@ -15,10 +15,20 @@ from __future__ import annotations
 import gc
 import socket as _socket
 import time
-from typing import Any, Awaitable, Callable, Dict, List, Optional
+from collections.abc import Awaitable
+from typing import Any, Callable
 
 from ..harness import (
-    HOST, MTU, RCVBUF, Cfg, FaninSink, PingClient, Result, payload, raise_fd_limit, rss_bytes,
+    HOST,
+    MTU,
+    RCVBUF,
+    Cfg,
+    FaninSink,
+    PingClient,
+    Result,
+    payload,
+    raise_fd_limit,
+    rss_bytes,
     stamp,
 )
 from .pyopenssl_dtls import _files, client_context
@@ -38,7 +48,7 @@ def _server_context(cfg: Cfg) -> Any:
 
 def _serve(cfg: Cfg, ready: Callable[[int], None], stop: Any,
            handler: Callable[[Any], Awaitable[None]],
-           done: Optional[Callable[[], bool]] = None) -> None:
+           done: Callable[[], bool] | None = None) -> None:
     """Run a trio DTLS server until the stop event (or ``done()``)."""
     import trio
 
@@ -125,12 +135,12 @@ def pingpong_client(cfg: Cfg, port: int, stop: Any) -> Result:
 def fanin_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
     import trio
 
-    inbox: List[List[bytes]] = []
+    inbox: list[list[bytes]] = []
     sink = FaninSink()
     got = [0]
 
     async def handler(ch: Any) -> None:
-        q: List[bytes] = []
+        q: list[bytes] = []
         inbox.append(q)
         try:
             while True:
@@ -219,7 +229,7 @@ def handshake_client(cfg: Cfg, port: int, stop: Any) -> Result:
 def memory_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
     import trio
 
-    state: Dict[str, Any] = {"n": 0, "base": None}
+    state: dict[str, Any] = {"n": 0, "base": None}
 
     async def handler(ch: Any) -> None:
         try:
