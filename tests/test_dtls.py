@@ -413,6 +413,31 @@ def test_idle_connected_peer_times_out(
     server.stop()
 
 
+def test_idle_server_peer_parks_and_wakes_transparently(ec_identity: Identity) -> None:
+    """Ours (no Godot equivalent): park_after_ms serializes an idle server
+    connection (~1 KB instead of ~36 KB) and the next record wakes it; the
+    client notices nothing and the echo continues."""
+    server = EchoServer(ec_identity)
+    server.dtls.setup(TLSOptions.server(*ec_identity), settings=DTLSSettings(park_after_ms=50))
+    client = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))
+    peer = handshake(server, client)
+    for round_no in range(3):
+        message = f"before park {round_no}".encode()
+        client.put_packet(message)
+        assert run(lambda: client.get_available_packet_count() == 1, server, client)
+        assert client.get_packet() == message
+        parks = peer.get_stats()["parks"]
+        # The server parks once the peer has been silent for 50 ms.
+        assert run(lambda: peer.get_stats()["parks"] > parks, server, client)
+        assert peer.get_status() == Status.STATUS_CONNECTED
+    assert peer.get_stats()["unparks"] >= 2
+    with pytest.raises(errors.InvalidArgumentError):
+        DTLSSettings(park_after_ms=-1)
+    with pytest.raises(errors.ArgumentTypeError):
+        DTLSSettings(park_after_ms=1.5)  # type: ignore[arg-type]
+    server.stop()
+
+
 @pytest.mark.skipif(not has_ipv6(), reason="no IPv6 loopback on this machine")
 def test_ipv6_loopback(ec_identity: Identity) -> None:
     """IPv4 and IPv6 (DESIGN §5): a handshake and echo over ::1, name = IP SAN."""
