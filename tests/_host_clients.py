@@ -13,7 +13,6 @@ from __future__ import annotations
 import selectors
 import socket
 import time
-from typing import Optional
 
 from dtlspeer._engine import Connection, EngineConfig, EngineStatus, Verify
 
@@ -46,7 +45,7 @@ class EngineClients:
         self.port = port
         self.selector = selectors.DefaultSelector()
         self.sockets: list[socket.socket] = []
-        self.conns: list[Optional[Connection]] = [None] * count
+        self.conns: list[Connection | None] = [None] * count
         self.received: list[list[bytes]] = [[] for _ in range(count)]
         self.handshaking: set[int] = set()
         for i in range(count):

@@ -9,10 +9,11 @@ import gc
 import socket
 import time
 from collections import defaultdict
-from typing import Callable, Optional
+from typing import Callable
 
 import pytest
 
+from _host_clients import PSK_IDENTITY, PSK_KEY, PSK_SUITE, EngineClients
 from dtlspeer import (
     Crypto,
     CryptoKey,
@@ -31,7 +32,6 @@ from dtlspeer import (
     errors,
 )
 from dtlspeer._binding import lib
-from _host_clients import PSK_IDENTITY, PSK_KEY, PSK_SUITE, EngineClients
 from udp_helpers import alloc_bytes, until
 
 Status = PacketPeerDTLS.Status
@@ -61,7 +61,7 @@ class Recorder:
     def __init__(self, *hosts: DTLSHost) -> None:
         self.hosts = hosts
         self.events: dict[DTLSHost, list[HostEvent]] = defaultdict(list)
-        self.on_event: Optional[Callable[[DTLSHost, HostEvent], None]] = None
+        self.on_event: Callable[[DTLSHost, HostEvent], None] | None = None
 
     def step(self) -> None:
         for host in self.hosts:
@@ -91,8 +91,10 @@ def connected_pair(rec: Recorder, server: DTLSHost, client: DTLSHost) -> tuple[H
     """Connect client to server; returns (server's peer, client's peer)."""
     to_server = client.connect("127.0.0.1", server.get_local_port())
     assert rec.run(
-        lambda: any(e.peer is to_server for e in rec.of(client, HostEventType.CONNECT))
-        and len(rec.of(server, HostEventType.CONNECT)) > 0
+        lambda: (
+            any(e.peer is to_server for e in rec.of(client, HostEventType.CONNECT))
+            and len(rec.of(server, HostEventType.CONNECT)) > 0
+        )
     )
     return rec.of(server, HostEventType.CONNECT)[-1].peer, to_server
 
@@ -192,8 +194,10 @@ def test_wrong_psk_is_a_handshake_failure() -> None:
     rec = Recorder(server, client)
     to_server = client.connect("127.0.0.1", server.get_local_port())
     assert rec.run(
-        lambda: len(rec.of(client, HostEventType.DISCONNECT)) == 1
-        and len(rec.of(server, HostEventType.ERROR)) == 1
+        lambda: (
+            len(rec.of(client, HostEventType.DISCONNECT)) == 1
+            and len(rec.of(server, HostEventType.ERROR)) == 1
+        )
     )
     mine = rec.of(client, HostEventType.DISCONNECT)[0]
     assert mine.peer is to_server and mine.reason == DisconnectReason.HANDSHAKE_FAILED
@@ -277,9 +281,7 @@ def test_send_queue_leaves_on_flush() -> None:
     assert after["records_out"] == 50
     assert server.flush() == 0
     assert rec.run(lambda: len(rec.of(client, HostEventType.RECEIVE)) == 50)
-    assert [e.data for e in rec.of(client, HostEventType.RECEIVE)] == [
-        b"%d" % i for i in range(50)
-    ]
+    assert [e.data for e in rec.of(client, HostEventType.RECEIVE)] == [b"%d" % i for i in range(50)]
     server.close()
     client.close()
 
@@ -297,9 +299,7 @@ def test_broadcast_reaches_every_connected_peer_but_the_excluded() -> None:
     assert server.get_stats()["records_out"] == 0  # refused as a whole
     assert server.broadcast(b"tick", exclude=excluded) == 39
     assert server.broadcast(b"tock", exclude=[excluded, server.peers[4]]) == 38
-    assert rec.run(
-        lambda: sum(len(rec.of(c, HostEventType.RECEIVE)) for c in clients) == 39 + 38
-    )
+    assert rec.run(lambda: sum(len(rec.of(c, HostEventType.RECEIVE)) for c in clients) == 39 + 38)
     excluded_port = excluded.get_peer_address()[1]
     for c in clients:
         got = [e.data for e in rec.of(c, HostEventType.RECEIVE)]
@@ -388,8 +388,9 @@ def test_host_client_against_a_dtlsserver(ec_identity: Identity) -> None:
     other = DTLSHost("127.0.0.1", 0, client_options=TLSOptions.client(ec_identity[1]))
     rec2 = Recorder(other)
     wrong = other.connect("127.0.0.1", port, hostname="other.test")
-    assert until(lambda: len(rec2.of(other, HostEventType.DISCONNECT)) == 1,
-                 lambda: (serve(), rec2.step()))
+    assert until(
+        lambda: len(rec2.of(other, HostEventType.DISCONNECT)) == 1, lambda: (serve(), rec2.step())
+    )
     event = rec2.of(other, HostEventType.DISCONNECT)[0]
     assert event.reason == DisconnectReason.HANDSHAKE_FAILED
     assert wrong.get_status() == Status.STATUS_ERROR_HOSTNAME_MISMATCH

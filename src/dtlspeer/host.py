@@ -23,7 +23,8 @@ import math
 import socket
 import struct
 import time
-from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence, Union
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple, Union
 
 from . import errors
 from ._binding import check, ffi, lib, to_bytes
@@ -130,7 +131,7 @@ class HostPeer(PacketPeerDTLS):
     def __init__(self, host: DTLSHost, peer_id: int, outgoing: bool) -> None:
         """Made by the host only (on CONNECT, or by ``DTLSHost.connect``)."""
         super().__init__()
-        self._host: Optional[DTLSHost] = host
+        self._host: DTLSHost | None = host
         self._peer_id = peer_id
         self._outgoing = outgoing
         self._status = _Status.STATUS_HANDSHAKING
@@ -141,11 +142,11 @@ class HostPeer(PacketPeerDTLS):
 
     # -- internals -------------------------------------------------------------
 
-    def _live_host(self) -> Optional[DTLSHost]:
+    def _live_host(self) -> DTLSHost | None:
         host = self._host
         return host if host is not None and host._ptr is not None else None
 
-    def _info(self) -> Optional[Any]:
+    def _info(self) -> Any | None:
         host = self._live_host()
         if host is None:
             return None
@@ -175,7 +176,7 @@ class HostPeer(PacketPeerDTLS):
         return self._peer_id
 
     @property
-    def host(self) -> Optional[DTLSHost]:
+    def host(self) -> DTLSHost | None:
         """The host driving this peer; None once it ended."""
         return self._host
 
@@ -216,9 +217,7 @@ class HostPeer(PacketPeerDTLS):
     def get_packet(self) -> bytes:
         """Raises WouldBlockError: records arrive as ``RECEIVE`` events of
         :meth:`DTLSHost.service`."""
-        exc = errors.WouldBlockError(
-            "host peers receive through DTLSHost.service() RECEIVE events"
-        )
+        exc = errors.WouldBlockError("host peers receive through DTLSHost.service() RECEIVE events")
         self._packet_error = exc
         raise exc
 
@@ -247,7 +246,7 @@ class HostPeer(PacketPeerDTLS):
         buf = host._text
         if lib.dp_host_peer_reason(host._ptr, self._peer_id, buf, len(buf)) < 0:
             return self._reason
-        return ffi.string(buf).decode("utf-8", "replace")
+        return str(ffi.string(buf).decode("utf-8", "replace"))
 
     def get_error_code(self) -> int:
         """Mbed TLS / dtlspeer code behind an error status (0 if none)."""
@@ -267,7 +266,7 @@ class HostPeer(PacketPeerDTLS):
         buf = host._text
         if lib.dp_host_peer_ciphersuite(host._ptr, self._peer_id, buf, len(buf)) < 0:
             return self._final_suite
-        return ffi.string(buf).decode("ascii", "replace")
+        return str(ffi.string(buf).decode("ascii", "replace"))
 
     def get_stats(self) -> dict[str, int]:
         """The connection's counters (as ``PacketPeerDTLS.get_stats``, without
@@ -338,21 +337,21 @@ class DTLSHost:
         bind_address: str = "*",
         port: int = 0,
         *,
-        server_options: Optional[TLSOptions] = None,
-        server_psk: Optional[Mapping[bytes, bytes]] = None,
-        client_options: Optional[TLSOptions] = None,
-        client_psk: Optional[tuple[bytes, bytes]] = None,
-        settings: Optional[DTLSSettings] = None,
-        ciphersuites: Optional[Sequence[str]] = None,
+        server_options: TLSOptions | None = None,
+        server_psk: Mapping[bytes, bytes] | None = None,
+        client_options: TLSOptions | None = None,
+        client_psk: tuple[bytes, bytes] | None = None,
+        settings: DTLSSettings | None = None,
+        ciphersuites: Sequence[str] | None = None,
         max_peers: int = 4096,
-        cookie_secret: Optional[bytes] = None,
+        cookie_secret: bytes | None = None,
         max_events: int = 4096,
         payload_buffer_size: int = 1 << 20,
         socket_buffer_size: int = _DEFAULT_SOCKET_BUFFER,
     ) -> None:
         """Bind a socket and set up the roles (see the class notes)."""
         self._ptr: Any = None
-        self._sock: Optional[socket.socket] = None
+        self._sock: socket.socket | None = None
         self._settings = _check_settings(settings)
         max_peers = _check_int(max_peers, "max_peers")
         max_events = _check_int(max_events, "max_events")
@@ -418,7 +417,7 @@ class DTLSHost:
 
     # -- configuration ---------------------------------------------------------------
 
-    def _common(self, suites: Optional[list[str]]) -> dict[str, Any]:
+    def _common(self, suites: list[str] | None) -> dict[str, Any]:
         options = self._settings._engine_options()
         if suites is not None:
             options["ciphersuites"] = suites
@@ -426,11 +425,11 @@ class DTLSHost:
 
     def _server_config(
         self,
-        options: Optional[TLSOptions],
-        psk: Optional[Mapping[bytes, bytes]],
-        secret: Optional[bytes],
-        suites: Optional[list[str]],
-    ) -> Optional[tuple[EngineConfig, CookieGate]]:
+        options: TLSOptions | None,
+        psk: Mapping[bytes, bytes] | None,
+        secret: bytes | None,
+        suites: list[str] | None,
+    ) -> tuple[EngineConfig, CookieGate] | None:
         if options is None and psk is None:
             return None
         if options is not None:
@@ -458,9 +457,9 @@ class DTLSHost:
 
     def _client_config(
         self,
-        options: Optional[TLSOptions],
-        psk: Optional[tuple[bytes, bytes]],
-        suites: Optional[list[str]],
+        options: TLSOptions | None,
+        psk: tuple[bytes, bytes] | None,
+        suites: list[str] | None,
     ) -> EngineConfig:
         if options is None:
             # A PSK authenticates the server; without one, verify against the system CAs.
@@ -532,7 +531,7 @@ class DTLSHost:
 
     # -- API ------------------------------------------------------------------------------
 
-    def service(self, timeout: Optional[float] = 0) -> list[HostEvent]:
+    def service(self, timeout: float | None = 0) -> list[HostEvent]:
         """Do everything once (see the class notes) and return the events.
 
         ``timeout`` (seconds): how long to wait for a datagram when nothing
@@ -551,7 +550,7 @@ class DTLSHost:
                 )
             if timeout < 0 or math.isnan(timeout):
                 raise errors.InvalidArgumentError("timeout must be >= 0 (or None: no limit)")
-            timeout_ms = min(int(math.ceil(timeout * 1000)), 2**31 - 1)
+            timeout_ms = min(math.ceil(timeout * 1000), 2**31 - 1)
         count = check(
             lib.dp_host_service(
                 ptr,
@@ -590,13 +589,17 @@ class DTLSHost:
                 peer._finish(status, message, code)
                 append(
                     HostEvent(
-                        _TYPES[kind], peer, b"", _REASONS.get(reason, DisconnectReason.NONE),
-                        message, code,
+                        _TYPES[kind],
+                        peer,
+                        b"",
+                        _REASONS.get(reason, DisconnectReason.NONE),
+                        message,
+                        code,
                     )
                 )
         return result
 
-    def connect(self, address: str, port: int, hostname: Optional[str] = None) -> HostPeer:
+    def connect(self, address: str, port: int, hostname: str | None = None) -> HostPeer:
         """Start a handshake with ``address``:``port``; returns the peer
         (``STATUS_HANDSHAKING``). A CONNECT or DISCONNECT event follows.
         ``hostname`` is checked against the server certificate (and sent as
@@ -690,7 +693,7 @@ class DTLSHost:
             raise errors.StateError("the host is closed")
         return int(self._sock.getsockname()[1])
 
-    def next_timeout(self) -> Optional[float]:
+    def next_timeout(self) -> float | None:
         """Seconds until the earliest peer timer (None if no timer runs)."""
         due = int(lib.dp_host_next_timeout(self._require()))
         return None if due < 0 else max(0.0, (due - self._clock()) / 1000)
@@ -743,4 +746,3 @@ class DTLSHost:
         if self._ptr is None:
             return "<DTLSHost closed>"
         return f"<DTLSHost port={self.get_local_port()} peers={len(self._peers)}>"
-
