@@ -571,6 +571,8 @@ class DTLSHost:
         result: list[HostEvent] = []
         append = result.append
         receive = HostEventType.RECEIVE
+        none = DisconnectReason.NONE
+        make = tuple.__new__  # HostEvent without NamedTuple's argument handling: per-event cost
         for peer_id, offset, length, code, kind, reason, status, _ in _EVENT.iter_unpack(
             ffi.buffer(self._events, count * _EVENT.size)
         ):
@@ -578,7 +580,9 @@ class DTLSHost:
                 peer = peers.get(peer_id)
                 if peer is None:
                     peer = self._peer_for(peer_id)
-                append(HostEvent(receive, peer, payload[offset : offset + length]))
+                append(
+                    make(HostEvent, (receive, peer, payload[offset : offset + length], none, "", 0))
+                )
             elif kind == lib.DP_HOST_EVENT_CONNECT:
                 append(HostEvent(HostEventType.CONNECT, self._peer_for(peer_id)))
             else:
