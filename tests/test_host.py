@@ -167,6 +167,42 @@ def test_server_disconnect_sends_close_notify_to_the_client() -> None:
     client.close()
 
 
+def test_replies_to_a_peer_that_just_closed_never_raise() -> None:
+    """Records then close_notify arrive in one service: the RECEIVE handlers'
+    replies to the ended peer are dropped and counted, not raised (the
+    remote side's doing), then and later; the side that disconnected
+    locally gets StateError."""
+    server, client = psk_server(), psk_client()
+    rec = Recorder(server, client)
+    server_peer, to_server = connected_pair(rec, server, client)
+    for i in range(5):
+        to_server.put_packet(b"last %d" % i)
+    to_server.disconnect_from_peer()  # close_notify leaves right after the records
+    replies = 0
+
+    def reply(host: DTLSHost, event: HostEvent) -> None:
+        nonlocal replies
+        if host is server and event.type == HostEventType.RECEIVE:
+            event.peer.put_packet(b"reply")
+            replies += 1
+
+    rec.on_event = reply
+    assert rec.run(lambda: len(rec.of(server, HostEventType.DISCONNECT)) == 1)
+    assert [e.type for e in rec.events[server][1:]] == [HostEventType.RECEIVE] * 5 + [
+        HostEventType.DISCONNECT
+    ]
+    assert replies == 5
+    server_peer.put_packet(b"after the event")
+    rec.step()  # releases the entry: a stale id is dropped the same way
+    server_peer.put_packet(b"after the release")
+    assert server.get_stats()["send_to_ended"] == 7
+    assert server.get_stats()["records_out"] == 0
+    with pytest.raises(errors.StateError):
+        to_server.put_packet(b"after my own disconnect")
+    server.close()
+    client.close()
+
+
 def test_idle_timeout_is_a_disconnect_event() -> None:
     """A connected peer that stops sending ends with IDLE_TIMEOUT, found by
     the timer heap (the client host is never serviced again)."""

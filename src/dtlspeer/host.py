@@ -131,7 +131,8 @@ class HostPeer(PacketPeerDTLS):
     def __init__(self, host: DTLSHost, peer_id: int, outgoing: bool) -> None:
         """Made by the host only (on CONNECT, or by ``DTLSHost.connect``)."""
         super().__init__()
-        self._host: DTLSHost | None = host
+        self._host = host
+        self._ended = False  # its DISCONNECT/ERROR event was decoded, or the host closed
         self._peer_id = peer_id
         self._outgoing = outgoing
         self._status = _Status.STATUS_HANDSHAKING
@@ -139,12 +140,13 @@ class HostPeer(PacketPeerDTLS):
         self._address: tuple[str, int] = ("", 0)
         self._final_suite = ""
         self._settings = host._settings
+        self._closed_locally = False
 
     # -- internals -------------------------------------------------------------
 
     def _live_host(self) -> DTLSHost | None:
         host = self._host
-        return host if host is not None and host._ptr is not None else None
+        return None if self._ended or host._ptr is None else host
 
     def _info(self) -> Any | None:
         host = self._live_host()
@@ -166,7 +168,7 @@ class HostPeer(PacketPeerDTLS):
         self._status = _Status(status)
         self._reason = message
         self._error_code = code
-        self._host = None
+        self._ended = True
 
     # -- PacketPeerDTLS API ------------------------------------------------------
 
@@ -178,7 +180,7 @@ class HostPeer(PacketPeerDTLS):
     @property
     def host(self) -> DTLSHost | None:
         """The host driving this peer; None once it ended."""
-        return self._host
+        return None if self._ended else self._host
 
     def is_outgoing(self) -> bool:
         """True when this host started the connection (``DTLSHost.connect``)."""
@@ -223,10 +225,15 @@ class HostPeer(PacketPeerDTLS):
 
     def put_packet(self, data: BytesLike) -> None:
         """Queue ``data`` as one DTLS record (sent at the next ``service()``
-        or ``flush()``). Empty data sends nothing. StateError unless
-        connected; InvalidArgumentError above :meth:`get_max_packet_size`."""
-        host = self._live_host()
-        if host is None:
+        or ``flush()``). Empty data sends nothing. InvalidArgumentError above
+        :meth:`get_max_packet_size`. StateError while handshaking, after
+        ``disconnect_from_peer()`` and after the host closed. A peer that the
+        remote side ended (close_notify, timeout, TLS error) silently drops
+        the record, counted in ``DTLSHost.get_stats()["send_to_ended"]``: a
+        handler replying to its last RECEIVE events, which come in the same
+        list as its DISCONNECT, must not blow up (remote doing never raises)."""
+        host = self._host
+        if self._closed_locally or host._ptr is None:
             raise errors.StateError(f"cannot put_packet: not connected ({self._status.name})")
         host._send(self, data)
 
@@ -500,13 +507,7 @@ class DTLSHost:
         return self._ptr
 
     def _send(self, peer: HostPeer, data: BytesLike) -> None:
-        payload = to_bytes(data, "data")
-        if not payload:
-            if peer.get_status() != _Status.STATUS_CONNECTED:
-                raise errors.StateError(
-                    f"cannot put_packet: not connected ({peer.get_status().name})"
-                )
-            return
+        payload = to_bytes(data, "data")  # empty: the C side checks the state, sends nothing
         cap = self._settings.max_packet_size
         if cap and len(payload) > cap:
             raise errors.InvalidArgumentError(
@@ -514,6 +515,10 @@ class DTLSHost:
             )
         rc = lib.dp_host_send(self._require(), peer._peer_id, payload, len(payload), self._clock())
         if rc in _ERRORS_RAISED_BY_SEND:
+            if rc == lib.DP_ERR_CLOSED and not peer._closed_locally:
+                # The remote side ended it; its DISCONNECT event is in this
+                # service's events or the next: dropped (counted), no raise.
+                return
             if rc == lib.DP_ERR_BAD_STATE or rc == lib.DP_ERR_CLOSED:
                 raise errors.StateError(
                     f"cannot put_packet: not connected ({peer.get_status().name})"
@@ -642,8 +647,9 @@ class DTLSHost:
         (reason LOCAL) comes from the next ``service()``. Idempotent."""
         if not isinstance(peer, HostPeer):
             raise errors.ArgumentTypeError(f"peer must be a HostPeer, not {type(peer).__name__}")
-        if peer._host is not self:
+        if peer._host is not self or peer._ended:
             return
+        peer._closed_locally = True
         rc = lib.dp_host_disconnect(self._require(), peer._peer_id, self._clock())
         if rc != lib.DP_ERR_CLOSED:
             check(rc, "disconnect")

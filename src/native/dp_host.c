@@ -991,10 +991,11 @@ int dp_host_send(dp_host *h, uint64_t peer, const uint8_t *data, size_t len, int
         return DP_ERR_CLOSED;
     }
     dp_host_peer *p = peer_get(h, peer);
-    if (p == NULL) {
+    if (p == NULL || p->conn == NULL || status_ended(dp_conn_status(p->conn))) {
+        h->stats.send_to_ended++; /* the peer's doing: its DISCONNECT event tells */
         return DP_ERR_CLOSED;
     }
-    if (p->conn == NULL || dp_conn_status(p->conn) != DP_STATUS_CONNECTED) {
+    if (dp_conn_status(p->conn) != DP_STATUS_CONNECTED) {
         return DP_ERR_BAD_STATE;
     }
     if (dp_conn_outgoing_count(p->conn) >= DP_HOST_DEEP_QUEUE) {

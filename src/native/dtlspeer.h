@@ -563,6 +563,7 @@ typedef struct dp_host_stats {
     uint64_t dropped_not_accepting; /* unknown sender while the host accepts nobody */
     uint64_t dropped_peer_limit; /* valid cookie while max_peers were in use */
     uint64_t dropped_ended;      /* datagram for a peer that already ended */
+    uint64_t send_to_ended;      /* dp_host_send to an ended or released peer (dropped) */
     uint64_t carried_over;       /* calls that left events for the next call (buffer full) */
     int32_t last_send_error;     /* code of the last refused datagram, 0 if none */
     int32_t reserved;
@@ -605,8 +606,10 @@ int dp_host_service(dp_host *host, int64_t now_ms, int timeout_ms, dp_host_event
                     uint32_t max_events, uint8_t *payload_buf, size_t payload_cap,
                     uint32_t *n_events);
 /* Encrypt one record for peer (queued; leaves at the next flush). Returns
- * len. DP_ERR_BAD_STATE unless connected, DP_ERR_TOO_LARGE above its
- * max_payload, DP_ERR_CLOSED for a stale id. */
+ * len. DP_ERR_BAD_STATE while handshaking, DP_ERR_TOO_LARGE above its
+ * max_payload, DP_ERR_CLOSED for a peer that ended or a stale id (the
+ * record is dropped and counted: its DISCONNECT event may still be on its
+ * way, and a reply to it is no error). */
 int dp_host_send(dp_host *host, uint64_t peer, const uint8_t *data, size_t len, int64_t now_ms);
 /* dp_host_send to every connected peer except the exclude[0 .. n_exclude)
  * ids. Nothing is queued (DP_ERR_TOO_LARGE) if len exceeds any target's
