@@ -268,6 +268,40 @@ def test_handshake_timeout_against_a_silent_address() -> None:
     client.close()
 
 
+def test_client_restarting_from_the_same_port_is_a_new_peer() -> None:
+    """RFC 6347 4.2.8: a new ClientHello from a live peer's address first
+    gets a HelloVerifyRequest (the session is untouched); with a valid
+    cookie the old peer ends (RECONNECT) and the new session arrives as a
+    NEW peer after a full handshake."""
+    server = psk_server()
+    clients = EngineClients(1, server.get_local_port(), sources=1)
+    rec = Recorder(server)
+
+    def step() -> None:
+        rec.step()
+        clients.pump()
+
+    try:
+        clients.start(0, 1)
+        assert until(lambda: len(rec.of(server, HostEventType.CONNECT)) == 1, step)
+        old = rec.of(server, HostEventType.CONNECT)[0].peer
+        hvr_before = server.get_stats()["hvr_sent"]
+        clients.start(0, 1)  # same socket, new session
+        assert until(lambda: len(rec.of(server, HostEventType.CONNECT)) == 2, step)
+        gone = rec.of(server, HostEventType.DISCONNECT)
+        assert [e.peer for e in gone] == [old] and gone[0].reason == DisconnectReason.RECONNECT
+        new = rec.of(server, HostEventType.CONNECT)[1].peer
+        assert new is not old and new.peer_id != old.peer_id
+        assert new.get_peer_address() == old.get_peer_address()
+        assert server.get_stats()["hvr_sent"] > hvr_before
+        clients.write(0, b"new session")
+        assert until(lambda: len(rec.of(server, HostEventType.RECEIVE)) == 1, step)
+        assert rec.of(server, HostEventType.RECEIVE)[0].peer is new
+    finally:
+        clients.close()
+        server.close()
+
+
 # ---- buffers, queues, broadcast ------------------------------------------------------
 
 
