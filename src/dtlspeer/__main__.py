@@ -1,8 +1,9 @@
 """Command-line interface: ``python -m dtlspeer <command>``.
 
 Commands: ``info`` (versions, build configuration, ciphersuites),
-``gen-cert`` (a private key plus a self-signed certificate for a host name or IP)
-and ``demo`` (a DTLS echo server and clients on 127.0.0.1, with throughput).
+``gen-cert`` (a private key plus a self-signed certificate for a host name or IP),
+``demo`` (a DTLS echo server and clients on 127.0.0.1, with throughput) and
+``bench`` (the quick benchmark table of ``benchmarks/``, source checkouts only).
 """
 
 from __future__ import annotations
@@ -171,6 +172,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run ``python -m benchmarks --quick`` plus ``args.bench_args``.
+
+    The runner lives in ``benchmarks/`` of a source checkout (it is not in
+    the wheel): it is imported from the current directory or from the
+    checkout this package was loaded from."""
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for where in (os.getcwd(), root):
+        if os.path.isfile(os.path.join(where, "benchmarks", "__main__.py")):
+            if where not in sys.path:
+                sys.path.insert(0, where)
+            break
+    try:
+        from benchmarks.__main__ import main as bench_main
+    except ImportError:
+        print("error: benchmarks/ not found: run from a dtlspeer source checkout",
+              file=sys.stderr)
+        return 1
+    extra = [a for a in args.bench_args if a != "--"]
+    return int(bench_main(["--quick", *extra]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dtlspeer",
@@ -209,13 +234,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=60.0,
                       help="give up (FAIL) after this many seconds (default 60)")
     demo.set_defaults(func=cmd_demo)
+    bench = sub.add_parser(
+        "bench",
+        help="run the quick benchmark table (plain UDP vs dtlspeer vs pyOpenSSL/trio)",
+        description="Run `python -m benchmarks --quick` from a source checkout; any further "
+        "arguments are passed to it (e.g. `bench --only pingpong --runs 5`).",
+    )
+    bench.set_defaults(func=cmd_bench, bench_args=[])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # everything after it belongs to the benchmark runner
+        args = parser.parse_args(["bench"])
+        args.bench_args = argv[1:]
+    else:
+        args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

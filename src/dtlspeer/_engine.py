@@ -242,6 +242,7 @@ class EngineConfig:
         idle_timeout_ms: int = 0,
         mtu: int = 0,
         badmac_limit: int = 0,
+        park_after_ms: Optional[int] = None,
     ) -> None:
         if ciphersuites is not None:
             check(lib.dp_config_set_ciphersuites(self._ptr, ",".join(ciphersuites).encode("ascii")), "ciphersuites")
@@ -253,6 +254,11 @@ class EngineConfig:
         check(lib.dp_config_set_idle_timeout(self._ptr, idle_timeout_ms), "idle timeout")
         check(lib.dp_config_set_mtu(self._ptr, mtu), "mtu")
         check(lib.dp_config_set_badmac_limit(self._ptr, badmac_limit), "badmac limit")
+        # None keeps the role's default: servers park after 5000 ms, clients never.
+        if park_after_ms is not None:
+            if not 0 <= park_after_ms < 2**32:
+                raise errors.InvalidArgumentError("park_after_ms must be in 0 .. 2**32-1")
+            check(lib.dp_config_set_park_after(self._ptr, park_after_ms), "park_after_ms")
 
     @property
     def handle(self) -> Any:
@@ -397,8 +403,15 @@ class Connection:
         lib.dp_conn_ciphersuite(self._conn, buf, len(buf))
         return ffi.string(buf).decode("ascii")
 
+    @property
+    def parked(self) -> bool:
+        """True while the idle connection is parked (serialized, context freed).
+        Informational only: every method works the same either way."""
+        return bool(check(lib.dp_conn_parked(self._conn), "parked"))
+
     def stats(self) -> dict[str, int]:
-        """Counters: datagrams/records in and out, drops by reason, bad MACs, reconnects."""
+        """Counters: datagrams/records in and out, drops by reason, bad MACs,
+        reconnects, parks/unparks."""
         out = ffi.new("dp_conn_stats *")
         lib.dp_conn_get_stats(self._conn, out)
         return _struct_to_dict("dp_conn_stats", out[0])

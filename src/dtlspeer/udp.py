@@ -68,6 +68,14 @@ def _monotonic_ms() -> int:
 
 _scratch = threading.local()
 
+# Hot-path natives bound once (a module global is cheaper than ``lib.name``).
+_ep_wait = lib.dp_endpoint_wait
+_ep_recv = lib.dp_endpoint_recv
+_ep_send = lib.dp_endpoint_send
+_NULL = ffi.NULL
+_unpack = ffi.unpack
+_MAX_WAIT_MS = 2**31 - 1
+
 
 def _scratch_buffer() -> Any:
     """A per-thread 64 KiB receive buffer: get_packet copies out of it, so it
@@ -411,19 +419,22 @@ class PacketPeerUDP(PacketPeer):
         if timeout is None:
             ms = -1
         else:
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-                raise ArgumentTypeError("timeout must be a number of seconds or None")
+            kind = type(timeout)
+            if kind is not float and kind is not int:  # rare: subclasses, bad types
+                if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                    raise ArgumentTypeError("timeout must be a number of seconds or None")
             if not timeout >= 0:
                 raise InvalidArgumentError(f"timeout must be >= 0, not {timeout}")
             deadline = time.monotonic() + timeout
-            ms = min(2**31 - 1, math.ceil(timeout * 1000))
+            ms = math.ceil(timeout * 1000) if timeout < 2147483.0 else _MAX_WAIT_MS
         while True:
-            rc = lib.dp_endpoint_wait(ep.ptr, self._handle, ms)
+            rc = _ep_wait(ep.ptr, self._handle, ms)
             if rc >= 0:
                 return rc == 1  # type: ignore[no-any-return]
             if rc == _EINTR_CODE:  # a signal: its Python handler has run; retry
                 if timeout is not None:
-                    ms = max(0, min(2**31 - 1, math.ceil((deadline - time.monotonic()) * 1000)))
+                    left = deadline - time.monotonic()
+                    ms = max(0, math.ceil(left * 1000)) if left < 2147483.0 else _MAX_WAIT_MS
                 continue
             if rc == _CLOSED:
                 self._detach()
@@ -494,16 +505,16 @@ class PacketPeerUDP(PacketPeer):
                 raise StateError("no destination: call set_dest_address or connect_to_host")
             v4 = bytes(self._dest.ip[0:12]) == _V4_PREFIX
             ep = self._open_for(socket.AF_INET if v4 else socket.AF_INET6)
-        if self._server_owned:
-            rc = lib.dp_endpoint_send(ep.ptr, self._handle, ffi.NULL, payload, size)
+        if self._connected:  # (never set on a server peer)
+            rc = _ep_send(ep.ptr, 0, _NULL, payload, size)
+        elif self._server_owned:
+            rc = _ep_send(ep.ptr, self._handle, _NULL, payload, size)
             if rc == _CLOSED:
                 self._detach()
                 self.put_packet(data)  # Godot: a detached peer reopens a socket
                 return
-        elif self._connected:
-            rc = lib.dp_endpoint_send(ep.ptr, 0, ffi.NULL, payload, size)
         elif self._dest is not None:
-            rc = lib.dp_endpoint_send(ep.ptr, 0, self._dest, payload, size)
+            rc = _ep_send(ep.ptr, 0, self._dest, payload, size)
         else:
             raise StateError("no destination: call set_dest_address or connect_to_host")
         if rc < 0:
@@ -531,13 +542,16 @@ class PacketPeerUDP(PacketPeer):
         ep = self._ep
         if ep is None or ep.closed:
             ep = self._require("get_packet")
-        buf = _scratch_buffer()
-        n = lib.dp_endpoint_recv(ep.ptr, self._handle, buf, _MAX_DATAGRAM, self._last)
+        try:
+            buf = _scratch.buf
+        except AttributeError:
+            buf = _scratch_buffer()
+        n = _ep_recv(ep.ptr, self._handle, buf, _MAX_DATAGRAM, self._last)
         if n < 0:
             self._recv_failed(n, "get_packet")
         self._packet_error = None
         self._has_last = True
-        return ffi.unpack(buf, n)  # type: ignore[no-any-return]
+        return _unpack(buf, n)  # type: ignore[no-any-return]
 
     def get_packet_into(self, buffer: Union[bytearray, memoryview]) -> int:
         """Copy the oldest datagram into ``buffer`` (writable, reusable) and

@@ -11,6 +11,16 @@
  *   - received plaintext: a bounded FIFO of whole records, decrypted eagerly
  *     so close_notify, alerts and errors show in the status at once.
  * The timer callbacks compare against the time of the current call.
+ *
+ * Parking (server default, see dp_config_set_park_after): an established
+ * connection without authentic traffic for park_after_ms is serialized with
+ * mbedtls_ssl_context_save into a small blob of our own heap (about 200
+ * bytes: session, keys, sequence numbers, anti-replay window, CID, MTU) and
+ * its mbedtls_ssl_context (record buffers included) is freed. The first call
+ * that needs the keys (a datagram that may hold a record for this epoch, a
+ * write, a close) loads the blob into a fresh context; callers never see the
+ * difference. The blob holds keys: it is zeroized when freed and never
+ * leaves this file.
  */
 #include "dp_engine.h"
 
@@ -39,7 +49,9 @@ typedef struct dp_queue {
 } dp_queue;
 
 struct dp_conn {
-    mbedtls_ssl_context ssl;
+    mbedtls_ssl_context *ssl; /* own heap; NULL while parked */
+    unsigned char *parked;    /* serialized context while parked (keys!) */
+    size_t parked_len;
     dp_config *cfg;
     int status;
     int last_error;
@@ -48,6 +60,9 @@ struct dp_conn {
     int64_t now_ms;
     int64_t hs_start_ms;
     int64_t last_rx_ms;
+    int64_t park_due_ms;   /* connected + active: park at this time */
+    int suite_id;          /* negotiated suite, kept while parked */
+    int max_payload;       /* record payload limit, kept while parked */
     int timer_active;
     int64_t timer_start_ms;
     uint32_t timer_int_ms;
@@ -234,7 +249,7 @@ static void fail(dp_conn *c, int ret)
     c->last_error = ret;
     c->status = DP_STATUS_ERROR;
     if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
-        uint32_t flags = mbedtls_ssl_get_verify_result(&c->ssl);
+        uint32_t flags = c->ssl != NULL ? mbedtls_ssl_get_verify_result(c->ssl) : (uint32_t)-1;
         if (flags != (uint32_t)-1) {
             c->verify_flags = flags;
         }
@@ -254,8 +269,8 @@ static void fail(dp_conn *c, int ret)
     } else if (ret == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE) {
         /* The alert stays in in_msg after the call that reported it; Mbed
          * TLS 3.6 has no public getter (pinned version, see vendor lock). */
-        unsigned char code = c->ssl.MBEDTLS_PRIVATE(in_msg) != NULL
-                                 ? c->ssl.MBEDTLS_PRIVATE(in_msg)[1]
+        unsigned char code = c->ssl != NULL && c->ssl->MBEDTLS_PRIVATE(in_msg) != NULL
+                                 ? c->ssl->MBEDTLS_PRIVATE(in_msg)[1]
                                  : 255;
         snprintf(c->reason, sizeof(c->reason), "fatal alert received from peer: %s (%u)",
                  alert_name(code), (unsigned)code);
@@ -268,18 +283,26 @@ static void fail(dp_conn *c, int ret)
     }
 }
 
+/* Authentic traffic: the connection parks park_after_ms from now. */
+static void note_activity(dp_conn *c)
+{
+    uint32_t after = c->cfg->park_after_ms;
+    c->park_due_ms = after != 0 ? c->now_ms + (int64_t)after : -1;
+}
+
 static void on_connected(dp_conn *c)
 {
     c->status = DP_STATUS_CONNECTED;
     c->last_rx_ms = c->now_ms;
-    uint32_t flags = mbedtls_ssl_get_verify_result(&c->ssl);
+    note_activity(c);
+    uint32_t flags = mbedtls_ssl_get_verify_result(c->ssl);
     c->verify_flags = flags == (uint32_t)-1 ? 0 : flags;
     set_reason(c, "connected");
 }
 
 static void handshake_step(dp_conn *c)
 {
-    int ret = mbedtls_ssl_handshake(&c->ssl);
+    int ret = mbedtls_ssl_handshake(c->ssl);
     if (ret == 0) {
         on_connected(c);
     } else if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) {
@@ -288,9 +311,9 @@ static void handshake_step(dp_conn *c)
         /* A cookieless hello reached a live connection (normally the gate
          * answers those): the HelloVerifyRequest is queued; start over
          * statelessly, as Mbed TLS requires. */
-        int r = mbedtls_ssl_session_reset(&c->ssl);
+        int r = mbedtls_ssl_session_reset(c->ssl);
         if (r == 0) {
-            r = mbedtls_ssl_set_client_transport_id(&c->ssl, c->transport_id,
+            r = mbedtls_ssl_set_client_transport_id(c->ssl, c->transport_id,
                                                     c->transport_id_len);
         }
         if (r != 0) {
@@ -306,9 +329,9 @@ static void read_records(dp_conn *c)
     unsigned char none[1];
     for (int guard = 0; guard < DP_READ_LOOP_MAX && c->status == DP_STATUS_CONNECTED; guard++) {
         /* A zero-length read decrypts the next record and reports its size. */
-        int ret = mbedtls_ssl_read(&c->ssl, none, 0);
+        int ret = mbedtls_ssl_read(c->ssl, none, 0);
         if (ret == 0) {
-            size_t avail = mbedtls_ssl_get_bytes_avail(&c->ssl);
+            size_t avail = mbedtls_ssl_get_bytes_avail(c->ssl);
             if (avail == 0) {
                 break; /* an empty record: nothing to deliver */
             }
@@ -319,7 +342,7 @@ static void read_records(dp_conn *c)
             size_t left = avail;
             while (left > 0) {
                 size_t chunk = dst != NULL ? left : (left < sizeof(scratch) ? left : sizeof(scratch));
-                int r = mbedtls_ssl_read(&c->ssl, dst != NULL ? dst + (avail - left) : scratch,
+                int r = mbedtls_ssl_read(c->ssl, dst != NULL ? dst + (avail - left) : scratch,
                                          chunk);
                 if (r <= 0) {
                     break;
@@ -327,6 +350,7 @@ static void read_records(dp_conn *c)
                 left -= (size_t)r;
             }
             c->last_rx_ms = c->now_ms;
+            note_activity(c);
             c->stats.records_in++;
             if (n == NULL || left != 0 || c->app.count >= DP_APP_QUEUE_MAX) {
                 c->stats.dropped_in_full++;
@@ -341,7 +365,7 @@ static void read_records(dp_conn *c)
             break;
         } else if (ret == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) {
             /* Answer with our own close_notify, as Godot does. */
-            (void)mbedtls_ssl_close_notify(&c->ssl);
+            (void)mbedtls_ssl_close_notify(c->ssl);
             c->status = DP_STATUS_DISCONNECTED;
             c->last_rx_ms = c->now_ms;
             set_reason(c, "peer closed the connection (close_notify)");
@@ -366,11 +390,14 @@ static unsigned bad_mac_seen(const dp_conn *c)
     /* DTLS contexts keep the count of records that failed authentication
      * here (ssl.h: "DTLS: records with a bad MAC received"); no getter is
      * public in 3.6. It only counts because dp_config always sets a limit. */
-    return c->ssl.MBEDTLS_PRIVATE(badmac_seen_or_in_hsfraglen);
+    return c->ssl->MBEDTLS_PRIVATE(badmac_seen_or_in_hsfraglen);
 }
 
 static void drive(dp_conn *c)
 {
+    if (c->ssl == NULL) {
+        return; /* parked: nothing runs without traffic */
+    }
     if (c->status == DP_STATUS_HANDSHAKING) {
         handshake_step(c);
     }
@@ -394,6 +421,156 @@ static void advance_clock(dp_conn *c, int64_t now_ms)
 static int ended(const dp_conn *c)
 {
     return c->status != DP_STATUS_HANDSHAKING && c->status != DP_STATUS_CONNECTED;
+}
+
+/* ---- Mbed TLS context and parking ----------------------------------------- */
+
+/* A fresh Mbed TLS context on the connection's config, with our callbacks.
+ * Server: bound to the peer's transport id (cookies on reconnects). */
+static int ssl_open(dp_conn *c)
+{
+    mbedtls_ssl_context *ssl = dp_calloc(1, sizeof(*ssl));
+    if (ssl == NULL) {
+        return DP_ERR_NO_MEMORY;
+    }
+    mbedtls_ssl_init(ssl);
+    int ret = mbedtls_ssl_setup(ssl, &c->cfg->conf);
+    if (ret == 0 && c->cfg->role == DP_ROLE_SERVER) {
+        ret = mbedtls_ssl_set_client_transport_id(ssl, c->transport_id, c->transport_id_len);
+    }
+    if (ret != 0) {
+        mbedtls_ssl_free(ssl);
+        dp_free(ssl);
+        return ret;
+    }
+    mbedtls_ssl_set_bio(ssl, c, bio_send, bio_recv, NULL);
+    mbedtls_ssl_set_timer_cb(ssl, c, timer_set, timer_get);
+    if (c->cfg->mtu != 0) {
+        mbedtls_ssl_set_mtu(ssl, c->cfg->mtu);
+    }
+    c->ssl = ssl;
+    return DP_OK;
+}
+
+static void ssl_release(dp_conn *c)
+{
+    if (c->ssl != NULL) {
+        mbedtls_ssl_free(c->ssl); /* wipes keys and buffers */
+        dp_free(c->ssl);
+        c->ssl = NULL;
+    }
+}
+
+static void blob_release(dp_conn *c)
+{
+    if (c->parked != NULL) {
+        mbedtls_platform_zeroize(c->parked, c->parked_len);
+        dp_free(c->parked);
+        c->parked = NULL;
+        c->parked_len = 0;
+    }
+}
+
+/* An ended connection needs no keys or record buffers any more: only its
+ * status, reason, stats and queued datagrams (a close_notify) remain. */
+static void settle(dp_conn *c)
+{
+    if (ended(c)) {
+        ssl_release(c);
+        blob_release(c);
+    }
+}
+
+/* Serialize an idle established connection and free its Mbed TLS context.
+ * Mbed TLS refuses while anything is in flight (e.g. the server still keeps
+ * its last flight because the peer sent nothing since the handshake): then
+ * try again one period later. */
+static void park(dp_conn *c)
+{
+    size_t need = 0;
+    int ret = mbedtls_ssl_context_save(c->ssl, NULL, 0, &need);
+    if (ret != MBEDTLS_ERR_SSL_BUFFER_TOO_SMALL || need == 0) {
+        c->stats.park_refused++;
+        note_activity(c);
+        return;
+    }
+    unsigned char *blob = dp_calloc(1, need);
+    if (blob == NULL) {
+        c->stats.park_refused++;
+        note_activity(c); /* stay active; memory may be back later */
+        return;
+    }
+    int suite = mbedtls_ssl_get_ciphersuite_id_from_ssl(c->ssl);
+    int max = mbedtls_ssl_get_max_out_record_payload(c->ssl);
+    size_t len = 0;
+    /* The sizing call checked every precondition: from here on save only
+     * fails if the session reset it ends with fails, and then the context
+     * no longer holds the connection. */
+    ret = mbedtls_ssl_context_save(c->ssl, blob, need, &len);
+    if (ret != 0 || len != need) {
+        mbedtls_platform_zeroize(blob, need);
+        dp_free(blob);
+        fail(c, ret != 0 ? ret : MBEDTLS_ERR_SSL_INTERNAL_ERROR);
+        return;
+    }
+    ssl_release(c);
+    c->parked = blob;
+    c->parked_len = len;
+    c->suite_id = suite;
+    c->max_payload = max;
+    c->stats.parks++;
+}
+
+static void maybe_park(dp_conn *c)
+{
+    if (c->status == DP_STATUS_CONNECTED && c->ssl != NULL && c->park_due_ms >= 0 &&
+        c->now_ms >= c->park_due_ms) {
+        park(c);
+    }
+}
+
+/* Load the parked blob into a fresh context. Without memory for a context
+ * the connection stays parked and the caller's operation fails; a blob Mbed
+ * TLS rejects (cannot happen short of memory corruption) ends it. */
+static int unpark(dp_conn *c)
+{
+    if (c->parked == NULL) {
+        return DP_OK;
+    }
+    int ret = ssl_open(c);
+    if (ret != 0) {
+        return ret;
+    }
+    ret = mbedtls_ssl_context_load(c->ssl, c->parked, c->parked_len);
+    blob_release(c);
+    if (ret != 0) {
+        fail(c, ret);
+        set_reason(c, "could not restore the parked connection");
+        settle(c);
+        return ret;
+    }
+    c->stats.unparks++;
+    return DP_OK;
+}
+
+/* Only a DTLS 1.2 record of epoch 0 (a reconnecting client's hello) or 1
+ * (this session: renegotiation is compiled out) can change a parked
+ * connection; Mbed TLS drops everything else, so it does not unpark. */
+static int may_hold_record(const unsigned char *d, size_t len)
+{
+    if (len < 13) {
+        return 0;
+    }
+    unsigned char type = d[0];
+    if (type != MBEDTLS_SSL_MSG_CHANGE_CIPHER_SPEC && type != MBEDTLS_SSL_MSG_ALERT &&
+        type != MBEDTLS_SSL_MSG_HANDSHAKE && type != MBEDTLS_SSL_MSG_APPLICATION_DATA &&
+        type != MBEDTLS_SSL_MSG_CID) {
+        return 0;
+    }
+    if (d[1] != 0xfe || (d[2] != 0xfd && d[2] != 0xff)) {
+        return 0;
+    }
+    return d[3] == 0 && d[4] <= 1;
 }
 
 /* ---- Lifetime ------------------------------------------------------------- */
@@ -428,30 +605,24 @@ int dp_conn_new(dp_config *cfg, const char *hostname, const unsigned char *trans
     if (c == NULL) {
         return DP_ERR_NO_MEMORY;
     }
-    mbedtls_ssl_init(&c->ssl);
-    int ret = mbedtls_ssl_setup(&c->ssl, &cfg->conf);
-    if (ret == 0 && server) {
+    c->cfg = cfg;
+    if (server) {
         memcpy(c->transport_id, transport_id, transport_id_len);
         c->transport_id_len = transport_id_len;
-        ret = mbedtls_ssl_set_client_transport_id(&c->ssl, transport_id, transport_id_len);
     }
+    int ret = ssl_open(c);
     if (ret == 0 && !server) {
         /* Unsafe modes clear the name explicitly: no SNI, no name check. */
-        ret = mbedtls_ssl_set_hostname(&c->ssl,
+        ret = mbedtls_ssl_set_hostname(c->ssl,
                                        cfg->verify_mode == DP_VERIFY_FULL ? name : NULL);
     }
     if (ret != 0) {
-        mbedtls_ssl_free(&c->ssl);
+        ssl_release(c);
         dp_free(c);
         return ret;
     }
-    mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
-    mbedtls_ssl_set_timer_cb(&c->ssl, c, timer_set, timer_get);
-    if (cfg->mtu != 0) {
-        mbedtls_ssl_set_mtu(&c->ssl, cfg->mtu);
-    }
     dp_config_ref(cfg);
-    c->cfg = cfg;
+    c->park_due_ms = -1;
     c->status = DP_STATUS_HANDSHAKING;
     c->now_ms = now_ms;
     c->hs_start_ms = now_ms;
@@ -466,7 +637,8 @@ void dp_conn_free(dp_conn *c)
     if (c == NULL) {
         return;
     }
-    mbedtls_ssl_free(&c->ssl);
+    ssl_release(c);
+    blob_release(c);
     queue_clear(&c->out, 0);
     queue_clear(&c->app, 1);
     dp_config_free(c->cfg);
@@ -486,6 +658,18 @@ int dp_conn_feed(dp_conn *c, const unsigned char *datagram, size_t len, int64_t 
         c->stats.dropped_closed++;
         return c->status;
     }
+    if (c->parked != NULL) {
+        if (!may_hold_record(datagram, len)) {
+            c->stats.discarded++;
+            return c->status;
+        }
+        if (unpark(c) != 0) {
+            if (!ended(c)) {
+                c->stats.dropped_in_full++; /* no memory for a context */
+            }
+            return c->status;
+        }
+    }
     int was_connected = c->status == DP_STATUS_CONNECTED;
     uint64_t records_before = c->stats.records_in;
     uint64_t reconnects_before = c->stats.reconnects;
@@ -499,6 +683,10 @@ int dp_conn_feed(dp_conn *c, const unsigned char *datagram, size_t len, int64_t 
         c->stats.records_in == records_before && c->stats.reconnects == reconnects_before) {
         c->stats.discarded++;
     }
+    /* A datagram with nothing authentic in it does not keep the connection
+     * awake: it parks again at once if it was due. */
+    maybe_park(c);
+    settle(c);
     return c->status;
 }
 
@@ -524,6 +712,8 @@ int dp_conn_update(dp_conn *c, int64_t now_ms)
         }
         drive(c);
     }
+    maybe_park(c);
+    settle(c);
     return c->status;
 }
 
@@ -544,6 +734,10 @@ int64_t dp_conn_next_timeout(const dp_conn *c)
     }
     if (limit >= 0 && (next < 0 || limit < next)) {
         next = limit;
+    }
+    if (c->status == DP_STATUS_CONNECTED && c->ssl != NULL && c->park_due_ms >= 0 &&
+        (next < 0 || c->park_due_ms < next)) {
+        next = c->park_due_ms;
     }
     return next;
 }
@@ -584,7 +778,7 @@ int dp_conn_max_payload(const dp_conn *c)
     if (c->status != DP_STATUS_CONNECTED) {
         return DP_ERR_BAD_STATE;
     }
-    return mbedtls_ssl_get_max_out_record_payload(&c->ssl);
+    return c->ssl != NULL ? mbedtls_ssl_get_max_out_record_payload(c->ssl) : c->max_payload;
 }
 
 int dp_conn_write(dp_conn *c, const unsigned char *data, size_t len, int64_t now_ms)
@@ -599,18 +793,24 @@ int dp_conn_write(dp_conn *c, const unsigned char *data, size_t len, int64_t now
     if (len == 0) {
         return 0; /* nothing to send, as in Godot's put_packet */
     }
-    int max = mbedtls_ssl_get_max_out_record_payload(&c->ssl);
+    int max = dp_conn_max_payload(c);
     if (max < 0) {
         return max;
     }
     if (len > (size_t)max) {
         return DP_ERR_TOO_LARGE; /* one record per payload: no fragmentation */
     }
-    int ret = mbedtls_ssl_write(&c->ssl, data, len);
+    int ret = unpark(c);
+    if (ret != 0) {
+        return ret; /* still parked (no memory) or ended */
+    }
+    ret = mbedtls_ssl_write(c->ssl, data, len);
     if (ret < 0) {
         fail(c, ret);
+        settle(c);
         return ret;
     }
+    note_activity(c);
     c->stats.records_out++;
     return ret;
 }
@@ -621,13 +821,16 @@ int dp_conn_close(dp_conn *c, int64_t now_ms)
         return DP_ERR_INVALID_ARGUMENT;
     }
     advance_clock(c, now_ms);
-    if (c->status == DP_STATUS_CONNECTED) {
-        (void)mbedtls_ssl_close_notify(&c->ssl);
+    /* Parked: the close_notify needs the keys (without memory for them the
+     * connection ends silently, like a lost close_notify). */
+    if (c->status == DP_STATUS_CONNECTED && unpark(c) == 0 && c->ssl != NULL) {
+        (void)mbedtls_ssl_close_notify(c->ssl);
     }
     if (!ended(c)) {
         c->status = DP_STATUS_DISCONNECTED;
         set_reason(c, "closed locally");
     }
+    settle(c);
     return DP_OK;
 }
 
@@ -675,9 +878,17 @@ int dp_conn_ciphersuite(const dp_conn *c, char *buf, size_t cap)
     if (c == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
     }
-    const char *name = c->status == DP_STATUS_CONNECTED ? mbedtls_ssl_get_ciphersuite(&c->ssl)
-                                                        : NULL;
+    const char *name = NULL;
+    if (c->status == DP_STATUS_CONNECTED) {
+        name = c->ssl != NULL ? mbedtls_ssl_get_ciphersuite(c->ssl)
+                              : mbedtls_ssl_get_ciphersuite_name(c->suite_id);
+    }
     return copy_text(name != NULL ? name : "", buf, cap);
+}
+
+int dp_conn_parked(const dp_conn *c)
+{
+    return c == NULL ? DP_ERR_INVALID_ARGUMENT : c->parked != NULL;
 }
 
 void dp_conn_get_stats(const dp_conn *c, dp_conn_stats *out)

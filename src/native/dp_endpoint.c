@@ -70,10 +70,17 @@ typedef socklen_t dp_socklen_t;
 
 #if defined(__linux__) && !defined(DP_PORTABLE_IO)
 #define DP_USE_MMSG 1
+#define DP_USE_BLOCKING_WAIT 1 /* CLIENT waits block in recvmmsg itself (see client_wait) */
+#include <fcntl.h>
+#include <sys/time.h>
+#include <time.h>
 #endif
 
 #define DP_SERVER_BATCH 16 /* datagrams per recvmmsg in SERVER mode */
 #define DP_CLIENT_BATCH 4  /* CLIENT mode: usually one in flight */
+/* CLIENT waits at least this long block in recvmmsg; shorter ones poll(),
+ * whose timer is precise (SO_RCVTIMEO counts in jiffies: +4-8 ms here). */
+#define DP_BLOCKING_WAIT_MIN_MS 40
 #define DP_QUEUE_MIN_CAP 512u
 #define DP_QUEUE_KEEP_CAP 16384u /* an emptied queue above this frees its storage */
 #define DP_SLOT_FREE 0
@@ -218,6 +225,8 @@ struct dp_endpoint {
     dp_addr connected_addr;
     dp_queue queue; /* CLIENT mode */
     dp_udp_stats stats;
+    int fd_blocking; /* CLIENT: O_NONBLOCK cleared for blocking waits (client_wait) */
+    int rcvtimeo_ms; /* CLIENT: SO_RCVTIMEO in force once fd_blocking (-1: none) */
 
     /* SERVER routing */
     dp_slot *slots;
@@ -912,24 +921,10 @@ static dp_queue *queue_of(dp_endpoint *ep, uint64_t handle)
     return (dp_queue *)queue_of_const(ep, handle);
 }
 
-int dp_endpoint_wait(dp_endpoint *ep, uint64_t handle, int timeout_ms)
+/* poll() the socket up to timeout_ms; CLIENT mode drains it when readable.
+ * 1 readable, 0 timed out. */
+static int wait_poll(dp_endpoint *ep, int timeout_ms)
 {
-    if (ep == NULL) {
-        return DP_ERR_INVALID_ARGUMENT;
-    }
-    if (ep->closed) {
-        return DP_ERR_CLOSED;
-    }
-    /* SERVER with handle 0: the socket itself (nothing is queued there). */
-    if (!(ep->mode == DP_ENDPOINT_SERVER && handle == 0)) {
-        const dp_queue *q = queue_of_const(ep, handle);
-        if (q == NULL) {
-            return DP_ERR_CLOSED;
-        }
-        if (q->count > 0) {
-            return 1;
-        }
-    }
 #if defined(_WIN32)
     WSAPOLLFD pfd;
     pfd.fd = ep->fd;
@@ -956,6 +951,127 @@ int dp_endpoint_wait(dp_endpoint *ep, uint64_t handle, int timeout_ms)
         }
     }
     return 1;
+}
+
+#if defined(DP_USE_BLOCKING_WAIT)
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Clear O_NONBLOCK once (every other call on the socket passes MSG_DONTWAIT,
+ * so only this wait ever blocks) and keep SO_RCVTIMEO at block_ms. */
+static int client_blocking_setup(dp_endpoint *ep, int block_ms)
+{
+    if (!ep->fd_blocking) {
+        int fl = fcntl(ep->fd, F_GETFL);
+        if (fl < 0 || ((fl & O_NONBLOCK) && fcntl(ep->fd, F_SETFL, fl & ~O_NONBLOCK) < 0)) {
+            return dp_os_error(errno);
+        }
+        ep->fd_blocking = 1;
+        ep->rcvtimeo_ms = -2; /* unknown: set it below */
+    }
+    if (ep->rcvtimeo_ms != block_ms) {
+        struct timeval tv; /* {0, 0}: no timeout */
+        tv.tv_sec = block_ms < 0 ? 0 : block_ms / 1000;
+        tv.tv_usec = block_ms < 0 ? 0 : (block_ms % 1000) * 1000;
+        if (setsockopt(ep->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, (socklen_t)sizeof(tv)) < 0) {
+            return dp_os_error(errno);
+        }
+        ep->rcvtimeo_ms = block_ms;
+    }
+    return DP_OK;
+}
+
+/* CLIENT wait with an empty queue, timeout_ms < 0 (forever) or >=
+ * DP_BLOCKING_WAIT_MIN_MS: one blocking recvmmsg(MSG_WAITFORONE) both waits
+ * for and reads the datagrams (poll() + recvmmsg took two syscalls per
+ * wait). SO_RCVTIMEO fires late (jiffies, timer-wheel slack up to 1/8), so
+ * the blocking part stops early and poll() waits out the exact remainder.
+ * Same results as wait_poll: 1 once something was read (even if it was
+ * then dropped, or an ICMP error was skipped), 0 on timeout, EINTR as an
+ * error for the caller to retry. */
+static int client_wait(dp_endpoint *ep, int timeout_ms)
+{
+    int rc = ensure_rx(ep);
+    if (rc < 0) {
+        return rc;
+    }
+    int64_t deadline = 0;
+    int block_ms = -1;
+    if (timeout_ms >= 0) {
+        deadline = monotonic_ms() + timeout_ms;
+        block_ms = timeout_ms - timeout_ms / 8 - 10; /* >= 25 for >= 40 */
+    }
+    rc = client_blocking_setup(ep, block_ms);
+    if (rc < 0) {
+        return rc;
+    }
+    int want = ep->batch;
+    for (int i = 0; i < want; i++) {
+        ep->iovs[i].iov_base = ep->rx + (size_t)i * DP_MAX_DATAGRAM;
+        ep->iovs[i].iov_len = DP_MAX_DATAGRAM;
+        memset(&ep->msgs[i].msg_hdr, 0, sizeof(ep->msgs[i].msg_hdr));
+        ep->msgs[i].msg_hdr.msg_iov = &ep->iovs[i];
+        ep->msgs[i].msg_hdr.msg_iovlen = 1;
+        ep->msgs[i].msg_hdr.msg_name = &ep->names[i];
+        ep->msgs[i].msg_hdr.msg_namelen = sizeof(ep->names[i]);
+    }
+    int got = recvmmsg(ep->fd, ep->msgs, (unsigned int)want, MSG_WAITFORONE, NULL);
+    if (got < 0) {
+        int err = errno;
+        if (err == EAGAIN || err == EWOULDBLOCK) { /* the blocking part timed out */
+            int64_t left = deadline - monotonic_ms();
+            if (timeout_ms < 0 || left <= 0) {
+                return 0;
+            }
+            return wait_poll(ep, left > timeout_ms ? timeout_ms : (int)left);
+        }
+        if (!is_remote_error(err)) {
+            return dp_os_error(err); /* EINTR included */
+        }
+        ep->stats.recv_errors++; /* skipped, as drain() does */
+    }
+    for (int i = 0; i < got; i++) {
+        route(ep, (const struct sockaddr *)&ep->names[i], ep->rx + (size_t)i * DP_MAX_DATAGRAM,
+              ep->msgs[i].msg_len, (ep->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0, 0);
+    }
+    if (got < 0 || got == want) {
+        rc = drain(ep, 0); /* read whatever else is waiting, without blocking */
+        if (rc < 0 && got < 0) {
+            return rc;
+        }
+    }
+    return 1;
+}
+#endif
+
+int dp_endpoint_wait(dp_endpoint *ep, uint64_t handle, int timeout_ms)
+{
+    if (ep == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (ep->closed) {
+        return DP_ERR_CLOSED;
+    }
+    /* SERVER with handle 0: the socket itself (nothing is queued there). */
+    if (!(ep->mode == DP_ENDPOINT_SERVER && handle == 0)) {
+        const dp_queue *q = queue_of_const(ep, handle);
+        if (q == NULL) {
+            return DP_ERR_CLOSED;
+        }
+        if (q->count > 0) {
+            return 1;
+        }
+    }
+#if defined(DP_USE_BLOCKING_WAIT)
+    if (ep->mode == DP_ENDPOINT_CLIENT && (timeout_ms < 0 || timeout_ms >= DP_BLOCKING_WAIT_MIN_MS)) {
+        return client_wait(ep, timeout_ms);
+    }
+#endif
+    return wait_poll(ep, timeout_ms);
 }
 
 /* ---- Taking, queues, sending --------------------------------------------- */

@@ -48,6 +48,7 @@ struct dp_config {
     uint32_t hs_timeout_max_ms;
     uint32_t hs_deadline_ms;   /* 0 = none besides Mbed TLS's own */
     uint32_t idle_timeout_ms;  /* 0 = never */
+    uint32_t park_after_ms;    /* 0 = never park (dp_config_set_park_after) */
     uint16_t mtu;              /* 0 = no limit */
     unsigned badmac_limit;     /* 0 = unlimited (still counted) */
     dp_cookie_gate *gate;      /* server: cookie keys (referenced) */

@@ -249,7 +249,10 @@ int dp_endpoint_set_limits(dp_endpoint *ep, uint32_t max_pending, int64_t pendin
 int dp_endpoint_poll(dp_endpoint *ep, int64_t now_ms);
 /* Block up to timeout_ms (< 0: forever) until the slot (0: the endpoint
  * queue) has a datagram queued or the socket is readable. CLIENT mode
- * drains the socket when it wakes. Returns 1 ready, 0 timed out. */
+ * drains the socket when it wakes. Returns 1 ready, 0 timed out; a signal
+ * returns the EINTR code (retry with the time left). On Linux a CLIENT wait
+ * (< 0 or >= 40 ms) blocks in recvmmsg itself: the first such wait clears
+ * O_NONBLOCK on the socket, whose other calls all pass MSG_DONTWAIT. */
 int dp_endpoint_wait(dp_endpoint *ep, uint64_t handle, int timeout_ms);
 /* SERVER: pending slots waiting for dp_endpoint_take. */
 int dp_endpoint_pending_count(const dp_endpoint *ep);
@@ -353,6 +356,14 @@ int dp_config_set_handshake_timeout(dp_config *cfg, uint32_t min_ms, uint32_t ma
 /* A connected peer that sends no valid record for idle_ms is dropped
  * (status ERROR, reason "idle timeout"). 0 = never. */
 int dp_config_set_idle_timeout(dp_config *cfg, uint32_t idle_ms);
+/* Park an established connection after park_after_ms without authentic
+ * traffic (records in or out): its Mbed TLS context is serialized into a
+ * ~200-byte blob and freed (~1 KB per parked connection instead of ~36 KB).
+ * Transparent: the next datagram that may hold a record, write or close
+ * restores it; timers, idle timeout, anti-replay window, sequence numbers
+ * and CID carry over and the peer sees nothing. 0 = never. Default: 5000 ms
+ * for servers, 0 for clients. */
+int dp_config_set_park_after(dp_config *cfg, uint32_t park_after_ms);
 /* Largest datagram the connection sends (0 = no limit; 1200 is safe). */
 int dp_config_set_mtu(dp_config *cfg, uint16_t mtu);
 /* Records failing authentication tolerated before the connection fails
@@ -376,6 +387,9 @@ typedef struct dp_conn_stats {
     uint64_t bad_mac;             /* records that failed authentication */
     uint64_t reconnects;          /* server: RFC 6347 4.2.8 client reconnects */
     uint64_t retransmit_updates;  /* timer expiries that ran the handshake */
+    uint64_t parks;               /* times the idle connection was parked */
+    uint64_t unparks;             /* times it was restored */
+    uint64_t park_refused;        /* park attempts Mbed TLS refused (retried later) */
 } dp_conn_stats;
 
 /* hostname: client only (SNI + name check), NULL = none. transport_id:
@@ -412,6 +426,8 @@ uint32_t dp_conn_verify_flags(const dp_conn *conn);
 int dp_conn_reason(const dp_conn *conn, char *buf, size_t cap);
 /* Negotiated ciphersuite name ("" before the handshake); returns the length. */
 int dp_conn_ciphersuite(const dp_conn *conn, char *buf, size_t cap);
+/* 1 while parked (see dp_config_set_park_after), else 0. */
+int dp_conn_parked(const dp_conn *conn);
 void dp_conn_get_stats(const dp_conn *conn, dp_conn_stats *out);
 
 typedef struct dp_cookie_stats {

@@ -87,6 +87,12 @@
 #undef MBEDTLS_ECP_DP_BP512R1_ENABLED
 #undef MBEDTLS_ECP_DP_CURVE448_ENABLED
 
+/* Nothing reports the peer's certificate after the handshake (we keep only
+ * its verification flags, in dp_conn), so do not keep the parsed chain: a
+ * client saves ~1.9 KB (one P-256 certificate) to several KB (RSA chains),
+ * and a parked session stores a SHA-256 digest of it, not the DER. */
+#undef MBEDTLS_SSL_KEEP_PEER_CERTIFICATE
+
 /* ---- Platform: the extension owns I/O, time and memory -------------------- */
 
 /* Sockets are Python's, the clock is injected (sans-I/O engine) and files
@@ -124,9 +130,20 @@
 
 /* ---- Record sizes --------------------------------------------------------- */
 
-/* Kept at the default 16 KiB: a DTLS handshake message must fit in
- * IN_CONTENT_LEN after reassembly and OpenSSL/GnuTLS/Godot peers may send
- * full-size records. Idle connections are shrunk by other means (see
- * docs/architecture.md, "memory per connection"). */
+/* Kept at the default 16 KiB in and out (IN/OUT_CONTENT_LEN = 16384), which
+ * sets the limits every peer relies on:
+ *   - largest record accepted from a peer: 16 384 bytes of plaintext (the
+ *     TLS maximum; OpenSSL s_client sends 8 KiB+ records in one datagram);
+ *   - largest handshake message accepted: 16 372 bytes after reassembly
+ *     (IN_CONTENT_LEN - 12), e.g. the peer's Certificate message;
+ *   - largest handshake message we send: 16 384 bytes, so our own chain may
+ *     be up to ~16 KB of DER (an RSA-4096 chain of 3 is ~3.9 KB).
+ * Measured (docs/architecture.md, "Memory per connection"): 4 KiB in /
+ * 2 KiB out cut an active connection from 36 074 to 9 450 bytes of heap but
+ * broke an RSA-4096 chain of 3 (Certificate message > OUT) and silently
+ * dropped an 8 000-byte record from OpenSSL. VARIABLE_BUFFER_LENGTH only
+ * helps clients that negotiate max_fragment_length, which OpenSSL, GnuTLS
+ * and Godot do not. Idle connections are instead parked (dp_conn.c): a
+ * parked server connection costs ~0.9 KB of heap, buffers and all freed. */
 
 #endif /* DTLSPEER_MBEDTLS_CONFIG_H */

@@ -1,0 +1,1 @@
+"""dtlspeer benchmarks: ``python -m benchmarks`` (see README.md)."""

@@ -1,0 +1,203 @@
+"""Benchmark runner: ``python -m benchmarks [--quick] [--only METRIC] ...``.
+
+Measures, in the same run, plain Python UDP sockets (the ceiling), dtlspeer
+(Godot-style classes, and the batch host when it exists), pyOpenSSL and
+trio's DTLS endpoint when installed, and prints a table of ratios. Every
+measurement runs server and client in two separate processes on 127.0.0.1,
+bounded in time; values are medians of ``--runs`` runs, and every ratio is
+the median of per-run ratios against the baseline measured in that run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .harness import Cfg, Lib, Metric, Row, make_certificate, print_table, run_pair
+
+LIBS: list[Lib] = [
+    Lib("plain", "plain Python UDP socket", "benchmarks.libs.plain",
+        ("pingpong", "fanin")),
+    Lib("dtlspeer-udp", "dtlspeer UDP (PacketPeerUDP, no TLS)", "benchmarks.libs.dtlspeer_udp",
+        ("pingpong", "fanin"), ("dtlspeer",)),
+    Lib("dtlspeer", "dtlspeer DTLS (Godot-style classes)", "benchmarks.libs.dtlspeer_dtls",
+        ("pingpong", "fanin", "handshake", "memory"), ("dtlspeer",)),
+    Lib("dtlspeer-host", "dtlspeer DTLS (DTLSHost batch)", "benchmarks.libs.dtlspeer_host",
+        ("pingpong", "fanin", "handshake", "memory"), ("dtlspeer.host",),
+        "not measured: dtlspeer.host (branch 'host') is not merged yet"),
+    Lib("pyopenssl", "pyOpenSSL DTLS (memory BIOs)", "benchmarks.libs.pyopenssl_dtls",
+        ("pingpong", "fanin", "handshake", "memory"), ("OpenSSL",)),
+    Lib("trio", "trio DTLSEndpoint (pyOpenSSL)", "benchmarks.libs.trio_dtls",
+        ("pingpong", "fanin", "handshake", "memory"), ("trio", "OpenSSL")),
+    Lib("python-mbedtls", "python-mbedtls DTLS", "benchmarks.libs.python_mbedtls",
+        ("pingpong", "handshake"), ("mbedtls",)),
+]
+
+METRICS: list[Metric] = [
+    Metric("pingpong", "ping-pong round trips/s, 100 B, one client, one in flight", "rt/s",
+           "value", "plain", target_ratio=0.9, target_text="dtlspeer >= 0.9x plain UDP"),
+    Metric("fanin", "one-way 100 B messages/s delivered to one server from 64 clients", "msg/s",
+           "server_value", "plain", target_ratio=1.0, target_text="dtlspeer >= 1.0x plain UDP"),
+    Metric("handshake", "full ECDHE-ECDSA P-256 handshakes/s, cookie exchange included",
+           "hs/s", "value", "pyopenssl", target_ratio=1.0,
+           target_text="dtlspeer >= 1.0x pyOpenSSL"),
+    Metric("memory", "server memory per idle established connection (RSS delta / N)",
+           "KiB/conn", "server_value", "pyopenssl", higher_is_better=False, target_abs=12.0,
+           target_text="dtlspeer <= 12 KiB (pyOpenSSL ~81 KB); ratio vs pyOpenSSL"),
+]
+
+
+def _problems(metric: Metric, res: dict[str, Any]) -> list[str]:
+    """Correctness notes of one run: lost or corrupted data, failures."""
+    out = []
+    if res.get("error"):
+        out.append(f"FAILED: {res['error']}")
+        return out
+    if res.get("lost"):
+        out.append(f"LOST {res['lost']} of {res.get('count')}")
+    if res.get("bad") or res.get("server_bad"):
+        out.append(f"CORRUPT {res.get('bad') or res.get('server_bad')}")
+    if metric.key == "fanin":
+        sent, got = res.get("sent", 0), res.get("server_count", 0)
+        if sent and got < sent:
+            out.append(f"lost {100 * (sent - got) / sent:.1f}% of sent")
+        if res.get("server_senders", 0) < res.get("clients", 0):
+            out.append("some senders never delivered")
+    if metric.key == "memory" and res.get("server_conns") is not None:
+        if res["server_conns"] < res.get("want", 0):
+            out.append(f"only {res['server_conns']} connected")
+    if res.get("note"):
+        out.append(str(res["note"]))
+    return out
+
+
+def run_metric(metric: Metric, libs: Sequence[Lib], cfg: Cfg, runs: int,
+               verbose: bool) -> list[Row]:
+    """All rows of one metric; the baseline is measured in every run."""
+    rows = []
+    for lib in libs:
+        if metric.key not in lib.metrics and lib.key in ("plain", "dtlspeer-udp"):
+            continue  # no TLS: nothing to show for handshakes or connection memory
+        row = Row(lib)
+        if metric.key not in lib.metrics:
+            row.status = "n/a (not driven for this metric; see README)"
+        else:
+            missing = lib.missing()
+            if missing:
+                row.status = missing
+        rows.append(row)
+    base = next((r for r in rows if r.lib.key == metric.baseline), None)
+    for run in range(runs):
+        values: dict[str, float | None] = {}
+        for row in rows:
+            if row.status:
+                continue
+            t0 = time.perf_counter()
+            res = run_pair(row.lib, metric.key, cfg)
+            res.setdefault("clients", cfg.clients if metric.key == "fanin" else 0)
+            res.setdefault("want", cfg.conns)
+            row.details.append({k: v for k, v in res.items() if k not in ("trace",)})
+            probs = _problems(metric, res)
+            row.problems.extend(probs)
+            v = res.get(metric.value_key)
+            if res.get("error") or v is None:
+                values[row.lib.key] = None
+                if verbose and res.get("trace"):
+                    print(res["trace"], file=sys.stderr)
+            else:
+                values[row.lib.key] = float(v)
+                row.values.append(float(v))
+            if verbose:
+                print(f"   run {run + 1}/{runs} {row.lib.key:<15} {metric.key:<10} "
+                      f"{v if v is None else round(float(v), 1)!s:>12}  "
+                      f"({time.perf_counter() - t0:.1f} s) {'; '.join(probs)}", flush=True)
+        b = values.get(metric.baseline)
+        for row in rows:
+            v = values.get(row.lib.key)
+            if b and v is not None:
+                row.ratios.append(v / b)
+    if base is not None and base.status:
+        for row in rows:
+            if not row.status:
+                row.problems.append(f"no ratio: baseline {base.lib.key} {base.status}")
+    return rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="short runs: 3 runs of 1 s, 500 idle connections (a few minutes)")
+    p.add_argument("--only", action="append", choices=[m.key for m in METRICS],
+                   metavar="METRIC", help="run only this metric (repeatable): "
+                   + ", ".join(m.key for m in METRICS))
+    p.add_argument("--lib", action="append", choices=[lib.key for lib in LIBS], metavar="LIB",
+                   help="run only these implementations (the baseline is always added)")
+    p.add_argument("--runs", type=int, help="runs per metric (default 5, quick 3)")
+    p.add_argument("--seconds", type=float, help="seconds per timed run (default 2, quick 1)")
+    p.add_argument("--conns", type=int, help="idle connections for 'memory' "
+                   "(default 10000, quick 500)")
+    p.add_argument("--memory-runs", type=int, default=1,
+                   help="runs of the memory metric (default 1: it is deterministic and slow)")
+    p.add_argument("--clients", type=int, default=64, help="fan-in senders (default 64)")
+    p.add_argument("--concurrency", type=int, default=4, help="handshakes in flight (default 4)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="hard bound of one run in seconds (default 60, 300 for memory)")
+    p.add_argument("--json", metavar="PATH", help="also write every run's raw results as JSON")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every run as it ends")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse options, run the metrics, print the tables; exit 0 unless a run crashed."""
+    args = build_parser().parse_args(argv)
+    quick = args.quick
+    runs = args.runs or (3 if quick else 5)
+    seconds = args.seconds or (1.0 if quick else 2.0)
+    conns = args.conns or (500 if quick else 10_000)
+    metrics = [m for m in METRICS if not args.only or m.key in args.only]
+    libs = [lib for lib in LIBS if not args.lib or lib.key in args.lib
+            or lib.key in {m.baseline for m in metrics}]
+    key_pem, cert_pem = make_certificate()
+    print(f"dtlspeer benchmarks ({'quick' if quick else 'full'} mode): Python "
+          f"{platform.python_version()}, {platform.system()} {platform.machine()}, "
+          f"{os.cpu_count()} CPUs, load average "
+          f"{', '.join(f'{x:.2f}' for x in os.getloadavg()) if hasattr(os, 'getloadavg') else '?'}")
+    print("loopback 127.0.0.1; server and client in separate processes; "
+          f"{runs} runs x {seconds:g} s; memory: {conns} connections, {args.memory_runs} run(s)")
+    report: dict[str, Any] = {"mode": "quick" if quick else "full", "runs": runs,
+                              "seconds": seconds, "conns": conns, "metrics": {}}
+    failed = False
+    for metric in metrics:
+        is_mem = metric.key == "memory"
+        cfg = Cfg(seconds=seconds, clients=args.clients, concurrency=args.concurrency,
+                  conns=conns, key_pem=key_pem, cert_pem=cert_pem,
+                  timeout=args.timeout or (300.0 if is_mem else 60.0))
+        n = args.memory_runs if is_mem else runs
+        rows = run_metric(metric, libs, cfg, n, args.verbose)
+        note = (f"{n} run(s), N={conns}" if is_mem else f"{n} runs x {seconds:g} s")
+        print_table(metric, rows, n, note)
+        failed |= any(p.startswith("FAILED") for r in rows for p in r.problems)
+        report["metrics"][metric.key] = {
+            "title": metric.title, "unit": metric.unit, "baseline": metric.baseline,
+            "target": metric.target_text,
+            "rows": [{"lib": r.lib.key, "title": r.lib.title, "status": r.status,
+                      "median": r.value, "ratio": r.ratio, "values": r.values,
+                      "ratios": r.ratios, "problems": list(dict.fromkeys(r.problems)),
+                      "runs": r.details} for r in rows],
+        }
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1, default=str)
+        print(f"\nraw results: {args.json}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Library adapters of the benchmark runner (one module per implementation)."""

@@ -1,0 +1,305 @@
+"""dtlspeer DTLS with the Godot-style classes (``UDPServer`` + ``DTLSServer``
+on the server, ``PacketPeerUDP`` + ``PacketPeerDTLS`` on the client).
+
+Server loop exactly as Godot documents it: ``udp_server.poll()``, take new
+peers through ``dtls_server.take_connection``, ``peer.poll()`` each peer,
+read its packets. One native call per peer per ``poll()``. Certificate:
+the harness's self-signed P-256 key (ECDHE-ECDSA); the client verifies it
+(``TLSOptions.client(cert)``, name 127.0.0.1)."""
+
+from __future__ import annotations
+
+import gc
+import socket
+import time
+from typing import Any, Callable
+
+from ..harness import (
+    HOST,
+    RCVBUF,
+    Cfg,
+    FaninSink,
+    PingClient,
+    Result,
+    Stop,
+    blast,
+    payload,
+    raise_fd_limit,
+    rss_bytes,
+    wait_readable,
+)
+from .dtlspeer_udp import server_socket
+
+
+def _materials(cfg: Cfg) -> tuple[Any, Any]:
+    from dtlspeer import CryptoKey, TLSOptions, X509Certificate
+
+    key, cert = CryptoKey(), X509Certificate()
+    key.load_from_string(cfg.key_pem)
+    cert.load_from_string(cfg.cert_pem)
+    return TLSOptions.server(key, cert), TLSOptions.client(cert)
+
+
+class Server:
+    """A Godot-style DTLS server on 127.0.0.1 (an ephemeral port)."""
+
+    def __init__(self, cfg: Cfg, max_pending: int = 64) -> None:
+        from dtlspeer import DTLSServer, PacketPeerDTLS, UDPServer
+
+        self.HANDSHAKING = PacketPeerDTLS.STATUS_HANDSHAKING
+        self.CONNECTED = PacketPeerDTLS.STATUS_CONNECTED
+        self.udp = UDPServer()
+        self.udp.max_pending_connections = max_pending
+        self.udp.listen(0, HOST)
+        self.sock = server_socket(self.udp)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        self.dtls = DTLSServer()
+        self.dtls.setup(_materials(cfg)[0])
+        self.peers: list[Any] = []
+
+    @property
+    def port(self) -> int:
+        return int(self.udp.get_local_port())
+
+    def accept(self) -> list[Any]:
+        """poll() the UDPServer and take every new peer; returns the new DTLS peers."""
+        self.udp.poll()
+        new = []
+        while self.udp.is_connection_available():
+            peer = self.dtls.take_connection(self.udp.take_connection())
+            if peer.get_status() == self.HANDSHAKING:  # the others: cookie exchange
+                new.append(peer)
+        self.peers.extend(new)
+        return new
+
+    def prune(self) -> None:
+        ok = (self.HANDSHAKING, self.CONNECTED)
+        self.peers = [p for p in self.peers if p.get_status() in ok]
+
+
+class Client:
+    """One client connection: a connected PacketPeerUDP plus PacketPeerDTLS."""
+
+    def __init__(self, port: int, options: Any) -> None:
+        from dtlspeer import PacketPeerDTLS, PacketPeerUDP
+
+        self.udp = PacketPeerUDP()
+        self.udp.connect_to_host(HOST, port)
+        self.sock = self.udp._ep.sock  # only to select() over many clients
+        self.dtls = PacketPeerDTLS()
+        self.dtls.connect_to_peer(self.udp, HOST, options)
+
+    def fileno(self) -> int:
+        return int(self.sock.fileno())
+
+    def close(self) -> None:
+        self.dtls.disconnect_from_peer()
+        self.udp.close()
+
+
+def _handshake_all(clients: list[Client], deadline: float) -> None:
+    """Drive the clients until every one is connected; raise on failure."""
+    from dtlspeer import PacketPeerDTLS
+
+    waiting = list(clients)
+    while waiting:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(waiting)} handshakes unfinished")
+        wait_readable(waiting, 0.02)
+        still = []
+        for c in waiting:
+            c.dtls.poll()
+            st = c.dtls.get_status()
+            if st == PacketPeerDTLS.STATUS_HANDSHAKING:
+                still.append(c)
+            elif st != PacketPeerDTLS.STATUS_CONNECTED:
+                raise RuntimeError(f"handshake failed: {c.dtls.get_last_error()}")
+        waiting = still
+
+
+# -- ping-pong ---------------------------------------------------------------------
+
+
+def pingpong_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    srv = Server(cfg)
+    ready(srv.port)
+    guard = Stop(stop, cfg.timeout)
+    echoed = 0
+    while True:
+        if not wait_readable([srv.sock], 0.05):
+            if guard.now():
+                break
+        srv.accept()
+        for peer in srv.peers:
+            peer.poll()
+            while peer.get_available_packet_count():
+                peer.put_packet(peer.get_packet())
+                echoed += 1
+    return {"echoed": echoed}
+
+
+def pingpong_client(cfg: Cfg, port: int, stop: Any) -> Result:
+    c = Client(port, _materials(cfg)[1])
+    _handshake_all([c], time.monotonic() + 30)
+    dtls, udp = c.dtls, c.udp
+
+    def recv(timeout: float) -> Any:
+        while True:
+            if dtls.get_available_packet_count():
+                return dtls.get_packet()
+            if not udp.wait(timeout):
+                return None
+            dtls.poll()
+
+    try:
+        return PingClient(cfg).run(dtls.put_packet, recv)
+    finally:
+        c.close()
+
+
+# -- fan-in ---------------------------------------------------------------------------
+
+
+def fanin_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    srv = Server(cfg, max_pending=cfg.clients * 2)
+    ready(srv.port)
+    guard = Stop(stop, cfg.timeout)
+    inbox: list[list[bytes]] = []
+    sink = FaninSink()
+    got = 0
+    while True:
+        if not wait_readable([srv.sock], 0.05):
+            if guard.now():
+                break
+        for _ in srv.accept():
+            inbox.append([])
+        for peer, q in zip(srv.peers, inbox):
+            peer.poll()
+            for _ in range(peer.get_available_packet_count()):
+                q.append(peer.get_packet())
+                got += 1
+        sink.mark(got)
+    return sink.result(inbox, cfg.payload)
+
+
+def fanin_client(cfg: Cfg, port: int, stop: Any) -> Result:
+    options = _materials(cfg)[1]
+    clients = [Client(port, options) for _ in range(cfg.clients)]
+    _handshake_all(clients, time.monotonic() + 60)
+    bufs = [bytearray(payload(cfg.payload, i)) for i in range(cfg.clients)]
+    return blast([c.dtls.put_packet for c in clients], bufs, cfg,
+                 lambda: [c.close() for c in clients])
+
+
+# -- handshakes -----------------------------------------------------------------------
+
+
+def handshake_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    srv = Server(cfg, max_pending=cfg.concurrency * 4)
+    ready(srv.port)
+    guard = Stop(stop, cfg.timeout)
+    done = 0
+    while True:
+        if not wait_readable([srv.sock], 0.02) and guard.now():
+            break
+        srv.accept()
+        for peer in srv.peers:
+            peer.poll()
+        before = len(srv.peers)
+        srv.prune()  # ended by the client's close_notify
+        done += before - len(srv.peers)
+    return {"closed": done, "gate": srv.dtls.get_stats()}
+
+
+def handshake_client(cfg: Cfg, port: int, stop: Any) -> Result:
+    from dtlspeer import PacketPeerDTLS
+
+    options = _materials(cfg)[1]
+    slots = [Client(port, options) for _ in range(cfg.concurrency)]
+    done = failed = 0
+    reasons: list[str] = []
+    start = time.perf_counter()
+    end = start + cfg.seconds
+    while time.perf_counter() < end:
+        wait_readable(slots, 0.02)
+        for i, c in enumerate(slots):
+            c.dtls.poll()
+            st = c.dtls.get_status()
+            if st == PacketPeerDTLS.STATUS_HANDSHAKING:
+                continue
+            if st == PacketPeerDTLS.STATUS_CONNECTED:
+                done += 1
+            else:
+                failed += 1
+                reasons.append(c.dtls.get_last_error())
+            c.close()
+            slots[i] = Client(port, options)
+    elapsed = time.perf_counter() - start
+    for c in slots:
+        c.close()
+    res: Result = {"value": done / elapsed, "count": done, "lost": failed}
+    if reasons:
+        res["note"] = reasons[0]
+    return res
+
+
+# -- memory ---------------------------------------------------------------------------
+
+
+def memory_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    srv = Server(cfg, max_pending=256)
+    ready(srv.port)
+    guard = Stop(stop, cfg.timeout)
+    handshaking: list[Any] = []
+    idle: list[Any] = []
+    base = None
+    last_idle_poll = time.monotonic()
+    while len(idle) < cfg.conns:
+        if not wait_readable([srv.sock], 0.05) and guard.now():
+            return {"error": f"only {len(idle)} of {cfg.conns} connections established"}
+        handshaking.extend(srv.accept())
+        srv.peers = []
+        still = []
+        for peer in handshaking:
+            peer.poll()
+            st = peer.get_status()
+            if st == srv.CONNECTED:
+                idle.append(peer)
+                if base is None:  # first connection: code paths are warm now
+                    gc.collect()
+                    base = rss_bytes()
+            elif st == srv.HANDSHAKING:
+                still.append(peer)
+        handshaking = still
+        if time.monotonic() - last_idle_poll > 1.0:  # a lost last flight is resent on poll
+            for peer in idle:
+                peer.poll()
+            last_idle_poll = time.monotonic()
+    time.sleep(0.3)
+    gc.collect()
+    end = rss_bytes()
+    alive = sum(1 for p in idle if p.get_status() == srv.CONNECTED)
+    if base is None or end is None:
+        return {"error": "RSS not available on this OS"}
+    per = (end - base) / max(1, len(idle) - 1) / 1024
+    return {"value": per, "conns": alive, "rss_base": base, "rss_end": end}
+
+
+def memory_client(cfg: Cfg, port: int, stop: Any) -> Result:
+    raise_fd_limit(cfg.conns + 256)
+    options = _materials(cfg)[1]
+    deadline = time.monotonic() + cfg.timeout
+    keep: list[Client] = []
+    first = Client(port, options)
+    _handshake_all([first], deadline)
+    keep.append(first)
+    time.sleep(0.5)  # the server takes its baseline RSS now
+    start = time.perf_counter()
+    wave = 32
+    while len(keep) < cfg.conns:
+        batch = [Client(port, options) for _ in range(min(wave, cfg.conns - len(keep)))]
+        _handshake_all(batch, deadline)
+        keep.extend(batch)
+    rate = (len(keep) - 1) / max(1e-9, time.perf_counter() - start)
+    stop.wait(cfg.timeout)  # stay connected until the server has measured
+    return {"established": len(keep), "handshakes_per_s": rate}

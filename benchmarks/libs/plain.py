@@ -1,0 +1,97 @@
+"""Plain Python UDP sockets: the ceiling every ratio is measured against.
+
+Idiomatic, not handicapped: blocking ``recv`` with a timeout for ping-pong,
+``select`` plus a non-blocking ``recvfrom_into`` drain and a dict keyed by
+address for fan-in (what a hand-written Python game server does)."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, Callable
+
+from ..harness import (
+    HOST,
+    Cfg,
+    FaninSink,
+    PingClient,
+    Result,
+    Stop,
+    blast,
+    payload,
+    plain_server_socket,
+)
+
+
+def pingpong_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((HOST, 0))
+    s.settimeout(0.05)
+    ready(s.getsockname()[1])
+    guard = Stop(stop, cfg.timeout)
+    echoed = 0
+    while True:
+        try:
+            data, src = s.recvfrom(2048)
+        except socket.timeout:
+            if guard.now():
+                break
+            continue
+        s.sendto(data, src)
+        echoed += 1
+    s.close()
+    return {"echoed": echoed}
+
+
+def pingpong_client(cfg: Cfg, port: int, stop: Any) -> Result:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect((HOST, port))
+
+    s.settimeout(2.0)
+    try:
+        return PingClient(cfg).run(s.send, lambda _t: s.recv(2048))
+    except socket.timeout:
+        return {"error": "echo lost (2 s timeout)"}
+    finally:
+        s.close()
+
+
+def fanin_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    s = plain_server_socket()
+    ready(s.getsockname()[1])
+    guard = Stop(stop, cfg.timeout)
+    inbox: dict[tuple[str, int], list[bytes]] = {}
+    buf = bytearray(2048)
+    view = memoryview(buf)
+    sink = FaninSink()
+    got = 0
+    import select
+
+    while True:
+        if not select.select([s], [], [], 0.05)[0]:
+            if guard.now():
+                break
+            continue
+        while True:
+            try:
+                n, addr = s.recvfrom_into(buf)
+            except BlockingIOError:
+                break
+            q = inbox.get(addr)
+            if q is None:
+                q = inbox[addr] = []
+            q.append(bytes(view[:n]))
+            got += 1
+        sink.mark(got)
+    s.close()
+    return sink.result(list(inbox.values()), cfg.payload)
+
+
+def fanin_client(cfg: Cfg, port: int, stop: Any) -> Result:
+    socks = []
+    for _ in range(cfg.clients):
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        c.connect((HOST, port))
+        socks.append(c)
+    bufs = [bytearray(payload(cfg.payload, i)) for i in range(cfg.clients)]
+    return blast([c.send for c in socks], bufs, cfg, lambda: [c.close() for c in socks])
+
