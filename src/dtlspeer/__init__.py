@@ -11,6 +11,7 @@ from .build_info import build_info, ciphersuites, mbedtls_version
 from .crypto import Crypto, CryptoKey, X509Certificate
 from .dtls import DTLSServer, DTLSSettings, PacketPeerDTLS
 from .errors import DTLSPeerError
+from .host import DisconnectReason, DTLSHost, HostEvent, HostEventType, HostPeer
 from .packet_peer import PacketPeer
 from .tls_options import TLSOptions
 from .udp import PacketPeerUDP, UDPServer
@@ -20,9 +21,14 @@ __version__ = "0.1.0"
 __all__ = [
     "Crypto",
     "CryptoKey",
+    "DTLSHost",
     "DTLSPeerError",
     "DTLSServer",
     "DTLSSettings",
+    "DisconnectReason",
+    "HostEvent",
+    "HostEventType",
+    "HostPeer",
     "PacketPeer",
     "PacketPeerDTLS",
     "PacketPeerUDP",

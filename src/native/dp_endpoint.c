@@ -241,6 +241,12 @@ struct dp_endpoint {
     int64_t pending_timeout_ms;
     uint32_t peer_recv_buf_size;
 
+    /* SERVER: when set, every datagram goes to the sink instead of a queue
+     * (dp_host.c); a nonzero return stops reading after the current batch. */
+    dp_endpoint_sink_fn sink;
+    void *sink_ctx;
+    int sink_stop;
+
     /* receive buffers, allocated on first receive */
     int batch;
     uint8_t *rx;
@@ -666,6 +672,25 @@ static void route_server(dp_endpoint *ep, const dp_addr *src, const uint8_t *dat
 {
     count_in(&ep->stats, len);
     uint32_t index = table_find(ep, src);
+    if (ep->sink != NULL) {
+        uint64_t handle = 0;
+        if (index != DP_NO_INDEX) {
+            count_in(&ep->slots[index].stats, len);
+            handle = slot_handle(ep, index);
+        }
+        if (truncated) {
+            if (index != DP_NO_INDEX) {
+                ep->slots[index].stats.drop_truncated++;
+            }
+            ep->stats.drop_truncated++;
+            return;
+        }
+        /* Last use of ep's slot storage here: the sink may open slots. */
+        if (ep->sink(ep->sink_ctx, handle, src, data, len, now_ms) != 0) {
+            ep->sink_stop = 1;
+        }
+        return;
+    }
     if (index != DP_NO_INDEX) {
         dp_slot *s = &ep->slots[index];
         count_in(&s->stats, len);
@@ -810,8 +835,8 @@ static int drain(dp_endpoint *ep, int64_t now_ms)
                   (ep->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0, now_ms);
         }
         total += got;
-        if (got < want) {
-            break; /* the socket had no more */
+        if (got < want || ep->sink_stop) {
+            break; /* the socket had no more, or the sink is full */
         }
 #else
         struct sockaddr_storage name;
@@ -859,6 +884,9 @@ static int drain(dp_endpoint *ep, int64_t now_ms)
         }
         route(ep, (const struct sockaddr *)&name, ep->rx, (size_t)n, truncated, now_ms);
         total++;
+        if (ep->sink_stop) {
+            break;
+        }
 #endif
     }
     return total;
@@ -875,6 +903,7 @@ int dp_endpoint_poll(dp_endpoint *ep, int64_t now_ms)
     if (ep->mode == DP_ENDPOINT_SERVER) {
         expire_pending(ep, now_ms);
     }
+    ep->sink_stop = 0;
     return drain(ep, now_ms);
 }
 
@@ -1027,12 +1056,15 @@ int dp_endpoint_wait(dp_endpoint *ep, uint64_t handle, int timeout_ms)
     if (ep->closed) {
         return DP_ERR_CLOSED;
     }
-    const dp_queue *q = queue_of_const(ep, handle);
-    if (q == NULL) {
-        return DP_ERR_CLOSED;
-    }
-    if (q->count > 0) {
-        return 1;
+    /* SERVER with handle 0: the socket itself (nothing is queued there). */
+    if (!(ep->mode == DP_ENDPOINT_SERVER && handle == 0)) {
+        const dp_queue *q = queue_of_const(ep, handle);
+        if (q == NULL) {
+            return DP_ERR_CLOSED;
+        }
+        if (q->count > 0) {
+            return 1;
+        }
     }
 #if defined(DP_USE_BLOCKING_WAIT)
     if (ep->mode == DP_ENDPOINT_CLIENT && (timeout_ms < 0 || timeout_ms >= DP_BLOCKING_WAIT_MIN_MS)) {
@@ -1301,4 +1333,163 @@ int dp_endpoint_inject(dp_endpoint *ep, const dp_addr *src, const uint8_t *data,
         return ep->slots[index].queue.count > queued;
     }
     return ep->stats.pending_created > created;
+}
+
+/* ---- Hooks for the DTLS host (dp_host.c) ---------------------------------- */
+
+int dp_endpoint_set_sink(dp_endpoint *ep, dp_endpoint_sink_fn sink, void *ctx)
+{
+    if (ep == NULL || ep->mode != DP_ENDPOINT_SERVER) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    ep->sink = sink;
+    ep->sink_ctx = ctx;
+    ep->sink_stop = 0;
+    return DP_OK;
+}
+
+int dp_endpoint_slot_open(dp_endpoint *ep, const dp_addr *addr, int64_t now_ms, uint64_t *handle)
+{
+    if (ep == NULL || addr == NULL || handle == NULL || ep->mode != DP_ENDPOINT_SERVER) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    *handle = 0;
+    if (ep->closed) {
+        return DP_ERR_CLOSED;
+    }
+    struct sockaddr_storage ss;
+    dp_socklen_t sslen = 0;
+    int rc = addr_to_sockaddr(ep, addr, &ss, &sslen);
+    if (rc < 0) {
+        return rc; /* an address this socket cannot reach */
+    }
+    dp_addr key = *addr;
+    key.reserved = 0;
+    if (table_find(ep, &key) != DP_NO_INDEX) {
+        return DP_ERR_BAD_STATE;
+    }
+    rc = slots_reserve(ep);
+    if (rc == DP_OK) {
+        rc = table_reserve(ep);
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    uint32_t index = ep->free_head;
+    dp_slot *s = &ep->slots[index];
+    ep->free_head = s->next;
+    uint32_t gen = s->gen;
+    memset(s, 0, sizeof(*s));
+    s->gen = gen;
+    s->addr = key;
+    s->state = DP_SLOT_TAKEN;
+    s->created_ms = now_ms;
+    s->queue.limit = ep->peer_recv_buf_size;
+    s->prev = s->next = DP_NO_INDEX;
+    ep->slots_used++;
+    table_insert_raw(ep->table, ep->table_cap, addr_hash(ep, &key), index);
+    *handle = slot_handle(ep, index);
+    return DP_OK;
+}
+
+#if defined(DP_USE_MMSG)
+static void count_out(dp_endpoint *ep, uint64_t handle, size_t len)
+{
+    ep->stats.packets_out++;
+    ep->stats.bytes_out += (uint64_t)len;
+    dp_slot *s = handle != 0 ? slot_get(ep, handle) : NULL;
+    if (s != NULL) {
+        s->stats.packets_out++;
+        s->stats.bytes_out += (uint64_t)len;
+    }
+}
+#endif
+
+#define DP_SEND_BATCH 64 /* datagrams per sendmmsg */
+
+int dp_endpoint_send_batch(dp_endpoint *ep, const dp_endpoint_out *msgs, size_t count,
+                           size_t *failed, int *last_error)
+{
+    if (ep == NULL || (msgs == NULL && count != 0) || failed == NULL || last_error == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    *failed = 0;
+    *last_error = 0;
+    if (ep->closed) {
+        *failed = count;
+        *last_error = DP_ERR_CLOSED;
+        return DP_ERR_CLOSED;
+    }
+    size_t sent = 0;
+#if defined(DP_USE_MMSG)
+    struct mmsghdr vec[DP_SEND_BATCH];
+    struct iovec iov[DP_SEND_BATCH];
+    struct sockaddr_storage names[DP_SEND_BATCH];
+    size_t origin[DP_SEND_BATCH]; /* msgs index of each vec entry */
+    size_t next = 0;
+    while (next < count) {
+        unsigned fill = 0;
+        for (; next < count && fill < DP_SEND_BATCH; next++) {
+            const dp_endpoint_out *m = &msgs[next];
+            dp_slot *s = slot_get(ep, m->handle);
+            dp_socklen_t sslen = 0;
+            if (s == NULL || m->len > DP_MAX_DATAGRAM ||
+                addr_to_sockaddr(ep, &s->addr, &names[fill], &sslen) < 0) {
+                (*failed)++;
+                *last_error = s == NULL ? DP_ERR_CLOSED : DP_ERR_INVALID_ARGUMENT;
+                continue;
+            }
+            iov[fill].iov_base = (void *)(uintptr_t)m->data;
+            iov[fill].iov_len = m->len;
+            memset(&vec[fill], 0, sizeof(vec[fill]));
+            vec[fill].msg_hdr.msg_name = &names[fill];
+            vec[fill].msg_hdr.msg_namelen = sslen;
+            vec[fill].msg_hdr.msg_iov = &iov[fill];
+            vec[fill].msg_hdr.msg_iovlen = 1;
+            origin[fill] = next;
+            fill++;
+        }
+        unsigned off = 0;
+        int interrupted = 0;
+        /* Every pass advances off or ends the batch; EINTR retries are bounded. */
+        while (off < fill) {
+            int n = sendmmsg(ep->fd, vec + off, fill - off, MSG_DONTWAIT);
+            if (n > 0) {
+                for (int i = 0; i < n; i++) {
+                    unsigned k = off + (unsigned)i;
+                    count_out(ep, msgs[origin[k]].handle, vec[k].msg_len);
+                }
+                sent += (size_t)n;
+                off += (unsigned)n;
+                continue;
+            }
+            int err = n < 0 ? errno : EAGAIN;
+            if (err == EINTR && interrupted++ < 8) {
+                continue;
+            }
+            if (err == EAGAIN || err == EWOULDBLOCK) {
+                /* The send buffer is full: the rest of the batch is lost like
+                 * any UDP datagram (DTLS retransmits handshakes). */
+                *failed += fill - off;
+                *last_error = DP_ERR_WOULD_BLOCK;
+                off = fill;
+                break;
+            }
+            (*failed)++; /* this datagram alone was refused (EMSGSIZE, EPERM...) */
+            *last_error = dp_os_error(err);
+            off++;
+        }
+    }
+#else
+    for (size_t i = 0; i < count; i++) {
+        int rc = dp_endpoint_send(ep, msgs[i].handle, NULL, msgs[i].data, msgs[i].len);
+        if (rc >= 0) {
+            sent++;
+        } else {
+            (*failed)++;
+            *last_error = rc;
+        }
+    }
+#endif
+    return (int)sent;
 }

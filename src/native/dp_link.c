@@ -40,14 +40,14 @@ static void result_init(dp_link_result *res)
  * a ClientHello. On a connected association this can only be a client that
  * started over from the same address and port (RFC 6347 4.2.8); everything
  * else about the datagram is judged by the gate. */
-static int is_epoch0_client_hello(const unsigned char *d, size_t len)
+int dp_is_initial_client_hello(const unsigned char *d, size_t len)
 {
     return len > DP_RECORD_HEADER && d[0] == DP_CT_HANDSHAKE && d[3] == 0 && d[4] == 0 &&
            d[DP_RECORD_HEADER] == DP_HS_CLIENT_HELLO;
 }
 
 /* The bytes a server's cookies are bound to: address, port, scope. */
-static size_t transport_id(const dp_addr *a, unsigned char *out)
+size_t dp_addr_transport_id(const dp_addr *a, unsigned char *out)
 {
     memcpy(out, a->ip, 16);
     out[16] = (unsigned char)(a->port >> 8);
@@ -123,7 +123,7 @@ static int client_port_reuse(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *g
     if (dp_endpoint_slot_addr(ep, handle, &addr) != DP_OK) {
         return 0;
     }
-    size_t tid_len = transport_id(&addr, tid);
+    size_t tid_len = dp_addr_transport_id(&addr, tid);
     int verdict = dp_cookie_gate_check(gate, tid, tid_len, data, len, now_ms, reply,
                                        sizeof(reply), &reply_len);
     if (verdict == DP_GATE_REPLY) {
@@ -169,7 +169,7 @@ int dp_link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_gate
             break; /* DP_ERR_WOULD_BLOCK: nothing more */
         }
         if (handle != 0 && gate != NULL && dp_conn_status(conn) == DP_STATUS_CONNECTED &&
-            is_epoch0_client_hello(dp_link_buf, (size_t)n)) {
+            dp_is_initial_client_hello(dp_link_buf, (size_t)n)) {
             if (client_port_reuse(ep, handle, gate, dp_link_buf, (size_t)n, now_ms, res)) {
                 res->status = dp_conn_status(conn);
                 return DP_OK; /* the slot is gone: nothing left to send to */
@@ -198,7 +198,7 @@ int dp_link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, dp_co
         return rc;
     }
     unsigned char tid[32];
-    size_t tid_len = transport_id(&addr, tid);
+    size_t tid_len = dp_addr_transport_id(&addr, tid);
     int queued = dp_endpoint_queued(ep, handle);
     if (queued < 0) {
         return queued;

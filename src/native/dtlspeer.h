@@ -498,6 +498,157 @@ int dp_link_flush(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_link_resul
 int dp_endpoint_inject(dp_endpoint *ep, const dp_addr *src, const uint8_t *data, size_t len,
                        int64_t now_ms);
 
+/* ---- DTLS host (dp_host.c) ------------------------------------------------ */
+
+/* The batch path (ENet-style): one host owns one UDP endpoint (SERVER mode
+ * routing: address -> slot handle) and every DTLS connection on it, as a
+ * server (config + cookie gate: unknown senders pass the stateless gate, a
+ * valid cookie creates a dp_conn) and/or a client (dp_host_connect). One
+ * dp_host_service call waits for readability, drains the socket (recvmmsg),
+ * feeds the connections, runs the due timers (a min-heap keyed by
+ * dp_conn_next_timeout: idle peers cost nothing per call), and fills an
+ * event array plus ONE payload buffer; what does not fit stays queued for
+ * the next call. Sends are encrypted into per-peer queues and leave in
+ * sendmmsg batches at the end of dp_host_service or dp_host_flush.
+ *
+ * Peer ids are the endpoint slot handles (generation-tagged, never 0): a
+ * stale id gets DP_ERR_CLOSED. A peer the application knows (it saw its
+ * CONNECT event, or created it with dp_host_connect) ends with exactly one
+ * DISCONNECT event; a server-side peer that failed before connecting ends
+ * with an ERROR event instead. DISCONNECT/ERROR carry the reason text as
+ * their payload. An ended peer stays queryable (status, reason, stats)
+ * until the start of the next dp_host_service; its address is released
+ * then. One thread at a time per host. */
+
+typedef struct dp_host dp_host;
+
+enum {
+    DP_HOST_EVENT_CONNECT = 1,    /* handshake finished */
+    DP_HOST_EVENT_RECEIVE = 2,    /* one record: payload[offset .. offset+length) */
+    DP_HOST_EVENT_DISCONNECT = 3, /* a known peer ended; payload = reason text */
+    DP_HOST_EVENT_ERROR = 4       /* an accepted handshake failed; payload = reason text */
+};
+
+enum {
+    DP_HOST_REASON_NONE = 0,
+    DP_HOST_REASON_PEER_CLOSED = 1,       /* close_notify received */
+    DP_HOST_REASON_LOCAL = 2,             /* dp_host_disconnect */
+    DP_HOST_REASON_IDLE_TIMEOUT = 3,      /* connected, no record for idle_ms */
+    DP_HOST_REASON_HANDSHAKE_TIMEOUT = 4, /* retransmissions or the deadline ran out */
+    DP_HOST_REASON_HANDSHAKE_FAILED = 5,  /* TLS failure before connecting */
+    DP_HOST_REASON_TLS_ERROR = 6,         /* TLS failure or fatal alert while connected */
+    DP_HOST_REASON_RECONNECT = 7          /* the client began a new session (same address) */
+};
+
+enum {
+    DP_HOST_MIN_PAYLOAD = 16384, /* payload_cap must hold the largest record */
+    DP_HOST_DEFAULT_MAX_PEERS = 4096
+};
+
+typedef struct dp_host_event {
+    uint64_t peer;   /* peer id */
+    uint32_t offset; /* payload bytes: payload_buf[offset .. offset + length) */
+    uint32_t length;
+    int32_t code;    /* DISCONNECT/ERROR: Mbed TLS / DP code behind it (0 if none) */
+    uint8_t type;    /* DP_HOST_EVENT_* */
+    uint8_t reason;  /* DP_HOST_REASON_* */
+    uint8_t status;  /* DP_STATUS_* of the peer after the event */
+    uint8_t reserved;
+} dp_host_event;
+
+typedef struct dp_host_stats {
+    uint32_t peers;              /* entries: handshaking + connected + ended not yet released */
+    uint32_t connected;          /* connected and not ended */
+    uint32_t handshaking;
+    uint32_t timers;             /* peers in the timer heap */
+    uint64_t services;           /* dp_host_service calls */
+    uint64_t datagrams_in;       /* datagrams the endpoint delivered to the host */
+    uint64_t datagrams_out;      /* datagrams the socket took */
+    uint64_t send_batches;       /* batches handed to sendmmsg */
+    uint64_t send_dropped;       /* datagrams the socket refused (lost) */
+    uint64_t events;             /* events returned */
+    uint64_t records_in;         /* RECEIVE events */
+    uint64_t records_out;        /* records queued by send/broadcast */
+    uint64_t connects;           /* CONNECT events */
+    uint64_t disconnects;        /* DISCONNECT events */
+    uint64_t errors;             /* ERROR events */
+    uint64_t timer_runs;         /* connection timers run (dp_conn_update) */
+    uint64_t hvr_sent;           /* HelloVerifyRequests sent by the gate */
+    uint64_t gate_dropped;       /* unknown senders' datagrams the gate dropped */
+    uint64_t admitted;           /* connections created for valid cookies */
+    uint64_t dropped_not_accepting; /* unknown sender while the host accepts nobody */
+    uint64_t dropped_peer_limit; /* valid cookie while max_peers were in use */
+    uint64_t dropped_ended;      /* datagram for a peer that already ended */
+    uint64_t send_to_ended;      /* dp_host_send to an ended or released peer (dropped) */
+    uint64_t carried_over;       /* calls that left events for the next call (buffer full) */
+    int32_t last_send_error;     /* code of the last refused datagram, 0 if none */
+    int32_t reserved;
+} dp_host_stats;
+
+typedef struct dp_host_peer_info {
+    int status;           /* DP_STATUS_* */
+    int last_error;       /* code behind an ERROR status */
+    uint32_t verify_flags;
+    int max_payload;      /* largest send payload; 0 unless connected */
+    int outgoing;         /* 1: created by dp_host_connect */
+    int ended;            /* 1: ended, waiting for release */
+    int queued_out;       /* datagrams waiting for the next flush */
+    int pending_in;       /* records received, not yet returned as events */
+    dp_addr addr;
+} dp_host_peer_info;
+
+/* fd: a bound, non-blocking UDP socket the caller keeps open until
+ * dp_host_close; family 4 or 6; max_peers 0 = DP_HOST_DEFAULT_MAX_PEERS. */
+int dp_host_new(int64_t fd, int family, uint32_t max_peers, dp_host **out);
+/* dp_host_close, then free everything. NULL is fine. */
+void dp_host_free(dp_host *host);
+/* Send close_notify to every connected peer, free every connection and the
+ * endpoint (the socket is left to the caller). No events. Idempotent. */
+int dp_host_close(dp_host *host, int64_t now_ms);
+/* Accept DTLS clients with cfg (server role) through gate; both are
+ * referenced. cfg NULL: accept nobody from now on (live peers stay). */
+int dp_host_set_server(dp_host *host, dp_config *cfg, dp_cookie_gate *gate);
+/* Client role configuration for dp_host_connect (referenced). */
+int dp_host_set_client(dp_host *host, dp_config *cfg);
+/* Start a handshake with addr (ClientHello leaves at the next flush).
+ * hostname: SNI + name check (NULL = none). DP_ERR_BAD_STATE when addr
+ * already has a peer or no client config is set; DP_ERR_LIMIT at max_peers. */
+int dp_host_connect(dp_host *host, const dp_addr *addr, const char *hostname, int64_t now_ms,
+                    uint64_t *peer);
+/* Everything in one call (see above). timeout_ms: 0 = do not wait, < 0 =
+ * wait until a datagram or a timer; only waits when no event is ready.
+ * Fills events[0 .. *n_events). payload_cap >= DP_HOST_MIN_PAYLOAD. */
+int dp_host_service(dp_host *host, int64_t now_ms, int timeout_ms, dp_host_event *events,
+                    uint32_t max_events, uint8_t *payload_buf, size_t payload_cap,
+                    uint32_t *n_events);
+/* Encrypt one record for peer (queued; leaves at the next flush). Returns
+ * len. DP_ERR_BAD_STATE while handshaking, DP_ERR_TOO_LARGE above its
+ * max_payload, DP_ERR_CLOSED for a peer that ended or a stale id (the
+ * record is dropped and counted: its DISCONNECT event may still be on its
+ * way, and a reply to it is no error). */
+int dp_host_send(dp_host *host, uint64_t peer, const uint8_t *data, size_t len, int64_t now_ms);
+/* dp_host_send to every connected peer except the exclude[0 .. n_exclude)
+ * ids. Nothing is queued (DP_ERR_TOO_LARGE) if len exceeds any target's
+ * max_payload. Returns the number of peers it was queued for. */
+int dp_host_broadcast(dp_host *host, const uint8_t *data, size_t len, const uint64_t *exclude,
+                      size_t n_exclude, int64_t now_ms);
+/* Send every queued datagram now (sendmmsg). Returns how many left. */
+int dp_host_flush(dp_host *host);
+/* Send close_notify (if connected) and end the peer now (reason LOCAL, its
+ * unread records dropped); its DISCONNECT event comes from the next
+ * dp_host_service. An already ended peer: no-op. */
+int dp_host_disconnect(dp_host *host, uint64_t peer, int64_t now_ms);
+/* Earliest timer deadline (absolute ms), -1 if none. */
+int64_t dp_host_next_timeout(const dp_host *host);
+int dp_host_peer_get_info(const dp_host *host, uint64_t peer, dp_host_peer_info *out);
+/* Readable reason of the peer's last status change; returns the length. */
+int dp_host_peer_reason(const dp_host *host, uint64_t peer, char *buf, size_t cap);
+int dp_host_peer_ciphersuite(const dp_host *host, uint64_t peer, char *buf, size_t cap);
+int dp_host_peer_stats(const dp_host *host, uint64_t peer, dp_conn_stats *out);
+int dp_host_get_stats(const dp_host *host, dp_host_stats *out);
+/* Counters of the host's UDP endpoint (all slots). */
+int dp_host_udp_stats(const dp_host *host, dp_udp_stats *out);
+
 /* END CDEF */
 
 /* ---- Internal helpers shared by our C files (not seen by cffi) ---------- */
@@ -506,6 +657,32 @@ void *dp_calloc(size_t count, size_t size);
 void dp_free(void *ptr);
 /* mbedtls f_rng-compatible callback over the shared RNG. */
 int dp_rng(void *ctx, unsigned char *out, size_t len);
+
+/* Endpoint hooks for the DTLS host (dp_endpoint.c). A SERVER endpoint with
+ * a sink hands every received datagram to it (handle = the sender's slot, 0
+ * for an unknown sender) instead of queueing or creating pending slots; a
+ * nonzero return stops dp_endpoint_poll after the current recvmmsg batch. */
+typedef int (*dp_endpoint_sink_fn)(void *ctx, uint64_t handle, const dp_addr *src,
+                                   const uint8_t *data, size_t len, int64_t now_ms);
+int dp_endpoint_set_sink(dp_endpoint *ep, dp_endpoint_sink_fn sink, void *ctx);
+/* SERVER: route addr to a new TAKEN slot (an association we start).
+ * DP_ERR_BAD_STATE if addr already has a slot. */
+int dp_endpoint_slot_open(dp_endpoint *ep, const dp_addr *addr, int64_t now_ms, uint64_t *handle);
+typedef struct dp_endpoint_out {
+    uint64_t handle; /* SERVER slot */
+    const uint8_t *data;
+    size_t len;
+} dp_endpoint_out;
+/* Send msgs in order (sendmmsg batches on Linux). Returns how many the
+ * socket took; *failed / *last_error tell about the others (lost). */
+int dp_endpoint_send_batch(dp_endpoint *ep, const dp_endpoint_out *msgs, size_t count,
+                           size_t *failed, int *last_error);
+
+/* Shared by the DTLS link and host (dp_link.c): the bytes a server's cookies
+ * are bound to (out holds >= 22), and whether a datagram is an epoch-0
+ * ClientHello (a client starting over on a live association). */
+size_t dp_addr_transport_id(const dp_addr *a, unsigned char *out);
+int dp_is_initial_client_hello(const unsigned char *d, size_t len);
 
 #ifdef __cplusplus
 }

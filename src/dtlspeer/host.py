@@ -1,0 +1,758 @@
+"""DTLSHost: the batch API for servers and clients with many DTLS peers (ours).
+
+ENet-style: one :meth:`DTLSHost.service` call does everything in C
+(``src/native/dp_host.c``): it waits up to ``timeout`` for the socket, reads
+every datagram (``recvmmsg``), routes it by address, passes unknown senders
+through the stateless cookie gate, drives handshakes, runs the due timers
+(a min-heap: idle peers cost nothing), decrypts, and returns a list of
+:class:`HostEvent`. Sends are encrypted at once and leave in ``sendmmsg``
+batches at the end of ``service()`` or on :meth:`DTLSHost.flush`. Python's
+cost is per event, never per datagram or per idle peer.
+
+The same C core runs the Godot-style classes (``PacketPeerDTLS``,
+``DTLSServer``), so a ``PacketPeerDTLS`` client talks to a ``DTLSHost``
+server and a ``DTLSHost`` client to a ``DTLSServer``.
+
+Objects are not thread-safe: use a host and its peers from one thread.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import socket
+import struct
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple, Union
+
+from . import errors
+from ._binding import check, ffi, lib, to_bytes
+from ._engine import CookieGate, EngineConfig, Verify, _struct_to_dict
+from .dtls import DTLSSettings, PacketPeerDTLS, _check_settings, _Status
+from .packet_peer import BytesLike
+from .tls_options import TLSOptions
+from .udp import _addr_text, _check_int, _fill_addr, _open_socket, _resolve
+
+__all__ = ["DTLSHost", "DisconnectReason", "HostEvent", "HostEventType", "HostPeer"]
+
+_EVENT = struct.Struct("<QIIiBBBB")
+assert _EVENT.size == ffi.sizeof("dp_host_event"), "dp_host_event layout changed"
+_ERRORS_RAISED_BY_SEND = (
+    lib.DP_ERR_TOO_LARGE,
+    lib.DP_ERR_INVALID_ARGUMENT,
+    lib.DP_ERR_BAD_STATE,
+    lib.DP_ERR_CLOSED,
+)
+_DEFAULT_SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class HostEventType(enum.IntEnum):
+    """What a :class:`HostEvent` reports."""
+
+    CONNECT = lib.DP_HOST_EVENT_CONNECT
+    """A handshake finished; ``peer`` is now connected."""
+    RECEIVE = lib.DP_HOST_EVENT_RECEIVE
+    """``data`` is one record received from ``peer``."""
+    DISCONNECT = lib.DP_HOST_EVENT_DISCONNECT
+    """A peer you know (CONNECT seen, or made by ``connect``) ended; see ``reason``."""
+    ERROR = lib.DP_HOST_EVENT_ERROR
+    """An accepted client's handshake failed before connecting (you never saw
+    a CONNECT for it); informational."""
+
+
+class DisconnectReason(enum.IntEnum):
+    """Why a peer ended (``HostEvent.reason``)."""
+
+    NONE = lib.DP_HOST_REASON_NONE
+    PEER_CLOSED = lib.DP_HOST_REASON_PEER_CLOSED
+    """The peer sent close_notify."""
+    LOCAL = lib.DP_HOST_REASON_LOCAL
+    """``disconnect_from_peer()`` / ``DTLSHost.disconnect`` was called."""
+    IDLE_TIMEOUT = lib.DP_HOST_REASON_IDLE_TIMEOUT
+    """Connected, but no record arrived for ``settings.idle_timeout_ms``."""
+    HANDSHAKE_TIMEOUT = lib.DP_HOST_REASON_HANDSHAKE_TIMEOUT
+    """Retransmissions or ``settings.handshake_deadline_ms`` ran out."""
+    HANDSHAKE_FAILED = lib.DP_HOST_REASON_HANDSHAKE_FAILED
+    """A TLS failure before connecting (certificate, alert, bad PSK...)."""
+    TLS_ERROR = lib.DP_HOST_REASON_TLS_ERROR
+    """A TLS failure or fatal alert while connected."""
+    RECONNECT = lib.DP_HOST_REASON_RECONNECT
+    """The client began a new session from the same address and port; the
+    new session arrives as a new peer."""
+
+
+_TYPES = {int(t): t for t in HostEventType}
+_REASONS = {int(r): r for r in DisconnectReason}
+
+
+class HostEvent(NamedTuple):
+    """One thing that happened during :meth:`DTLSHost.service`.
+
+    ``data`` is the record for RECEIVE (``b""`` otherwise); ``reason``,
+    ``message`` (readable text) and ``code`` (Mbed TLS / dtlspeer code, 0 if
+    none) describe DISCONNECT and ERROR events.
+    """
+
+    type: HostEventType
+    peer: HostPeer
+    data: bytes = b""
+    reason: DisconnectReason = DisconnectReason.NONE
+    message: str = ""
+    code: int = 0
+
+
+class HostPeer(PacketPeerDTLS):
+    """A DTLS peer of a :class:`DTLSHost` (a ``PacketPeerDTLS`` over the host's
+    socket and connection table).
+
+    ``put_packet``, ``get_status``, ``disconnect_from_peer``,
+    ``get_last_error``, ``get_error_code``, ``get_verify_flags``,
+    ``get_ciphersuite``, ``get_max_packet_size``, ``get_stats`` and
+    ``get_peer_address`` work as on any ``PacketPeerDTLS`` and act on the
+    same native connection the host drives.
+
+    Receiving is the host's job: records arrive as ``RECEIVE`` events from
+    :meth:`DTLSHost.service` (in order per peer), so ``get_packet()`` always
+    raises WouldBlockError and ``get_available_packet_count()`` is 0.
+    ``poll()`` sends the host's queued records now (``DTLSHost.flush``);
+    everything else happens in ``service()``. ``put_packet`` queues the
+    record; it leaves at the next ``service()`` or ``flush()``.
+    """
+
+    def __init__(self, host: DTLSHost, peer_id: int, outgoing: bool) -> None:
+        """Made by the host only (on CONNECT, or by ``DTLSHost.connect``)."""
+        super().__init__()
+        self._host = host
+        self._ended = False  # its DISCONNECT/ERROR event was decoded, or the host closed
+        self._peer_id = peer_id
+        self._outgoing = outgoing
+        self._status = _Status.STATUS_HANDSHAKING
+        self._reason = "handshaking"
+        self._address: tuple[str, int] = ("", 0)
+        self._final_suite = ""
+        self._settings = host._settings
+        self._closed_locally = False
+
+    # -- internals -------------------------------------------------------------
+
+    def _live_host(self) -> DTLSHost | None:
+        host = self._host
+        return None if self._ended or host._ptr is None else host
+
+    def _info(self) -> Any | None:
+        host = self._live_host()
+        if host is None:
+            return None
+        info = host._info
+        if lib.dp_host_peer_get_info(host._ptr, self._peer_id, info) < 0:
+            return None
+        return info
+
+    def _finish(self, status: int, message: str, code: int) -> None:
+        """Keep the outcome; the native entry is released by the next service."""
+        host = self._live_host()
+        if host is not None:
+            self._address = self.get_peer_address()
+            self._conn_stats = self.get_stats()
+            self._verify_flags = self.get_verify_flags()
+            self._final_suite = self.get_ciphersuite()
+        self._status = _Status(status)
+        self._reason = message
+        self._error_code = code
+        self._ended = True
+
+    # -- PacketPeerDTLS API ------------------------------------------------------
+
+    @property
+    def peer_id(self) -> int:
+        """The host's id of this peer (unique for the host's lifetime)."""
+        return self._peer_id
+
+    @property
+    def host(self) -> DTLSHost | None:
+        """The host driving this peer; None once it ended."""
+        return None if self._ended else self._host
+
+    def is_outgoing(self) -> bool:
+        """True when this host started the connection (``DTLSHost.connect``)."""
+        return self._outgoing
+
+    def connect_to_peer(self, *args: Any, **kwargs: Any) -> None:
+        """Not for host peers: use :meth:`DTLSHost.connect`. Raises StateError."""
+        raise errors.StateError("host peers are created by DTLSHost.connect()")
+
+    def poll(self) -> None:
+        """Send the host's queued records now (``DTLSHost.flush``); receiving,
+        handshakes and timers run in :meth:`DTLSHost.service`."""
+        host = self._live_host()
+        if host is not None:
+            host.flush()
+
+    def get_status(self) -> _Status:
+        """The connection status now (Godot ``get_status``)."""
+        info = self._info()
+        if info is None:
+            return self._status
+        return _Status(info.status)
+
+    def disconnect_from_peer(self) -> None:
+        """Send close_notify if connected and end the peer now; a DISCONNECT
+        event (reason LOCAL) follows from the next ``service()``. Records not
+        yet returned as events are dropped. Idempotent."""
+        host = self._live_host()
+        if host is not None:
+            host.disconnect(self)
+
+    def get_available_packet_count(self) -> int:
+        """Always 0: host peers receive through ``RECEIVE`` events."""
+        return 0
+
+    def get_packet(self) -> bytes:
+        """Raises WouldBlockError: records arrive as ``RECEIVE`` events of
+        :meth:`DTLSHost.service`."""
+        exc = errors.WouldBlockError("host peers receive through DTLSHost.service() RECEIVE events")
+        self._packet_error = exc
+        raise exc
+
+    def put_packet(self, data: BytesLike) -> None:
+        """Queue ``data`` as one DTLS record (sent at the next ``service()``
+        or ``flush()``). Empty data sends nothing. InvalidArgumentError above
+        :meth:`get_max_packet_size`. StateError while handshaking, after
+        ``disconnect_from_peer()`` and after the host closed. A peer that the
+        remote side ended (close_notify, timeout, TLS error) silently drops
+        the record, counted in ``DTLSHost.get_stats()["send_to_ended"]``: a
+        handler replying to its last RECEIVE events, which come in the same
+        list as its DISCONNECT, must not blow up (remote doing never raises)."""
+        host = self._host
+        if self._closed_locally or host._ptr is None:
+            raise errors.StateError(f"cannot put_packet: not connected ({self._status.name})")
+        host._send(self, data)
+
+    def get_max_packet_size(self) -> int:
+        """Largest ``put_packet`` payload now (0 unless connected)."""
+        info = self._info()
+        if info is None or info.status != lib.DP_STATUS_CONNECTED:
+            return 0
+        cap = self._settings.max_packet_size
+        return min(info.max_payload, cap) if cap else int(info.max_payload)
+
+    def get_last_error(self) -> str:
+        """Why the status last changed, in words."""
+        host = self._live_host()
+        if host is None:
+            return self._reason
+        buf = host._text
+        if lib.dp_host_peer_reason(host._ptr, self._peer_id, buf, len(buf)) < 0:
+            return self._reason
+        return str(ffi.string(buf).decode("utf-8", "replace"))
+
+    def get_error_code(self) -> int:
+        """Mbed TLS / dtlspeer code behind an error status (0 if none)."""
+        info = self._info()
+        return self._error_code if info is None else int(info.last_error)
+
+    def get_verify_flags(self) -> int:
+        """X.509 verification flags of the peer's certificate."""
+        info = self._info()
+        return self._verify_flags if info is None else int(info.verify_flags)
+
+    def get_ciphersuite(self) -> str:
+        """The negotiated ciphersuite ("" before the handshake)."""
+        host = self._live_host()
+        if host is None:
+            return self._final_suite
+        buf = host._text
+        if lib.dp_host_peer_ciphersuite(host._ptr, self._peer_id, buf, len(buf)) < 0:
+            return self._final_suite
+        return str(ffi.string(buf).decode("ascii", "replace"))
+
+    def get_stats(self) -> dict[str, int]:
+        """The connection's counters (as ``PacketPeerDTLS.get_stats``, without
+        the per-peer socket counters: see ``DTLSHost.get_stats``)."""
+        host = self._live_host()
+        if host is None:
+            return dict(self._conn_stats)
+        out = host._conn_stats_out
+        if lib.dp_host_peer_stats(host._ptr, self._peer_id, out) < 0:
+            return dict(self._conn_stats)
+        return _struct_to_dict("dp_conn_stats", out[0])
+
+    def get_peer_address(self) -> tuple[str, int]:
+        """(IP, port) of the remote side (kept after the peer ended)."""
+        info = self._info()
+        if info is None:
+            return self._address
+        return _addr_text(info.addr), int(info.addr.port)
+
+    def __repr__(self) -> str:
+        ip, port = self.get_peer_address()
+        return f"<HostPeer {self.get_status().name} {ip}:{port} id={self._peer_id:#x}>"
+
+
+Exclude = Union[None, HostPeer, Iterable[HostPeer]]
+
+
+class DTLSHost:
+    """Many DTLS peers on one UDP socket, serviced in one native call (ours).
+
+    Server (accepts clients)::
+
+        host = DTLSHost("*", 4433, server_options=TLSOptions.server(key, cert))
+        while running:
+            for event in host.service(timeout=1 / 60):
+                if event.type == HostEventType.CONNECT: ...
+                elif event.type == HostEventType.RECEIVE:
+                    event.peer.put_packet(reply(event.data))
+                elif event.type == HostEventType.DISCONNECT: ...   # event.reason
+            host.broadcast(state)                                  # sent by the next service
+
+    Client (or relay, both roles on one socket)::
+
+        host = DTLSHost(client_options=TLSOptions.client(ca))
+        server = host.connect("game.example", 4433)                # CONNECT event follows
+
+    Credentials: ``server_options`` (``TLSOptions.server``) and/or
+    ``server_psk`` (identity -> key) make it accept clients;
+    ``client_options`` and/or ``client_psk`` ((identity, key)) are used by
+    :meth:`connect` (default: ``TLSOptions.client()``). ``settings``
+    (:class:`DTLSSettings`) sets timers, idle timeout and MTU for every peer.
+    ``ciphersuites`` restricts both roles (Mbed TLS names). ``max_peers``
+    bounds the connections (handshaking + connected); clients beyond it are
+    not admitted. ``cookie_secret`` (16..64 bytes) lets several processes
+    accept each other's cookies (they then run on the wall clock).
+
+    Events per call are bounded by ``max_events`` and ``payload_buffer_size``
+    bytes of payload; what does not fit stays queued in C for the next call
+    (nothing is lost, per-peer order is kept).
+
+    Differences from Godot's ENet-based peers: each peer is a DTLS 1.2
+    association, there are no channels and no reliability layer (records
+    are datagrams: they can be lost or reordered, never corrupted).
+    """
+
+    def __init__(
+        self,
+        bind_address: str = "*",
+        port: int = 0,
+        *,
+        server_options: TLSOptions | None = None,
+        server_psk: Mapping[bytes, bytes] | None = None,
+        client_options: TLSOptions | None = None,
+        client_psk: tuple[bytes, bytes] | None = None,
+        settings: DTLSSettings | None = None,
+        ciphersuites: Sequence[str] | None = None,
+        max_peers: int = 4096,
+        cookie_secret: bytes | None = None,
+        max_events: int = 4096,
+        payload_buffer_size: int = 1 << 20,
+        socket_buffer_size: int = _DEFAULT_SOCKET_BUFFER,
+    ) -> None:
+        """Bind a socket and set up the roles (see the class notes)."""
+        self._ptr: Any = None
+        self._sock: socket.socket | None = None
+        self._settings = _check_settings(settings)
+        max_peers = _check_int(max_peers, "max_peers")
+        max_events = _check_int(max_events, "max_events")
+        payload_buffer_size = _check_int(payload_buffer_size, "payload_buffer_size")
+        socket_buffer_size = _check_int(socket_buffer_size, "socket_buffer_size")
+        if not 1 <= max_peers < 2**31:
+            raise errors.InvalidArgumentError("max_peers must be in 1 .. 2**31-1")
+        if not 1 <= max_events <= 1 << 20:
+            raise errors.InvalidArgumentError("max_events must be in 1 .. 2**20")
+        if not lib.DP_HOST_MIN_PAYLOAD <= payload_buffer_size <= 1 << 30:
+            raise errors.InvalidArgumentError(
+                f"payload_buffer_size must be in {lib.DP_HOST_MIN_PAYLOAD} .. 2**30 "
+                "(it must hold the largest record)"
+            )
+        if cookie_secret is not None:
+            cookie_secret = to_bytes(cookie_secret, "cookie_secret")
+            if not 16 <= len(cookie_secret) <= 64:
+                raise errors.InvalidArgumentError("cookie_secret must be 16..64 bytes")
+        self._clock = _wall_ms if cookie_secret is not None else _now_ms
+        suites = list(ciphersuites) if ciphersuites is not None else None
+        server_config = self._server_config(server_options, server_psk, cookie_secret, suites)
+        self._client_options = client_options
+        self._client_psk = client_psk
+        self._suites = suites
+        client_config = None
+        if client_options is not None or client_psk is not None:
+            client_config = self._client_config(client_options, client_psk, suites)
+
+        sock = _open_socket(bind_address, _check_int(port, "port"), False)
+        try:
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                # Bursts of thousands of datagrams per tick; the OS may cap it.
+                sock.setsockopt(socket.SOL_SOCKET, option, socket_buffer_size)
+            out = ffi.new("dp_host **")
+            family = 6 if sock.family == socket.AF_INET6 else 4
+            check(lib.dp_host_new(sock.fileno(), family, max_peers, out), "DTLSHost")
+            self._ptr = ffi.gc(out[0], lib.dp_host_free)
+            if server_config is not None:
+                config, gate = server_config
+                check(lib.dp_host_set_server(self._ptr, config.handle, gate.handle), "server")
+            if client_config is not None:
+                check(lib.dp_host_set_client(self._ptr, client_config.handle), "client")
+        except BaseException:
+            if self._ptr is not None:
+                lib.dp_host_close(self._ptr, 0)
+                self._ptr = None
+            sock.close()
+            raise
+        self._sock = sock
+        self._has_client = client_config is not None
+        self._peers: dict[int, HostPeer] = {}
+        self._max_events = max_events
+        self._events = ffi.new("dp_host_event[]", max_events)
+        self._payload_cap = payload_buffer_size
+        self._payload = ffi.new("uint8_t[]", payload_buffer_size)
+        self._payload_view = ffi.buffer(self._payload)
+        self._n_events = ffi.new("uint32_t *")
+        self._info = ffi.new("dp_host_peer_info *")
+        self._text = ffi.new("char[]", 512)
+        self._conn_stats_out = ffi.new("dp_conn_stats *")
+        self._peer_out = ffi.new("uint64_t *")
+        self._addr = ffi.new("dp_addr *")
+
+    # -- configuration ---------------------------------------------------------------
+
+    def _common(self, suites: list[str] | None) -> dict[str, Any]:
+        options = self._settings._engine_options()
+        if suites is not None:
+            options["ciphersuites"] = suites
+        return options
+
+    def _server_config(
+        self,
+        options: TLSOptions | None,
+        psk: Mapping[bytes, bytes] | None,
+        secret: bytes | None,
+        suites: list[str] | None,
+    ) -> tuple[EngineConfig, CookieGate] | None:
+        if options is None and psk is None:
+            return None
+        if options is not None:
+            if not isinstance(options, TLSOptions):
+                raise errors.ArgumentTypeError(
+                    f"server_options must be TLSOptions, not {type(options).__name__}"
+                )
+            if not options.is_server():
+                raise errors.InvalidArgumentError(
+                    "server_options are client options (use TLSOptions.server)"
+                )
+        if psk is not None and not isinstance(psk, Mapping):
+            raise errors.ArgumentTypeError("server_psk must be a mapping identity -> key")
+        gate = CookieGate(secret)
+        if options is not None:
+            key, cert = options.get_private_key(), options.get_own_certificate()
+            assert key is not None and cert is not None
+            with key._mutex, cert._mutex:
+                config = EngineConfig.server(
+                    gate=gate, key=key, certificate=cert, psks=psk, **self._common(suites)
+                )
+        else:
+            config = EngineConfig.server(gate=gate, psks=psk, **self._common(suites))
+        return config, gate
+
+    def _client_config(
+        self,
+        options: TLSOptions | None,
+        psk: tuple[bytes, bytes] | None,
+        suites: list[str] | None,
+    ) -> EngineConfig:
+        if options is None:
+            # A PSK authenticates the server; without one, verify against the system CAs.
+            options = TLSOptions.client_unsafe() if psk is not None else TLSOptions.client()
+        if not isinstance(options, TLSOptions):
+            raise errors.ArgumentTypeError(
+                f"client_options must be TLSOptions, not {type(options).__name__}"
+            )
+        if options.is_server():
+            raise errors.InvalidArgumentError(
+                "client_options are server options (use TLSOptions.client)"
+            )
+        if psk is not None and (not isinstance(psk, tuple) or len(psk) != 2):
+            raise errors.ArgumentTypeError("client_psk must be a tuple (identity, key)")
+        if options.is_unsafe_client():
+            verify = Verify.NONE if options.get_trusted_ca_chain() is None else Verify.CHAIN_ONLY
+        else:
+            verify = Verify.FULL
+        chain = options._effective_ca_chain() if verify != Verify.NONE else None
+        common = self._common(suites)
+        name = options.get_common_name_override()
+        if chain is not None:
+            with chain._mutex:
+                return EngineConfig.client(
+                    verify=verify,
+                    trusted_chain=chain,
+                    common_name_override=name,
+                    psk=psk,
+                    **common,
+                )
+        return EngineConfig.client(verify=verify, common_name_override=name, psk=psk, **common)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _require(self) -> Any:
+        if self._ptr is None:
+            raise errors.StateError("the host is closed")
+        return self._ptr
+
+    def _send(self, peer: HostPeer, data: BytesLike) -> None:
+        payload = to_bytes(data, "data")  # empty: the C side checks the state, sends nothing
+        cap = self._settings.max_packet_size
+        if cap and len(payload) > cap:
+            raise errors.InvalidArgumentError(
+                f"packet of {len(payload)} bytes exceeds settings.max_packet_size={cap}"
+            )
+        rc = lib.dp_host_send(self._require(), peer._peer_id, payload, len(payload), self._clock())
+        if rc in _ERRORS_RAISED_BY_SEND:
+            if rc == lib.DP_ERR_CLOSED and not peer._closed_locally:
+                # The remote side ended it; its DISCONNECT event is in this
+                # service's events or the next: dropped (counted), no raise.
+                return
+            if rc == lib.DP_ERR_BAD_STATE or rc == lib.DP_ERR_CLOSED:
+                raise errors.StateError(
+                    f"cannot put_packet: not connected ({peer.get_status().name})"
+                )
+            check(rc, "put_packet")
+        # Any other failure is the connection's: it shows in the status and
+        # as a DISCONNECT event.
+
+    def _peer_for(self, peer_id: int) -> HostPeer:
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            peer = HostPeer(self, peer_id, False)
+            self._peers[peer_id] = peer
+        return peer
+
+    # -- API ------------------------------------------------------------------------------
+
+    def service(self, timeout: float | None = 0) -> list[HostEvent]:
+        """Do everything once (see the class notes) and return the events.
+
+        ``timeout`` (seconds): how long to wait for a datagram when nothing
+        is ready; 0 returns at once, None waits until a datagram arrives or
+        a peer's timer is due. Waiting never passes the next timer. Queued
+        sends leave before waiting and at the end. Per peer, events keep
+        their order: CONNECT, RECEIVE..., DISCONNECT.
+        """
+        ptr = self._require()
+        if timeout is None:
+            timeout_ms = -1
+        else:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise errors.ArgumentTypeError(
+                    f"timeout must be a number or None, not {type(timeout).__name__}"
+                )
+            if timeout < 0 or math.isnan(timeout):
+                raise errors.InvalidArgumentError("timeout must be >= 0 (or None: no limit)")
+            timeout_ms = min(math.ceil(timeout * 1000), 2**31 - 1)
+        count = check(
+            lib.dp_host_service(
+                ptr,
+                self._clock(),
+                timeout_ms,
+                self._events,
+                self._max_events,
+                self._payload,
+                self._payload_cap,
+                self._n_events,
+            ),
+            "service",
+        )
+        if count == 0:
+            return []
+        payload = self._payload_view
+        peers = self._peers
+        result: list[HostEvent] = []
+        append = result.append
+        receive = HostEventType.RECEIVE
+        none = DisconnectReason.NONE
+        make = tuple.__new__  # HostEvent without NamedTuple's argument handling: per-event cost
+        for peer_id, offset, length, code, kind, reason, status, _ in _EVENT.iter_unpack(
+            ffi.buffer(self._events, count * _EVENT.size)
+        ):
+            if kind == receive:
+                peer = peers.get(peer_id)
+                if peer is None:
+                    peer = self._peer_for(peer_id)
+                append(
+                    make(HostEvent, (receive, peer, payload[offset : offset + length], none, "", 0))
+                )
+            elif kind == lib.DP_HOST_EVENT_CONNECT:
+                append(HostEvent(HostEventType.CONNECT, self._peer_for(peer_id)))
+            else:
+                message = payload[offset : offset + length].decode("utf-8", "replace")
+                peer = peers.pop(peer_id, None)
+                if peer is None:
+                    peer = HostPeer(self, peer_id, False)
+                peer._finish(status, message, code)
+                append(
+                    HostEvent(
+                        _TYPES[kind],
+                        peer,
+                        b"",
+                        _REASONS.get(reason, DisconnectReason.NONE),
+                        message,
+                        code,
+                    )
+                )
+        return result
+
+    def connect(self, address: str, port: int, hostname: str | None = None) -> HostPeer:
+        """Start a handshake with ``address``:``port``; returns the peer
+        (``STATUS_HANDSHAKING``). A CONNECT or DISCONNECT event follows.
+        ``hostname`` is checked against the server certificate (and sent as
+        SNI); default: ``address`` when certificates are verified.
+        StateError if a peer with that address exists; LimitError at
+        ``max_peers``."""
+        ptr = self._require()
+        if not isinstance(address, str):
+            raise errors.ArgumentTypeError(f"address must be str, not {type(address).__name__}")
+        port = _check_int(port, "port")
+        if not 1 <= port <= 65535:
+            raise errors.InvalidArgumentError(f"port must be in 1..65535, not {port}")
+        if hostname is not None and not isinstance(hostname, str):
+            raise errors.ArgumentTypeError("hostname must be str or None")
+        if not self._has_client:
+            config = self._client_config(self._client_options, self._client_psk, self._suites)
+            check(lib.dp_host_set_client(ptr, config.handle), "client")
+            self._has_client = True
+        assert self._sock is not None
+        ip, scope = _resolve(address, port, self._sock.family)
+        _fill_addr(self._addr, ip, port, scope)
+        name = address if hostname is None else hostname
+        if "\0" in name:
+            raise errors.InvalidArgumentError("hostname contains a NUL character")
+        encoded = name.encode("idna" if not name.isascii() else "ascii") if name else ffi.NULL
+        rc = lib.dp_host_connect(ptr, self._addr, encoded, self._clock(), self._peer_out)
+        if rc == lib.DP_ERR_BAD_STATE:
+            raise errors.AlreadyInUseError(f"already a peer at {address}:{port}")
+        check(rc, "connect")
+        peer = HostPeer(self, int(self._peer_out[0]), True)
+        self._peers[peer._peer_id] = peer
+        return peer
+
+    def disconnect(self, peer: HostPeer) -> None:
+        """End ``peer`` now (close_notify if connected); its DISCONNECT event
+        (reason LOCAL) comes from the next ``service()``. Idempotent."""
+        if not isinstance(peer, HostPeer):
+            raise errors.ArgumentTypeError(f"peer must be a HostPeer, not {type(peer).__name__}")
+        if peer._host is not self or peer._ended:
+            return
+        peer._closed_locally = True
+        rc = lib.dp_host_disconnect(self._require(), peer._peer_id, self._clock())
+        if rc != lib.DP_ERR_CLOSED:
+            check(rc, "disconnect")
+
+    def broadcast(self, data: BytesLike, exclude: Exclude = None) -> int:
+        """Queue ``data`` as one record to every connected peer except
+        ``exclude`` (a peer or an iterable of peers). Returns how many peers
+        it was queued for. InvalidArgumentError (nothing queued) if it is
+        larger than some peer's maximum packet size."""
+        payload = to_bytes(data, "data")
+        ptr = self._require()
+        cap = self._settings.max_packet_size
+        if cap and len(payload) > cap:
+            raise errors.InvalidArgumentError(
+                f"packet of {len(payload)} bytes exceeds settings.max_packet_size={cap}"
+            )
+        if exclude is None:
+            ids: list[int] = []
+        elif isinstance(exclude, HostPeer):
+            ids = [exclude._peer_id]
+        else:
+            ids = []
+            for peer in exclude:
+                if not isinstance(peer, HostPeer):
+                    raise errors.ArgumentTypeError(
+                        f"exclude must hold HostPeer objects, not {type(peer).__name__}"
+                    )
+                ids.append(peer._peer_id)
+        if not payload:
+            return 0
+        id_array = ffi.new("uint64_t[]", ids) if ids else ffi.NULL
+        return check(
+            lib.dp_host_broadcast(ptr, payload, len(payload), id_array, len(ids), self._clock()),
+            "broadcast",
+        )
+
+    def flush(self) -> int:
+        """Send every queued record now (``sendmmsg`` batches); returns the
+        number of datagrams the socket took."""
+        return check(lib.dp_host_flush(self._require()), "flush")
+
+    @property
+    def peers(self) -> list[HostPeer]:
+        """Peers you know: connected ones (CONNECT returned) and the ones
+        ``connect`` made, until their DISCONNECT event."""
+        return list(self._peers.values())
+
+    def get_local_port(self) -> int:
+        """The UDP port the host is bound to."""
+        if self._sock is None:
+            raise errors.StateError("the host is closed")
+        return int(self._sock.getsockname()[1])
+
+    def next_timeout(self) -> float | None:
+        """Seconds until the earliest peer timer (None if no timer runs)."""
+        due = int(lib.dp_host_next_timeout(self._require()))
+        return None if due < 0 else max(0.0, (due - self._clock()) / 1000)
+
+    def get_stats(self) -> dict[str, int]:
+        """Host counters: peers (total / connected / handshaking), timers in
+        the heap, datagrams in and out, send batches and drops, events by
+        type, timers run, gate results, drops by reason, and carried-over
+        calls. UDP-level counters are in :meth:`get_udp_stats`."""
+        out = ffi.new("dp_host_stats *")
+        check(lib.dp_host_get_stats(self._require(), out), "get_stats")
+        stats = _struct_to_dict("dp_host_stats", out[0])
+        stats.pop("reserved", None)
+        return stats
+
+    def get_udp_stats(self) -> dict[str, int]:
+        """Counters of the host's socket (as ``PacketPeerUDP.get_stats``)."""
+        out = ffi.new("dp_udp_stats *")
+        check(lib.dp_host_udp_stats(self._require(), out), "get_udp_stats")
+        return _struct_to_dict("dp_udp_stats", out[0])
+
+    def close(self) -> None:
+        """Send close_notify to every connected peer, free every connection
+        and close the socket. No events follow; peers become
+        ``STATUS_DISCONNECTED``. Idempotent."""
+        ptr = self._ptr
+        if ptr is None:
+            return
+        for peer in list(self._peers.values()):
+            peer._finish(lib.DP_STATUS_DISCONNECTED, "the host was closed", 0)
+        self._peers.clear()
+        lib.dp_host_close(ptr, self._clock())
+        self._ptr = None
+        ffi.release(ptr)
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def is_open(self) -> bool:
+        """False once :meth:`close` ran."""
+        return self._ptr is not None
+
+    def __enter__(self) -> DTLSHost:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self._ptr is None:
+            return "<DTLSHost closed>"
+        return f"<DTLSHost port={self.get_local_port()} peers={len(self._peers)}>"

@@ -1,0 +1,1199 @@
+/*
+ * dp_host.c: the DTLS host, the batch path for servers and clients with many
+ * peers (ENet-style). One dp_host_service call does everything for every
+ * peer: wait, read, route, gate, handshake, decrypt, timers, events, send.
+ *
+ * Parts reused, not re-implemented:
+ *   dp_endpoint  the socket, recvmmsg batches and the address -> slot hash
+ *                table. The host installs a sink, so each datagram comes
+ *                straight here with its slot handle (0 = unknown sender)
+ *                instead of being queued; peers are created with
+ *                dp_endpoint_slot_open only after the gate admitted them, so
+ *                spoofed floods allocate nothing (no pending slots either).
+ *   dp_cookie    the stateless HelloVerifyRequest gate.
+ *   dp_conn      the DTLS engine (one per peer).
+ *
+ * Peers
+ *   A peer's id is its endpoint slot handle. The peer table is indexed by
+ *   the slot index (the low 32 bits of the handle) and checked against the
+ *   whole handle, so lookup is O(1) and stale ids are refused.
+ *   Life: live (conn != NULL) -> ended (conn freed, `final` holds status,
+ *   reason and counters) -> its DISCONNECT/ERROR event is written ->
+ *   released at the start of the next service (slot closed, address
+ *   unknown again). Until then datagrams from its address are dropped.
+ *
+ * Timers
+ *   A binary min-heap of peers keyed by the absolute time of their next
+ *   dp_conn_next_timeout. A service pops only due entries, so 10 000 idle
+ *   peers cost nothing per call. Keys are lowered eagerly and raised lazily:
+ *   a record received pushes the idle deadline later but leaves the heap
+ *   alone; when the stale (early) key comes up, the entry is re-keyed
+ *   without running the connection. O(log n) per real timer.
+ *
+ * Events
+ *   Peers with something to report sit in a FIFO ready list. Emission
+ *   writes, per peer and in order, CONNECT, RECEIVE (records read straight
+ *   from the connection into the payload buffer) and DISCONNECT/ERROR (the
+ *   reason text as payload). When the event array or the payload buffer is
+ *   full, emission stops and the peer keeps its place: records stay in its
+ *   connection, nothing is lost, order is kept. While the budget of the
+ *   call is used up, the socket is not read further (the kernel keeps the
+ *   rest).
+ *
+ * Sending
+ *   dp_host_send encrypts at once into the connection's outgoing queue and
+ *   marks the peer dirty. A flush moves dirty peers' datagrams into one
+ *   arena and hands them to dp_endpoint_send_batch (sendmmsg). Ending a
+ *   peer flushes its last datagrams (close_notify, alerts) into the arena
+ *   before its connection is freed.
+ */
+#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200112L /* clock_gettime under -std=c11 */
+#endif
+#include "dp_engine.h"
+
+#include <errno.h>
+#include <string.h>
+
+#if defined(_WIN32)
+#include <windows.h>
+#else
+#include <time.h>
+#endif
+
+#define DP_NONE UINT32_MAX
+#define DP_HOST_ARENA (256u * 1024u) /* outgoing bytes per send batch */
+#define DP_HOST_BATCH 256u           /* datagrams per send batch */
+#define DP_HOST_DEEP_QUEUE 32        /* a peer's outgoing queue flushed early */
+#define DP_HOST_REASON_LEN 320
+#define DP_HOST_SUITE_LEN 96
+#define DP_RECV_BUF 65536u           /* endpoint slot queues are unused (sink) */
+
+typedef struct dp_host_final {
+    int status;
+    int last_error;
+    uint32_t verify_flags;
+    dp_conn_stats stats;
+    char reason[DP_HOST_REASON_LEN];
+    char suite[DP_HOST_SUITE_LEN];
+} dp_host_final;
+
+typedef struct dp_host_peer {
+    uint64_t handle;      /* slot handle = peer id; 0 = free entry */
+    dp_conn *conn;        /* NULL once ended */
+    dp_host_final *final; /* set once ended */
+    int64_t due_ms;       /* heap key */
+    uint32_t heap_pos;    /* DP_NONE: not in the heap */
+    uint32_t ready_next;
+    uint32_t dirty_next;
+    uint32_t release_next;
+    uint8_t in_ready;
+    uint8_t in_dirty;
+    uint8_t outgoing;         /* created by dp_host_connect */
+    uint8_t connected_seen;   /* reached CONNECTED */
+    uint8_t connect_reported; /* CONNECT event written */
+    uint8_t end_reported;     /* DISCONNECT/ERROR event written */
+    uint8_t excluded;         /* scratch flag of dp_host_broadcast */
+    uint8_t reason;           /* DP_HOST_REASON_* once ended */
+} dp_host_peer;
+
+struct dp_host {
+    dp_endpoint *ep;
+    int closed;
+    dp_config *server_cfg;
+    dp_cookie_gate *gate;
+    dp_config *client_cfg;
+    uint32_t max_peers;
+
+    dp_host_peer *peers; /* indexed by slot index */
+    uint32_t peers_cap;
+    uint32_t live;      /* entries in use */
+    uint32_t connected; /* connected_seen and not ended */
+    uint32_t ended;     /* ended, not released */
+
+    uint32_t *heap; /* peer indices */
+    uint32_t heap_len, heap_cap;
+
+    uint32_t ready_head, ready_tail;
+    uint32_t dirty_head;
+    uint32_t release_head;
+
+    /* outgoing batch */
+    uint8_t *arena;
+    size_t arena_used;
+    dp_endpoint_out *batch;
+    uint32_t batch_len;
+
+    /* service budget: what the current call can still return */
+    uint32_t room_events;
+    size_t room_bytes;
+    uint32_t fed_events;
+    size_t fed_bytes;
+
+    dp_host_stats stats;
+};
+
+/* ---- Small helpers ---------------------------------------------------------- */
+
+static int status_ended(int st)
+{
+    return st != DP_STATUS_HANDSHAKING && st != DP_STATUS_CONNECTED;
+}
+
+static uint32_t peer_index(uint64_t handle)
+{
+    return (uint32_t)(handle & 0xFFFFFFFFu);
+}
+
+static dp_host_peer *peer_get(const dp_host *h, uint64_t handle)
+{
+    uint32_t i = peer_index(handle);
+    if (handle == 0 || i >= h->peers_cap || h->peers[i].handle != handle) {
+        return NULL;
+    }
+    return &h->peers[i];
+}
+
+static size_t copy_text(const char *text, char *buf, size_t cap)
+{
+    size_t n = strlen(text);
+    if (n >= cap) {
+        n = cap - 1;
+    }
+    memcpy(buf, text, n);
+    buf[n] = '\0';
+    return n;
+}
+
+/* Milliseconds of a monotonic clock: only differences are used, to move the
+ * caller's now_ms forward by the time spent waiting for the socket. */
+static int64_t monotonic_ms(void)
+{
+#if defined(_WIN32)
+    return (int64_t)GetTickCount64();
+#else
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+#endif
+}
+
+/* ---- Timer heap ------------------------------------------------------------- */
+
+static int heap_less(const dp_host *h, uint32_t a, uint32_t b)
+{
+    return h->peers[h->heap[a]].due_ms < h->peers[h->heap[b]].due_ms;
+}
+
+static void heap_swap(dp_host *h, uint32_t a, uint32_t b)
+{
+    uint32_t pa = h->heap[a];
+    h->heap[a] = h->heap[b];
+    h->heap[b] = pa;
+    h->peers[h->heap[a]].heap_pos = a;
+    h->peers[h->heap[b]].heap_pos = b;
+}
+
+static void heap_up(dp_host *h, uint32_t pos)
+{
+    while (pos > 0) {
+        uint32_t parent = (pos - 1) / 2;
+        if (!heap_less(h, pos, parent)) {
+            break;
+        }
+        heap_swap(h, pos, parent);
+        pos = parent;
+    }
+}
+
+static void heap_down(dp_host *h, uint32_t pos)
+{
+    for (;;) {
+        uint32_t l = 2 * pos + 1, r = l + 1, best = pos;
+        if (l < h->heap_len && heap_less(h, l, best)) {
+            best = l;
+        }
+        if (r < h->heap_len && heap_less(h, r, best)) {
+            best = r;
+        }
+        if (best == pos) {
+            break;
+        }
+        heap_swap(h, pos, best);
+        pos = best;
+    }
+}
+
+static void heap_remove(dp_host *h, dp_host_peer *p)
+{
+    uint32_t pos = p->heap_pos;
+    if (pos == DP_NONE) {
+        return;
+    }
+    uint32_t last = --h->heap_len;
+    p->heap_pos = DP_NONE;
+    if (pos != last) {
+        h->heap[pos] = h->heap[last];
+        h->peers[h->heap[pos]].heap_pos = pos;
+        heap_down(h, pos);
+        heap_up(h, pos);
+    }
+}
+
+/* exact = 1: the key becomes due (timer path). exact = 0: only an earlier
+ * deadline moves the entry; a later one is fixed when the entry comes up. */
+static void heap_schedule(dp_host *h, dp_host_peer *p, int64_t due, int exact)
+{
+    if (due < 0) {
+        heap_remove(h, p);
+        return;
+    }
+    if (p->heap_pos == DP_NONE) {
+        /* heap_cap >= peers_cap, reserved when the peer was created */
+        uint32_t pos = h->heap_len++;
+        h->heap[pos] = peer_index(p->handle);
+        p->heap_pos = pos;
+        p->due_ms = due;
+        heap_up(h, pos);
+    } else if (due < p->due_ms) {
+        p->due_ms = due;
+        heap_up(h, p->heap_pos);
+    } else if (exact && due > p->due_ms) {
+        p->due_ms = due;
+        heap_down(h, p->heap_pos);
+    }
+}
+
+/* ---- Lists -------------------------------------------------------------------- */
+
+static void mark_ready(dp_host *h, dp_host_peer *p)
+{
+    if (p->in_ready) {
+        return;
+    }
+    uint32_t i = peer_index(p->handle);
+    p->in_ready = 1;
+    p->ready_next = DP_NONE;
+    if (h->ready_tail != DP_NONE) {
+        h->peers[h->ready_tail].ready_next = i;
+    } else {
+        h->ready_head = i;
+    }
+    h->ready_tail = i;
+}
+
+static void pop_ready(dp_host *h)
+{
+    dp_host_peer *p = &h->peers[h->ready_head];
+    h->ready_head = p->ready_next;
+    if (h->ready_head == DP_NONE) {
+        h->ready_tail = DP_NONE;
+    }
+    p->in_ready = 0;
+    p->ready_next = DP_NONE;
+}
+
+static void mark_dirty(dp_host *h, dp_host_peer *p)
+{
+    if (!p->in_dirty) {
+        p->in_dirty = 1;
+        p->dirty_next = h->dirty_head;
+        h->dirty_head = peer_index(p->handle);
+    }
+}
+
+/* ---- Sending ------------------------------------------------------------------ */
+
+static void send_batch(dp_host *h)
+{
+    if (h->batch_len == 0) {
+        return;
+    }
+    size_t failed = 0;
+    int last_error = 0;
+    int sent = dp_endpoint_send_batch(h->ep, h->batch, h->batch_len, &failed, &last_error);
+    if (sent > 0) {
+        h->stats.datagrams_out += (uint64_t)sent;
+    }
+    h->stats.send_batches++;
+    h->stats.send_dropped += failed;
+    if (last_error != 0) {
+        h->stats.last_send_error = last_error;
+    }
+    h->batch_len = 0;
+    h->arena_used = 0;
+}
+
+/* Move every datagram the peer's connection produced into the batch. */
+static void flush_peer(dp_host *h, dp_host_peer *p)
+{
+    if (p->conn == NULL) {
+        return;
+    }
+    /* Bounded by the connection's outgoing queue; one retry per datagram
+     * after making room. */
+    for (int guard = 0; guard < 4096; guard++) {
+        if (h->batch_len == DP_HOST_BATCH) {
+            send_batch(h);
+        }
+        int n = dp_conn_pop_outgoing(p->conn, h->arena + h->arena_used,
+                                     DP_HOST_ARENA - h->arena_used);
+        if (n == DP_ERR_WOULD_BLOCK) {
+            break;
+        }
+        if (n == DP_ERR_BUFFER_TOO_SMALL && h->arena_used > 0) {
+            send_batch(h);
+            continue;
+        }
+        if (n < 0) {
+            h->stats.send_dropped++; /* cannot happen: the arena holds any record */
+            break;
+        }
+        dp_endpoint_out *m = &h->batch[h->batch_len++];
+        m->handle = p->handle;
+        m->data = h->arena + h->arena_used;
+        m->len = (size_t)n;
+        h->arena_used += (size_t)n;
+    }
+}
+
+static void flush_dirty(dp_host *h)
+{
+    while (h->dirty_head != DP_NONE) {
+        dp_host_peer *p = &h->peers[h->dirty_head];
+        h->dirty_head = p->dirty_next;
+        p->in_dirty = 0;
+        p->dirty_next = DP_NONE;
+        flush_peer(h, p);
+    }
+    send_batch(h);
+}
+
+/* ---- Peer lifetime -------------------------------------------------------------- */
+
+static int reserve_peers(dp_host *h, uint32_t index)
+{
+    if (index < h->peers_cap) {
+        return DP_OK;
+    }
+    uint64_t cap = h->peers_cap ? h->peers_cap : 64;
+    while (cap <= index) {
+        cap *= 2;
+    }
+    if (cap > UINT32_MAX / 2) {
+        return DP_ERR_LIMIT;
+    }
+    dp_host_peer *np = dp_calloc((size_t)cap, sizeof(dp_host_peer));
+    uint32_t *nh = dp_calloc((size_t)cap, sizeof(uint32_t));
+    if (np == NULL || nh == NULL) {
+        dp_free(np);
+        dp_free(nh);
+        return DP_ERR_NO_MEMORY;
+    }
+    if (h->peers_cap) {
+        memcpy(np, h->peers, (size_t)h->peers_cap * sizeof(dp_host_peer));
+    }
+    if (h->heap_len) {
+        memcpy(nh, h->heap, (size_t)h->heap_len * sizeof(uint32_t));
+    }
+    dp_free(h->peers);
+    dp_free(h->heap);
+    h->peers = np;
+    h->heap = nh;
+    h->peers_cap = (uint32_t)cap;
+    h->heap_cap = (uint32_t)cap;
+    return DP_OK;
+}
+
+/* A table entry for a freshly opened slot. */
+static dp_host_peer *peer_add(dp_host *h, uint64_t handle)
+{
+    if (reserve_peers(h, peer_index(handle)) < 0) {
+        return NULL;
+    }
+    dp_host_peer *p = &h->peers[peer_index(handle)];
+    memset(p, 0, sizeof(*p));
+    p->handle = handle;
+    p->heap_pos = DP_NONE;
+    p->ready_next = p->dirty_next = p->release_next = DP_NONE;
+    h->live++;
+    return p;
+}
+
+/* Forget an entry whose slot is closed by the caller. */
+static void peer_drop(dp_host *h, dp_host_peer *p)
+{
+    heap_remove(h, p);
+    dp_conn_free(p->conn);
+    dp_free(p->final);
+    memset(p, 0, sizeof(*p));
+    p->heap_pos = DP_NONE;
+    h->live--;
+}
+
+static uint8_t natural_reason(const dp_host_peer *p, int status, int last_error)
+{
+    if (status == DP_STATUS_DISCONNECTED) {
+        return DP_HOST_REASON_PEER_CLOSED;
+    }
+    if (last_error == MBEDTLS_ERR_SSL_TIMEOUT) {
+        return p->connected_seen ? DP_HOST_REASON_IDLE_TIMEOUT : DP_HOST_REASON_HANDSHAKE_TIMEOUT;
+    }
+    return p->connected_seen ? DP_HOST_REASON_TLS_ERROR : DP_HOST_REASON_HANDSHAKE_FAILED;
+}
+
+/* End a live peer: keep its outcome, send its last datagrams, free the TLS
+ * state. reason: DP_HOST_REASON_* or NONE to derive it from the status. */
+static int finalize(dp_host *h, dp_host_peer *p, uint8_t reason, const char *text)
+{
+    dp_host_final *f = dp_calloc(1, sizeof(*f));
+    if (f == NULL) {
+        return DP_ERR_NO_MEMORY;
+    }
+    dp_conn *c = p->conn;
+    f->status = dp_conn_status(c);
+    f->last_error = dp_conn_last_error(c);
+    f->verify_flags = dp_conn_verify_flags(c);
+    dp_conn_get_stats(c, &f->stats);
+    (void)dp_conn_reason(c, f->reason, sizeof(f->reason));
+    (void)dp_conn_ciphersuite(c, f->suite, sizeof(f->suite));
+    if (reason == DP_HOST_REASON_NONE) {
+        reason = natural_reason(p, f->status, f->last_error);
+    } else {
+        f->status = DP_STATUS_DISCONNECTED;
+        f->last_error = 0;
+    }
+    if (text != NULL) {
+        copy_text(text, f->reason, sizeof(f->reason));
+    }
+    flush_peer(h, p); /* copies close_notify / alerts into the batch */
+    heap_remove(h, p);
+    if (p->connected_seen) {
+        h->connected--;
+    }
+    h->ended++;
+    dp_conn_free(c);
+    p->conn = NULL;
+    p->final = f;
+    p->reason = reason;
+    return DP_OK;
+}
+
+/* Release the entries whose last event the previous call returned. */
+static void release_reported(dp_host *h)
+{
+    while (h->release_head != DP_NONE) {
+        dp_host_peer *p = &h->peers[h->release_head];
+        h->release_head = p->release_next;
+        (void)dp_endpoint_slot_close(h->ep, p->handle);
+        h->ended--;
+        peer_drop(h, p);
+    }
+}
+
+/* After any call into a peer's connection: note what it now needs. */
+static void after_conn(dp_host *h, dp_host_peer *p, int exact_timer)
+{
+    dp_conn *c = p->conn;
+    int st = dp_conn_status(c);
+    if (st == DP_STATUS_CONNECTED && !p->connected_seen) {
+        p->connected_seen = 1;
+        h->connected++;
+        mark_ready(h, p);
+    }
+    if (dp_conn_outgoing_count(c) > 0) {
+        mark_dirty(h, p);
+    }
+    if (status_ended(st)) {
+        heap_remove(h, p);
+        mark_ready(h, p);
+        return;
+    }
+    if (dp_conn_pending_count(c) > 0) {
+        mark_ready(h, p);
+    }
+    heap_schedule(h, p, dp_conn_next_timeout(c), exact_timer);
+}
+
+/* ---- Receiving -------------------------------------------------------------------- */
+
+static void port_reuse(dp_host *h, dp_host_peer *p, const dp_addr *src, const uint8_t *data,
+                       size_t len, int64_t now_ms)
+{
+    unsigned char tid[32];
+    unsigned char reply[DP_HVR_LEN];
+    size_t reply_len = 0;
+    size_t tid_len = dp_addr_transport_id(src, tid);
+    int verdict = dp_cookie_gate_check(h->gate, tid, tid_len, data, len, now_ms, reply,
+                                       sizeof(reply), &reply_len);
+    if (verdict == DP_GATE_REPLY) {
+        if (dp_endpoint_send(h->ep, p->handle, NULL, reply, reply_len) >= 0) {
+            h->stats.hvr_sent++;
+            h->stats.datagrams_out++;
+        }
+        return;
+    }
+    if (verdict != DP_GATE_ADMIT) {
+        h->stats.gate_dropped++;
+        return;
+    }
+    /* The address proved it is the client's: the old session is over. The
+     * hello is dropped; the client retransmits it after the old entry is
+     * released and it then arrives as a new peer, fully re-authenticated. */
+    if (finalize(h, p, DP_HOST_REASON_RECONNECT,
+                 "the client started a new session from the same address and port") == DP_OK) {
+        mark_ready(h, p);
+    }
+}
+
+static void accept_new(dp_host *h, const dp_addr *src, const uint8_t *data, size_t len,
+                       int64_t now_ms)
+{
+    if (h->server_cfg == NULL || h->gate == NULL) {
+        h->stats.dropped_not_accepting++;
+        return;
+    }
+    unsigned char tid[32];
+    unsigned char reply[DP_HVR_LEN];
+    size_t reply_len = 0;
+    size_t tid_len = dp_addr_transport_id(src, tid);
+    int verdict = dp_cookie_gate_check(h->gate, tid, tid_len, data, len, now_ms, reply,
+                                       sizeof(reply), &reply_len);
+    if (verdict == DP_GATE_REPLY) {
+        if (dp_endpoint_send(h->ep, 0, src, reply, reply_len) >= 0) {
+            h->stats.hvr_sent++;
+            h->stats.datagrams_out++;
+        }
+        return;
+    }
+    if (verdict != DP_GATE_ADMIT) {
+        h->stats.gate_dropped++;
+        return;
+    }
+    if (h->live >= h->max_peers) {
+        h->stats.dropped_peer_limit++;
+        return;
+    }
+    uint64_t handle = 0;
+    if (dp_endpoint_slot_open(h->ep, src, now_ms, &handle) < 0) {
+        h->stats.dropped_peer_limit++; /* out of memory for the slot */
+        return;
+    }
+    dp_conn *conn = NULL;
+    dp_host_peer *p = NULL;
+    if (dp_conn_new(h->server_cfg, NULL, tid, tid_len, now_ms, &conn) < 0 ||
+        (p = peer_add(h, handle)) == NULL) {
+        dp_conn_free(conn);
+        (void)dp_endpoint_slot_close(h->ep, handle);
+        h->stats.dropped_peer_limit++;
+        return;
+    }
+    p->conn = conn;
+    h->stats.admitted++;
+    (void)dp_conn_feed(conn, data, len, now_ms);
+    after_conn(h, p, 1);
+}
+
+/* The endpoint's sink: every datagram read in this service. */
+static int host_sink(void *ctx, uint64_t handle, const dp_addr *src, const uint8_t *data,
+                     size_t len, int64_t now_ms)
+{
+    dp_host *h = ctx;
+    h->stats.datagrams_in++;
+    if (handle == 0) {
+        accept_new(h, src, data, len, now_ms);
+    } else {
+        dp_host_peer *p = peer_get(h, handle);
+        if (p == NULL || p->conn == NULL) {
+            h->stats.dropped_ended++;
+        } else if (!p->outgoing && h->gate != NULL &&
+                   dp_conn_status(p->conn) == DP_STATUS_CONNECTED &&
+                   dp_is_initial_client_hello(data, len)) {
+            port_reuse(h, p, src, data, len, now_ms);
+        } else {
+            (void)dp_conn_feed(p->conn, data, len, now_ms);
+            after_conn(h, p, 0);
+            /* Plaintext is never longer than the datagram: a conservative
+             * estimate of what this datagram adds to the payload buffer. */
+            h->fed_events++;
+            h->fed_bytes += len;
+        }
+    }
+    return h->fed_events >= h->room_events || h->fed_bytes >= h->room_bytes;
+}
+
+/* ---- Events ------------------------------------------------------------------------- */
+
+typedef struct {
+    dp_host_event *events;
+    uint32_t max_events;
+    uint32_t n;
+    uint8_t *payload;
+    size_t cap;
+    size_t used;
+} dp_out;
+
+static void push_event(dp_host *h, dp_out *o, uint8_t type, const dp_host_peer *p, size_t offset,
+                       size_t length, int code, uint8_t reason, int status)
+{
+    dp_host_event *e = &o->events[o->n++];
+    e->peer = p->handle;
+    e->offset = (uint32_t)offset;
+    e->length = (uint32_t)length;
+    e->code = code;
+    e->type = type;
+    e->reason = reason;
+    e->status = (uint8_t)status;
+    e->reserved = 0;
+    h->stats.events++;
+}
+
+/* Write what the peer has to report. 1: done with it; 0: out of room. */
+static int emit_peer(dp_host *h, dp_host_peer *p, dp_out *o)
+{
+    if (p->connected_seen && !p->connect_reported) {
+        if (o->n == o->max_events) {
+            return 0;
+        }
+        push_event(h, o, DP_HOST_EVENT_CONNECT, p, 0, 0, 0, DP_HOST_REASON_NONE,
+                   DP_STATUS_CONNECTED);
+        p->connect_reported = 1;
+        h->stats.connects++;
+    }
+    if (p->conn != NULL) {
+        while (dp_conn_pending_count(p->conn) > 0) {
+            if (o->n == o->max_events) {
+                return 0;
+            }
+            int n = dp_conn_read(p->conn, o->payload + o->used, o->cap - o->used);
+            if (n == DP_ERR_BUFFER_TOO_SMALL) {
+                return 0; /* stays in the connection for the next call */
+            }
+            if (n < 0) {
+                break;
+            }
+            push_event(h, o, DP_HOST_EVENT_RECEIVE, p, o->used, (size_t)n, 0,
+                       DP_HOST_REASON_NONE, DP_STATUS_CONNECTED);
+            o->used += (size_t)n;
+            h->stats.records_in++;
+        }
+        if (!status_ended(dp_conn_status(p->conn))) {
+            return 1;
+        }
+        if (finalize(h, p, DP_HOST_REASON_NONE, NULL) < 0) {
+            return 0; /* no memory for the outcome: try again next call */
+        }
+    }
+    if (p->final == NULL || p->end_reported) {
+        return 1;
+    }
+    size_t text_len = strlen(p->final->reason);
+    if (o->n == o->max_events || o->cap - o->used < text_len) {
+        return 0;
+    }
+    memcpy(o->payload + o->used, p->final->reason, text_len);
+    int known = p->connect_reported || p->outgoing;
+    push_event(h, o, known ? DP_HOST_EVENT_DISCONNECT : DP_HOST_EVENT_ERROR, p, o->used, text_len,
+               p->final->last_error, p->reason, p->final->status);
+    o->used += text_len;
+    if (known) {
+        h->stats.disconnects++;
+    } else {
+        h->stats.errors++;
+    }
+    p->end_reported = 1;
+    p->release_next = h->release_head;
+    h->release_head = peer_index(p->handle);
+    return 1;
+}
+
+/* 1: every ready peer emitted; 0: out of room (the rest carries over). */
+static int emit_ready(dp_host *h, dp_out *o)
+{
+    /* Each pass either removes the head or stops. */
+    while (h->ready_head != DP_NONE) {
+        if (!emit_peer(h, &h->peers[h->ready_head], o)) {
+            return 0;
+        }
+        pop_ready(h);
+    }
+    return 1;
+}
+
+static void run_timers(dp_host *h, int64_t now_ms)
+{
+    /* Each entry runs at most once per call, whatever the connection says. */
+    for (uint32_t guard = h->heap_len; guard > 0 && h->heap_len > 0; guard--) {
+        dp_host_peer *p = &h->peers[h->heap[0]];
+        if (p->due_ms > now_ms) {
+            break;
+        }
+        int64_t due = dp_conn_next_timeout(p->conn);
+        if (due > now_ms) {
+            heap_schedule(h, p, due, 1); /* a lazily raised key: nothing to run */
+            continue;
+        }
+        if (due < 0) {
+            heap_remove(h, p);
+            continue;
+        }
+        (void)dp_conn_update(p->conn, now_ms);
+        h->stats.timer_runs++;
+        after_conn(h, p, 1);
+        if (p->heap_pos == 0 && p->due_ms <= now_ms) {
+            /* The connection asks again at once: wait for the next call. */
+            heap_schedule(h, p, now_ms + 1, 1);
+        }
+    }
+}
+
+/* ---- Public API ------------------------------------------------------------------- */
+
+int dp_host_new(int64_t fd, int family, uint32_t max_peers, dp_host **out)
+{
+    if (out == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    *out = NULL;
+    dp_host *h = dp_calloc(1, sizeof(*h));
+    if (h == NULL) {
+        return DP_ERR_NO_MEMORY;
+    }
+    int rc = dp_endpoint_new(&h->ep, fd, family, DP_ENDPOINT_SERVER, DP_RECV_BUF);
+    if (rc == DP_OK) {
+        /* No pending slots: unknown senders go through the gate in the sink. */
+        rc = dp_endpoint_set_limits(h->ep, 0, -1, DP_RECV_BUF);
+    }
+    if (rc == DP_OK) {
+        rc = dp_endpoint_set_sink(h->ep, host_sink, h);
+    }
+    h->arena = dp_calloc(1, DP_HOST_ARENA);
+    h->batch = dp_calloc(DP_HOST_BATCH, sizeof(dp_endpoint_out));
+    if (rc == DP_OK && (h->arena == NULL || h->batch == NULL)) {
+        rc = DP_ERR_NO_MEMORY;
+    }
+    if (rc != DP_OK) {
+        dp_endpoint_free(h->ep);
+        dp_free(h->arena);
+        dp_free(h->batch);
+        dp_free(h);
+        return rc;
+    }
+    h->max_peers = max_peers ? max_peers : DP_HOST_DEFAULT_MAX_PEERS;
+    h->ready_head = h->ready_tail = DP_NONE;
+    h->dirty_head = DP_NONE;
+    h->release_head = DP_NONE;
+    *out = h;
+    return DP_OK;
+}
+
+int dp_host_close(dp_host *h, int64_t now_ms)
+{
+    if (h == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (h->closed) {
+        return DP_OK;
+    }
+    for (uint32_t i = 0; i < h->peers_cap; i++) {
+        dp_host_peer *p = &h->peers[i];
+        if (p->handle != 0 && p->conn != NULL) {
+            if (dp_conn_status(p->conn) == DP_STATUS_CONNECTED) {
+                (void)dp_conn_close(p->conn, now_ms);
+            }
+            flush_peer(h, p);
+        }
+    }
+    send_batch(h);
+    for (uint32_t i = 0; i < h->peers_cap; i++) {
+        if (h->peers[i].handle != 0) {
+            peer_drop(h, &h->peers[i]);
+        }
+    }
+    (void)dp_endpoint_close(h->ep);
+    dp_free(h->peers);
+    dp_free(h->heap);
+    h->peers = NULL;
+    h->heap = NULL;
+    h->peers_cap = h->heap_cap = h->heap_len = 0;
+    h->connected = h->ended = 0;
+    h->ready_head = h->ready_tail = h->dirty_head = h->release_head = DP_NONE;
+    dp_config_free(h->server_cfg);
+    dp_config_free(h->client_cfg);
+    dp_cookie_gate_free(h->gate);
+    h->server_cfg = h->client_cfg = NULL;
+    h->gate = NULL;
+    h->closed = 1;
+    return DP_OK;
+}
+
+void dp_host_free(dp_host *h)
+{
+    if (h == NULL) {
+        return;
+    }
+    (void)dp_host_close(h, 0);
+    dp_endpoint_free(h->ep);
+    dp_free(h->arena);
+    dp_free(h->batch);
+    dp_free(h);
+}
+
+int dp_host_set_server(dp_host *h, dp_config *cfg, dp_cookie_gate *gate)
+{
+    if (h == NULL || (cfg != NULL && (gate == NULL || cfg->role != DP_ROLE_SERVER))) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (h->closed) {
+        return DP_ERR_CLOSED;
+    }
+    if (cfg != NULL && !cfg->finished) {
+        return DP_ERR_BAD_STATE;
+    }
+    if (cfg != NULL) {
+        dp_config_ref(cfg);
+        dp_cookie_gate_ref(gate);
+    }
+    dp_config_free(h->server_cfg);
+    dp_cookie_gate_free(h->gate);
+    h->server_cfg = cfg;
+    h->gate = cfg != NULL ? gate : NULL;
+    return DP_OK;
+}
+
+int dp_host_set_client(dp_host *h, dp_config *cfg)
+{
+    if (h == NULL || (cfg != NULL && cfg->role != DP_ROLE_CLIENT)) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (h->closed) {
+        return DP_ERR_CLOSED;
+    }
+    if (cfg != NULL && !cfg->finished) {
+        return DP_ERR_BAD_STATE;
+    }
+    if (cfg != NULL) {
+        dp_config_ref(cfg);
+    }
+    dp_config_free(h->client_cfg);
+    h->client_cfg = cfg;
+    return DP_OK;
+}
+
+int dp_host_connect(dp_host *h, const dp_addr *addr, const char *hostname, int64_t now_ms,
+                    uint64_t *peer)
+{
+    if (h == NULL || addr == NULL || peer == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    *peer = 0;
+    if (h->closed) {
+        return DP_ERR_CLOSED;
+    }
+    if (h->client_cfg == NULL) {
+        return DP_ERR_BAD_STATE;
+    }
+    if (h->live >= h->max_peers) {
+        return DP_ERR_LIMIT;
+    }
+    uint64_t handle = 0;
+    int rc = dp_endpoint_slot_open(h->ep, addr, now_ms, &handle);
+    if (rc < 0) {
+        return rc;
+    }
+    dp_conn *conn = NULL;
+    rc = dp_conn_new(h->client_cfg, hostname, NULL, 0, now_ms, &conn);
+    dp_host_peer *p = NULL;
+    if (rc == DP_OK && (p = peer_add(h, handle)) == NULL) {
+        rc = DP_ERR_NO_MEMORY;
+    }
+    if (rc < 0) {
+        dp_conn_free(conn);
+        (void)dp_endpoint_slot_close(h->ep, handle);
+        return rc;
+    }
+    p->conn = conn;
+    p->outgoing = 1;
+    (void)dp_conn_update(conn, now_ms); /* queues the ClientHello */
+    after_conn(h, p, 1);
+    *peer = handle;
+    return DP_OK;
+}
+
+int dp_host_service(dp_host *h, int64_t now_ms, int timeout_ms, dp_host_event *events,
+                    uint32_t max_events, uint8_t *payload_buf, size_t payload_cap,
+                    uint32_t *n_events)
+{
+    if (n_events != NULL) {
+        *n_events = 0;
+    }
+    if (h == NULL || events == NULL || max_events == 0 || payload_buf == NULL ||
+        payload_cap < DP_HOST_MIN_PAYLOAD || payload_cap > UINT32_MAX || n_events == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (h->closed) {
+        return DP_ERR_CLOSED;
+    }
+    h->stats.services++;
+    dp_out o = {events, max_events, 0, payload_buf, payload_cap, 0};
+    send_batch(h); /* datagrams of ended peers still reference their slots */
+    release_reported(h);
+    int full = !emit_ready(h, &o);
+    flush_dirty(h); /* sends queued since the last call go before any wait */
+
+    if (!full && o.n == 0 && timeout_ms != 0) {
+        int64_t wait = timeout_ms < 0 ? -1 : timeout_ms;
+        if (h->heap_len > 0) {
+            int64_t until = h->peers[h->heap[0]].due_ms - now_ms;
+            until = until < 0 ? 0 : until;
+            wait = (wait < 0 || until < wait) ? until : wait;
+        }
+        if (wait != 0) {
+            int64_t before = monotonic_ms();
+            int rc = dp_endpoint_wait(h->ep, 0, wait > INT32_MAX ? INT32_MAX : (int)wait);
+            if (rc < 0 && rc != DP_ERR_ERRNO_BASE - EINTR) {
+                return rc;
+            }
+            int64_t waited = monotonic_ms() - before;
+            now_ms += waited > 0 ? waited : 0;
+        }
+    }
+
+    if (!full) {
+        h->room_events = o.max_events - o.n;
+        h->room_bytes = o.cap - o.used;
+        h->fed_events = 0;
+        h->fed_bytes = 0;
+        int rc = dp_endpoint_poll(h->ep, now_ms);
+        if (rc < 0) {
+            flush_dirty(h);
+            return rc; /* the socket failed: local, not a peer's doing */
+        }
+    }
+    run_timers(h, now_ms);
+    if (!full) {
+        full = !emit_ready(h, &o);
+    }
+    if (full || h->ready_head != DP_NONE) {
+        h->stats.carried_over++;
+    }
+    flush_dirty(h);
+    *n_events = o.n;
+    return (int)o.n;
+}
+
+int dp_host_send(dp_host *h, uint64_t peer, const uint8_t *data, size_t len, int64_t now_ms)
+{
+    if (h == NULL || (data == NULL && len != 0)) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (h->closed) {
+        return DP_ERR_CLOSED;
+    }
+    dp_host_peer *p = peer_get(h, peer);
+    if (p == NULL || p->conn == NULL || status_ended(dp_conn_status(p->conn))) {
+        h->stats.send_to_ended++; /* the peer's doing: its DISCONNECT event tells */
+        return DP_ERR_CLOSED;
+    }
+    if (dp_conn_status(p->conn) != DP_STATUS_CONNECTED) {
+        return DP_ERR_BAD_STATE;
+    }
+    if (dp_conn_outgoing_count(p->conn) >= DP_HOST_DEEP_QUEUE) {
+        flush_peer(h, p); /* keeps the connection's bounded queue from dropping */
+    }
+    int rc = dp_conn_write(p->conn, data, len, now_ms);
+    if (rc > 0) {
+        h->stats.records_out++;
+    }
+    after_conn(h, p, 0);
+    return rc;
+}
+
+int dp_host_broadcast(dp_host *h, const uint8_t *data, size_t len, const uint64_t *exclude,
+                      size_t n_exclude, int64_t now_ms)
+{
+    if (h == NULL || (data == NULL && len != 0) || (exclude == NULL && n_exclude != 0)) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (h->closed) {
+        return DP_ERR_CLOSED;
+    }
+    for (size_t i = 0; i < n_exclude; i++) {
+        dp_host_peer *p = peer_get(h, exclude[i]);
+        if (p != NULL) {
+            p->excluded = 1;
+        }
+    }
+    int rc = DP_OK;
+    /* First pass: refuse the whole broadcast rather than reach only some. */
+    for (uint32_t i = 0; i < h->peers_cap && rc == DP_OK; i++) {
+        dp_host_peer *p = &h->peers[i];
+        if (p->handle != 0 && p->conn != NULL && !p->excluded &&
+            dp_conn_status(p->conn) == DP_STATUS_CONNECTED) {
+            int max = dp_conn_max_payload(p->conn);
+            if (max < 0 || len > (size_t)max) {
+                rc = DP_ERR_TOO_LARGE;
+            }
+        }
+    }
+    int count = 0;
+    for (uint32_t i = 0; i < h->peers_cap && rc == DP_OK; i++) {
+        dp_host_peer *p = &h->peers[i];
+        if (p->handle != 0 && p->conn != NULL && !p->excluded &&
+            dp_conn_status(p->conn) == DP_STATUS_CONNECTED) {
+            if (dp_host_send(h, p->handle, data, len, now_ms) >= 0) {
+                count++;
+            }
+        }
+    }
+    for (size_t i = 0; i < n_exclude; i++) {
+        dp_host_peer *p = peer_get(h, exclude[i]);
+        if (p != NULL) {
+            p->excluded = 0;
+        }
+    }
+    return rc < 0 ? rc : count;
+}
+
+int dp_host_flush(dp_host *h)
+{
+    if (h == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (h->closed) {
+        return DP_ERR_CLOSED;
+    }
+    uint64_t before = h->stats.datagrams_out;
+    flush_dirty(h);
+    return (int)(h->stats.datagrams_out - before);
+}
+
+int dp_host_disconnect(dp_host *h, uint64_t peer, int64_t now_ms)
+{
+    if (h == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (h->closed) {
+        return DP_ERR_CLOSED;
+    }
+    dp_host_peer *p = peer_get(h, peer);
+    if (p == NULL) {
+        return DP_ERR_CLOSED;
+    }
+    if (p->conn == NULL) {
+        return DP_OK; /* already ended */
+    }
+    (void)dp_conn_close(p->conn, now_ms); /* queues close_notify when connected */
+    int rc = finalize(h, p, DP_HOST_REASON_LOCAL, "closed locally");
+    if (rc < 0) {
+        return rc;
+    }
+    mark_ready(h, p);
+    send_batch(h);
+    return DP_OK;
+}
+
+int64_t dp_host_next_timeout(const dp_host *h)
+{
+    if (h == NULL || h->heap_len == 0) {
+        return -1;
+    }
+    return h->peers[h->heap[0]].due_ms;
+}
+
+int dp_host_peer_get_info(const dp_host *h, uint64_t peer, dp_host_peer_info *out)
+{
+    if (h == NULL || out == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    memset(out, 0, sizeof(*out));
+    const dp_host_peer *p = h->closed ? NULL : peer_get(h, peer);
+    if (p == NULL) {
+        return DP_ERR_CLOSED;
+    }
+    (void)dp_endpoint_slot_addr(h->ep, peer, &out->addr);
+    out->outgoing = p->outgoing;
+    if (p->conn != NULL) {
+        out->status = dp_conn_status(p->conn);
+        out->last_error = dp_conn_last_error(p->conn);
+        out->verify_flags = dp_conn_verify_flags(p->conn);
+        int max = out->status == DP_STATUS_CONNECTED ? dp_conn_max_payload(p->conn) : 0;
+        out->max_payload = max > 0 ? max : 0;
+        out->queued_out = dp_conn_outgoing_count(p->conn);
+        out->pending_in = dp_conn_pending_count(p->conn);
+    } else {
+        out->status = p->final->status;
+        out->last_error = p->final->last_error;
+        out->verify_flags = p->final->verify_flags;
+        out->ended = 1;
+    }
+    return DP_OK;
+}
+
+int dp_host_peer_reason(const dp_host *h, uint64_t peer, char *buf, size_t cap)
+{
+    if (h == NULL || buf == NULL || cap == 0) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    const dp_host_peer *p = h->closed ? NULL : peer_get(h, peer);
+    if (p == NULL) {
+        return DP_ERR_CLOSED;
+    }
+    if (p->conn != NULL) {
+        return dp_conn_reason(p->conn, buf, cap);
+    }
+    return (int)copy_text(p->final->reason, buf, cap);
+}
+
+int dp_host_peer_ciphersuite(const dp_host *h, uint64_t peer, char *buf, size_t cap)
+{
+    if (h == NULL || buf == NULL || cap == 0) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    const dp_host_peer *p = h->closed ? NULL : peer_get(h, peer);
+    if (p == NULL) {
+        return DP_ERR_CLOSED;
+    }
+    if (p->conn != NULL) {
+        return dp_conn_ciphersuite(p->conn, buf, cap);
+    }
+    return (int)copy_text(p->final->suite, buf, cap);
+}
+
+int dp_host_peer_stats(const dp_host *h, uint64_t peer, dp_conn_stats *out)
+{
+    if (h == NULL || out == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    const dp_host_peer *p = h->closed ? NULL : peer_get(h, peer);
+    if (p == NULL) {
+        return DP_ERR_CLOSED;
+    }
+    if (p->conn != NULL) {
+        dp_conn_get_stats(p->conn, out);
+    } else {
+        *out = p->final->stats;
+    }
+    return DP_OK;
+}
+
+int dp_host_get_stats(const dp_host *h, dp_host_stats *out)
+{
+    if (h == NULL || out == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    *out = h->stats;
+    out->peers = h->live;
+    out->connected = h->connected;
+    out->handshaking = h->live - h->connected - h->ended;
+    out->timers = h->heap_len;
+    return DP_OK;
+}
+
+int dp_host_udp_stats(const dp_host *h, dp_udp_stats *out)
+{
+    if (h == NULL || out == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    return dp_endpoint_stats(h->ep, 0, out);
+}
