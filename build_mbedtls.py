@@ -612,6 +612,10 @@ def _build_ext_class():  # type: ignore[no-untyped-def]
                 sanitize = os.environ.get(SANITIZE_ENV, "")
                 if sanitize and not _is_msvc():
                     ext.extra_link_args = [*ext.extra_link_args, f"-fsanitize={sanitize}"]
+                elif sys.platform.startswith("linux"):
+                    # Python's own CFLAGS carry -g: drop the debug sections
+                    # from the shipped module (2.9 MB -> 0.6 MB).
+                    ext.extra_link_args = [*ext.extra_link_args, "-Wl,--strip-debug"]
                 # The cffi-generated glue is not our code: compile it without
                 # our warning flags, with hidden visibility like the rest.
                 if not _is_msvc():
