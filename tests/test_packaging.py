@@ -49,7 +49,9 @@ def sdist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_sdist_contains_the_verified_tree_and_no_build_products(sdist: Path, tmp_path: Path) -> None:
+def test_sdist_contains_the_verified_tree_and_no_build_products(
+    sdist: Path, tmp_path: Path
+) -> None:
     lock = bm.Lock.load()
     with tarfile.open(sdist) as tar:
         names = tar.getnames()

@@ -7,13 +7,12 @@ return codes become Python exceptions.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from . import errors
 from ._native import ffi, lib
 
-__all__ = ["check", "ffi", "lib", "error_text"]
+__all__ = ["check", "error_text", "ffi", "lib"]
 
 # Mbed TLS high-level error codes we map to specific exceptions.
 _MBEDTLS_PK_ERROR_RANGE = range(-0x3FFF, -0x3800 + 1)  # PK module

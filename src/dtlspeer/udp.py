@@ -209,7 +209,8 @@ def _open_socket(bind_address: str, port: int, reuse_address: bool) -> socket.so
             if bind_address == "*" and family == socket.AF_INET6 and exc.errno != errno.EADDRINUSE:
                 last = exc
                 continue  # no IPv6 here: fall back to IPv4
-            raise SocketError(exc.errno, f"cannot bind {bind_address}:{port}: {exc.strerror}") from exc
+            raise SocketError(
+                exc.errno, f"cannot bind {bind_address}:{port}: {exc.strerror}") from exc
         return sock
     assert last is not None
     raise SocketError(last.errno, f"cannot open a UDP socket: {last.strerror}") from last
@@ -362,7 +363,8 @@ class PacketPeerUDP(PacketPeer):
 
     # -- Godot API
 
-    def bind(self, port: int, bind_address: str = "*", recv_buf_size: int = _DEFAULT_RECV_BUF) -> None:
+    def bind(self, port: int, bind_address: str = "*",
+             recv_buf_size: int = _DEFAULT_RECV_BUF) -> None:
         """Open a socket bound to ``bind_address``:``port`` (Godot ``bind``).
 
         ``"*"`` binds IPv6 dual-stack (IPv4 where IPv6 is unavailable);
@@ -467,7 +469,8 @@ class PacketPeerUDP(PacketPeer):
             self.close()
             if isinstance(exc, DTLSPeerError):
                 raise
-            raise SocketError(exc.errno, f"cannot connect to {host}:{port}: {exc.strerror}") from exc
+            raise SocketError(
+                exc.errno, f"cannot connect to {host}:{port}: {exc.strerror}") from exc
         self._connected = True
 
     def set_dest_address(self, host: str, port: int) -> None:
