@@ -51,7 +51,8 @@ def error_text(code: int) -> str:
     """The native library's description of a return code."""
     buf = ffi.new("char[]", 256)
     lib.dp_strerror(code, buf, len(buf))
-    return ffi.string(buf).decode("utf-8", "replace")
+    text: str = ffi.string(buf).decode("utf-8", "replace")
+    return text
 
 
 def _exception_for(code: int, context: str) -> errors.DTLSPeerError:

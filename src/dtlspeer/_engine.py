@@ -349,7 +349,7 @@ class Connection:
     def take_outgoing(self) -> list[bytes]:
         """All datagrams waiting to be sent, oldest first."""
         buf = _scratch()
-        result = []
+        result: list[bytes] = []
         while True:
             n = lib.dp_conn_pop_outgoing(self._conn, buf, _MAX_DATAGRAM)
             if n == lib.DP_ERR_WOULD_BLOCK:
@@ -412,14 +412,16 @@ class Connection:
         """Readable reason for the last status change."""
         buf = ffi.new("char[]", 512)
         lib.dp_conn_reason(self._conn, buf, len(buf))
-        return ffi.string(buf).decode("utf-8", "replace")
+        text: str = ffi.string(buf).decode("utf-8", "replace")
+        return text
 
     @property
     def ciphersuite(self) -> str:
         """Negotiated ciphersuite name ("" until connected)."""
         buf = ffi.new("char[]", 128)
         lib.dp_conn_ciphersuite(self._conn, buf, len(buf))
-        return ffi.string(buf).decode("ascii")
+        name: str = ffi.string(buf).decode("ascii")
+        return name
 
     @property
     def parked(self) -> bool:

@@ -238,7 +238,7 @@ class CryptoKey(_Locked):
 
     def is_empty(self) -> bool:
         """True until a key is loaded or generated (ours)."""
-        return self._info().type == lib.DP_KEY_TYPE_NONE
+        return bool(self._info().type == lib.DP_KEY_TYPE_NONE)
 
     @property
     def key_type(self) -> Optional[str]:
@@ -426,7 +426,8 @@ class X509Certificate(_Locked):
                 code = lib.dp_cert_name(self._handle, 0, which, buf, size)
             if code != lib.DP_ERR_BUFFER_TOO_SMALL:
                 check(code, "X509Certificate")
-                return ffi.string(buf, code).decode("utf-8", "replace")
+                name: str = ffi.string(buf, code).decode("utf-8", "replace")
+                return name
         raise errors.LimitError("distinguished name longer than 64 KiB")
 
     @property
@@ -449,7 +450,9 @@ class X509Certificate(_Locked):
     @staticmethod
     def _time(parts: Any) -> datetime.datetime:
         try:
-            return datetime.datetime(*[int(p) for p in parts], tzinfo=datetime.timezone.utc)
+            year, month, day, hour, minute, second = (int(p) for p in parts)
+            return datetime.datetime(year, month, day, hour, minute, second,
+                                     tzinfo=datetime.timezone.utc)
         except ValueError as exc:
             raise errors.DecodeError(f"certificate validity date out of range: {exc}") from None
 

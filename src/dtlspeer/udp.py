@@ -96,10 +96,10 @@ def _check_int(value: Any, name: str) -> int:
 
 
 def _check_port(port: Any, lowest: int) -> int:
-    port = _check_int(port, "port")
-    if not lowest <= port <= 65535:
-        raise InvalidArgumentError(f"port must be in {lowest}..65535, not {port}")
-    return port
+    number = _check_int(port, "port")
+    if not lowest <= number <= 65535:
+        raise InvalidArgumentError(f"port must be in {lowest}..65535, not {number}")
+    return number
 
 
 def _check_str(value: Any, name: str) -> str:
@@ -292,7 +292,7 @@ class PacketPeerUDP(PacketPeer):
         self._ep: Optional[_Endpoint] = None
         self._handle = 0
         self._server_owned = False
-        self._finalizer: Optional[weakref.finalize] = None
+        self._finalizer: Optional[weakref.finalize[[_Endpoint, int], PacketPeerUDP]] = None
         self._connected = False
         self._dest: Any = None  # dp_addr* or None
         self._last = ffi.new("dp_addr *")
