@@ -32,10 +32,11 @@ import sysconfig
 import tarfile
 import tempfile
 import urllib.request
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Callable, Optional
 
 ROOT = Path(__file__).resolve().parent
 VENDOR_DIR = ROOT / "vendor"
@@ -486,9 +487,9 @@ def _is_x86_64() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64")
 
 
-def compile_flags() -> tuple[List[Tuple[str, Optional[str]]], list[str], list[str]]:
+def compile_flags() -> tuple[list[tuple[str, Optional[str]]], list[str], list[str]]:
     """(macros, flags for Mbed TLS, extra flags for our own C files)."""
-    macros: List[Tuple[str, Optional[str]]] = [
+    macros: list[tuple[str, Optional[str]]] = [
         ("MBEDTLS_USER_CONFIG_FILE", '"dtlspeer_mbedtls_config.h"'),
     ]
     if os.environ.get(PORTABLE_ENV, "") not in ("", "0"):
@@ -551,7 +552,9 @@ def compile_objects(compiler, build_temp: Path, tree: Path) -> list[str]:  # typ
     key = hashlib.sha256()
     key.update(tree_digest(tree, ["include", "library"]).encode())
     key.update(CONFIG_HEADER.read_bytes())
-    key.update(repr((macros, mbed_flags, compiler.compiler_type, sysconfig.get_platform())).encode())
+    key.update(
+        repr((macros, mbed_flags, compiler.compiler_type, sysconfig.get_platform())).encode()
+    )
     mbed_dir = build_temp / f"mbedtls-{key.hexdigest()[:16]}"
     # Our objects are rebuilt when a source or header changes; the directory
     # is keyed by flags so a sanitizer build never leaks into a normal one.
@@ -644,7 +647,9 @@ def main(argv: list[str]) -> int:
     print(f"verified Mbed TLS source: {tree}")
     if "--fetch-only" in argv:
         return 0
-    return subprocess.call([sys.executable, str(ROOT / "setup.py"), "build_ext", "--inplace"], cwd=ROOT)
+    return subprocess.call(
+        [sys.executable, str(ROOT / "setup.py"), "build_ext", "--inplace"], cwd=ROOT
+    )
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from build_mbedtls import BuildExt  # noqa: E402
-from setuptools import setup  # noqa: E402
+from build_mbedtls import BuildExt
+from setuptools import setup
 
 setup(
     cffi_modules=["build_mbedtls.py:ffibuilder"],

@@ -47,7 +47,8 @@ class Link:
         self.client = Connection(client_cfg, self.now, hostname=hostname)
         self.server: Optional[Connection] = None
         self.rng = random.Random(seed)
-        self.loss, self.duplicate, self.reorder_ms, self.latency_ms = loss, duplicate, reorder_ms, latency_ms
+        self.loss, self.duplicate = loss, duplicate
+        self.reorder_ms, self.latency_ms = reorder_ms, latency_ms
         self.in_flight: list[tuple[int, int, str, bytes]] = []
         self.sequence = 0
         self.sent = {"client": 0, "server": 0}
@@ -68,7 +69,8 @@ class Link:
         elif self.rng.random() < self.duplicate:
             copies = 2
         for _ in range(copies):
-            delay = self.latency_ms + (self.rng.randrange(self.reorder_ms + 1) if self.reorder_ms else 0)
+            jitter = self.rng.randrange(self.reorder_ms + 1) if self.reorder_ms else 0
+            delay = self.latency_ms + jitter
             self.sequence += 1
             self.in_flight.append((self.now + delay, self.sequence, dst, data))
 

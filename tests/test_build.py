@@ -280,7 +280,9 @@ def test_apt_repositories_reads_deb822_and_one_line_formats(tmp_path: Path) -> N
         "# comment\ndeb [arch=amd64 signed-by=/k2.gpg] http://other.invalid/ubuntu jammy main\n"
     )
     repos = bm._apt_repositories(tmp_path)
-    assert ("http://mirror.invalid/debian", ["stable", "stable-updates"], "/usr/share/keyrings/k.gpg") in repos
+    assert (
+        "http://mirror.invalid/debian", ["stable", "stable-updates"], "/usr/share/keyrings/k.gpg"
+    ) in repos
     assert ("http://mirror.invalid/debian-security", ["stable-security"], "") in repos
     assert ("http://other.invalid/ubuntu", ["jammy"], "/k2.gpg") in repos
     assert all("ignored" not in uri for uri, _, _ in repos)
@@ -288,7 +290,12 @@ def test_apt_repositories_reads_deb822_and_one_line_formats(tmp_path: Path) -> N
 
 @pytest.mark.parametrize(
     ("debian", "upstream"),
-    [("3.6.7-3", "3.6.7"), ("3.6.6-0.1~deb13u1", "3.6.6"), ("1:3.6.7-1", "3.6.7"), ("3.6.7", "3.6.7")],
+    [
+        ("3.6.7-3", "3.6.7"),
+        ("3.6.6-0.1~deb13u1", "3.6.6"),
+        ("1:3.6.7-1", "3.6.7"),
+        ("3.6.7", "3.6.7"),
+    ],
 )
 def test_debian_version_to_upstream(debian: str, upstream: str) -> None:
     assert bm._debian_upstream(debian) == upstream
@@ -317,7 +324,9 @@ def test_extension_exports_no_mbedtls_symbols() -> None:
     nm = shutil.which("nm")
     if nm is None or not sys.platform.startswith("linux"):
         pytest.skip("nm -D is the check on Linux")
-    out = subprocess.run([nm, "-D", "--defined-only", native.__file__], capture_output=True, text=True)
+    out = subprocess.run(
+        [nm, "-D", "--defined-only", native.__file__], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     exported = [line.split()[-1] for line in out.stdout.splitlines() if line.strip()]
     assert exported == ["PyInit__native"], exported

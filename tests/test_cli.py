@@ -14,7 +14,11 @@ from dtlspeer import CryptoKey, X509Certificate, ciphersuites
 
 def dtlspeer_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "dtlspeer", *args], capture_output=True, text=True, timeout=120, cwd=cwd
+        [sys.executable, "-m", "dtlspeer", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
     )
 
 
@@ -30,7 +34,9 @@ def test_info_reports_the_pinned_mbedtls_and_the_suites() -> None:
 @pytest.mark.parametrize(
     ("host", "san"), [("game.example", ("DNS", "game.example")), ("::1", ("IP Address", "::1"))]
 )
-def test_gen_cert_writes_a_key_and_a_matching_certificate(tmp_path: Path, host: str, san: tuple[str, str]) -> None:
+def test_gen_cert_writes_a_key_and_a_matching_certificate(
+    tmp_path: Path, host: str, san: tuple[str, str]
+) -> None:
     key_path, cert_path = tmp_path / "k.pem", tmp_path / "c.pem"
     proc = dtlspeer_cli("gen-cert", host, "--key-out", str(key_path), "--cert-out", str(cert_path))
     assert proc.returncode == 0, proc.stderr
@@ -57,7 +63,13 @@ def test_gen_cert_defaults_to_host_named_files(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["gen-cert", "h", "--days", "0"], ["gen-cert", "h", "--key-type", "dsa"], ["gen-cert"], ["bogus"], []],
+    [
+        ["gen-cert", "h", "--days", "0"],
+        ["gen-cert", "h", "--key-type", "dsa"],
+        ["gen-cert"],
+        ["bogus"],
+        [],
+    ],
 )
 def test_bad_command_lines_fail_with_usage(args: list[str]) -> None:
     proc = dtlspeer_cli(*args)

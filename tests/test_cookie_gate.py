@@ -118,7 +118,7 @@ def test_spoofed_hello_flood_allocates_nothing() -> None:
     gc.collect()
     before = alloc_stats()
     cookie_at = 13 + 12 + 35 + second[13 + 12 + 34] + 1
-    for i in range(2000):
+    for _i in range(2000):
         second[cookie_at:cookie_at + 17] = rng.randbytes(17)
         admitted += gate.check(ADDR, bytes(second), 0)[0] == GateVerdict.ADMIT
     assert alloc_stats() == before

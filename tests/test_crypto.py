@@ -154,7 +154,10 @@ def test_self_signed_certificate_is_read_and_verified_by_openssl(
     path = tmp_path / "ours.pem"
     cert.save(path)
     text = openssl("x509", "-in", str(path), "-noout", "-text", cwd=tmp_path).decode()
-    assert "DNS:game.example.test, DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1" in text
+    assert (
+        "DNS:game.example.test, DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1"
+        in text
+    )
     assert "Not Before: Jan  2 03:04:05 2025 GMT" in text
     assert "Not After : Jan  2 03:04:05 2035 GMT" in text
     assert "CA:TRUE, pathlen:0" in text and "Version: 3 (0x2)" in text

@@ -428,7 +428,7 @@ def test_idle_server_peer_parks_and_wakes_transparently(ec_identity: Identity) -
         assert client.get_packet() == message
         parks = peer.get_stats()["parks"]
         # The server parks once the peer has been silent for 50 ms.
-        assert run(lambda: peer.get_stats()["parks"] > parks, server, client)
+        assert run(lambda parks=parks: peer.get_stats()["parks"] > parks, server, client)
         assert peer.get_status() == Status.STATUS_CONNECTED
     assert peer.get_stats()["unparks"] >= 2
     with pytest.raises(errors.InvalidArgumentError):

@@ -9,7 +9,6 @@ import time
 import pytest
 
 from _dtls_sim import (
-    CLIENT_ADDR,
     PSK_ID,
     PSK_KEY,
     Link,
@@ -34,7 +33,9 @@ def test_psk_handshake_and_data_both_ways() -> None:
     link.client.write(b"to server", link.now)
     link.server.write(b"to client", link.now)
     link.pump()
-    link.run_until(lambda: link.server.pending_count() > 0 and link.client.pending_count() > 0, 1000)
+    link.run_until(
+        lambda: link.server.pending_count() > 0 and link.client.pending_count() > 0, 1000
+    )
     assert link.server.read_all() == [b"to server"]
     assert link.client.read_all() == [b"to client"]
     assert link.client.read() is None
@@ -72,7 +73,10 @@ def test_lossy_handshake_retransmits() -> None:
     lossless = Link(*psk_configs())
     lossless.handshake()
     assert lossless.client.stats()["datagrams_out"] == 3
-    assert stats["datagrams_out"] + link.server.stats()["datagrams_out"] > 3 + lossless.server.stats()["datagrams_out"]
+    assert (
+        stats["datagrams_out"] + link.server.stats()["datagrams_out"]
+        > 3 + lossless.server.stats()["datagrams_out"]
+    )
     assert stats["retransmit_updates"] + link.server.stats()["retransmit_updates"] > 0
     link.close()
     lossless.close()
@@ -319,7 +323,7 @@ def test_connections_free_all_native_memory() -> None:
         link.handshake()
         link.client.write(b"x", link.now)
         link.pump()
-        link.run_until(lambda: link.server.pending_count() > 0, 1000)
+        link.run_until(lambda link=link: link.server.pending_count() > 0, 1000)
         link.close()
     gc.collect()
     assert alloc_stats() == before
@@ -329,7 +333,8 @@ def test_connections_free_all_native_memory() -> None:
 
 
 def _cert_link(kind: str = "ec", *, name: str = "game.example", hostname: str = "game.example",
-               trusted: str = "same", verify: Verify = Verify.FULL, not_after: str = "20991231235959",
+               trusted: str = "same", verify: Verify = Verify.FULL,
+               not_after: str = "20991231235959",
                groups: list[Group] | None = None) -> Link:
     key = native_key(kind)
     cert = native_self_signed(key, name, not_after=not_after)
@@ -463,10 +468,12 @@ def test_measure_handshake_cpu_and_idle_heap(capsys: pytest.CaptureFixture[str])
         key = native_key("ec")
         cert = native_self_signed(key, "game.example")
         gate = CookieGate()
-        server_cfg = EngineConfig.server(gate=gate, key=key, certificate=cert, groups=[group, Group.SECP256R1])
+        server_cfg = EngineConfig.server(
+            gate=gate, key=key, certificate=cert, groups=[group, Group.SECP256R1]
+        )
         client_cfg = EngineConfig.client(trusted_chain=cert, groups=[group, Group.SECP256R1])
         results[f"ECDHE-ECDSA P-256 cert, {group.name}"] = _server_cpu_per_handshake(
-            lambda: Link(client_cfg, server_cfg, gate, hostname="game.example"), 10)
+            lambda c=client_cfg, s=server_cfg, g=gate: Link(c, s, g, hostname="game.example"), 10)
     # Idle heap of one established server connection (last flight released).
     client_cfg, server_cfg, gate = psk_plain
     gc.collect()
@@ -486,5 +493,7 @@ def test_measure_handshake_cpu_and_idle_heap(capsys: pytest.CaptureFixture[str])
     with capsys.disabled():
         print()
         for name, ms in results.items():
-            print(f"  server CPU per handshake (incl. cookie round, Python driver): {name}: {ms:.3f} ms")
-        print(f"  heap of an established client+server pair: {both} B; a fresh client conn: {fresh_client} B")
+            print("  server CPU per handshake (incl. cookie round, Python driver): "
+                  f"{name}: {ms:.3f} ms")
+        print(f"  heap of an established client+server pair: {both} B; "
+              f"a fresh client conn: {fresh_client} B")

@@ -49,7 +49,9 @@ def sdist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_sdist_contains_the_verified_tree_and_no_build_products(sdist: Path, tmp_path: Path) -> None:
+def test_sdist_contains_the_verified_tree_and_no_build_products(
+    sdist: Path, tmp_path: Path
+) -> None:
     lock = bm.Lock.load()
     with tarfile.open(sdist) as tar:
         names = tar.getnames()
@@ -60,6 +62,8 @@ def test_sdist_contains_the_verified_tree_and_no_build_products(sdist: Path, tmp
     assert not [n for n in names if n.endswith((".so", ".o", ".pyd", ".tar.bz2"))]
     assert f"{top}/vendor/mbedtls.lock.json" in names
     assert f"{top}/src/native/dtlspeer.h" in names
+    assert f"{top}/src/dtlspeer/py.typed" in names
+    assert f"{top}/src/dtlspeer/_native.pyi" in names  # the typing stub of the extension
 
 
 def test_wheel_builds_offline_from_the_sdist_and_runs_in_a_fresh_venv(
@@ -77,8 +81,9 @@ def test_wheel_builds_offline_from_the_sdist_and_runs_in_a_fresh_venv(
     assert "-abi3-" in wheel.name  # one wheel for every CPython >= 3.9
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
-    assert any(n.startswith("dtlspeer/_native") for n in names)
+    assert any(n.startswith("dtlspeer/_native.") and n.endswith((".so", ".pyd")) for n in names)
     assert "dtlspeer/py.typed" in names
+    assert "dtlspeer/_native.pyi" in names  # mypy users type-check against it
 
     clean_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     venv = tmp_path / "venv"

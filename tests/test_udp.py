@@ -10,10 +10,10 @@ import gc
 import socket
 
 import pytest
-from udp_helpers import has_ipv6, until
 
 from dtlspeer import PacketPeerUDP, UDPServer
 from dtlspeer.errors import StateError, WouldBlockError
+from udp_helpers import has_ipv6, until
 
 LOCAL = "127.0.0.1"
 
@@ -170,7 +170,8 @@ def test_get_packet_on_empty_queue_sets_packet_error():
 
 
 def test_get_packet_into_reuses_a_buffer():
-    """Ours (no Godot equivalent): get_packet_into fills a caller buffer; too small keeps it queued."""
+    """Ours (no Godot equivalent): get_packet_into fills a caller buffer; too small keeps it
+    queued."""
     peer = PacketPeerUDP()
     peer.bind(0, LOCAL)
     tx = plain_socket()

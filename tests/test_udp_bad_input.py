@@ -7,7 +7,6 @@ import gc
 import socket
 
 import pytest
-from udp_helpers import alloc_bytes, until
 
 from dtlspeer import PacketPeerUDP, UDPServer
 from dtlspeer.errors import (
@@ -18,6 +17,7 @@ from dtlspeer.errors import (
     SocketError,
     StateError,
 )
+from udp_helpers import alloc_bytes, until
 
 LOCAL = "127.0.0.1"
 MAX_V4 = 65507
@@ -155,7 +155,8 @@ def test_stop_releases_all_native_memory():
     s = sender()
     for i in range(50):
         s.sendto(b"x" * i, (LOCAL, srv.get_local_port()))
-    assert until(lambda: srv.get_stats()["packets_in"] == 50, srv.poll)
+    # srv bound as a default, not a closure over the name deleted below (ruff F821).
+    assert until(lambda srv=srv: srv.get_stats()["packets_in"] == 50, srv.poll)
     peer = srv.take_connection()
     assert peer.get_available_packet_count() == 50
     srv.stop()

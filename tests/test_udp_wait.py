@@ -12,11 +12,11 @@ import socket
 import threading
 
 import pytest
-from udp_helpers import until
 
 from dtlspeer import PacketPeerUDP
 from dtlspeer._binding import lib
 from dtlspeer.errors import WouldBlockError
+from udp_helpers import until
 
 LOCAL = "127.0.0.1"
 

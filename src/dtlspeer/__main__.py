@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--key-type", choices=["p-256", "p-384", "rsa"], default="p-256",
                      help="key algorithm (default: p-256, the fastest to handshake)")
     gen.add_argument("--rsa-bits", type=int, default=2048, help="RSA key size (2048..4096)")
-    gen.add_argument("--days", type=_positive_int, default=365, help="validity in days (default 365)")
+    gen.add_argument("--days", type=_positive_int, default=365,
+                     help="validity in days (default 365)")
     gen.add_argument("--organization", default="dtlspeer", help="O= of the subject")
     gen.add_argument("--country", default="IT", help="C= of the subject (Godot's default)")
     gen.add_argument("--key-out", metavar="PATH", help="key file (default HOST.key, mode 0600)")

@@ -7,13 +7,12 @@ return codes become Python exceptions.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from . import errors
 from ._native import ffi, lib
 
-__all__ = ["check", "ffi", "lib", "error_text"]
+__all__ = ["check", "error_text", "ffi", "lib"]
 
 # Mbed TLS high-level error codes we map to specific exceptions.
 _MBEDTLS_PK_ERROR_RANGE = range(-0x3FFF, -0x3800 + 1)  # PK module
@@ -52,7 +51,8 @@ def error_text(code: int) -> str:
     """The native library's description of a return code."""
     buf = ffi.new("char[]", 256)
     lib.dp_strerror(code, buf, len(buf))
-    return ffi.string(buf).decode("utf-8", "replace")
+    text: str = ffi.string(buf).decode("utf-8", "replace")
+    return text
 
 
 def _exception_for(code: int, context: str) -> errors.DTLSPeerError:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import enum
 import threading
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Optional
 
 from . import errors
 from ._binding import check, ffi, lib, to_bytes
@@ -139,7 +140,9 @@ class CookieGate:
             ),
             "CookieGate.check",
         )
-        reply = bytes(ffi.buffer(self._reply, self._reply_len[0])) if verdict == lib.DP_GATE_REPLY else b""
+        reply = b""
+        if verdict == lib.DP_GATE_REPLY:
+            reply = bytes(ffi.buffer(self._reply, self._reply_len[0]))
         return GateVerdict(verdict), reply
 
     def stats(self) -> dict[str, int]:
@@ -183,14 +186,19 @@ class EngineConfig:
         cfg = cls(lib.DP_ROLE_CLIENT)
         try:
             check(
-                lib.dp_config_set_verify(cfg._ptr, int(verify), common_name_override.encode("utf-8")),
+                lib.dp_config_set_verify(
+                    cfg._ptr, int(verify), common_name_override.encode("utf-8")
+                ),
                 "verify",
             )
             if trusted_chain is not None:
-                check(lib.dp_config_set_ca_chain(cfg._ptr, _handle(trusted_chain, "dp_cert *", "trusted_chain")), "trusted_chain")
+                chain = _handle(trusted_chain, "dp_cert *", "trusted_chain")
+                check(lib.dp_config_set_ca_chain(cfg._ptr, chain), "trusted_chain")
             if psk is not None:
                 identity, key = (to_bytes(psk[0], "psk identity"), to_bytes(psk[1], "psk key"))
-                check(lib.dp_config_set_psk(cfg._ptr, identity, len(identity), key, len(key)), "psk")
+                check(
+                    lib.dp_config_set_psk(cfg._ptr, identity, len(identity), key, len(key)), "psk"
+                )
             cfg._apply_common(**common)
             check(lib.dp_config_finish(cfg._ptr), "EngineConfig.client")
         except BaseException:
@@ -218,7 +226,9 @@ class EngineConfig:
             if key is not None:
                 check(
                     lib.dp_config_set_own_cert(
-                        cfg._ptr, _handle(certificate, "dp_cert *", "certificate"), _handle(key, "dp_key *", "key")
+                        cfg._ptr,
+                        _handle(certificate, "dp_cert *", "certificate"),
+                        _handle(key, "dp_key *", "key"),
                     ),
                     "certificate",
                 )
@@ -245,12 +255,16 @@ class EngineConfig:
         park_after_ms: Optional[int] = None,
     ) -> None:
         if ciphersuites is not None:
-            check(lib.dp_config_set_ciphersuites(self._ptr, ",".join(ciphersuites).encode("ascii")), "ciphersuites")
+            names = ",".join(ciphersuites).encode("ascii")
+            check(lib.dp_config_set_ciphersuites(self._ptr, names), "ciphersuites")
         if groups is not None:
             ids = ffi.new("uint16_t[]", [int(g) for g in groups])
             check(lib.dp_config_set_groups(self._ptr, ids, len(groups)), "groups")
         low, high = handshake_timeout_ms
-        check(lib.dp_config_set_handshake_timeout(self._ptr, low, high, handshake_deadline_ms), "handshake timeout")
+        check(
+            lib.dp_config_set_handshake_timeout(self._ptr, low, high, handshake_deadline_ms),
+            "handshake timeout",
+        )
         check(lib.dp_config_set_idle_timeout(self._ptr, idle_timeout_ms), "idle timeout")
         check(lib.dp_config_set_mtu(self._ptr, mtu), "mtu")
         check(lib.dp_config_set_badmac_limit(self._ptr, badmac_limit), "badmac limit")
@@ -292,10 +306,14 @@ class Connection:
         transport_id: Optional[bytes] = None,
     ) -> None:
         out = ffi.new("dp_conn **")
-        name = hostname.encode("idna" if hostname and not hostname.isascii() else "ascii") if hostname else ffi.NULL
+        name = ffi.NULL
+        if hostname:
+            name = hostname.encode("ascii" if hostname.isascii() else "idna")
         tid = to_bytes(transport_id, "transport_id") if transport_id is not None else ffi.NULL
         check(
-            lib.dp_conn_new(config.handle, name, tid, 0 if tid is ffi.NULL else len(tid), now_ms, out),
+            lib.dp_conn_new(
+                config.handle, name, tid, 0 if tid is ffi.NULL else len(tid), now_ms, out
+            ),
             "Connection",
         )
         self._ptr: Any = ffi.gc(out[0], lib.dp_conn_free)
@@ -331,7 +349,7 @@ class Connection:
     def take_outgoing(self) -> list[bytes]:
         """All datagrams waiting to be sent, oldest first."""
         buf = _scratch()
-        result = []
+        result: list[bytes] = []
         while True:
             n = lib.dp_conn_pop_outgoing(self._conn, buf, _MAX_DATAGRAM)
             if n == lib.DP_ERR_WOULD_BLOCK:
@@ -394,14 +412,16 @@ class Connection:
         """Readable reason for the last status change."""
         buf = ffi.new("char[]", 512)
         lib.dp_conn_reason(self._conn, buf, len(buf))
-        return ffi.string(buf).decode("utf-8", "replace")
+        text: str = ffi.string(buf).decode("utf-8", "replace")
+        return text
 
     @property
     def ciphersuite(self) -> str:
         """Negotiated ciphersuite name ("" until connected)."""
         buf = ffi.new("char[]", 128)
         lib.dp_conn_ciphersuite(self._conn, buf, len(buf))
-        return ffi.string(buf).decode("ascii")
+        name: str = ffi.string(buf).decode("ascii")
+        return name
 
     @property
     def parked(self) -> bool:

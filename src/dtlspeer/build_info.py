@@ -23,4 +23,5 @@ def ciphersuites() -> list[str]:
     TLS's default preference order."""
     buf = ffi.new("char[]", 16384)
     check(lib.dp_ciphersuite_names(buf, len(buf)), "listing ciphersuites")
-    return ffi.string(buf).decode("ascii").split()
+    names: str = ffi.string(buf).decode("ascii")
+    return names.split()

@@ -33,8 +33,9 @@ import ipaddress
 import os
 import ssl
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Union
+from typing import Any, Optional, Union
 
 from . import errors
 from ._binding import check, ffi, lib, to_bytes
@@ -69,7 +70,8 @@ def _read_file(path: PathLike, what: str) -> bytes:
 
 def _write_file(path: PathLike, data: bytes, private: bool) -> None:
     if not isinstance(path, (str, os.PathLike)):
-        raise errors.ArgumentTypeError(f"path must be str or os.PathLike, not {type(path).__name__}")
+        raise errors.ArgumentTypeError(
+            f"path must be str or os.PathLike, not {type(path).__name__}")
     # Private keys are created readable by the owner only.
     mode = 0o600 if private else 0o644
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -81,7 +83,8 @@ def _choose_der(path: Optional[PathLike], format: Optional[str]) -> bool:
     if format is None:
         return path is not None and Path(os.fspath(path)).suffix.lower() == ".der"
     if not isinstance(format, str):
-        raise errors.ArgumentTypeError(f"format must be 'pem' or 'der', not {type(format).__name__}")
+        raise errors.ArgumentTypeError(
+            f"format must be 'pem' or 'der', not {type(format).__name__}")
     if format.lower() not in ("pem", "der"):
         raise errors.InvalidArgumentError(f"format must be 'pem' or 'der', not {format!r}")
     return format.lower() == "der"
@@ -212,7 +215,8 @@ class CryptoKey(_Locked):
     def _write(self, der: bool, public_only: bool, context: str) -> bytes:
         fmt = lib.DP_FORMAT_DER if der else lib.DP_FORMAT_PEM
         if not public_only and self.is_public_only():
-            raise errors.StateError(f"{context}: the key has no private part; pass public_only=True")
+            raise errors.StateError(
+                f"{context}: the key has no private part; pass public_only=True")
         with self._mutex:
             return _sized_output(
                 lambda buf, size, needed: lib.dp_key_write(
@@ -234,7 +238,7 @@ class CryptoKey(_Locked):
 
     def is_empty(self) -> bool:
         """True until a key is loaded or generated (ours)."""
-        return self._info().type == lib.DP_KEY_TYPE_NONE
+        return bool(self._info().type == lib.DP_KEY_TYPE_NONE)
 
     @property
     def key_type(self) -> Optional[str]:
@@ -422,7 +426,8 @@ class X509Certificate(_Locked):
                 code = lib.dp_cert_name(self._handle, 0, which, buf, size)
             if code != lib.DP_ERR_BUFFER_TOO_SMALL:
                 check(code, "X509Certificate")
-                return ffi.string(buf, code).decode("utf-8", "replace")
+                name: str = ffi.string(buf, code).decode("utf-8", "replace")
+                return name
         raise errors.LimitError("distinguished name longer than 64 KiB")
 
     @property
@@ -445,7 +450,9 @@ class X509Certificate(_Locked):
     @staticmethod
     def _time(parts: Any) -> datetime.datetime:
         try:
-            return datetime.datetime(*[int(p) for p in parts], tzinfo=datetime.timezone.utc)
+            year, month, day, hour, minute, second = (int(p) for p in parts)
+            return datetime.datetime(year, month, day, hour, minute, second,
+                                     tzinfo=datetime.timezone.utc)
         except ValueError as exc:
             raise errors.DecodeError(f"certificate validity date out of range: {exc}") from None
 
@@ -653,7 +660,8 @@ class Crypto:
             raise errors.ArgumentTypeError(
                 f"issuer_name must be str, not {type(issuer_name).__name__}")
         if not issuer_name or "\0" in issuer_name:
-            raise errors.InvalidArgumentError("issuer_name must be a non-empty name like 'CN=x,O=y,C=IT'")
+            raise errors.InvalidArgumentError(
+                "issuer_name must be a non-empty name like 'CN=x,O=y,C=IT'")
         start = _check_date(not_before, "not_before")
         end = _check_date(not_after, "not_after")
         if end < start:

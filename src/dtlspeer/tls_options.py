@@ -67,6 +67,13 @@ class TLSOptions:
     """
 
     __slots__ = ("__weakref__", "_ca_chain", "_cert", "_cn_override", "_frozen", "_key", "_mode")
+    # Set once by _make() (through __setattr__, before _frozen), never changed.
+    _ca_chain: Optional[X509Certificate]
+    _cert: Optional[X509Certificate]
+    _cn_override: str
+    _frozen: bool
+    _key: Optional[CryptoKey]
+    _mode: int
 
     def __init__(self, *_args: Any, _token: object = None, **_kwargs: Any) -> None:
         """Not public: use :meth:`client`, :meth:`client_unsafe` or :meth:`server`."""

@@ -96,10 +96,10 @@ def _check_int(value: Any, name: str) -> int:
 
 
 def _check_port(port: Any, lowest: int) -> int:
-    port = _check_int(port, "port")
-    if not lowest <= port <= 65535:
-        raise InvalidArgumentError(f"port must be in {lowest}..65535, not {port}")
-    return port
+    number = _check_int(port, "port")
+    if not lowest <= number <= 65535:
+        raise InvalidArgumentError(f"port must be in {lowest}..65535, not {number}")
+    return number
 
 
 def _check_str(value: Any, name: str) -> str:
@@ -209,7 +209,8 @@ def _open_socket(bind_address: str, port: int, reuse_address: bool) -> socket.so
             if bind_address == "*" and family == socket.AF_INET6 and exc.errno != errno.EADDRINUSE:
                 last = exc
                 continue  # no IPv6 here: fall back to IPv4
-            raise SocketError(exc.errno, f"cannot bind {bind_address}:{port}: {exc.strerror}") from exc
+            raise SocketError(
+                exc.errno, f"cannot bind {bind_address}:{port}: {exc.strerror}") from exc
         return sock
     assert last is not None
     raise SocketError(last.errno, f"cannot open a UDP socket: {last.strerror}") from last
@@ -291,7 +292,7 @@ class PacketPeerUDP(PacketPeer):
         self._ep: Optional[_Endpoint] = None
         self._handle = 0
         self._server_owned = False
-        self._finalizer: Optional[weakref.finalize] = None
+        self._finalizer: Optional[weakref.finalize[[_Endpoint, int], PacketPeerUDP]] = None
         self._connected = False
         self._dest: Any = None  # dp_addr* or None
         self._last = ffi.new("dp_addr *")
@@ -362,7 +363,8 @@ class PacketPeerUDP(PacketPeer):
 
     # -- Godot API
 
-    def bind(self, port: int, bind_address: str = "*", recv_buf_size: int = _DEFAULT_RECV_BUF) -> None:
+    def bind(self, port: int, bind_address: str = "*",
+             recv_buf_size: int = _DEFAULT_RECV_BUF) -> None:
         """Open a socket bound to ``bind_address``:``port`` (Godot ``bind``).
 
         ``"*"`` binds IPv6 dual-stack (IPv4 where IPv6 is unavailable);
@@ -467,7 +469,8 @@ class PacketPeerUDP(PacketPeer):
             self.close()
             if isinstance(exc, DTLSPeerError):
                 raise
-            raise SocketError(exc.errno, f"cannot connect to {host}:{port}: {exc.strerror}") from exc
+            raise SocketError(
+                exc.errno, f"cannot connect to {host}:{port}: {exc.strerror}") from exc
         self._connected = True
 
     def set_dest_address(self, host: str, port: int) -> None:

@@ -135,7 +135,10 @@ def echo_all(udp: PacketPeerUDP, dtls: PacketPeerDTLS, messages: list[bytes]) ->
     for i, msg in enumerate(messages):
         dtls.put_packet(msg)
         got = receive(udp, dtls)
-        assert got == msg, f"echo {i}: sent {len(msg)} bytes {msg[:40]!r}..., got {len(got)} bytes {got[:40]!r}..."
+        assert got == msg, (
+            f"echo {i}: sent {len(msg)} bytes {msg[:40]!r}..., "
+            f"got {len(got)} bytes {got[:40]!r}..."
+        )
 
 
 # -- suite names -----------------------------------------------------------------

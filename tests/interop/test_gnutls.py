@@ -41,7 +41,9 @@ MESSAGES = 120
 GNUTLS_SERV_ECHO_CHUNK = 254
 
 
-def start_gnutls_serv(peers: PeerSet, gnutls_serv: str, cert: ServerCert) -> tuple[PeerProcess, int]:
+def start_gnutls_serv(
+    peers: PeerSet, gnutls_serv: str, cert: ServerCert
+) -> tuple[PeerProcess, int]:
     """``gnutls-serv`` DTLS echo server (cookie exchange on) on a free port, ready."""
     def argv(port: int) -> Sequence[str]:
         return [gnutls_serv, "--udp", "--echo", "--crlf", "-p", str(port),
