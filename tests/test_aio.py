@@ -222,6 +222,27 @@ def test_serve_forever_cancelled_closes_the_server() -> None:
     run(main())
 
 
+def test_broadcast_reaches_every_connection_but_the_excluded() -> None:
+    async def main() -> None:
+        async with await psk_server(echo) as server:
+            clients = [await psk_client(server) for _ in range(4)]
+            await eventually(lambda: len(server.connections) == 4)
+            by_port = {c.peer_address[1]: c for c in server.connections}
+            excluded = by_port[clients[0].local_port]
+            assert server.broadcast(b"state 1", exclude=excluded) == 3
+            assert server.broadcast(b"state 2") == 4
+            assert [await c.recv() for c in clients[1:]] == [b"state 1"] * 3
+            assert [await c.recv() for c in clients] == [b"state 2"] * 4
+            with pytest.raises(errors.ArgumentTypeError):
+                server.broadcast(b"x", exclude=[clients[0].peer])  # type: ignore[list-item]
+            with pytest.raises(errors.InvalidArgumentError):
+                server.broadcast(b"x" * 20000)
+        with pytest.raises(errors.StateError):
+            server.broadcast(b"closed")
+
+    run(main())
+
+
 # ---- handlers ------------------------------------------------------------------------------
 
 

@@ -67,7 +67,7 @@ import ipaddress
 import logging
 import socket
 from collections import deque
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, Callable
 
 from . import errors
@@ -305,9 +305,9 @@ class _Endpoint:
 
     # -- sending -----------------------------------------------------------------
 
-    def queued(self) -> None:
-        """A record was queued on the host: send it at the end of this iteration."""
-        self.pending += 1
+    def queued(self, count: int = 1) -> None:
+        """Records were queued on the host: send them at the end of this iteration."""
+        self.pending += count
         if self._soon is None:
             self.schedule()
 
@@ -663,6 +663,35 @@ class Server:
         """The open connections."""
         return list(self._endpoint.conns.values())
 
+    def broadcast(
+        self, data: BytesLike, exclude: Connection | Iterable[Connection] | None = None
+    ) -> int:
+        """Queue ``data`` as one record to every open connection except
+        ``exclude`` (one connection or several), encrypted in C in one call
+        (``DTLSHost.broadcast``); it leaves with the other sends of this loop
+        iteration. Returns how many connections it was queued for.
+        InvalidArgumentError (nothing queued) if it is larger than some
+        connection's maximum packet size; StateError once the server closed."""
+        endpoint = self._endpoint
+        if endpoint.closed:
+            raise errors.StateError("the server is closed")
+        if exclude is None:
+            peers: list[HostPeer] = []
+        elif isinstance(exclude, Connection):
+            peers = [exclude._peer]
+        else:
+            peers = []
+            for conn in exclude:
+                if not isinstance(conn, Connection):
+                    raise errors.ArgumentTypeError(
+                        f"exclude must hold Connection objects, not {type(conn).__name__}"
+                    )
+                peers.append(conn._peer)
+        count = endpoint.host.broadcast(data, peers)
+        if count:
+            endpoint.queued(count)
+        return count
+
     def is_serving(self) -> bool:
         """True until :meth:`close`."""
         return not self._endpoint.closed
@@ -847,8 +876,8 @@ async def connect(
         settings=settings,
         ciphersuites=ciphersuites,
         max_peers=1,
-        max_events=256,
-        payload_buffer_size=256 * 1024,
+        max_events=128,
+        payload_buffer_size=64 * 1024,  # what does not fit waits in C for the next call
     )
     endpoint: _Endpoint | None = None
     try:
