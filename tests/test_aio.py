@@ -584,6 +584,10 @@ def test_local_misuse_raises() -> None:
             await aio.serve(echo, "127.0.0.1", 0, psk=SERVER_PSK, max_queue=0)
         with pytest.raises(errors.ArgumentTypeError):
             await aio.connect(b"127.0.0.1", 1, psk=CLIENT_PSK)  # type: ignore[arg-type]
+        with pytest.raises(errors.InvalidArgumentError):
+            await aio.connect("127.0.0.1", 0, psk=CLIENT_PSK)
+        with pytest.raises(errors.ArgumentTypeError):
+            await aio.connect("127.0.0.1", "4433", psk=CLIENT_PSK)  # type: ignore[arg-type]
 
     run(main())
 

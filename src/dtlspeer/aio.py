@@ -864,8 +864,14 @@ async def connect(
         raise errors.ArgumentTypeError(f"host must be str, not {type(host).__name__}")
     if hostname is not None and not isinstance(hostname, str):
         raise errors.ArgumentTypeError("hostname must be str or None")
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise errors.ArgumentTypeError(f"port must be an int, not {type(port).__name__}")
+    if not 1 <= port <= 65535:
+        raise errors.InvalidArgumentError(f"port must be in 1..65535, not {port}")
     policy = _check_queue(max_queue, overflow, write_limit)
     ip, family = await _resolve(loop, host, port)
+    if hostname is None:
+        hostname = host.split("%", 1)[0] if _ip_literal(host) is not None else host
     if local_addr is None:
         local_addr = ("0.0.0.0", 0) if family == socket.AF_INET else ("::", 0)
     dtls_host = DTLSHost(
@@ -882,7 +888,7 @@ async def connect(
     endpoint: _Endpoint | None = None
     try:
         endpoint = _Endpoint(loop, dtls_host, None, write_limit)
-        peer = dtls_host.connect(ip, port, hostname=host if hostname is None else hostname)
+        peer = dtls_host.connect(ip, port, hostname=hostname)
         conn = Connection(endpoint, peer, max_queue, policy, True)
         waiter: asyncio.Future[None] = loop.create_future()
         endpoint.conns[peer] = conn  # records right after CONNECT land in its queue
