@@ -6,7 +6,7 @@ raise :mod:`dtlspeer.errors` exceptions instead of returning ``Error`` codes.
 
 from __future__ import annotations
 
-from . import errors
+from . import aio, errors
 from .build_info import build_info, ciphersuites, mbedtls_version
 from .crypto import Crypto, CryptoKey, X509Certificate
 from .dtls import DTLSServer, DTLSSettings, PacketPeerDTLS
@@ -36,6 +36,7 @@ __all__ = [
     "UDPServer",
     "X509Certificate",
     "__version__",
+    "aio",
     "build_info",
     "ciphersuites",
     "errors",

@@ -703,6 +703,14 @@ class DTLSHost:
             raise errors.StateError("the host is closed")
         return int(self._sock.getsockname()[1])
 
+    def fileno(self) -> int:
+        """The socket's file descriptor, for event loops (``add_reader``:
+        when it is readable, call :meth:`service`). Do not read from, write
+        to or close it yourself."""
+        if self._sock is None:
+            raise errors.StateError("the host is closed")
+        return self._sock.fileno()
+
     def next_timeout(self) -> float | None:
         """Seconds until the earliest peer timer (None if no timer runs)."""
         due = int(lib.dp_host_next_timeout(self._require()))
