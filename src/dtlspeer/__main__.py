@@ -1,9 +1,18 @@
-"""Command-line interface: ``python -m dtlspeer <command>``.
+"""Command-line interface: ``python -m dtlspeer <command>`` (or ``dtlspeer <command>``).
 
-Commands: ``info`` (versions, build configuration, ciphersuites),
-``gen-cert`` (a private key plus a self-signed certificate for a host name or IP),
-``demo`` (a DTLS echo server and clients on 127.0.0.1, with throughput) and
-``bench`` (the quick benchmark table of ``benchmarks/``, source checkouts only).
+Commands:
+
+* ``info``: versions, build configuration, ciphersuites;
+* ``gen-cert``: a private key plus a self-signed certificate for a host name or IP;
+* ``serve``: a DTLS echo server on the batch host (:class:`~dtlspeer.DTLSHost`);
+* ``connect``: a DTLS client that sends stdin lines and prints the replies;
+* ``demo``: a DTLS echo server and clients on 127.0.0.1, with throughput;
+* ``bench``: the quick benchmark table of ``benchmarks/`` (source checkouts only).
+
+Exit status: 0 success (``serve``: stopped by ``--duration``, Ctrl-C or
+SIGTERM); 1 failure (a file, socket or TLS error, a failed handshake, a
+``demo`` FAIL, a lost connection); 2 bad command line (usage on stderr);
+130 interrupted by Ctrl-C (every command but ``serve``).
 """
 
 from __future__ import annotations
@@ -11,18 +20,107 @@ from __future__ import annotations
 import argparse
 import datetime
 import ipaddress
+import os
 import platform
+import queue
+import signal
 import sys
+import textwrap
+import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from . import __version__
 from .build_info import build_info, ciphersuites, mbedtls_version
-from .crypto import Crypto
-from .dtls import DTLSServer, PacketPeerDTLS
+from .crypto import Crypto, CryptoKey, X509Certificate
+from .dtls import DTLSServer, DTLSSettings, PacketPeerDTLS
 from .errors import DTLSPeerError
+from .host import DTLSHost, HostEventType, HostPeer
 from .tls_options import TLSOptions
 from .udp import PacketPeerUDP, UDPServer
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+EXIT_STATUS_HELP = """\
+exit status:
+  0    success (serve: stopped by --duration, Ctrl-C or SIGTERM)
+  1    failure: file, socket or TLS error, failed handshake, lost connection, demo FAIL
+  2    bad command line (the usage is printed to stderr)
+  130  interrupted by Ctrl-C (every command but serve)"""
+
+
+class _Progress:
+    """Progress lines on stderr for long operations: phase lines always,
+    periodic lines at most once per ``interval`` seconds; none when quiet."""
+
+    def __init__(self, quiet: bool, interval: float = 1.0) -> None:
+        self.quiet = quiet
+        self.interval = interval
+        self._last = time.monotonic()
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=sys.stderr, flush=True)
+        self._last = time.monotonic()
+
+    def tick(self, text: Callable[[], str]) -> None:
+        if time.monotonic() - self._last >= self.interval:
+            self.say(text())
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in 0..65535, not {value}")
+    return value
+
+
+def _remote_port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in 1..65535, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text}")
+    return value
+
+
+def _psk_hex(text: str) -> bytes:
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not hexadecimal: {text!r}") from None
+    if not value:
+        raise argparse.ArgumentTypeError("the PSK must not be empty")
+    return value
+
+
+def _psk(args: argparse.Namespace) -> tuple[bytes, bytes] | None:
+    """(identity, key) from --psk-identity/--psk-hex; usage error if only one is given."""
+    if (args.psk_identity is None) != (args.psk_hex is None):
+        args.parser.error("--psk-identity and --psk-hex go together")
+    if args.psk_identity is None:
+        return None
+    return args.psk_identity.encode("utf-8"), args.psk_hex
+
+
+def _addr(peer: HostPeer) -> str:
+    ip, port = peer.get_peer_address()
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -36,14 +134,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print("ciphersuites (default preference order):")
     for suite in ciphersuites():
         print(f"  {suite}")
-    return 0
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+    return EXIT_OK
 
 
 def cmd_gen_cert(args: argparse.Namespace) -> int:
@@ -54,6 +145,8 @@ def cmd_gen_cert(args: argparse.Namespace) -> int:
     CN check and modern SAN checks accept it."""
     crypto = Crypto()
     if args.key_type == "rsa":
+        progress = _Progress(args.quiet)
+        progress.say(f"gen-cert: generating an RSA-{args.rsa_bits} key (can take seconds)")
         key = crypto.generate_rsa(args.rsa_bits)
     else:
         key = crypto.generate_ec(args.key_type.upper())
@@ -81,14 +174,251 @@ def cmd_gen_cert(args: argparse.Namespace) -> int:
     print(f"  valid: {cert.not_before:%Y-%m-%d %H:%M} .. {cert.not_after:%Y-%m-%d %H:%M} UTC")
     print(f"  subjectAltName: {', '.join(f'{k}:{v}' for k, v in cert.subject_alt_names)}")
     print(f"  sha256 fingerprint: {cert.fingerprint.hex(':')}")
-    return 0
+    return EXIT_OK
+
+
+def _throwaway_certificate() -> tuple[CryptoKey, X509Certificate]:
+    """A P-256 key and a self-signed certificate for localhost, 127.0.0.1 and
+    ::1, valid from an hour ago for one day."""
+    crypto = Crypto()
+    key = crypto.generate_ec("P-256")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = crypto.generate_self_signed_certificate(
+        key,
+        "CN=localhost,O=dtlspeer serve,C=IT",
+        (now - datetime.timedelta(hours=1)).strftime("%Y%m%d%H%M%S"),
+        (now + datetime.timedelta(days=1)).strftime("%Y%m%d%H%M%S"),
+        dns_names=["localhost"],
+        ip_addresses=["127.0.0.1", "::1"],
+    )
+    return key, cert
+
+
+class _StopFlag:
+    """Set by SIGTERM (and SIGBREAK on Windows) while ``serve`` runs."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self._saved: list[tuple[int, Any]] = []
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.stopped = True
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for name in ("SIGTERM", "SIGBREAK"):
+                signum = getattr(signal, name, None)
+                if signum is not None:
+                    self._saved.append((signum, signal.signal(signum, self._handler)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, previous in self._saved:
+            signal.signal(signum, previous)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """A DTLS echo server on a :class:`DTLSHost`: every record a client sends
+    comes back to it. One line per connect, disconnect and failed handshake
+    on stdout; statistics when stopped (``--duration``, Ctrl-C, SIGTERM)."""
+    psk = _psk(args)
+    if (args.cert is None) != (args.key is None):
+        args.parser.error("--cert and --key go together")
+    if args.save_cert is not None and args.cert is not None:
+        args.parser.error("--save-cert is for the generated certificate (no --cert/--key)")
+    server_options: TLSOptions | None = None
+    credentials: list[str] = []
+    if args.cert is not None:
+        key, cert = CryptoKey(), X509Certificate()
+        key.load(args.key)
+        cert.load(args.cert)
+        server_options = TLSOptions.server(key, cert)
+        credentials.append(f"certificate {args.cert} ({cert.subject})")
+    elif psk is None or args.save_cert is not None:
+        key, cert = _throwaway_certificate()
+        server_options = TLSOptions.server(key, cert)
+        where = ""
+        if args.save_cert is not None:
+            cert.save(args.save_cert)
+            where = f", saved to {args.save_cert}"
+        credentials.append(
+            f"throwaway self-signed certificate for localhost/127.0.0.1/::1{where}, "
+            f"sha256 {cert.fingerprint.hex(':')}"
+        )
+    if psk is not None:
+        credentials.append(f"PSK identity {args.psk_identity!r}")
+    settings = DTLSSettings(idle_timeout_ms=round(args.idle_timeout * 1000))
+    host = DTLSHost(
+        args.bind,
+        args.port,
+        server_options=server_options,
+        server_psk=None if psk is None else {psk[0]: psk[1]},
+        settings=settings,
+        max_peers=args.max_peers,
+    )
+    started = time.monotonic()
+    records: dict[int, int] = {}
+    echoed_bytes = 0
+    how = "stopped"
+    try:
+        shown = args.bind if ":" not in args.bind else f"[{args.bind}]"
+        print(f"listening on {shown}:{host.get_local_port()} with {' and '.join(credentials)}",
+              flush=True)
+        deadline = None if args.duration is None else started + args.duration
+        with _StopFlag() as stop:
+            try:
+                while not stop.stopped:
+                    wait = 0.1
+                    if deadline is not None:
+                        wait = min(wait, deadline - time.monotonic())
+                        if wait <= 0:
+                            how = f"--duration {args.duration:g} s reached"
+                            break
+                    for event in host.service(wait):
+                        peer = event.peer
+                        if event.type == HostEventType.RECEIVE:
+                            peer.put_packet(event.data)
+                            records[peer.peer_id] = records.get(peer.peer_id, 0) + 1
+                            echoed_bytes += len(event.data)
+                        elif event.type == HostEventType.CONNECT:
+                            records[peer.peer_id] = 0
+                            print(f"connect {_addr(peer)} {peer.get_ciphersuite()}", flush=True)
+                        elif event.type == HostEventType.DISCONNECT:
+                            count = records.pop(peer.peer_id, 0)
+                            print(f"disconnect {_addr(peer)} {event.reason.name.lower()} "
+                                  f"after {count} records: {event.message}", flush=True)
+                        else:
+                            print(f"handshake-failed {_addr(peer)}: {event.message}",
+                                  flush=True)
+                else:
+                    how = "SIGTERM"
+            except KeyboardInterrupt:
+                how = "Ctrl-C"
+        stats = host.get_stats()
+        uptime = time.monotonic() - started
+        print(f"stopped ({how}) after {uptime:.1f} s: {stats['connects']} connects, "
+              f"{stats['disconnects']} disconnects, {stats['errors']} failed handshakes, "
+              f"{stats['connected']} still connected, {stats['records_in']} records echoed "
+              f"({echoed_bytes} bytes), {stats['hvr_sent']} HelloVerifyRequests, "
+              f"{stats['gate_dropped']} datagrams dropped by the cookie gate", flush=True)
+    finally:
+        host.close()  # close_notify to every connected client
+    return EXIT_OK
+
+
+def _stdin_lines(out: queue.Queue[bytes | None]) -> None:
+    """Read stdin's file descriptor (not ``sys.stdin``: a daemon thread
+    blocked in a buffered read can break interpreter shutdown) and queue
+    one item per line, newline removed; None at end of input."""
+    fd = sys.stdin.fileno()
+    pending = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            out.put(line[:-1] if line.endswith(b"\r") else line)
+    if pending:
+        out.put(pending)
+    out.put(None)
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    """A DTLS client: handshake with HOST:PORT, send every stdin line as one
+    record, print every record received as one line on stdout. Status lines
+    go to stderr. Ends after the end of input once as many records came back
+    as were sent, or ``--linger`` seconds later."""
+    psk = _psk(args)
+    chain: X509Certificate | None = None
+    if args.ca is not None:
+        chain = X509Certificate()
+        chain.load(args.ca)
+    options: TLSOptions | None
+    if args.insecure:
+        options = TLSOptions.client_unsafe(chain)
+    elif chain is not None or psk is None:
+        options = TLSOptions.client(chain)  # None: the system CA store
+    else:
+        options = None  # PSK only: the key authenticates the server
+    settings = DTLSSettings(idle_timeout_ms=0)  # the server decides when we are idle
+    host = DTLSHost("*", 0, client_options=options, client_psk=psk, settings=settings)
+    try:
+        return _run_client(args, host)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    finally:
+        host.close()  # close_notify if still connected
+
+
+def _run_client(args: argparse.Namespace, host: DTLSHost) -> int:
+    hostname = args.hostname if args.hostname is not None else args.host
+    peer = host.connect(args.host, args.port, hostname)
+    deadline = time.monotonic() + args.timeout
+    while peer.get_status() == PacketPeerDTLS.STATUS_HANDSHAKING:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            heard = peer.get_stats().get("datagrams_in", 0)
+            print(f"error: no handshake with {args.host}:{args.port} within {args.timeout:g} s "
+                  f"({heard} datagrams received from it)", file=sys.stderr)
+            return EXIT_FAILURE
+        for event in host.service(min(0.1, left)):
+            if event.type == HostEventType.DISCONNECT:
+                print(f"error: handshake with {args.host}:{args.port} failed: {event.message}",
+                      file=sys.stderr)
+                return EXIT_FAILURE
+    print(f"connected to {args.host}:{args.port} ({peer.get_ciphersuite()}, records up to "
+          f"{peer.get_max_packet_size()} bytes)", file=sys.stderr, flush=True)
+    lines: queue.Queue[bytes | None] = queue.Queue()
+    threading.Thread(target=_stdin_lines, args=(lines,), daemon=True).start()
+    sent = received = 0
+    end_of_input: float | None = None
+    while True:
+        while end_of_input is None:
+            try:
+                line = lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                end_of_input = time.monotonic()
+            elif line:
+                try:
+                    peer.put_packet(line)
+                    sent += 1
+                except DTLSPeerError as exc:  # a line longer than one record: skip it
+                    print(f"warning: line not sent: {exc}", file=sys.stderr, flush=True)
+        if end_of_input is not None and (
+            received >= sent or time.monotonic() - end_of_input >= args.linger
+        ):
+            break
+        for event in host.service(0.02):
+            if event.type == HostEventType.RECEIVE:
+                received += 1
+                sys.stdout.write(event.data.decode("utf-8", "backslashreplace") + "\n")
+                sys.stdout.flush()
+            elif event.type == HostEventType.DISCONNECT:
+                print(f"disconnected by {args.host}:{args.port} ({event.reason.name.lower()}): "
+                      f"{event.message}; {sent} records sent, {received} received",
+                      file=sys.stderr)
+                return EXIT_OK if event.reason.name == "PEER_CLOSED" else EXIT_FAILURE
+    peer.disconnect_from_peer()
+    host.flush()
+    print(f"done: {sent} records sent, {received} received", file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run a DTLS echo server and ``args.clients`` clients on 127.0.0.1 in
     this process, send ``args.messages`` messages per client in lock-step
     rounds and check every echo. Prints handshakes/s and round trips/s, then
-    ``PASS`` (exit 0) or ``FAIL <why>`` (exit 1). Bounded by ``args.timeout``."""
+    ``PASS`` (exit 0) or ``FAIL <why>`` (exit 1). Bounded by ``args.timeout``.
+    Progress lines go to stderr (``--quiet``: none)."""
+    progress = _Progress(args.quiet)
     crypto = Crypto()
     key = crypto.generate_ec("P-256")
     cert = crypto.generate_self_signed_certificate(
@@ -119,8 +449,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     def fail(why: str) -> int:
         print(f"FAIL {why}")
-        return 1
+        return EXIT_FAILURE
 
+    def handshake_progress() -> str:
+        done = sum(c.get_status() != PacketPeerDTLS.STATUS_HANDSHAKING for c in clients)
+        return f"demo: {done}/{len(clients)} handshakes done"
+
+    progress.say(f"demo: echo server on 127.0.0.1:{port}; {args.clients} clients handshaking")
     started = time.perf_counter()
     clients: list[PacketPeerDTLS] = []
     for _ in range(args.clients):
@@ -135,12 +470,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         serve()
         for client in clients:
             client.poll()
+        progress.tick(handshake_progress)
     for client in clients:
         if client.get_status() != PacketPeerDTLS.STATUS_CONNECTED:
             return fail(f"client handshake failed: {client.get_last_error()}")
     handshake_s = time.perf_counter() - started
     print(f"{args.clients} handshakes in {handshake_s:.3f} s: "
           f"{args.clients / handshake_s:.1f} handshakes/s ({clients[0].get_ciphersuite()})")
+    progress.say(f"demo: {args.messages} rounds of {args.clients} echoes")
 
     started = time.perf_counter()
     for round_no in range(args.messages):
@@ -162,6 +499,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     if echo != expected[i]:
                         return fail(f"client {i}: echo {echo!r} != {expected[i]!r}")
                     waiting.discard(i)
+        done = round_no + 1
+        progress.tick(lambda: f"demo: round {done}/{args.messages}")  # noqa: B023
     echo_s = time.perf_counter() - started
     trips = args.clients * args.messages
     print(f"{trips} round trips in {echo_s:.3f} s: {trips / max(echo_s, 1e-9):.1f} round trips/s")
@@ -169,7 +508,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         client.disconnect_from_peer()
     udp_server.stop()
     print(f"PASS {args.clients} clients x {args.messages} messages echoed and verified")
-    return 0
+    return EXIT_OK
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -178,8 +517,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     The runner lives in ``benchmarks/`` of a source checkout (it is not in
     the wheel): it is imported from the current directory or from the
     checkout this package was loaded from."""
-    import os
-
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     for where in (os.getcwd(), root):
         if os.path.isfile(os.path.join(where, "benchmarks", "__main__.py")):
@@ -191,78 +528,195 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ImportError:
         print("error: benchmarks/ not found: run from a dtlspeer source checkout",
               file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     extra = [a for a in args.bench_args if a != "--"]
+    if not ({"-h", "--help"} & set(extra)):
+        print("bench: running `python -m benchmarks --quick "
+              f"{' '.join(extra)}`".rstrip() + "` (minutes; -v prints every run as it ends)",
+              file=sys.stderr, flush=True)
     return int(bench_main(["--quick", *extra]))
 
 
+def _add_command(
+    sub: Any, name: str, func: Callable[[argparse.Namespace], int], help_text: str,
+    description: str, examples: str,
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=help_text, description=textwrap.fill(description, 79),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"examples:\n{examples}\n\n{EXIT_STATUS_HELP}",
+    )
+    parser.set_defaults(func=func, parser=parser)
+    return parser
+
+
+def _add_psk(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--psk-identity", metavar="TEXT", default=None,
+                        help="pre-shared key identity (with --psk-hex)")
+    parser.add_argument("--psk-hex", metavar="HEX", type=_psk_hex, default=None,
+                        help="pre-shared key in hexadecimal (with --psk-identity)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m dtlspeer``."""
     parser = argparse.ArgumentParser(
         prog="python -m dtlspeer",
-        description="Godot-style UDP and DTLS networking for Python game backends.",
+        description="Godot-style UDP and DTLS 1.2 networking for Python game backends. "
+        "`python -m dtlspeer COMMAND --help` describes each command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  python -m dtlspeer demo\n"
+        "  python -m dtlspeer serve --port 4433 --save-cert server.crt\n"
+        "  echo hello | python -m dtlspeer connect 127.0.0.1 4433 --ca server.crt "
+        "--hostname localhost\n\n" + EXIT_STATUS_HELP,
     )
+    parser.add_argument("--version", action="version",
+                        version=f"dtlspeer {__version__} (Mbed TLS {mbedtls_version()})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    info = sub.add_parser("info", help="print versions, build configuration and ciphersuites")
-    info.set_defaults(func=cmd_info)
-    gen = sub.add_parser(
-        "gen-cert",
-        help="write a private key and a self-signed certificate for a host name or IP",
-        description="Generate a private key and a self-signed certificate whose CN and "
-        "subjectAltName name HOST (a DNS name or an IPv4/IPv6 address).",
+
+    _add_command(
+        sub, "info", cmd_info, "print versions, build configuration and ciphersuites",
+        "Print the dtlspeer, Mbed TLS and Python versions, the native build "
+        "configuration and the enabled ciphersuites.",
+        "  python -m dtlspeer info",
+    )
+
+    gen = _add_command(
+        sub, "gen-cert", cmd_gen_cert,
+        "write a private key and a self-signed certificate for a host name or IP",
+        "Generate a private key and a self-signed certificate whose CN and "
+        "subjectAltName name HOST (a DNS name or an IPv4/IPv6 address). Clients "
+        "trust it with `connect --ca HOST.crt` or TLSOptions.client(cert).",
+        "  python -m dtlspeer gen-cert game.example\n"
+        "  python -m dtlspeer gen-cert 127.0.0.1 --key-out server.key --cert-out server.crt\n"
+        "  python -m dtlspeer gen-cert ::1 --key-type rsa --rsa-bits 3072 --days 30",
     )
     gen.add_argument("host", metavar="HOST", help="host name or IP address the certificate is for")
     gen.add_argument("--key-type", choices=["p-256", "p-384", "rsa"], default="p-256",
-                     help="key algorithm (default: p-256, the fastest to handshake)")
-    gen.add_argument("--rsa-bits", type=int, default=2048, help="RSA key size (2048..4096)")
+                     help="key algorithm (default p-256, the fastest to handshake)")
+    gen.add_argument("--rsa-bits", type=int, default=2048,
+                     help="RSA key size, 2048..4096 (default 2048)")
     gen.add_argument("--days", type=_positive_int, default=365,
                      help="validity in days (default 365)")
-    gen.add_argument("--organization", default="dtlspeer", help="O= of the subject")
-    gen.add_argument("--country", default="IT", help="C= of the subject (Godot's default)")
+    gen.add_argument("--organization", default="dtlspeer",
+                     help="O= of the subject (default dtlspeer)")
+    gen.add_argument("--country", default="IT", help="C= of the subject (default IT, as Godot)")
     gen.add_argument("--key-out", metavar="PATH", help="key file (default HOST.key, mode 0600)")
     gen.add_argument("--cert-out", metavar="PATH", help="certificate file (default HOST.crt)")
-    gen.set_defaults(func=cmd_gen_cert)
-    demo = sub.add_parser(
-        "demo",
-        help="run a DTLS echo server and clients on 127.0.0.1 and report throughput",
-        description="Start a DTLS echo server (self-signed P-256 certificate) and N clients "
-        "in this process on 127.0.0.1, exchange messages, verify every echo and print "
-        "handshakes/s and round trips/s, then PASS or FAIL.",
+    gen.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+
+    serve = _add_command(
+        sub, "serve", cmd_serve, "run a DTLS echo server (batch host) until stopped",
+        "Run a DTLS echo server on a DTLSHost: every record a client sends comes back "
+        "to it. Credentials: --cert/--key, or --psk-identity/--psk-hex, or both; with "
+        "neither, a throwaway self-signed P-256 certificate for localhost, 127.0.0.1 and "
+        "::1 is generated (--save-cert writes it for `connect --ca`). Prints `listening on "
+        "ADDRESS:PORT ...`, one line per connect, disconnect and failed handshake, and "
+        "statistics when stopped by --duration, Ctrl-C or SIGTERM (exit status 0).",
+        "  python -m dtlspeer serve --port 4433 --save-cert server.crt\n"
+        "  python -m dtlspeer serve --cert game.example.crt --key game.example.key\n"
+        "  python -m dtlspeer serve --bind 127.0.0.1 --port 0 --psk-identity player "
+        "--psk-hex 00112233445566778899aabbccddeeff --duration 60",
+    )
+    serve.add_argument("--port", type=_port, default=4433,
+                       help="UDP port, 0 for any free one (default 4433)")
+    serve.add_argument("--bind", default="*", metavar="ADDRESS",
+                       help="local IP address; * (the default) is IPv6 dual-stack, IPv4 too")
+    serve.add_argument("--cert", metavar="PATH", help="certificate chain, PEM or DER, leaf first")
+    serve.add_argument("--key", metavar="PATH", help="private key of the certificate")
+    serve.add_argument("--save-cert", metavar="PATH",
+                       help="write the generated throwaway certificate here")
+    _add_psk(serve)
+    serve.add_argument("--duration", type=_seconds, default=None, metavar="SECONDS",
+                       help="stop after this long (default: run until Ctrl-C or SIGTERM)")
+    serve.add_argument("--idle-timeout", type=_seconds, default=60.0, metavar="SECONDS",
+                       help="drop clients silent this long, 0 = never (default 60)")
+    serve.add_argument("--max-peers", type=_positive_int, default=4096, metavar="N",
+                       help="connections at once, handshaking + connected (default 4096)")
+
+    connect = _add_command(
+        sub, "connect", cmd_connect, "send stdin lines to a DTLS server and print its replies",
+        "Handshake with HOST:PORT (certificate verified against --ca, or the system CA "
+        "store, and HOST or --hostname), send every line of standard input as one record "
+        "(newline removed, empty lines skipped) and print every record received as one "
+        "line on stdout. Status lines go to stderr. At the end of input it waits for "
+        "outstanding replies (until as many records came back as were sent, at most "
+        "--linger seconds), sends close_notify and exits 0.",
+        "  echo hello | python -m dtlspeer connect 127.0.0.1 4433 --ca server.crt "
+        "--hostname localhost\n"
+        "  python -m dtlspeer connect game.example 4433          # system CA store\n"
+        "  python -m dtlspeer connect 127.0.0.1 4433 --insecure  # no verification (testing only)\n"
+        "  python -m dtlspeer connect 127.0.0.1 4433 --psk-identity player "
+        "--psk-hex 00112233445566778899aabbccddeeff",
+    )
+    connect.add_argument("host", metavar="HOST", help="server IP address or host name")
+    connect.add_argument("port", metavar="PORT", type=_remote_port, help="server UDP port")
+    connect.add_argument("--ca", metavar="PATH",
+                         help="trusted certificate(s), PEM or DER (default: the system CA store)")
+    connect.add_argument("--hostname", metavar="NAME",
+                         help="name the certificate must carry, sent as SNI (default: HOST)")
+    connect.add_argument("--insecure", action="store_true",
+                         help="TLSOptions.client_unsafe: never check the name; without --ca "
+                         "accept any certificate (development only)")
+    _add_psk(connect)
+    connect.add_argument("--timeout", type=_seconds, default=10.0, metavar="SECONDS",
+                         help="give up (exit 1) if the handshake takes longer (default 10)")
+    connect.add_argument("--linger", type=_seconds, default=2.0, metavar="SECONDS",
+                         help="after the end of input, wait at most this long for replies "
+                         "(default 2)")
+
+    demo = _add_command(
+        sub, "demo", cmd_demo,
+        "run a DTLS echo server and clients on 127.0.0.1 and report throughput",
+        "Start a DTLS echo server (UDPServer + DTLSServer, self-signed P-256 certificate) "
+        "and N clients (PacketPeerDTLS) in this process on 127.0.0.1, exchange messages, "
+        "verify every echo and print handshakes/s and round trips/s, then PASS (exit 0) "
+        "or FAIL (exit 1). Progress lines go to stderr.",
+        "  python -m dtlspeer demo\n"
+        "  python -m dtlspeer demo --clients 100 --messages 1000 --timeout 300",
     )
     demo.add_argument("--clients", type=_positive_int, default=8,
                       help="number of clients (default 8)")
     demo.add_argument("--messages", type=_positive_int, default=100,
                       help="messages per client (default 100)")
-    demo.add_argument("--timeout", type=float, default=60.0,
-                      help="give up (FAIL) after this many seconds (default 60)")
-    demo.set_defaults(func=cmd_demo)
-    bench = sub.add_parser(
-        "bench",
-        help="run the quick benchmark table (plain UDP vs dtlspeer vs pyOpenSSL/trio)",
-        description="Run `python -m benchmarks --quick` from a source checkout; any further "
-        "arguments are passed to it (e.g. `bench --only pingpong --runs 5`).",
+    demo.add_argument("--timeout", type=_seconds, default=60.0, metavar="SECONDS",
+                      help="give up (FAIL) after this long (default 60)")
+    demo.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+
+    bench = _add_command(
+        sub, "bench", cmd_bench,
+        "run the quick benchmark table (plain UDP vs dtlspeer vs pyOpenSSL/trio)",
+        "Run `python -m benchmarks --quick` from a source checkout (benchmarks/ is not "
+        "in the wheel); every further argument is passed to it "
+        "(`python -m dtlspeer bench -- --help` lists them). Exit 1 if a run failed.",
+        "  python -m dtlspeer bench\n"
+        "  python -m dtlspeer bench --only pingpong --runs 5 -v",
     )
-    bench.set_defaults(func=cmd_bench, bench_args=[])
+    bench.set_defaults(bench_args=[])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the process exit status."""
+    """Run the CLI; returns the process exit status (see the module docstring)."""
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:  # everything after it belongs to the benchmark runner
-        args = parser.parse_args(["bench"])
+    if argv[:1] == ["bench"] and argv[1:] not in (["-h"], ["--help"]):
+        args = parser.parse_args(["bench"])  # the rest belongs to the benchmark runner
         args.bench_args = argv[1:]
     else:
         args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # e.g. `python -m dtlspeer info | head`
         sys.stderr.close()
-        return 0
+        return EXIT_OK
     except (DTLSPeerError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":
