@@ -143,25 +143,29 @@ _client_configs: weakref.WeakKeyDictionary[TLSOptions, dict[DTLSSettings, Engine
 )
 
 
+def _build_client_config(options: TLSOptions, **engine_options: Any) -> EngineConfig:
+    """The engine configuration for client ``options``: verify mode, trust
+    anchors and name policy, plus ``engine_options`` (timers, PSK, suites).
+    Shared by PacketPeerDTLS and DTLSHost so both verify the same way."""
+    if options.is_unsafe_client():
+        verify = Verify.NONE if options.get_trusted_ca_chain() is None else Verify.CHAIN_ONLY
+    else:
+        verify = Verify.FULL
+    chain = options._effective_ca_chain() if verify != Verify.NONE else None
+    name = options.get_common_name_override()
+    if chain is None:
+        return EngineConfig.client(verify=verify, common_name_override=name, **engine_options)
+    with chain._mutex:
+        return EngineConfig.client(
+            verify=verify, trusted_chain=chain, common_name_override=name, **engine_options
+        )
+
+
 def _client_config(options: TLSOptions, settings: DTLSSettings) -> EngineConfig:
     per_options = _client_configs.setdefault(options, {})
     config = per_options.get(settings)
     if config is None:
-        if options.is_unsafe_client():
-            verify = Verify.NONE if options.get_trusted_ca_chain() is None else Verify.CHAIN_ONLY
-        else:
-            verify = Verify.FULL
-        chain = options._effective_ca_chain()
-        if chain is not None:
-            with chain._mutex:
-                config = EngineConfig.client(
-                    verify=verify,
-                    trusted_chain=chain,
-                    common_name_override=options.get_common_name_override(),
-                    **settings._engine_options(),
-                )
-        else:
-            config = EngineConfig.client(verify=verify, **settings._engine_options())
+        config = _build_client_config(options, **settings._engine_options())
         per_options[settings] = config
     return config
 
@@ -624,8 +628,10 @@ class DTLSServer:
         ``cookie_secret`` (16..64 bytes shared by every process that must
         accept the same cookies; they then use their wall clocks) are ours.
         Calling it again replaces the configuration (see the class notes)."""
+        if server_options is None:  # Godot: null options are ERR_INVALID_PARAMETER
+            raise errors.InvalidArgumentError("server_options must be TLSOptions.server(...)")
         if not isinstance(server_options, TLSOptions):
-            raise errors.InvalidArgumentError(
+            raise errors.ArgumentTypeError(
                 "server_options must be TLSOptions.server(...), "
                 f"not {type(server_options).__name__}"
             )

@@ -28,8 +28,8 @@ from typing import Any, NamedTuple, Union
 
 from . import errors
 from ._binding import check, ffi, lib, to_bytes
-from ._engine import CookieGate, EngineConfig, Verify, _struct_to_dict
-from .dtls import DTLSSettings, PacketPeerDTLS, _check_settings, _Status
+from ._engine import CookieGate, EngineConfig, _struct_to_dict
+from .dtls import DTLSSettings, PacketPeerDTLS, _build_client_config, _check_settings, _Status
 from .packet_peer import BytesLike
 from .tls_options import TLSOptions
 from .udp import _addr_text, _check_int, _fill_addr, _open_socket, _resolve
@@ -481,23 +481,7 @@ class DTLSHost:
             )
         if psk is not None and (not isinstance(psk, tuple) or len(psk) != 2):
             raise errors.ArgumentTypeError("client_psk must be a tuple (identity, key)")
-        if options.is_unsafe_client():
-            verify = Verify.NONE if options.get_trusted_ca_chain() is None else Verify.CHAIN_ONLY
-        else:
-            verify = Verify.FULL
-        chain = options._effective_ca_chain() if verify != Verify.NONE else None
-        common = self._common(suites)
-        name = options.get_common_name_override()
-        if chain is not None:
-            with chain._mutex:
-                return EngineConfig.client(
-                    verify=verify,
-                    trusted_chain=chain,
-                    common_name_override=name,
-                    psk=psk,
-                    **common,
-                )
-        return EngineConfig.client(verify=verify, common_name_override=name, psk=psk, **common)
+        return _build_client_config(options, psk=psk, **self._common(suites))
 
     # -- internals -----------------------------------------------------------------------
 
