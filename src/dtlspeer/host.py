@@ -38,6 +38,10 @@ __all__ = ["DTLSHost", "DisconnectReason", "HostEvent", "HostEventType", "HostPe
 
 _EVENT = struct.Struct("<QIIiBBBB")
 assert _EVENT.size == ffi.sizeof("dp_host_event"), "dp_host_event layout changed"
+# The same record, only (peer, offset, length, type): service()'s RECEIVE path.
+_EVENT_RECEIVE = struct.Struct("<QII4xB3x")
+assert _EVENT_RECEIVE.size == _EVENT.size
+_RECEIVE_CODE = int(lib.DP_HOST_EVENT_RECEIVE)
 _ERRORS_RAISED_BY_SEND = (
     lib.DP_ERR_TOO_LARGE,
     lib.DP_ERR_INVALID_ARGUMENT,
@@ -576,19 +580,24 @@ class DTLSHost:
         result: list[HostEvent] = []
         append = result.append
         receive = HostEventType.RECEIVE
+        receive_code = _RECEIVE_CODE
         none = DisconnectReason.NONE
         make = tuple.__new__  # HostEvent without NamedTuple's argument handling: per-event cost
-        for peer_id, offset, length, code, kind, reason, status, _ in _EVENT.iter_unpack(
-            ffi.buffer(self._events, count * _EVENT.size)
-        ):
-            if kind == receive:
-                peer = peers.get(peer_id)
+        get = peers.get
+        raw = ffi.buffer(self._events, count * _EVENT.size)
+        # The hot loop unpacks only what RECEIVE needs (id, offset, length,
+        # type); the rare other events re-read their full record.
+        for index, (peer_id, offset, length, kind) in enumerate(_EVENT_RECEIVE.iter_unpack(raw)):
+            if kind == receive_code:
+                peer = get(peer_id)
                 if peer is None:
                     peer = self._peer_for(peer_id)
                 append(
                     make(HostEvent, (receive, peer, payload[offset : offset + length], none, "", 0))
                 )
-            elif kind == lib.DP_HOST_EVENT_CONNECT:
+                continue
+            _, _, _, code, _, reason, status, _ = _EVENT.unpack_from(raw, index * _EVENT.size)
+            if kind == lib.DP_HOST_EVENT_CONNECT:
                 append(HostEvent(HostEventType.CONNECT, self._peer_for(peer_id)))
             else:
                 message = payload[offset : offset + length].decode("utf-8", "replace")
