@@ -549,8 +549,14 @@ class DTLSHost:
         sends leave before waiting and at the end. Per peer, events keep
         their order: CONNECT, RECEIVE..., DISCONNECT.
         """
-        ptr = self._require()
-        if timeout is None:
+        ptr = self._ptr
+        if ptr is None:
+            raise errors.StateError("the host is closed")
+        kind_of = type(timeout)
+        # The per-tick fast path (exact float/int only: no bool; NaN fails 0 <= t).
+        if timeout is not None and (kind_of is float or kind_of is int) and 0 <= timeout <= 1e6:
+            timeout_ms = math.ceil(timeout * 1000)
+        elif timeout is None:
             timeout_ms = -1
         else:
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
@@ -560,20 +566,19 @@ class DTLSHost:
             if timeout < 0 or math.isnan(timeout):
                 raise errors.InvalidArgumentError("timeout must be >= 0 (or None: no limit)")
             timeout_ms = min(math.ceil(timeout * 1000), 2**31 - 1)
-        count = check(
-            lib.dp_host_service(
-                ptr,
-                self._clock(),
-                timeout_ms,
-                self._events,
-                self._max_events,
-                self._payload,
-                self._payload_cap,
-                self._n_events,
-            ),
-            "service",
+        count = lib.dp_host_service(
+            ptr,
+            self._clock(),
+            timeout_ms,
+            self._events,
+            self._max_events,
+            self._payload,
+            self._payload_cap,
+            self._n_events,
         )
-        if count == 0:
+        if count <= 0:
+            if count < 0:
+                check(count, "service")
             return []
         payload = self._payload_view
         peers = self._peers
