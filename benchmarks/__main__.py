@@ -92,8 +92,9 @@ def run_metric(metric: Metric, libs: Sequence[Lib], cfg: Cfg, runs: int,
     """All rows of one metric; the baseline is measured in every run."""
     rows = []
     for lib in libs:
-        if metric.key not in lib.metrics and lib.key in ("plain", "dtlspeer-udp"):
-            continue  # no TLS: nothing to show for handshakes or connection memory
+        if metric.key not in lib.metrics and lib.key in ("plain", "dtlspeer-udp",
+                                                         "dtlspeer-host-unparked"):
+            continue  # no TLS (handshakes, memory), or a memory-only variant
         row = Row(lib)
         if metric.key not in lib.metrics:
             row.status = "n/a (not driven for this metric; see README)"
