@@ -40,6 +40,10 @@ LIBS: list[Lib] = [
         ("pingpong", "handshake"), ("mbedtls",)),
 ]
 
+# Rows shown only for the metrics they drive: no TLS (handshakes, memory),
+# or a memory-only variant.
+LISTED_ONLY = ("plain", "dtlspeer-udp", "dtlspeer-host-unparked")
+
 METRICS: list[Metric] = [
     Metric("pingpong", "ping-pong round trips/s, 100 B, one client, one in flight", "rt/s",
            "value", "plain", target_ratio=0.9, target_text="dtlspeer >= 0.9x plain UDP"),
@@ -92,9 +96,8 @@ def run_metric(metric: Metric, libs: Sequence[Lib], cfg: Cfg, runs: int,
     """All rows of one metric; the baseline is measured in every run."""
     rows = []
     for lib in libs:
-        if metric.key not in lib.metrics and lib.key in ("plain", "dtlspeer-udp",
-                                                         "dtlspeer-host-unparked"):
-            continue  # no TLS (handshakes, memory), or a memory-only variant
+        if metric.key not in lib.metrics and lib.key in LISTED_ONLY:
+            continue
         row = Row(lib)
         if metric.key not in lib.metrics:
             row.status = "n/a (not driven for this metric; see README)"

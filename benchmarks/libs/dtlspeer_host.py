@@ -209,7 +209,7 @@ def memory_server(cfg: Cfg, ready: Callable[[int], None], stop: Any, park: bool 
     guard = Stop(stop, cfg.timeout)
     peers: list[Any] = []
     base = None
-    connect = HostEventType.CONNECT
+    connect, receive = HostEventType.CONNECT, HostEventType.RECEIVE
     lost = 0
     while len(peers) < cfg.conns:
         events = host.service(0.05)
@@ -221,12 +221,13 @@ def memory_server(cfg: Cfg, ready: Callable[[int], None], stop: Any, park: bool 
                 if base is None:  # first connection: code paths are warm now
                     gc.collect()
                     base = rss_bytes()
-            else:
+            elif event.type != receive:  # DISCONNECT / ERROR
                 lost += 1
     if park:
         end_idle = time.monotonic() + 5.5
         while time.monotonic() < end_idle:
-            host.service(0.1)  # timers run: idle connections park
+            for event in host.service(0.1):  # timers run: idle connections park
+                lost += event.type not in (connect, receive)
     else:
         time.sleep(0.3)
         host.service(0)
