@@ -541,6 +541,12 @@ def _needs_compile(src: Path, obj: Path, deps: Iterable[Path]) -> bool:
     return any(p.stat().st_mtime > t for p in (src, *deps))
 
 
+# The Everest sources Mbed TLS's own build compiles (3rdparty/everest/CMakeLists.txt);
+# Hacl_Curve25519_joined.c includes the HACL* and kremlib files it needs.
+EVEREST_DIR = "3rdparty/everest"
+EVEREST_SOURCES = ("everest.c", "x25519.c", "Hacl_Curve25519_joined.c")
+
+
 def compile_objects(compiler, build_temp: Path, tree: Path) -> list[str]:  # type: ignore[no-untyped-def]
     """Compile Mbed TLS and our C files in parallel; return object paths.
 
@@ -548,9 +554,14 @@ def compile_objects(compiler, build_temp: Path, tree: Path) -> list[str]:  # typ
     header and the flags, so they are reused until one of those changes.
     """
     macros, mbed_flags, our_flags = compile_flags()
+    everest = tree / EVEREST_DIR
     includes = [str(NATIVE_DIR), str(tree / "include"), str(tree / "library")]
+    # Project Everest's verified X25519 (MBEDTLS_ECDH_VARIANT_EVEREST_ENABLED
+    # in our config header): ecdh.h includes "everest/everest.h".
+    includes += [str(everest / "include"), str(everest / "include" / "everest"),
+                 str(everest / "include" / "everest" / "kremlib")]
     key = hashlib.sha256()
-    key.update(tree_digest(tree, ["include", "library"]).encode())
+    key.update(tree_digest(tree, ["include", "library", EVEREST_DIR]).encode())
     key.update(CONFIG_HEADER.read_bytes())
     key.update(
         repr((macros, mbed_flags, compiler.compiler_type, sysconfig.get_platform())).encode()
@@ -572,6 +583,10 @@ def compile_objects(compiler, build_temp: Path, tree: Path) -> list[str]:  # typ
             flags += ["-maes", "-mpclmul"]
         if not obj.exists():
             jobs.append((src, obj, flags))
+    for src in [everest / "library" / name for name in EVEREST_SOURCES]:
+        obj = mbed_dir / ("everest_" + src.stem + obj_ext)
+        if not obj.exists():
+            jobs.append((src, obj, list(mbed_flags)))
     for src in sorted(NATIVE_DIR.glob("*.c")):
         obj = ours_dir / (src.stem + obj_ext)
         if _needs_compile(src, obj, [*our_headers, CONFIG_HEADER]):
@@ -597,6 +612,7 @@ def compile_objects(compiler, build_temp: Path, tree: Path) -> list[str]:  # typ
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(run, jobs))
     objects = [mbed_dir / (s.stem + obj_ext) for s in sorted((tree / "library").glob("*.c"))]
+    objects += [mbed_dir / ("everest_" + Path(n).stem + obj_ext) for n in EVEREST_SOURCES]
     objects += [ours_dir / (s.stem + obj_ext) for s in sorted(NATIVE_DIR.glob("*.c"))]
     return [str(o) for o in objects]
 

@@ -23,30 +23,42 @@ from .harness import Cfg, Lib, Metric, Row, make_certificate, print_table, run_p
 
 LIBS: list[Lib] = [
     Lib("plain", "plain Python UDP socket", "benchmarks.libs.plain",
-        ("pingpong", "fanin")),
+        ("pingpong", "fanin", "faninsrv")),
     Lib("dtlspeer-udp", "dtlspeer UDP (PacketPeerUDP, no TLS)", "benchmarks.libs.dtlspeer_udp",
         ("pingpong", "fanin"), ("dtlspeer",)),
     Lib("dtlspeer", "dtlspeer DTLS (Godot-style classes)", "benchmarks.libs.dtlspeer_dtls",
-        ("pingpong", "fanin", "handshake", "memory"), ("dtlspeer",)),
+        ("pingpong", "fanin", "faninsrv", "handshake", "hsserver", "memory"), ("dtlspeer",)),
     Lib("dtlspeer-host", "dtlspeer DTLS (DTLSHost batch)", "benchmarks.libs.dtlspeer_host",
-        ("pingpong", "fanin", "handshake", "memory"), ("dtlspeer.host",),
-        "not measured: dtlspeer.host (branch 'host') is not merged yet"),
+        ("pingpong", "fanin", "faninsrv", "handshake", "hsserver", "memory"), ("dtlspeer.host",)),
+    Lib("dtlspeer-host-unparked", "dtlspeer DTLSHost, parking off",
+        "benchmarks.libs.dtlspeer_host_unparked", ("memory",), ("dtlspeer.host",)),
     Lib("pyopenssl", "pyOpenSSL DTLS (memory BIOs)", "benchmarks.libs.pyopenssl_dtls",
-        ("pingpong", "fanin", "handshake", "memory"), ("OpenSSL",)),
+        ("pingpong", "fanin", "faninsrv", "handshake", "hsserver", "memory"), ("OpenSSL",)),
     Lib("trio", "trio DTLSEndpoint (pyOpenSSL)", "benchmarks.libs.trio_dtls",
         ("pingpong", "fanin", "handshake", "memory"), ("trio", "OpenSSL")),
     Lib("python-mbedtls", "python-mbedtls DTLS", "benchmarks.libs.python_mbedtls",
         ("pingpong", "handshake"), ("mbedtls",)),
 ]
 
+# Rows shown only for the metrics they drive: no TLS (handshakes, memory),
+# or a memory-only variant.
+LISTED_ONLY = ("plain", "dtlspeer-udp", "dtlspeer-host-unparked")
+
 METRICS: list[Metric] = [
     Metric("pingpong", "ping-pong round trips/s, 100 B, one client, one in flight", "rt/s",
            "value", "plain", target_ratio=0.9, target_text="dtlspeer >= 0.9x plain UDP"),
     Metric("fanin", "one-way 100 B messages/s delivered to one server from 64 clients", "msg/s",
            "server_value", "plain", target_ratio=1.0, target_text="dtlspeer >= 1.0x plain UDP"),
+    Metric("faninsrv", "SERVER fan-in capacity: same as fanin, but every sender only sends "
+           "datagrams built before the timed part", "msg/s", "server_value", "plain",
+           target_ratio=1.0, target_text="dtlspeer >= 1.0x plain UDP (server side; see README)"),
     Metric("handshake", "full ECDHE-ECDSA P-256 handshakes/s, cookie exchange included",
            "hs/s", "value", "pyopenssl", target_ratio=1.0,
            target_text="dtlspeer >= 1.0x pyOpenSSL"),
+    Metric("hsserver", "SERVER handshake capacity: full ECDHE-ECDSA handshakes/s accepted, "
+           "every server driven by the same pyOpenSSL load generator", "hs/s", "value",
+           "pyopenssl", target_ratio=1.0,
+           target_text="dtlspeer >= 1.0x pyOpenSSL (server side only; see README)"),
     Metric("memory", "server memory per idle established connection (RSS delta / N)",
            "KiB/conn", "server_value", "pyopenssl", higher_is_better=False, target_abs=12.0,
            target_text="dtlspeer <= 12 KiB (pyOpenSSL ~81 KB); ratio vs pyOpenSSL"),
@@ -63,12 +75,14 @@ def _problems(metric: Metric, res: dict[str, Any]) -> list[str]:
         out.append(f"LOST {res['lost']} of {res.get('count')}")
     if res.get("bad") or res.get("server_bad"):
         out.append(f"CORRUPT {res.get('bad') or res.get('server_bad')}")
-    if metric.key == "fanin":
+    if metric.key in ("fanin", "faninsrv"):
         sent, got = res.get("sent", 0), res.get("server_count", 0)
         if sent and got < sent:
             out.append(f"lost {100 * (sent - got) / sent:.1f}% of sent")
         if res.get("server_senders", 0) < res.get("clients", 0):
             out.append("some senders never delivered")
+    if metric.key == "hsserver" and res.get("server_cpu_ms") is not None:
+        out.append(f"server CPU {res['server_cpu_ms']:.2f} ms/hs")
     if metric.key == "memory" and res.get("server_conns") is not None:
         if res["server_conns"] < res.get("want", 0):
             out.append(f"only {res['server_conns']} connected")
@@ -82,8 +96,8 @@ def run_metric(metric: Metric, libs: Sequence[Lib], cfg: Cfg, runs: int,
     """All rows of one metric; the baseline is measured in every run."""
     rows = []
     for lib in libs:
-        if metric.key not in lib.metrics and lib.key in ("plain", "dtlspeer-udp"):
-            continue  # no TLS: nothing to show for handshakes or connection memory
+        if metric.key not in lib.metrics and lib.key in LISTED_ONLY:
+            continue
         row = Row(lib)
         if metric.key not in lib.metrics:
             row.status = "n/a (not driven for this metric; see README)"
@@ -146,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-runs", type=int, default=1,
                    help="runs of the memory metric (default 1: it is deterministic and slow)")
     p.add_argument("--clients", type=int, default=64, help="fan-in senders (default 64)")
-    p.add_argument("--concurrency", type=int, default=4, help="handshakes in flight (default 4)")
+    p.add_argument("--concurrency", type=int, default=4, help="handshakes in flight (default 4; "
+                   "hsserver uses twice as many to keep the server busy)")
     p.add_argument("--timeout", type=float, default=None,
                    help="hard bound of one run in seconds (default 60, 300 for memory)")
     p.add_argument("--json", metavar="PATH", help="also write every run's raw results as JSON")

@@ -510,3 +510,50 @@ def blast(sends: list[Callable[[Any], Any]], bufs: list[bytearray], cfg: Cfg,
     time.sleep(0.2)
     close()
     return {"sent": sent, "send_failed": failed}
+
+
+def server_cpu(serve: Callable[[Cfg, Callable[[int], None], Any], Result],
+               cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    """Run a handshake server and add its process CPU per established
+    handshake (``cpu_ms``): the server-capacity metric's second number,
+    steadier than rates on a shared machine."""
+    t0 = time.process_time()
+    res = serve(cfg, ready, stop)
+    cpu = time.process_time() - t0
+    done = res.get("established", res.get("closed")) or 0
+    if done:
+        res["cpu_ms"] = 1000 * cpu / done
+    return res
+
+
+def prebuilt_count(cfg: Cfg) -> int:
+    """Messages per sender for the ``faninsrv`` metric: enough for
+    ``cfg.seconds`` at 150 000 msg/s in total (above every receiver
+    measured here); if senders run out early the rate is still measured
+    over the server's busy span."""
+    return int(150_000 * cfg.seconds / max(1, cfg.clients)) + 1
+
+
+def blast_prebuilt(sends: list[Callable[[Any], Any]], msgs: list[list[bytes]], cfg: Cfg,
+                   close: Callable[[], Any]) -> Result:
+    """The ``faninsrv`` sender, identical for every row: round-robin one
+    ``send`` of a datagram built before the timed part (plaintext for plain
+    UDP, a DTLS record for the DTLS rows) per sender, until the time or the
+    datagrams run out."""
+    sent = failed = 0
+    per = min(len(m) for m in msgs)
+    end = time.perf_counter() + cfg.seconds
+    for k in range(per):
+        for send, queue_ in zip(sends, msgs):
+            try:
+                send(queue_[k])
+                sent += 1
+            except OSError:
+                failed += 1
+        time.sleep(0)
+        if not k & 7 and time.perf_counter() >= end:
+            break
+    time.sleep(0.2)
+    close()
+    return {"sent": sent, "send_failed": failed}
+

@@ -72,7 +72,8 @@ def test_pinned_lock_file_parses_and_pins_367() -> None:
     assert lock.version == "3.6.7"
     assert lock.sha256 == "a7e8bcbec0e6f761b4af24f25677626b35f762f68eef79c08677a363212d11f6"
     assert lock.tarball == "mbedtls-3.6.7.tar.bz2"
-    assert lock.tree_paths == ("LICENSE", "include", "library")
+    # 3rdparty/everest: the verified X25519 (MBEDTLS_ECDH_VARIANT_EVEREST_ENABLED)
+    assert lock.tree_paths == ("3rdparty/everest", "LICENSE", "include", "library")
 
 
 def good_lock_dict() -> dict[str, object]:

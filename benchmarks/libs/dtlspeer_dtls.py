@@ -26,6 +26,7 @@ from ..harness import (
     payload,
     raise_fd_limit,
     rss_bytes,
+    server_cpu,
     wait_readable,
 )
 from .dtlspeer_udp import server_socket
@@ -191,6 +192,15 @@ def fanin_client(cfg: Cfg, port: int, stop: Any) -> Result:
                  lambda: [c.close() for c in clients])
 
 
+faninsrv_server = fanin_server
+
+
+def faninsrv_client(cfg: Cfg, port: int, stop: Any) -> Result:
+    from .pyopenssl_dtls import faninsrv_client as generator
+
+    return generator(cfg, port, stop)
+
+
 # -- handshakes -----------------------------------------------------------------------
 
 
@@ -241,6 +251,16 @@ def handshake_client(cfg: Cfg, port: int, stop: Any) -> Result:
     if reasons:
         res["note"] = reasons[0]
     return res
+
+
+def hsserver_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    return server_cpu(handshake_server, cfg, ready, stop)
+
+
+def hsserver_client(cfg: Cfg, port: int, stop: Any) -> Result:
+    from .pyopenssl_dtls import hsserver_client as generator
+
+    return generator(cfg, port, stop)
 
 
 # -- memory ---------------------------------------------------------------------------

@@ -17,8 +17,10 @@ from ..harness import (
     Result,
     Stop,
     blast,
+    blast_prebuilt,
     payload,
     plain_server_socket,
+    prebuilt_count,
 )
 
 
@@ -71,7 +73,7 @@ def fanin_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
             if guard.now():
                 break
             continue
-        while True:
+        for _ in range(256):  # bounded batches: the sink marks batch times
             try:
                 n, addr = s.recvfrom_into(buf)
             except BlockingIOError:
@@ -94,4 +96,18 @@ def fanin_client(cfg: Cfg, port: int, stop: Any) -> Result:
         socks.append(c)
     bufs = [bytearray(payload(cfg.payload, i)) for i in range(cfg.clients)]
     return blast([c.send for c in socks], bufs, cfg, lambda: [c.close() for c in socks])
+
+
+faninsrv_server = fanin_server
+
+
+def faninsrv_client(cfg: Cfg, port: int, stop: Any) -> Result:
+    socks = []
+    for _ in range(cfg.clients):
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        c.connect((HOST, port))
+        socks.append(c)
+    per = prebuilt_count(cfg)
+    msgs = [[payload(cfg.payload, i, k) for k in range(per)] for i in range(cfg.clients)]
+    return blast_prebuilt([c.send for c in socks], msgs, cfg, lambda: [c.close() for c in socks])
 

@@ -13,6 +13,7 @@ several records (valid DTLS; fewer datagrams than an MTU-bound peer)."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import hmac
@@ -31,10 +32,13 @@ from ..harness import (
     Result,
     Stop,
     blast,
+    blast_prebuilt,
     payload,
     plain_server_socket,
+    prebuilt_count,
     raise_fd_limit,
     rss_bytes,
+    server_cpu,
     wait_readable,
 )
 
@@ -115,12 +119,14 @@ class Server:
         self.buf = bytearray(65536)
 
     def drain(self, on_data: Callable[[Addr, Any, bytes], None] | None = None,
-              on_established: Callable[[Addr], None] | None = None) -> int:
-        """Read every waiting datagram and drive its connection; returns datagrams read."""
+              on_established: Callable[[Addr], None] | None = None,
+              limit: int = 1 << 30) -> int:
+        """Read waiting datagrams (at most ``limit``) and drive their
+        connections; returns datagrams read."""
         SSL = self.SSL
         sock, conns = self.sock, self.conns
         n = 0
-        while True:
+        while n < limit:
             try:
                 data, addr = sock.recvfrom(65536)
             except BlockingIOError:
@@ -165,6 +171,7 @@ class Server:
                 del conns[addr]
                 self.closed += 1
             flush(conn, lambda d, a=addr: sock.sendto(d, a))
+        return n
 
 
 class Client:
@@ -291,7 +298,7 @@ def fanin_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
             if guard.now():
                 break
             continue
-        srv.drain(on_data=on_data)
+        srv.drain(on_data=on_data, limit=256)  # the sink marks batch times
         sink.mark(got[0])
     return sink.result(list(inbox.values()), cfg.payload)
 
@@ -302,6 +309,28 @@ def fanin_client(cfg: Cfg, port: int, stop: Any) -> Result:
     _handshake_all(clients, time.monotonic() + 60)
     bufs = [bytearray(payload(cfg.payload, i)) for i in range(cfg.clients)]
     return blast([c.send for c in clients], bufs, cfg, lambda: [c.close() for c in clients])
+
+
+faninsrv_server = fanin_server
+
+
+def faninsrv_client(cfg: Cfg, port: int, stop: Any) -> Result:
+    """The ``faninsrv`` load generator of every DTLS server: pyOpenSSL
+    clients handshake, then every record is encrypted BEFORE the timed
+    part; the timed part only sends prebuilt datagrams, as plain UDP's does."""
+    ctx = client_context(cfg)
+    clients = [Client(ctx, port) for _ in range(cfg.clients)]
+    _handshake_all(clients, time.monotonic() + 60)
+    per = prebuilt_count(cfg)
+    msgs = []
+    for i, c in enumerate(clients):
+        records = []
+        for k in range(per):
+            c.conn.write(payload(cfg.payload, i, k))
+            records.append(c.conn.bio_read(65536))
+        msgs.append(records)
+    return blast_prebuilt([c.sock.send for c in clients], msgs, cfg,
+                          lambda: [c.close() for c in clients])
 
 
 def handshake_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
@@ -336,6 +365,17 @@ def handshake_client(cfg: Cfg, port: int, stop: Any) -> Result:
     for c in slots:
         c.close()
     return {"value": done / elapsed, "count": done, "lost": failed}
+
+
+def hsserver_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    return server_cpu(handshake_server, cfg, ready, stop)
+
+
+def hsserver_client(cfg: Cfg, port: int, stop: Any) -> Result:
+    """The server-capacity metric's load generator, shared by every server:
+    pyOpenSSL clients (OpenSSL's fast ECC, so the client side does not
+    decide the rate), ``2 x --concurrency`` handshakes in flight."""
+    return handshake_client(dataclasses.replace(cfg, concurrency=2 * cfg.concurrency), port, stop)
 
 
 def memory_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:

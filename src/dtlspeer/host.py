@@ -38,6 +38,10 @@ __all__ = ["DTLSHost", "DisconnectReason", "HostEvent", "HostEventType", "HostPe
 
 _EVENT = struct.Struct("<QIIiBBBB")
 assert _EVENT.size == ffi.sizeof("dp_host_event"), "dp_host_event layout changed"
+# The same record, only (peer, offset, length, type): service()'s RECEIVE path.
+_EVENT_RECEIVE = struct.Struct("<QII4xB3x")
+assert _EVENT_RECEIVE.size == _EVENT.size
+_RECEIVE_CODE = int(lib.DP_HOST_EVENT_RECEIVE)
 _ERRORS_RAISED_BY_SEND = (
     lib.DP_ERR_TOO_LARGE,
     lib.DP_ERR_INVALID_ARGUMENT,
@@ -529,8 +533,14 @@ class DTLSHost:
         sends leave before waiting and at the end. Per peer, events keep
         their order: CONNECT, RECEIVE..., DISCONNECT.
         """
-        ptr = self._require()
-        if timeout is None:
+        ptr = self._ptr
+        if ptr is None:
+            raise errors.StateError("the host is closed")
+        kind_of = type(timeout)
+        # The per-tick fast path (exact float/int only: no bool; NaN fails 0 <= t).
+        if timeout is not None and (kind_of is float or kind_of is int) and 0 <= timeout <= 1e6:
+            timeout_ms = math.ceil(timeout * 1000)
+        elif timeout is None:
             timeout_ms = -1
         else:
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
@@ -540,39 +550,43 @@ class DTLSHost:
             if timeout < 0 or math.isnan(timeout):
                 raise errors.InvalidArgumentError("timeout must be >= 0 (or None: no limit)")
             timeout_ms = min(math.ceil(timeout * 1000), 2**31 - 1)
-        count = check(
-            lib.dp_host_service(
-                ptr,
-                self._clock(),
-                timeout_ms,
-                self._events,
-                self._max_events,
-                self._payload,
-                self._payload_cap,
-                self._n_events,
-            ),
-            "service",
+        count = lib.dp_host_service(
+            ptr,
+            self._clock(),
+            timeout_ms,
+            self._events,
+            self._max_events,
+            self._payload,
+            self._payload_cap,
+            self._n_events,
         )
-        if count == 0:
+        if count <= 0:
+            if count < 0:
+                check(count, "service")
             return []
         payload = self._payload_view
         peers = self._peers
         result: list[HostEvent] = []
         append = result.append
         receive = HostEventType.RECEIVE
+        receive_code = _RECEIVE_CODE
         none = DisconnectReason.NONE
         make = tuple.__new__  # HostEvent without NamedTuple's argument handling: per-event cost
-        for peer_id, offset, length, code, kind, reason, status, _ in _EVENT.iter_unpack(
-            ffi.buffer(self._events, count * _EVENT.size)
-        ):
-            if kind == receive:
-                peer = peers.get(peer_id)
+        get = peers.get
+        raw = ffi.buffer(self._events, count * _EVENT.size)
+        # The hot loop unpacks only what RECEIVE needs (id, offset, length,
+        # type); the rare other events re-read their full record.
+        for index, (peer_id, offset, length, kind) in enumerate(_EVENT_RECEIVE.iter_unpack(raw)):
+            if kind == receive_code:
+                peer = get(peer_id)
                 if peer is None:
                     peer = self._peer_for(peer_id)
                 append(
                     make(HostEvent, (receive, peer, payload[offset : offset + length], none, "", 0))
                 )
-            elif kind == lib.DP_HOST_EVENT_CONNECT:
+                continue
+            _, _, _, code, _, reason, status, _ = _EVENT.unpack_from(raw, index * _EVENT.size)
+            if kind == lib.DP_HOST_EVENT_CONNECT:
                 append(HostEvent(HostEventType.CONNECT, self._peer_for(peer_id)))
             else:
                 message = payload[offset : offset + length].decode("utf-8", "replace")

@@ -146,4 +146,12 @@
  * and Godot do not. Idle connections are instead parked (dp_conn.c): a
  * parked server connection costs ~0.9 KB of heap, buffers and all freed. */
 
+/* ECDHE speed (benchmarks/README.md, "Handshakes"). X25519 is our and
+ * OpenSSL's first group, and Mbed TLS's generic Montgomery ladder made the
+ * two X25519 multiplications ~70% of a server's ECDHE-ECDSA handshake
+ * (callgrind). Project Everest's formally verified HACL* X25519
+ * (3rdparty/everest, in the verified subset of vendor/mbedtls.lock.json)
+ * replaces it in the legacy ECDH context TLS 1.2 uses. Apache-2.0 only. */
+#define MBEDTLS_ECDH_VARIANT_EVEREST_ENABLED
+
 #endif /* DTLSPEER_MBEDTLS_CONFIG_H */

@@ -1,0 +1,271 @@
+"""dtlspeer DTLS through the batch host (``DTLSHost``) on the server.
+
+Server loop, as the class documents it: ``for event in host.service(t)``,
+RECEIVE events carry the record, replies go out with ``peer.put_packet``
+(queued, flushed with ``sendmmsg`` by the next ``service``). Same
+certificate as every other row (the harness's self-signed P-256 key,
+ECDHE-ECDSA); clients verify it.
+
+Clients: ping-pong uses a ``DTLSHost`` client (one ``connect``); fan-in,
+handshakes and memory use the Godot-style client of ``dtlspeer_dtls``
+(``PacketPeerUDP`` + ``PacketPeerDTLS``, one socket per connection), since
+a host has one socket and so one connection per server address.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from typing import Any, Callable
+
+from ..harness import (
+    HOST,
+    RCVBUF,
+    Cfg,
+    FaninSink,
+    PingClient,
+    Result,
+    Stop,
+    payload,
+    raise_fd_limit,
+    rss_bytes,
+    server_cpu,
+)
+from . import dtlspeer_dtls
+
+
+def _options(cfg: Cfg) -> tuple[Any, Any]:
+    return dtlspeer_dtls._materials(cfg)
+
+
+def make_host(cfg: Cfg, **settings: Any) -> Any:
+    """A DTLSHost server on 127.0.0.1 with the benchmark certificate."""
+    from dtlspeer import DTLSHost, DTLSSettings
+
+    return DTLSHost(
+        HOST,
+        0,
+        server_options=_options(cfg)[0],
+        settings=DTLSSettings(**settings) if settings else None,
+        max_peers=max(4096, cfg.conns + 64),
+        socket_buffer_size=RCVBUF,
+    )
+
+
+# -- ping-pong ---------------------------------------------------------------------
+
+
+def pingpong_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    from dtlspeer import HostEventType
+
+    host = make_host(cfg)
+    ready(host.get_local_port())
+    guard = Stop(stop, cfg.timeout)
+    receive = HostEventType.RECEIVE
+    echoed = 0
+    service = host.service
+    while True:
+        events = service(0.05)
+        if not events:
+            if guard.now():
+                break
+            continue
+        for event in events:
+            if event.type == receive:
+                event.peer.put_packet(event.data)  # leaves at the next service(), before it waits
+                echoed += 1
+    host.close()
+    return {"echoed": echoed}
+
+
+def pingpong_client(cfg: Cfg, port: int, stop: Any) -> Result:
+    from dtlspeer import DTLSHost, HostEventType
+
+    host = DTLSHost(HOST, 0, client_options=_options(cfg)[1])
+    peer = host.connect(HOST, port)
+    deadline = time.monotonic() + 30
+    while True:
+        events = host.service(0.05)
+        if any(e.type == HostEventType.CONNECT for e in events):
+            break
+        if any(e.type != HostEventType.CONNECT for e in events) or time.monotonic() > deadline:
+            host.close()
+            return {"error": f"handshake failed: {peer.get_last_error()}"}
+    receive = HostEventType.RECEIVE
+    inbox: list[bytes] = []
+    service = host.service
+
+    def recv(timeout: float) -> bytes | None:
+        end = time.monotonic() + timeout
+        while not inbox:
+            for event in service(timeout):
+                if event.type == receive:
+                    inbox.append(event.data)
+            if not inbox and time.monotonic() >= end:
+                return None
+        return inbox.pop(0)
+
+    try:
+        # put_packet queues; recv's service() sends it before waiting for the echo.
+        return PingClient(cfg).run(peer.put_packet, recv)
+    finally:
+        host.close()
+
+
+# -- fan-in ---------------------------------------------------------------------------
+
+
+def fanin_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    from dtlspeer import HostEventType
+
+    host = make_host(cfg)
+    ready(host.get_local_port())
+    guard = Stop(stop, cfg.timeout)
+    receive = HostEventType.RECEIVE
+    inbox: dict[Any, list[bytes]] = {}
+    sink = FaninSink()
+    got = 0
+    service = host.service
+    while True:
+        events = service(0.05)
+        if not events:
+            if guard.now():
+                break
+            continue
+        for event in events:
+            if event.type == receive:
+                q = inbox.get(event.peer)
+                if q is None:
+                    q = inbox[event.peer] = []
+                q.append(event.data)
+                got += 1
+        sink.mark(got)
+    host.close()
+    return sink.result(list(inbox.values()), cfg.payload)
+
+
+fanin_client = dtlspeer_dtls.fanin_client
+
+
+faninsrv_server = fanin_server
+
+
+def faninsrv_client(cfg: Cfg, port: int, stop: Any) -> Result:
+    from .pyopenssl_dtls import faninsrv_client as generator
+
+    return generator(cfg, port, stop)
+
+
+# -- handshakes -----------------------------------------------------------------------
+
+
+def handshake_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    from dtlspeer import HostEventType
+
+    host = make_host(cfg)
+    ready(host.get_local_port())
+    guard = Stop(stop, cfg.timeout)
+    connected = ended = 0
+    connect = HostEventType.CONNECT
+    while True:
+        events = host.service(0.02)
+        if not events and guard.now():
+            break
+        for event in events:
+            if event.type == connect:
+                connected += 1
+            else:
+                ended += 1
+    stats = host.get_stats()
+    host.close()
+    return {"established": connected, "closed": ended, "admitted": stats.get("admitted")}
+
+
+handshake_client = dtlspeer_dtls.handshake_client
+
+
+def hsserver_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    return server_cpu(handshake_server, cfg, ready, stop)
+
+
+hsserver_client = dtlspeer_dtls.hsserver_client
+
+
+# -- memory ---------------------------------------------------------------------------
+
+
+def memory_server(cfg: Cfg, ready: Callable[[int], None], stop: Any, park: bool = True) -> Result:
+    """N idle connections (each sent one record, see memory_client).
+    ``park``: default settings (parked after 5 s without traffic), measured
+    once the last connection had 5.5 s without traffic; else
+    ``park_after_ms=0`` (never park), measured right after the last one."""
+    from dtlspeer import HostEventType
+
+    settings: dict[str, Any] = {"idle_timeout_ms": 3_600_000}  # keep them for the whole run
+    if not park:
+        settings["park_after_ms"] = 0
+    host = make_host(cfg, **settings)
+    ready(host.get_local_port())
+    guard = Stop(stop, cfg.timeout)
+    peers: list[Any] = []
+    base = None
+    connect, receive = HostEventType.CONNECT, HostEventType.RECEIVE
+    lost = 0
+    while len(peers) < cfg.conns:
+        events = host.service(0.05)
+        if not events and guard.now():
+            return {"error": f"only {len(peers)} of {cfg.conns} connections established"}
+        for event in events:
+            if event.type == connect:
+                peers.append(event.peer)
+                if base is None:  # first connection: code paths are warm now
+                    gc.collect()
+                    base = rss_bytes()
+            elif event.type != receive:  # DISCONNECT / ERROR
+                lost += 1
+    if park:
+        end_idle = time.monotonic() + 5.5
+        while time.monotonic() < end_idle:
+            for event in host.service(0.1):  # timers run: idle connections park
+                lost += event.type not in (connect, receive)
+    else:
+        time.sleep(0.3)
+        host.service(0)
+    gc.collect()
+    end = rss_bytes()
+    stats = host.get_stats()
+    alive = stats.get("connected", len(peers))
+    if base is None or end is None:
+        return {"error": "RSS not available on this OS"}
+    per = (end - base) / max(1, len(peers) - 1) / 1024
+    res: Result = {"value": per, "conns": alive, "rss_base": base, "rss_end": end}
+    if lost:
+        res["note"] = f"{lost} peers ended during the run"
+    host.close()
+    return res
+
+
+def memory_client(cfg: Cfg, port: int, stop: Any) -> Result:
+    """The Godot-style memory client, plus one 100 B record per connection
+    right after its handshake (what any game client sends first). DTLS 1.2
+    servers keep their last flight until the client's first record shows it
+    arrived, and Mbed TLS cannot serialize (park) a connection that still
+    holds it; without this the host row would only measure that state."""
+    raise_fd_limit(cfg.conns + 256)
+    options = _options(cfg)[1]
+    deadline = time.monotonic() + cfg.timeout
+    first = dtlspeer_dtls.Client(port, options)
+    dtlspeer_dtls._handshake_all([first], deadline)
+    first.dtls.put_packet(payload(cfg.payload, 0))
+    keep = [first]
+    time.sleep(0.5)  # the server takes its baseline RSS now
+    start = time.perf_counter()
+    while len(keep) < cfg.conns:
+        batch = [dtlspeer_dtls.Client(port, options) for _ in range(min(32, cfg.conns - len(keep)))]
+        dtlspeer_dtls._handshake_all(batch, deadline)
+        for c in batch:
+            c.dtls.put_packet(payload(cfg.payload, len(keep) & 0xFFFF))
+        keep.extend(batch)
+    rate = (len(keep) - 1) / max(1e-9, time.perf_counter() - start)
+    stop.wait(cfg.timeout)  # stay connected until the server has measured
+    return {"established": len(keep), "handshakes_per_s": rate}
