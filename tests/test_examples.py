@@ -30,10 +30,10 @@ pytestmark = pytest.mark.skipif(
 
 
 def env() -> dict[str, str]:
-    out = dict(os.environ)
-    out["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "src"), *([out["PYTHONPATH"]] if out.get("PYTHONPATH") else [])])
-    return out
+    """The caller's environment: examples import the dtlspeer under test (the
+    installed package, or whatever PYTHONPATH already names), never an
+    unbuilt src/."""
+    return dict(os.environ)
 
 
 def test_there_are_examples() -> None:
