@@ -294,6 +294,9 @@ static void on_connected(dp_conn *c)
 {
     c->status = DP_STATUS_CONNECTED;
     c->last_rx_ms = c->now_ms;
+    /* Remembered for the session's whole life: parked, and after it ended
+     * (its Mbed TLS context is freed at once then). */
+    c->suite_id = mbedtls_ssl_get_ciphersuite_id_from_ssl(c->ssl);
     note_activity(c);
     uint32_t flags = mbedtls_ssl_get_verify_result(c->ssl);
     c->verify_flags = flags == (uint32_t)-1 ? 0 : flags;
@@ -878,12 +881,10 @@ int dp_conn_ciphersuite(const dp_conn *c, char *buf, size_t cap)
     if (c == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
     }
-    const char *name = NULL;
-    if (c->status == DP_STATUS_CONNECTED) {
-        name = c->ssl != NULL ? mbedtls_ssl_get_ciphersuite(c->ssl)
-                              : mbedtls_ssl_get_ciphersuite_name(c->suite_id);
-    }
-    return copy_text(name != NULL ? name : "", buf, cap);
+    /* The suite of the last completed handshake ("" before one), also after
+     * the session ended: callers report it from disconnect handlers. */
+    const char *name = c->suite_id != 0 ? mbedtls_ssl_get_ciphersuite_name(c->suite_id) : "";
+    return copy_text(name, buf, cap);
 }
 
 int dp_conn_parked(const dp_conn *c)

@@ -424,7 +424,8 @@ int dp_conn_last_error(const dp_conn *conn);
 uint32_t dp_conn_verify_flags(const dp_conn *conn);
 /* Readable reason for the last status change; returns the length. */
 int dp_conn_reason(const dp_conn *conn, char *buf, size_t cap);
-/* Negotiated ciphersuite name ("" before the handshake); returns the length. */
+/* Ciphersuite of the last completed handshake ("" before one; kept after the
+ * session ended); returns the length. */
 int dp_conn_ciphersuite(const dp_conn *conn, char *buf, size_t cap);
 /* 1 while parked (see dp_config_set_park_after), else 0. */
 int dp_conn_parked(const dp_conn *conn);
