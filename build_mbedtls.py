@@ -547,6 +547,36 @@ EVEREST_DIR = "3rdparty/everest"
 EVEREST_SOURCES = ("everest.c", "x25519.c", "Hacl_Curve25519_joined.c")
 
 
+def mbedtls_include_dirs(tree: Path) -> list[Path]:
+    """Include directories for compiling Mbed TLS and our C files (any compiler)."""
+    everest = tree / EVEREST_DIR
+    # Project Everest's verified X25519 (MBEDTLS_ECDH_VARIANT_EVEREST_ENABLED
+    # in our config header): ecdh.h includes "everest/everest.h".
+    return [
+        NATIVE_DIR,
+        tree / "include",
+        tree / "library",
+        everest / "include",
+        everest / "include" / "everest",
+        everest / "include" / "everest" / "kremlib",
+    ]
+
+
+def mbedtls_sources(tree: Path) -> list[tuple[Path, str]]:
+    """Every Mbed TLS source we compile, with its unique object name stem."""
+    sources = [(src, src.stem) for src in sorted((tree / "library").glob("*.c"))]
+    sources += [
+        (tree / EVEREST_DIR / "library" / name, "everest_" + Path(name).stem)
+        for name in EVEREST_SOURCES
+    ]
+    return sources
+
+
+def mbedtls_digest_paths() -> list[str]:
+    """The parts of the tree whose content decides the Mbed TLS objects."""
+    return ["include", "library", EVEREST_DIR]
+
+
 def compile_objects(compiler, build_temp: Path, tree: Path) -> list[str]:  # type: ignore[no-untyped-def]
     """Compile Mbed TLS and our C files in parallel; return object paths.
 
@@ -554,14 +584,9 @@ def compile_objects(compiler, build_temp: Path, tree: Path) -> list[str]:  # typ
     header and the flags, so they are reused until one of those changes.
     """
     macros, mbed_flags, our_flags = compile_flags()
-    everest = tree / EVEREST_DIR
-    includes = [str(NATIVE_DIR), str(tree / "include"), str(tree / "library")]
-    # Project Everest's verified X25519 (MBEDTLS_ECDH_VARIANT_EVEREST_ENABLED
-    # in our config header): ecdh.h includes "everest/everest.h".
-    includes += [str(everest / "include"), str(everest / "include" / "everest"),
-                 str(everest / "include" / "everest" / "kremlib")]
+    includes = [str(d) for d in mbedtls_include_dirs(tree)]
     key = hashlib.sha256()
-    key.update(tree_digest(tree, ["include", "library", EVEREST_DIR]).encode())
+    key.update(tree_digest(tree, mbedtls_digest_paths()).encode())
     key.update(CONFIG_HEADER.read_bytes())
     key.update(
         repr((macros, mbed_flags, compiler.compiler_type, sysconfig.get_platform())).encode()
@@ -575,18 +600,16 @@ def compile_objects(compiler, build_temp: Path, tree: Path) -> list[str]:  # typ
     obj_ext = compiler.obj_extension
 
     jobs: list[tuple[Path, Path, list[str]]] = []
-    for src in sorted((tree / "library").glob("*.c")):
-        obj = mbed_dir / (src.stem + obj_ext)
+    mbed_objects = []
+    for src, stem in mbedtls_sources(tree):
+        obj = mbed_dir / (stem + obj_ext)
+        mbed_objects.append(obj)
         flags = list(mbed_flags)
         if src.name == "aesni.c" and _is_x86_64() and not _is_msvc():
             # Intrinsics path (faster GCM); still guarded by CPUID at run time.
             flags += ["-maes", "-mpclmul"]
         if not obj.exists():
             jobs.append((src, obj, flags))
-    for src in [everest / "library" / name for name in EVEREST_SOURCES]:
-        obj = mbed_dir / ("everest_" + src.stem + obj_ext)
-        if not obj.exists():
-            jobs.append((src, obj, list(mbed_flags)))
     for src in sorted(NATIVE_DIR.glob("*.c")):
         obj = ours_dir / (src.stem + obj_ext)
         if _needs_compile(src, obj, [*our_headers, CONFIG_HEADER]):
@@ -611,9 +634,7 @@ def compile_objects(compiler, build_temp: Path, tree: Path) -> list[str]:  # typ
     if jobs:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(run, jobs))
-    objects = [mbed_dir / (s.stem + obj_ext) for s in sorted((tree / "library").glob("*.c"))]
-    objects += [mbed_dir / ("everest_" + Path(n).stem + obj_ext) for n in EVEREST_SOURCES]
-    objects += [ours_dir / (s.stem + obj_ext) for s in sorted(NATIVE_DIR.glob("*.c"))]
+    objects = mbed_objects + [ours_dir / (s.stem + obj_ext) for s in sorted(NATIVE_DIR.glob("*.c"))]
     return [str(o) for o in objects]
 
 

@@ -51,14 +51,16 @@ METRICS: list[Metric] = [
            "server_value", "plain", target_ratio=1.0, target_text="dtlspeer >= 1.0x plain UDP"),
     Metric("faninsrv", "SERVER fan-in capacity: same as fanin, but every sender only sends "
            "datagrams built before the timed part", "msg/s", "server_value", "plain",
-           target_ratio=1.0, target_text="dtlspeer >= 1.0x plain UDP (server side; see README)"),
+           target_ratio=1.0, target_text="dtlspeer >= 1.0x plain UDP (server side; see README)",
+           requires=("OpenSSL",)),
     Metric("handshake", "full ECDHE-ECDSA P-256 handshakes/s, cookie exchange included",
            "hs/s", "value", "pyopenssl", target_ratio=1.0,
            target_text="dtlspeer >= 1.0x pyOpenSSL"),
     Metric("hsserver", "SERVER handshake capacity: full ECDHE-ECDSA handshakes/s accepted, "
            "every server driven by the same pyOpenSSL load generator", "hs/s", "value",
            "pyopenssl", target_ratio=1.0,
-           target_text="dtlspeer >= 1.0x pyOpenSSL (server side only; see README)"),
+           target_text="dtlspeer >= 1.0x pyOpenSSL (server side only; see README)",
+           requires=("OpenSSL",)),
     Metric("memory", "server memory per idle established connection (RSS delta / N)",
            "KiB/conn", "server_value", "pyopenssl", higher_is_better=False, target_abs=12.0,
            target_text="dtlspeer <= 12 KiB (pyOpenSSL ~81 KB); ratio vs pyOpenSSL"),
@@ -101,6 +103,8 @@ def run_metric(metric: Metric, libs: Sequence[Lib], cfg: Cfg, runs: int,
         row = Row(lib)
         if metric.key not in lib.metrics:
             row.status = "n/a (not driven for this metric; see README)"
+        elif metric.missing():
+            row.status = metric.missing() or ""
         else:
             missing = lib.missing()
             if missing:

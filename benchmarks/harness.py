@@ -351,6 +351,16 @@ class Metric:
     target_ratio: float | None = None  # dtlspeer rows: value/baseline >= this
     target_abs: float | None = None  # dtlspeer rows: value <= this (memory)
     target_text: str = ""
+    requires: tuple[str, ...] = ()  # modules the metric's own load generator needs
+
+    def missing(self) -> str | None:
+        """None if the load generator can run, else the reason shown in every row."""
+        for mod in self.requires:
+            try:
+                importlib.import_module(mod)
+            except ImportError:
+                return f"n/a (this metric's load generator needs {mod}: not installed)"
+        return None
 
 
 @dataclass

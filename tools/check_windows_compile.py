@@ -85,12 +85,12 @@ def compile_one(cc: str, src: Path, obj: Path, flags: list[str]) -> tuple[Path, 
 
 def check(cc: str, build_dir: Path, jobs: int) -> int:
     tree = bm.resolve_source()
-    includes = [f"-I{bm.NATIVE_DIR}", f"-I{tree / 'include'}", f"-I{tree / 'library'}"]
+    includes = [f"-I{d}" for d in bm.mbedtls_include_dirs(tree)]
     common = macro_flags() + includes
     # Mbed TLS objects are reused while the tree, config header, flags and
     # compiler stay the same; our objects are always rebuilt.
     key = hashlib.sha256()
-    key.update(bm.tree_digest(tree, ["include", "library"]).encode())
+    key.update(bm.tree_digest(tree, bm.mbedtls_digest_paths()).encode())
     key.update(bm.CONFIG_HEADER.read_bytes())
     key.update(bm.NATIVE_DIR.joinpath("threading_alt.h").read_bytes())
     key.update(repr((common, MBED_FLAGS, cc)).encode())
@@ -102,9 +102,10 @@ def check(cc: str, build_dir: Path, jobs: int) -> int:
     ours = sorted(bm.NATIVE_DIR.glob("*.c"))
     for src in ours:
         work.append((src, ours_dir / (src.stem + ".o"), common + OUR_FLAGS))
-    mbed_sources = sorted((tree / "library").glob("*.c"))
-    for src in mbed_sources:
-        obj = mbed_dir / (src.stem + ".o")
+    mbed = bm.mbedtls_sources(tree)
+    mbed_sources = [src for src, _ in mbed]
+    for src, stem in mbed:
+        obj = mbed_dir / (stem + ".o")
         if not obj.exists():
             work.append((src, obj, common + MBED_FLAGS))
 
@@ -134,7 +135,7 @@ def check(cc: str, build_dir: Path, jobs: int) -> int:
     print(f"Mbed TLS: {len(mbed_sources)} compiled, {len(mbed_warnings)} file(s) with warnings")
 
     objects = [str(ours_dir / (s.stem + ".o")) for s in ours]
-    objects += [str(mbed_dir / (s.stem + ".o")) for s in mbed_sources]
+    objects += [str(mbed_dir / (stem + ".o")) for _, stem in mbed]
     dll = build_dir / "dtlspeer_native_check.dll"
     link = subprocess.run(
         [cc, "-shared", "-o", str(dll), *objects, "-Wl,--no-undefined", *LIBS],
