@@ -576,6 +576,71 @@ static int may_hold_record(const unsigned char *d, size_t len)
     return d[3] == 0 && d[4] <= 1;
 }
 
+/* ---- Datagrams Mbed TLS must not see ---------------------------------------- */
+
+#define DP_RECORD_HEADER_LEN 13
+
+static size_t record_len_at(const unsigned char *d)
+{
+    return DP_RECORD_HEADER_LEN + (((size_t)d[11] << 8) | d[12]);
+}
+
+/* Length of the whole records at the start of a datagram. Mbed TLS 3.6
+ * takes bytes after a record that are too few for a record header for a
+ * record split across datagrams and fails the connection with
+ * MBEDTLS_ERR_SSL_INTERNAL_ERROR ("should never happen"), even after a
+ * record it skipped (old epoch, replay): a forged datagram would end any
+ * connection. Such a tail can never be a record, so it is cut off here. A
+ * datagram whose first record is incomplete, or with a CID record (its
+ * header is longer; no connection negotiates a CID, so Mbed TLS drops it
+ * with the rest of the datagram), is left as it is. */
+static size_t whole_records_len(const unsigned char *d, size_t len)
+{
+    size_t pos = 0;
+    while (len - pos >= DP_RECORD_HEADER_LEN) {
+        if (d[pos] == MBEDTLS_SSL_MSG_CID) {
+            return len;
+        }
+        size_t rec = record_len_at(d + pos);
+        if (rec > len - pos) {
+            break;
+        }
+        pos += rec;
+    }
+    return pos == 0 ? len : pos;
+}
+
+/* An established server hands every epoch-0 record whose 14th byte is a
+ * ClientHello type to Mbed TLS's reconnect check (RFC 6347 4.2.8), which
+ * fails the connection with MBEDTLS_ERR_SSL_DECODE_ERROR when the hello is
+ * malformed (shorter than 61 bytes, fragmented, lengths past the end): a
+ * forged datagram, no key or cookie needed. A real client's reconnecting
+ * hello is always well formed, so a datagram holding a record that Mbed TLS
+ * would check and the gate's parser rejects is dropped whole. Mirrors the
+ * condition of ssl_check_client_reconnect (Mbed TLS 3.6, ssl_msg.c), which
+ * runs on every record of the datagram with the rest of the datagram. */
+static int has_bad_reconnect_hello(const unsigned char *d, size_t len)
+{
+    size_t pos = 0;
+    while (len - pos >= DP_RECORD_HEADER_LEN) {
+        if (d[pos] == MBEDTLS_SSL_MSG_HANDSHAKE && d[pos + 3] == 0 && d[pos + 4] == 0 &&
+            len - pos > DP_RECORD_HEADER_LEN &&
+            d[pos + DP_RECORD_HEADER_LEN] == MBEDTLS_SSL_HS_CLIENT_HELLO &&
+            !dp_cookie_hello_well_formed(d + pos, len - pos)) {
+            return 1;
+        }
+        if (d[pos] == MBEDTLS_SSL_MSG_CID) {
+            return 0;
+        }
+        size_t rec = record_len_at(d + pos);
+        if (rec > len - pos) {
+            return 0;
+        }
+        pos += rec;
+    }
+    return 0;
+}
+
 /* ---- Lifetime ------------------------------------------------------------- */
 
 int dp_conn_new(dp_config *cfg, const char *hostname, const unsigned char *transport_id,
@@ -660,6 +725,14 @@ int dp_conn_feed(dp_conn *c, const unsigned char *datagram, size_t len, int64_t 
     if (ended(c)) {
         c->stats.dropped_closed++;
         return c->status;
+    }
+    if (datagram != NULL) {
+        len = whole_records_len(datagram, len);
+        if (c->status == DP_STATUS_CONNECTED && c->cfg->role == DP_ROLE_SERVER &&
+            has_bad_reconnect_hello(datagram, len)) {
+            c->stats.discarded++;
+            return c->status;
+        }
     }
     if (c->parked != NULL) {
         if (!may_hold_record(datagram, len)) {

@@ -337,6 +337,12 @@ static int parse_client_hello(const unsigned char *d, size_t len, dp_hello_view 
     return HELLO_OK;
 }
 
+int dp_cookie_hello_well_formed(const unsigned char *d, size_t len)
+{
+    dp_hello_view view = {0};
+    return d != NULL && parse_client_hello(d, len, &view) == HELLO_OK;
+}
+
 /* HelloVerifyRequest in the record and message sequence of the hello, as
  * RFC 6347 4.2.1 asks, so the client matches it to its ClientHello. */
 static void build_hvr(const unsigned char *hello, const unsigned char *message_seq,
