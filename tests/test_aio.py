@@ -17,8 +17,6 @@ import pytest
 
 from _host_clients import PSK_IDENTITY, PSK_KEY
 from dtlspeer import (
-    Crypto,
-    CryptoKey,
     DisconnectReason,
     DTLSServer,
     DTLSSettings,
@@ -26,13 +24,12 @@ from dtlspeer import (
     PacketPeerUDP,
     TLSOptions,
     UDPServer,
-    X509Certificate,
     aio,
     errors,
 )
+from identities import Identity, make_identity
 
 Status = PacketPeerDTLS.Status
-Identity = tuple[CryptoKey, X509Certificate]
 SERVER_PSK = {PSK_IDENTITY: PSK_KEY}
 CLIENT_PSK = (PSK_IDENTITY, PSK_KEY)
 BOUND_S = 60.0
@@ -59,17 +56,7 @@ async def eventually(condition: Callable[[], bool], rounds: int = 2000) -> None:
 
 @pytest.fixture(scope="module")
 def identity() -> Identity:
-    crypto = Crypto()
-    key = crypto.generate_ec("P-256")
-    cert = crypto.generate_self_signed_certificate(
-        key,
-        "CN=game.test,O=dtlspeer,C=IT",
-        "20240101000000",
-        "20991231235959",
-        dns_names=["game.test"],
-        ip_addresses=["127.0.0.1"],
-    )
-    return key, cert
+    return make_identity("ec")
 
 
 async def echo(conn: aio.Connection) -> None:

@@ -14,37 +14,20 @@ from typing import Callable, Optional
 import pytest
 
 from dtlspeer import (
-    Crypto,
-    CryptoKey,
     DTLSServer,
     DTLSSettings,
     PacketPeerDTLS,
     PacketPeerUDP,
     TLSOptions,
     UDPServer,
-    X509Certificate,
     errors,
 )
+from identities import Identity, make_identity
 from udp_helpers import alloc_bytes, has_ipv6, until
 
 Status = PacketPeerDTLS.Status
-Identity = tuple[CryptoKey, X509Certificate]
 BADCERT_CN_MISMATCH = 0x04
 BADCERT_NOT_TRUSTED = 0x08
-
-
-def make_identity(kind: str, name: str = "game.test") -> Identity:
-    crypto = Crypto()
-    key = crypto.generate_rsa(2048) if kind == "rsa" else crypto.generate_ec("P-256")
-    cert = crypto.generate_self_signed_certificate(
-        key,
-        f"CN={name},O=dtlspeer,C=IT",
-        "20240101000000",
-        "20991231235959",
-        dns_names=[name],
-        ip_addresses=["127.0.0.1", "::1"],
-    )
-    return key, cert
 
 
 @pytest.fixture(scope="module")

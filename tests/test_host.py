@@ -15,8 +15,6 @@ import pytest
 
 from _host_clients import PSK_IDENTITY, PSK_KEY, PSK_SUITE, EngineClients
 from dtlspeer import (
-    Crypto,
-    CryptoKey,
     DisconnectReason,
     DTLSHost,
     DTLSServer,
@@ -28,31 +26,20 @@ from dtlspeer import (
     PacketPeerUDP,
     TLSOptions,
     UDPServer,
-    X509Certificate,
     errors,
 )
 from dtlspeer._binding import lib
+from identities import Identity, make_identity
 from udp_helpers import alloc_bytes, until
 
 Status = PacketPeerDTLS.Status
-Identity = tuple[CryptoKey, X509Certificate]
 SERVER_PSK = {PSK_IDENTITY: PSK_KEY}
 CLIENT_PSK = (PSK_IDENTITY, PSK_KEY)
 
 
 @pytest.fixture(scope="module")
 def ec_identity() -> Identity:
-    crypto = Crypto()
-    key = crypto.generate_ec("P-256")
-    cert = crypto.generate_self_signed_certificate(
-        key,
-        "CN=game.test,O=dtlspeer,C=IT",
-        "20240101000000",
-        "20991231235959",
-        dns_names=["game.test"],
-        ip_addresses=["127.0.0.1"],
-    )
-    return key, cert
+    return make_identity("ec")
 
 
 class Recorder:
