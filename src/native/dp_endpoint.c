@@ -790,6 +790,23 @@ static void expire_pending(dp_endpoint *ep, int64_t now_ms)
     }
 }
 
+#if defined(DP_USE_MMSG)
+/* Point the first `want` recvmmsg headers at their receive buffers and
+ * address slots (recvmmsg overwrites msg_namelen and msg_flags). */
+static void prepare_rx_batch(dp_endpoint *ep, int want)
+{
+    for (int i = 0; i < want; i++) {
+        ep->iovs[i].iov_base = ep->rx + (size_t)i * DP_MAX_DATAGRAM;
+        ep->iovs[i].iov_len = DP_MAX_DATAGRAM;
+        memset(&ep->msgs[i].msg_hdr, 0, sizeof(ep->msgs[i].msg_hdr));
+        ep->msgs[i].msg_hdr.msg_iov = &ep->iovs[i];
+        ep->msgs[i].msg_hdr.msg_iovlen = 1;
+        ep->msgs[i].msg_hdr.msg_name = &ep->names[i];
+        ep->msgs[i].msg_hdr.msg_namelen = sizeof(ep->names[i]);
+    }
+}
+#endif
+
 static int drain(dp_endpoint *ep, int64_t now_ms)
 {
     int rc = ensure_rx(ep);
@@ -804,15 +821,7 @@ static int drain(dp_endpoint *ep, int64_t now_ms)
         if (want > DP_POLL_MAX_DATAGRAMS - total) {
             want = DP_POLL_MAX_DATAGRAMS - total;
         }
-        for (int i = 0; i < want; i++) {
-            ep->iovs[i].iov_base = ep->rx + (size_t)i * DP_MAX_DATAGRAM;
-            ep->iovs[i].iov_len = DP_MAX_DATAGRAM;
-            memset(&ep->msgs[i].msg_hdr, 0, sizeof(ep->msgs[i].msg_hdr));
-            ep->msgs[i].msg_hdr.msg_iov = &ep->iovs[i];
-            ep->msgs[i].msg_hdr.msg_iovlen = 1;
-            ep->msgs[i].msg_hdr.msg_name = &ep->names[i];
-            ep->msgs[i].msg_hdr.msg_namelen = sizeof(ep->names[i]);
-        }
+        prepare_rx_batch(ep, want);
         int got = recvmmsg(ep->fd, ep->msgs, (unsigned int)want, MSG_DONTWAIT, NULL);
         if (got < 0) {
             int err = errno;
@@ -1010,15 +1019,7 @@ static int client_wait(dp_endpoint *ep, int timeout_ms)
         return rc;
     }
     int want = ep->batch;
-    for (int i = 0; i < want; i++) {
-        ep->iovs[i].iov_base = ep->rx + (size_t)i * DP_MAX_DATAGRAM;
-        ep->iovs[i].iov_len = DP_MAX_DATAGRAM;
-        memset(&ep->msgs[i].msg_hdr, 0, sizeof(ep->msgs[i].msg_hdr));
-        ep->msgs[i].msg_hdr.msg_iov = &ep->iovs[i];
-        ep->msgs[i].msg_hdr.msg_iovlen = 1;
-        ep->msgs[i].msg_hdr.msg_name = &ep->names[i];
-        ep->msgs[i].msg_hdr.msg_namelen = sizeof(ep->names[i]);
-    }
+    prepare_rx_batch(ep, want);
     int got = recvmmsg(ep->fd, ep->msgs, (unsigned int)want, MSG_WAITFORONE, NULL);
     if (got < 0) {
         int err = errno;
