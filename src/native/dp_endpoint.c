@@ -807,6 +807,32 @@ static void prepare_rx_batch(dp_endpoint *ep, int want)
 }
 #endif
 
+/* What drain() does after a failed receive: stop (socket empty), retry
+ * (interrupted, or an ICMP-induced error, counted and skipped up to a
+ * bound), or fail with the error. */
+enum { DP_RX_STOP, DP_RX_RETRY, DP_RX_FAIL };
+
+static int rx_error_action(dp_endpoint *ep, int err, int *errors_skipped)
+{
+#if !defined(_WIN32)
+    if (err == EWOULDBLOCK) {
+        err = DP_EAGAIN;
+    }
+#endif
+    if (err == DP_EAGAIN) {
+        return DP_RX_STOP;
+    }
+    if (err == DP_EINTR) {
+        return DP_RX_RETRY;
+    }
+    if (is_remote_error(err) && *errors_skipped < DP_POLL_MAX_DATAGRAMS) {
+        ep->stats.recv_errors++;
+        (*errors_skipped)++;
+        return DP_RX_RETRY;
+    }
+    return DP_RX_FAIL;
+}
+
 static int drain(dp_endpoint *ep, int64_t now_ms)
 {
     int rc = ensure_rx(ep);
@@ -825,15 +851,11 @@ static int drain(dp_endpoint *ep, int64_t now_ms)
         int got = recvmmsg(ep->fd, ep->msgs, (unsigned int)want, MSG_DONTWAIT, NULL);
         if (got < 0) {
             int err = errno;
-            if (err == EAGAIN || err == EWOULDBLOCK) {
+            int action = rx_error_action(ep, err, &errors_skipped);
+            if (action == DP_RX_STOP) {
                 break;
             }
-            if (err == EINTR) {
-                continue;
-            }
-            if (is_remote_error(err) && errors_skipped < DP_POLL_MAX_DATAGRAMS) {
-                ep->stats.recv_errors++;
-                errors_skipped++;
+            if (action == DP_RX_RETRY) {
                 continue;
             }
             return total > 0 ? total : dp_os_error(err);
@@ -873,20 +895,11 @@ static int drain(dp_endpoint *ep, int64_t now_ms)
 #endif
         if (n < 0) {
             int err = DP_LAST_ERROR();
-#if !defined(_WIN32)
-            if (err == EWOULDBLOCK) {
-                err = DP_EAGAIN;
-            }
-#endif
-            if (err == DP_EAGAIN) {
+            int action = rx_error_action(ep, err, &errors_skipped);
+            if (action == DP_RX_STOP) {
                 break;
             }
-            if (err == DP_EINTR) {
-                continue;
-            }
-            if (is_remote_error(err) && errors_skipped < DP_POLL_MAX_DATAGRAMS) {
-                ep->stats.recv_errors++;
-                errors_skipped++;
+            if (action == DP_RX_RETRY) {
                 continue;
             }
             return total > 0 ? total : dp_os_error(err);
