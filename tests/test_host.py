@@ -615,3 +615,55 @@ def test_ten_thousand_connections() -> None:
     finally:
         clients.close()
         server.close()
+
+
+def test_put_packet_honours_the_settings_cap_and_accepts_any_bytes_like() -> None:
+    """settings.max_packet_size caps put_packet on the per-packet path too;
+    bytearray and memoryview payloads take the general path and arrive intact."""
+    server = psk_server()
+    client = psk_client(settings=DTLSSettings(max_packet_size=100))
+    rec = Recorder(server, client)
+    _, to_server = connected_pair(rec, server, client)
+    assert to_server.get_max_packet_size() == 100
+    with pytest.raises(errors.InvalidArgumentError):
+        to_server.put_packet(bytes(101))
+    with pytest.raises(errors.InvalidArgumentError):
+        to_server.put_packet(bytearray(101))
+    to_server.put_packet(bytes(100))
+    to_server.put_packet(bytearray(b"from a bytearray"))
+    to_server.put_packet(memoryview(b"xxfrom a memoryview")[2:])
+    assert rec.run(lambda: len(rec.of(server, HostEventType.RECEIVE)) == 3)
+    got = [e.data for e in rec.of(server, HostEventType.RECEIVE)]
+    assert got == [bytes(100), b"from a bytearray", b"from a memoryview"]
+    assert all(type(d) is bytes for d in got)
+    client.close()
+    server.close()
+
+
+def test_service_timeouts_outside_the_fast_path() -> None:
+    """Huge and infinite timeouts are clamped (no OverflowError); NaN, negative
+    and non-numbers are refused with specific errors."""
+    from dtlspeer.host import _timeout_ms
+
+    assert _timeout_ms(float("inf")) == 2**31 - 1
+    assert _timeout_ms(10**12) == 2**31 - 1
+    assert _timeout_ms(2e6) == 2_000_000_000
+    assert _timeout_ms(0.0001) == 1  # never rounds a wait down to "do not wait"
+    with pytest.raises(errors.InvalidArgumentError):
+        _timeout_ms(float("nan"))
+    with pytest.raises(errors.InvalidArgumentError):
+        _timeout_ms(-0.5)
+    with pytest.raises(errors.ArgumentTypeError):
+        _timeout_ms(True)
+    with pytest.raises(errors.ArgumentTypeError):
+        _timeout_ms("1")
+
+
+def test_native_clock() -> None:
+    """The one clock every timer uses: monotonic never goes back, and the wall
+    clock (shared cookie secrets) is Unix time."""
+    from dtlspeer._binding import monotonic_ms, wall_ms
+
+    readings = [monotonic_ms() for _ in range(1000)]
+    assert readings == sorted(readings)
+    assert abs(wall_ms() - time.time() * 1000) < 1000

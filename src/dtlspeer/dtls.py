@@ -13,13 +13,12 @@ from __future__ import annotations
 import collections
 import enum
 import errno
-import time
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from . import errors
-from ._binding import check, error_text, ffi, lib, to_bytes
+from ._binding import NOW, NOW_WALL, check, error_text, ffi, lib, monotonic_ms, to_bytes, wall_ms
 from ._engine import Connection, CookieGate, EngineConfig, Verify
 from .packet_peer import BytesLike, PacketPeer
 from .tls_options import TLSOptions
@@ -28,18 +27,11 @@ from .udp import PacketPeerUDP, _addr_text
 __all__ = ["DTLSServer", "DTLSSettings", "PacketPeerDTLS"]
 
 _CLOSED = lib.DP_ERR_CLOSED
+_link_write = lib.dp_link_write
 # Send failures that mean "nobody listens there" (ICMP port/host unreachable).
 _UNREACHABLE = {
     lib.DP_ERR_ERRNO_BASE - e for e in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
 }
-
-
-def _now_ms() -> int:
-    return int(time.monotonic() * 1000)
-
-
-def _wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)
@@ -180,6 +172,8 @@ class _Status(enum.IntEnum):
     STATUS_ERROR_HOSTNAME_MISMATCH = 4
 
 
+_CONNECTED = _Status.STATUS_CONNECTED
+_NO_SIZE_CAP = 1 << 30  # settings.max_packet_size = 0: the record limit (native check) applies
 _ENDED = (_Status.STATUS_DISCONNECTED, _Status.STATUS_ERROR, _Status.STATUS_ERROR_HOSTNAME_MISMATCH)
 
 
@@ -235,6 +229,7 @@ class PacketPeerDTLS(PacketPeer):
         self._conn: Optional[Connection] = None
         self._gate: Optional[CookieGate] = None
         self._settings = _DEFAULT_SETTINGS
+        self._size_cap = _NO_SIZE_CAP
         self._status = _Status.STATUS_DISCONNECTED
         self._reason = "not connected"
         self._error_code = 0
@@ -248,7 +243,8 @@ class PacketPeerDTLS(PacketPeer):
         self._packet_error: Optional[errors.DTLSPeerError] = None
         # One clock per connection (its timers never run backwards): server
         # peers use their DTLSServer's, the wall clock with a shared secret.
-        self._clock: Callable[[], int] = _now_ms
+        self._clock: Callable[[], int] = monotonic_ms
+        self._now = NOW  # the same clock, read by the native per-packet calls
 
     # -- internals -----------------------------------------------------------
 
@@ -269,6 +265,7 @@ class PacketPeerDTLS(PacketPeer):
     ) -> None:
         self._records.clear()
         self._udp, self._conn, self._gate, self._settings = udp, conn, gate, settings
+        self._size_cap = settings.max_packet_size or _NO_SIZE_CAP
         self._status = _Status.STATUS_HANDSHAKING
         self._reason, self._error_code, self._verify_flags, self._ciphersuite = (
             "handshaking",
@@ -405,7 +402,7 @@ class PacketPeerDTLS(PacketPeer):
         if "\0" in hostname:
             raise errors.InvalidArgumentError("hostname contains a NUL character")
         config = _client_config(client_options, settings)
-        now = _now_ms()
+        now = monotonic_ms()
         # client_unsafe never checks the name (Godot clears it: no SNI either).
         name = None if client_options.is_unsafe_client() or not hostname else hostname
         conn = Connection(config, now, hostname=name)
@@ -430,7 +427,7 @@ class PacketPeerDTLS(PacketPeer):
             self._end(_Status.STATUS_ERROR, "the UDP peer was closed (or its UDPServer stopped)")
             return
         gate = self._gate.handle if self._gate is not None else ffi.NULL
-        rc = lib.dp_link_pump(route[0], route[1], conn._ptr, gate, self._clock(), self._result)
+        rc = lib.dp_link_pump(route[0], route[1], conn._ptr, gate, self._now, self._result)
         if rc < 0:
             reason = (
                 "the UDP peer was closed (or its UDPServer stopped)"
@@ -489,12 +486,28 @@ class PacketPeerDTLS(PacketPeer):
         """Send ``data`` as one DTLS record in one datagram (Godot
         ``put_packet``). Empty data sends nothing. StateError unless
         connected; InvalidArgumentError above :meth:`get_max_packet_size`."""
-        payload = to_bytes(data, "data")
+        # The per-packet path, one native call: bytes, connected, live socket;
+        # the native side checks the size and reports anything unusual.
         conn = self._conn
+        udp = self._udp
+        if (
+            type(data) is bytes
+            and self._status is _CONNECTED
+            and conn is not None
+            and udp is not None
+            and len(data) <= self._size_cap
+        ):
+            ep = udp._ep
+            if ep is not None and not ep.closed:
+                res = self._result
+                rc = _link_write(ep.ptr, udp._handle, conn._ptr, data, len(data), self._now, res)
+                if rc >= 0 and not res.notable:
+                    return
+                self._after_write(rc, len(data))
+                return
+        payload = to_bytes(data, "data")
         if conn is None or self._status != _Status.STATUS_CONNECTED:
             raise errors.StateError(f"cannot put_packet: not connected ({self._status.name})")
-        if not payload:
-            return
         limit = self.get_max_packet_size()
         if len(payload) > limit:
             raise errors.InvalidArgumentError(
@@ -505,10 +518,18 @@ class PacketPeerDTLS(PacketPeer):
         if route is None:
             self._end(_Status.STATUS_ERROR, "the UDP peer was closed (or its UDPServer stopped)")
             raise errors.StateError("cannot put_packet: the UDP peer was closed")
-        rc = lib.dp_link_write(
-            route[0], route[1], conn._ptr, payload, len(payload), self._clock(), self._result
-        )
-        if rc in (lib.DP_ERR_TOO_LARGE, lib.DP_ERR_INVALID_ARGUMENT, lib.DP_ERR_BAD_STATE):
+        ep_ptr, handle = route
+        rc = _link_write(ep_ptr, handle, conn._ptr, payload, len(payload), self._now, self._result)
+        self._after_write(rc, len(payload))
+
+    def _after_write(self, rc: int, size: int) -> None:
+        """Outcome of a ``dp_link_write`` that was not the plain case."""
+        if rc == lib.DP_ERR_TOO_LARGE:
+            raise errors.InvalidArgumentError(
+                f"packet of {size} bytes exceeds the maximum of {self.get_max_packet_size()} "
+                "(one record per packet; DTLS records are never fragmented)"
+            )
+        if rc in (lib.DP_ERR_INVALID_ARGUMENT, lib.DP_ERR_BAD_STATE):
             check(rc, "put_packet")
         self._absorb(self._result, self._server_peer())  # a TLS failure shows in the status
 
@@ -664,7 +685,7 @@ class DTLSServer:
 
     def _now(self) -> int:
         # Cookies carry the gate's time: a shared secret needs a shared clock.
-        return _wall_ms() if self._secret is not None else _now_ms()
+        return wall_ms() if self._secret is not None else monotonic_ms()
 
     def take_connection(self, udp_peer: PacketPeerUDP) -> PacketPeerDTLS:
         """Accept ``udp_peer`` (from ``UDPServer.take_connection``) and return
@@ -685,7 +706,8 @@ class DTLSServer:
         if not udp_peer._server_owned or ep is None or ep.closed:
             raise errors.InvalidArgumentError("udp_peer must be taken from a listening UDPServer")
         peer = PacketPeerDTLS()
-        peer._clock = _wall_ms if self._secret is not None else _now_ms
+        peer._clock = wall_ms if self._secret is not None else monotonic_ms
+        peer._now = NOW_WALL if self._secret is not None else NOW
         rc = lib.dp_link_accept(
             ep.ptr,
             udp_peer._handle,

@@ -22,12 +22,11 @@ import enum
 import math
 import socket
 import struct
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Union
 
 from . import errors
-from ._binding import check, ffi, lib, to_bytes
+from ._binding import NOW, NOW_WALL, check, ffi, lib, monotonic_ms, to_bytes, wall_ms
 from ._engine import CookieGate, EngineConfig, _struct_to_dict
 from .dtls import DTLSSettings, PacketPeerDTLS, _build_client_config, _check_settings, _Status
 from .packet_peer import BytesLike
@@ -36,12 +35,15 @@ from .udp import _addr_text, _check_int, _fill_addr, _open_socket, _resolve
 
 __all__ = ["DTLSHost", "DisconnectReason", "HostEvent", "HostEventType", "HostPeer"]
 
+# dp_host_event: peer, payload offset, length, code, type, reason, status, pad.
 _EVENT = struct.Struct("<QIIiBBBB")
-assert _EVENT.size == ffi.sizeof("dp_host_event"), "dp_host_event layout changed"
-# The same record, only (peer, offset, length, type): service()'s RECEIVE path.
-_EVENT_RECEIVE = struct.Struct("<QII4xB3x")
-assert _EVENT_RECEIVE.size == _EVENT.size
+_EVENT_SIZE = _EVENT.size
+assert _EVENT_SIZE == ffi.sizeof("dp_host_event"), "dp_host_event layout changed"
+_unpack_events = _EVENT.iter_unpack
 _RECEIVE_CODE = int(lib.DP_HOST_EVENT_RECEIVE)
+_CONNECT_CODE = int(lib.DP_HOST_EVENT_CONNECT)
+_service = lib.dp_host_service
+_host_send = lib.dp_host_send
 _ERRORS_RAISED_BY_SEND = (
     lib.DP_ERR_TOO_LARGE,
     lib.DP_ERR_INVALID_ARGUMENT,
@@ -49,14 +51,6 @@ _ERRORS_RAISED_BY_SEND = (
     lib.DP_ERR_CLOSED,
 )
 _DEFAULT_SOCKET_BUFFER = 4 * 1024 * 1024
-
-
-def _now_ms() -> int:
-    return int(time.monotonic() * 1000)
-
-
-def _wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class HostEventType(enum.IntEnum):
@@ -95,7 +89,22 @@ class DisconnectReason(enum.IntEnum):
 
 
 _TYPES = {int(t): t for t in HostEventType}
+_RECEIVE = HostEventType.RECEIVE
 _REASONS = {int(r): r for r in DisconnectReason}
+_NO_REASON = DisconnectReason.NONE
+
+
+def _timeout_ms(timeout: Any) -> int:
+    """service()'s timeout outside the per-tick fast path: checked, in ms."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise errors.ArgumentTypeError(
+            f"timeout must be a number or None, not {type(timeout).__name__}"
+        )
+    if not timeout >= 0:  # also NaN
+        raise errors.InvalidArgumentError("timeout must be >= 0 (or None: no limit)")
+    if timeout >= (2**31 - 1) / 1000:  # also inf
+        return 2**31 - 1
+    return math.ceil(timeout * 1000)
 
 
 class HostEvent(NamedTuple):
@@ -144,6 +153,7 @@ class HostPeer(PacketPeerDTLS):
         self._address: tuple[str, int] = ("", 0)
         self._final_suite = ""
         self._settings = host._settings
+        self._size_cap = host._settings.max_packet_size or (1 << 30)  # 0: the record limit
         self._closed_locally = False
 
     # -- internals -------------------------------------------------------------
@@ -237,8 +247,16 @@ class HostPeer(PacketPeerDTLS):
         handler replying to its last RECEIVE events, which come in the same
         list as its DISCONNECT, must not blow up (remote doing never raises)."""
         host = self._host
-        if self._closed_locally or host._ptr is None:
+        ptr = host._ptr
+        if ptr is None or self._closed_locally:
             raise errors.StateError(f"cannot put_packet: not connected ({self._status.name})")
+        if type(data) is bytes and len(data) <= self._size_cap:
+            # The per-packet path: one native call (it checks the state and
+            # the record size itself).
+            rc = _host_send(ptr, self._peer_id, data, len(data), host._now)
+            if rc < 0:
+                host._send_failed(self, rc, len(data))
+            return
         host._send(self, data)
 
     def get_max_packet_size(self) -> int:
@@ -381,7 +399,8 @@ class DTLSHost:
             cookie_secret = to_bytes(cookie_secret, "cookie_secret")
             if not 16 <= len(cookie_secret) <= 64:
                 raise errors.InvalidArgumentError("cookie_secret must be 16..64 bytes")
-        self._clock = _wall_ms if cookie_secret is not None else _now_ms
+        self._clock = wall_ms if cookie_secret is not None else monotonic_ms
+        self._now = NOW_WALL if cookie_secret is not None else NOW  # for per-packet calls
         suites = list(ciphersuites) if ciphersuites is not None else None
         server_config = self._server_config(server_options, server_psk, cookie_secret, suites)
         self._client_options = client_options
@@ -419,6 +438,7 @@ class DTLSHost:
         self._payload_cap = payload_buffer_size
         self._payload = ffi.new("uint8_t[]", payload_buffer_size)
         self._payload_view = ffi.buffer(self._payload)
+        self._events_view = memoryview(ffi.buffer(self._events))
         self._n_events = ffi.new("uint32_t *")
         self._info = ffi.new("dp_host_peer_info *")
         self._text = ffi.new("char[]", 512)
@@ -501,19 +521,20 @@ class DTLSHost:
             raise errors.InvalidArgumentError(
                 f"packet of {len(payload)} bytes exceeds settings.max_packet_size={cap}"
             )
-        rc = lib.dp_host_send(self._require(), peer._peer_id, payload, len(payload), self._clock())
-        if rc in _ERRORS_RAISED_BY_SEND:
-            if rc == lib.DP_ERR_CLOSED and not peer._closed_locally:
-                # The remote side ended it; its DISCONNECT event is in this
-                # service's events or the next: dropped (counted), no raise.
-                return
-            if rc == lib.DP_ERR_BAD_STATE or rc == lib.DP_ERR_CLOSED:
-                raise errors.StateError(
-                    f"cannot put_packet: not connected ({peer.get_status().name})"
-                )
-            check(rc, "put_packet")
-        # Any other failure is the connection's: it shows in the status and
-        # as a DISCONNECT event.
+        rc = _host_send(self._require(), peer._peer_id, payload, len(payload), self._now)
+        if rc < 0:
+            self._send_failed(peer, rc, len(payload))
+
+    def _send_failed(self, peer: HostPeer, rc: int, size: int) -> None:
+        if rc not in _ERRORS_RAISED_BY_SEND:
+            return  # the connection's failure: it shows in the status and as an event
+        if rc == lib.DP_ERR_CLOSED and not peer._closed_locally:
+            # The remote side ended it; its DISCONNECT event is in this
+            # service's events or the next: dropped (counted), no raise.
+            return
+        if rc == lib.DP_ERR_BAD_STATE or rc == lib.DP_ERR_CLOSED:
+            raise errors.StateError(f"cannot put_packet: not connected ({peer.get_status().name})")
+        check(rc, f"put_packet of {size} bytes")
 
     def _peer_for(self, peer_id: int) -> HostPeer:
         peer = self._peers.get(peer_id)
@@ -538,21 +559,15 @@ class DTLSHost:
             raise errors.StateError("the host is closed")
         kind_of = type(timeout)
         # The per-tick fast path (exact float/int only: no bool; NaN fails 0 <= t).
-        if timeout is not None and (kind_of is float or kind_of is int) and 0 <= timeout <= 1e6:
-            timeout_ms = math.ceil(timeout * 1000)
+        if (kind_of is float or kind_of is int) and 0 <= timeout <= 1e6:  # type: ignore[operator]
+            timeout_ms = math.ceil(timeout * 1000)  # type: ignore[operator]
         elif timeout is None:
             timeout_ms = -1
         else:
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-                raise errors.ArgumentTypeError(
-                    f"timeout must be a number or None, not {type(timeout).__name__}"
-                )
-            if timeout < 0 or math.isnan(timeout):
-                raise errors.InvalidArgumentError("timeout must be >= 0 (or None: no limit)")
-            timeout_ms = min(math.ceil(timeout * 1000), 2**31 - 1)
-        count = lib.dp_host_service(
+            timeout_ms = _timeout_ms(timeout)
+        count = _service(
             ptr,
-            self._clock(),
+            self._now,
             timeout_ms,
             self._events,
             self._max_events,
@@ -564,47 +579,41 @@ class DTLSHost:
             if count < 0:
                 check(count, "service")
             return []
+        # Per event: one unpack, one payload copy, one tuple (RECEIVE is the
+        # hot case; tuple.__new__ skips NamedTuple's argument handling).
         payload = self._payload_view
-        peers = self._peers
+        get = self._peers.get
+        make = tuple.__new__
         result: list[HostEvent] = []
         append = result.append
-        receive = HostEventType.RECEIVE
-        receive_code = _RECEIVE_CODE
-        none = DisconnectReason.NONE
-        make = tuple.__new__  # HostEvent without NamedTuple's argument handling: per-event cost
-        get = peers.get
-        raw = ffi.buffer(self._events, count * _EVENT.size)
-        # The hot loop unpacks only what RECEIVE needs (id, offset, length,
-        # type); the rare other events re-read their full record.
-        for index, (peer_id, offset, length, kind) in enumerate(_EVENT_RECEIVE.iter_unpack(raw)):
-            if kind == receive_code:
+        for peer_id, offset, length, code, kind, reason, status, _ in _unpack_events(
+            self._events_view[: count * _EVENT_SIZE]
+        ):
+            if kind == _RECEIVE_CODE:
                 peer = get(peer_id)
                 if peer is None:
                     peer = self._peer_for(peer_id)
-                append(
-                    make(HostEvent, (receive, peer, payload[offset : offset + length], none, "", 0))
-                )
-                continue
-            _, _, _, code, _, reason, status, _ = _EVENT.unpack_from(raw, index * _EVENT.size)
-            if kind == lib.DP_HOST_EVENT_CONNECT:
+                data = payload[offset : offset + length]
+                append(make(HostEvent, (_RECEIVE, peer, data, _NO_REASON, "", 0)))
+            elif kind == _CONNECT_CODE:
                 append(HostEvent(HostEventType.CONNECT, self._peer_for(peer_id)))
             else:
-                message = payload[offset : offset + length].decode("utf-8", "replace")
-                peer = peers.pop(peer_id, None)
-                if peer is None:
-                    peer = HostPeer(self, peer_id, False)
-                peer._finish(status, message, code)
-                append(
-                    HostEvent(
-                        _TYPES[kind],
-                        peer,
-                        b"",
-                        _REASONS.get(reason, DisconnectReason.NONE),
-                        message,
-                        code,
-                    )
-                )
+                text = payload[offset : offset + length]
+                append(self._ended_event(peer_id, text, code, kind, reason, status))
         return result
+
+    def _ended_event(
+        self, peer_id: int, text: bytes, code: int, kind: int, reason: int, status: int
+    ) -> HostEvent:
+        """A DISCONNECT/ERROR record: the peer keeps its outcome and leaves."""
+        message = text.decode("utf-8", "replace")
+        peer = self._peers.pop(peer_id, None)
+        if peer is None:
+            peer = HostPeer(self, peer_id, False)
+        peer._finish(status, message, code)
+        return HostEvent(
+            _TYPES[kind], peer, b"", _REASONS.get(reason, DisconnectReason.NONE), message, code
+        )
 
     def connect(self, address: str, port: int, hostname: str | None = None) -> HostPeer:
         """Start a handshake with ``address``:``port``; returns the peer
@@ -680,7 +689,7 @@ class DTLSHost:
             return 0
         id_array = ffi.new("uint64_t[]", ids) if ids else ffi.NULL
         return check(
-            lib.dp_host_broadcast(ptr, payload, len(payload), id_array, len(ids), self._clock()),
+            lib.dp_host_broadcast(ptr, payload, len(payload), id_array, len(ids), self._now),
             "broadcast",
         )
 

@@ -3,6 +3,9 @@
  * crypto + its RNG, threading, the counting allocator, error messages and
  * build information.
  */
+#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200112L /* clock_gettime under -std=c11 */
+#endif
 #include "dtlspeer.h"
 
 #include <errno.h>
@@ -24,7 +27,35 @@
 #include <windows.h>
 #else
 #include <pthread.h>
+#include <time.h>
 #endif
+
+/* ---- Clock ------------------------------------------------------------------ */
+
+int64_t dp_clock_ms(int wall)
+{
+#if defined(_WIN32)
+    if (wall) {
+        FILETIME ft; /* 100 ns ticks since 1601-01-01 */
+        GetSystemTimeAsFileTime(&ft);
+        uint64_t ticks = ((uint64_t)ft.dwHighDateTime << 32) | ft.dwLowDateTime;
+        return (int64_t)(ticks / 10000u) - INT64_C(11644473600000);
+    }
+    return (int64_t)GetTickCount64();
+#else
+    struct timespec ts;
+    clock_gettime(wall ? CLOCK_REALTIME : CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+#endif
+}
+
+int64_t dp_resolve_now(int64_t now_ms)
+{
+    if (now_ms == DP_NOW || now_ms == DP_NOW_WALL) {
+        return dp_clock_ms(now_ms == DP_NOW_WALL);
+    }
+    return now_ms;
+}
 
 /* ---- Counting allocator --------------------------------------------------
  * Each block carries a header holding its size, so dp_free can subtract it.

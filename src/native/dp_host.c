@@ -47,9 +47,6 @@
  *   peer flushes its last datagrams (close_notify, alerts) into the arena
  *   before its connection is freed.
  */
-#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
-#define _POSIX_C_SOURCE 200112L /* clock_gettime under -std=c11 */
-#endif
 #include "dp_engine.h"
 
 #include <errno.h>
@@ -59,11 +56,6 @@
 #include <malloc.h> /* malloc_trim: see trim_after_parks */
 #endif
 
-#if defined(_WIN32)
-#include <windows.h>
-#else
-#include <time.h>
-#endif
 
 #define DP_NONE UINT32_MAX
 #define DP_HOST_ARENA (256u * 1024u) /* outgoing bytes per send batch */
@@ -173,19 +165,6 @@ static size_t copy_text(const char *text, char *buf, size_t cap)
     memcpy(buf, text, n);
     buf[n] = '\0';
     return n;
-}
-
-/* Milliseconds of a monotonic clock: only differences are used, to move the
- * caller's now_ms forward by the time spent waiting for the socket. */
-static int64_t monotonic_ms(void)
-{
-#if defined(_WIN32)
-    return (int64_t)GetTickCount64();
-#else
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-#endif
 }
 
 /* ---- Timer heap ------------------------------------------------------------- */
@@ -968,6 +947,7 @@ int dp_host_service(dp_host *h, int64_t now_ms, int timeout_ms, dp_host_event *e
     if (h->closed) {
         return DP_ERR_CLOSED;
     }
+    now_ms = dp_resolve_now(now_ms);
     h->stats.services++;
     dp_out o = {events, max_events, 0, payload_buf, payload_cap, 0};
     send_batch(h); /* datagrams of ended peers still reference their slots */
@@ -983,12 +963,12 @@ int dp_host_service(dp_host *h, int64_t now_ms, int timeout_ms, dp_host_event *e
             wait = (wait < 0 || until < wait) ? until : wait;
         }
         if (wait != 0) {
-            int64_t before = monotonic_ms();
+            int64_t before = dp_clock_ms(0);
             int rc = dp_endpoint_wait(h->ep, 0, wait > INT32_MAX ? INT32_MAX : (int)wait);
             if (rc < 0 && rc != DP_ERR_ERRNO_BASE - EINTR) {
                 return rc;
             }
-            int64_t waited = monotonic_ms() - before;
+            int64_t waited = dp_clock_ms(0) - before;
             now_ms += waited > 0 ? waited : 0;
         }
     }
@@ -1036,7 +1016,7 @@ int dp_host_send(dp_host *h, uint64_t peer, const uint8_t *data, size_t len, int
     if (dp_conn_outgoing_count(p->conn) >= DP_HOST_DEEP_QUEUE) {
         flush_peer(h, p); /* keeps the connection's bounded queue from dropping */
     }
-    int rc = dp_conn_write(p->conn, data, len, now_ms);
+    int rc = dp_conn_write(p->conn, data, len, dp_resolve_now(now_ms));
     if (rc > 0) {
         h->stats.records_out++;
     }
@@ -1053,6 +1033,7 @@ int dp_host_broadcast(dp_host *h, const uint8_t *data, size_t len, const uint64_
     if (h->closed) {
         return DP_ERR_CLOSED;
     }
+    now_ms = dp_resolve_now(now_ms); /* once for every peer */
     for (size_t i = 0; i < n_exclude; i++) {
         dp_host_peer *p = peer_get(h, exclude[i]);
         if (p != NULL) {

@@ -150,6 +150,7 @@ int dp_link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_gate
     if (ep == NULL || conn == NULL || res == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
     }
+    now_ms = dp_resolve_now(now_ms);
     result_init(res);
     if (handle == 0) {
         int rc = dp_endpoint_poll(ep, now_ms); /* CLIENT: read the socket once */
@@ -247,11 +248,13 @@ int dp_link_write(dp_endpoint *ep, uint64_t handle, dp_conn *conn, const uint8_t
         return DP_ERR_INVALID_ARGUMENT;
     }
     result_init(res);
-    int rc = dp_conn_write(conn, data, len, now_ms);
+    int rc = dp_conn_write(conn, data, len, dp_resolve_now(now_ms));
     if (rc >= 0) {
         flush_output(ep, handle, conn, res);
     }
     res->status = dp_conn_status(conn);
+    res->notable = rc < 0 || res->status != DP_STATUS_CONNECTED || res->send_dropped != 0 ||
+                   res->send_error != 0;
     return rc;
 }
 

@@ -64,6 +64,15 @@ int dp_ciphersuite_names(char *buf, size_t buflen);
 /* Fill buf with len bytes from the shared, fork-safe PSA RNG. */
 int dp_random(unsigned char *buf, size_t len);
 
+/* The one clock of the library, in milliseconds: monotonic (wall = 0), or
+ * the wall clock (wall = 1: Unix time, for cookie secrets shared across
+ * processes). Every now_ms argument below comes from it. The hot entry
+ * points (dp_link_pump, dp_link_write, dp_host_service, dp_host_send,
+ * dp_host_broadcast) also accept DP_NOW / DP_NOW_WALL and read the clock
+ * themselves, which saves the binding a call per packet. */
+enum { DP_NOW = -1, DP_NOW_WALL = -2 };
+int64_t dp_clock_ms(int wall);
+
 /* Bytes and blocks currently allocated through dp_calloc (all Mbed TLS heap
  * use and every dtlspeer C object). For tests and diagnostics. */
 void dp_alloc_stats(int64_t *bytes, int64_t *blocks);
@@ -477,6 +486,8 @@ typedef struct dp_link_result {
     uint32_t gate_dropped;   /* datagrams the gate dropped (no connection yet) */
     uint32_t restarted;      /* 1: peer began a new session (see above) */
     uint64_t remote_errors;  /* endpoint total of ICMP-induced recv errors */
+    uint32_t notable;        /* dp_link_write: 0 = the record left and nothing else
+                                happened (the binding's fast path skips the rest) */
 } dp_link_result;
 
 /* Feed every queued datagram, run timers due at now_ms, send the output. */
@@ -489,7 +500,8 @@ int dp_link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_gate
  * 0 when no datagram was admitted (no TLS state was created). */
 int dp_link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, dp_config *cfg,
                    int64_t now_ms, dp_conn **out, dp_link_result *res);
-/* dp_conn_write (one record) then send the output. Returns len. */
+/* dp_conn_write (one record) then send the output. Returns len; res->notable
+ * is set unless the connection is still CONNECTED and every datagram left. */
 int dp_link_write(dp_endpoint *ep, uint64_t handle, dp_conn *conn, const uint8_t *data,
                   size_t len, int64_t now_ms, dp_link_result *res);
 /* Send every datagram the connection has queued (after update/close). */
@@ -684,6 +696,8 @@ int dp_endpoint_send_batch(dp_endpoint *ep, const dp_endpoint_out *msgs, size_t 
  * ClientHello (a client starting over on a live association). */
 size_t dp_addr_transport_id(const dp_addr *a, unsigned char *out);
 int dp_is_initial_client_hello(const unsigned char *d, size_t len);
+/* now_ms, or the clock's reading for DP_NOW / DP_NOW_WALL (dp_common.c). */
+int64_t dp_resolve_now(int64_t now_ms);
 
 #ifdef __cplusplus
 }
