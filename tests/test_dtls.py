@@ -668,3 +668,21 @@ def test_cookie_is_bound_to_the_client_address(ec_identity: Identity) -> None:
     assert stats["connections_created"] == 1
     assert server.rejected[-1].get_status() == Status.STATUS_ERROR
     server.stop()
+
+
+def test_server_peer_put_packet_after_its_udp_server_stopped(ec_identity: Identity) -> None:
+    """A server-side peer whose UDPServer stopped cannot send: StateError and
+    STATUS_ERROR with a reason, never a write through a closed socket (the
+    per-packet path checks the endpoint on every call)."""
+    server = EchoServer(ec_identity, echo=False)
+    client = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))
+    handshake(server, client)
+    peer = server.peers[0]
+    peer.put_packet(b"before")
+    assert run(lambda: client.get_available_packet_count() == 1, server, client)
+    server.udp.stop()
+    with pytest.raises(errors.StateError):
+        peer.put_packet(b"after")
+    assert peer.get_status() == Status.STATUS_ERROR
+    assert "closed" in peer.get_last_error()
+    client.disconnect_from_peer()
