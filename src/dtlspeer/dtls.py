@@ -488,11 +488,12 @@ class PacketPeerDTLS(PacketPeer):
         connected; InvalidArgumentError above :meth:`get_max_packet_size`."""
         # The per-packet path, one native call: bytes, connected, live socket;
         # the native side checks the size and reports anything unusual.
+        if type(data) is not bytes:
+            data = to_bytes(data, "data")
         conn = self._conn
         udp = self._udp
         if (
-            type(data) is bytes
-            and self._status is _CONNECTED
+            self._status is _CONNECTED
             and conn is not None
             and udp is not None
             and len(data) <= self._size_cap
@@ -505,22 +506,17 @@ class PacketPeerDTLS(PacketPeer):
                     return
                 self._after_write(rc, len(data))
                 return
-        payload = to_bytes(data, "data")
         if conn is None or self._status != _Status.STATUS_CONNECTED:
             raise errors.StateError(f"cannot put_packet: not connected ({self._status.name})")
         limit = self.get_max_packet_size()
-        if len(payload) > limit:
+        if len(data) > limit:
             raise errors.InvalidArgumentError(
-                f"packet of {len(payload)} bytes exceeds the maximum of {limit} "
+                f"packet of {len(data)} bytes exceeds the maximum of {limit} "
                 "(one record per packet; DTLS records are never fragmented)"
             )
-        route = self._route()
-        if route is None:
-            self._end(_Status.STATUS_ERROR, "the UDP peer was closed (or its UDPServer stopped)")
-            raise errors.StateError("cannot put_packet: the UDP peer was closed")
-        ep_ptr, handle = route
-        rc = _link_write(ep_ptr, handle, conn._ptr, payload, len(payload), self._now, self._result)
-        self._after_write(rc, len(payload))
+        # Only a closed socket is left: the fast path above takes every live one.
+        self._end(_Status.STATUS_ERROR, "the UDP peer was closed (or its UDPServer stopped)")
+        raise errors.StateError("cannot put_packet: the UDP peer was closed")
 
     def _after_write(self, rc: int, size: int) -> None:
         """Outcome of a ``dp_link_write`` that was not the plain case."""

@@ -250,7 +250,9 @@ class HostPeer(PacketPeerDTLS):
         ptr = host._ptr
         if ptr is None or self._closed_locally:
             raise errors.StateError(f"cannot put_packet: not connected ({self._status.name})")
-        if type(data) is bytes and len(data) <= self._size_cap:
+        if type(data) is not bytes:
+            data = to_bytes(data, "data")
+        if len(data) <= self._size_cap:
             # The per-packet path: one native call (it checks the state and
             # the record size itself).
             rc = _host_send(ptr, self._peer_id, data, len(data), host._now)
