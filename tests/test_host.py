@@ -667,3 +667,30 @@ def test_native_clock() -> None:
     readings = [monotonic_ms() for _ in range(1000)]
     assert readings == sorted(readings)
     assert abs(wall_ms() - time.time() * 1000) < 1000
+
+
+def test_service_waits_its_timeout_and_wakes_for_a_datagram() -> None:
+    """service(t) on an idle host returns after t (not before: on Linux the
+    wait blocks in recvmmsg, whose socket timeout is rounded down, and poll()
+    waits out the rest); a datagram arriving during a long wait ends that same
+    call, which has already read it."""
+    import threading
+
+    server = psk_server()
+    start = time.monotonic()
+    assert server.service(0.3) == []
+    assert time.monotonic() - start >= 0.3 - 0.002  # ms clock rounding
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        timer = threading.Timer(
+            0.1, sender.sendto, (b"not dtls", ("127.0.0.1", server.get_local_port()))
+        )
+        timer.start()
+        try:
+            start = time.monotonic()
+            assert server.service(30.0) == []  # garbage: read, counted, no event
+            waited = time.monotonic() - start
+        finally:
+            timer.cancel()
+    assert waited < 20  # woken by the datagram, not by the 30 s timeout
+    assert server.get_stats()["datagrams_in"] == 1
+    server.close()

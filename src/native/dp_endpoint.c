@@ -225,8 +225,8 @@ struct dp_endpoint {
     dp_addr connected_addr;
     dp_queue queue; /* CLIENT mode */
     dp_udp_stats stats;
-    int fd_blocking; /* CLIENT: O_NONBLOCK cleared for blocking waits (client_wait) */
-    int rcvtimeo_ms; /* CLIENT: SO_RCVTIMEO in force once fd_blocking (-1: none) */
+    int fd_blocking; /* O_NONBLOCK cleared for blocking waits (client_wait, sink_wait) */
+    int rcvtimeo_ms; /* SO_RCVTIMEO in force once fd_blocking (-1: none) */
 
     /* SERVER routing */
     dp_slot *slots;
@@ -976,16 +976,9 @@ static int wait_poll(dp_endpoint *ep, int timeout_ms)
 }
 
 #if defined(DP_USE_BLOCKING_WAIT)
-static int64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Clear O_NONBLOCK once (every other call on the socket passes MSG_DONTWAIT,
  * so only this wait ever blocks) and keep SO_RCVTIMEO at block_ms. */
-static int client_blocking_setup(dp_endpoint *ep, int block_ms)
+static int blocking_setup(dp_endpoint *ep, int block_ms)
 {
     if (!ep->fd_blocking) {
         int fl = fcntl(ep->fd, F_GETFL);
@@ -1024,10 +1017,10 @@ static int client_wait(dp_endpoint *ep, int timeout_ms)
     int64_t deadline = 0;
     int block_ms = -1;
     if (timeout_ms >= 0) {
-        deadline = monotonic_ms() + timeout_ms;
+        deadline = dp_clock_ms(0) + timeout_ms;
         block_ms = timeout_ms - timeout_ms / 8 - 10; /* >= 25 for >= 40 */
     }
-    rc = client_blocking_setup(ep, block_ms);
+    rc = blocking_setup(ep, block_ms);
     if (rc < 0) {
         return rc;
     }
@@ -1037,7 +1030,7 @@ static int client_wait(dp_endpoint *ep, int timeout_ms)
     if (got < 0) {
         int err = errno;
         if (err == EAGAIN || err == EWOULDBLOCK) { /* the blocking part timed out */
-            int64_t left = deadline - monotonic_ms();
+            int64_t left = deadline - dp_clock_ms(0);
             if (timeout_ms < 0 || left <= 0) {
                 return 0;
             }
@@ -1086,6 +1079,80 @@ int dp_endpoint_wait(dp_endpoint *ep, uint64_t handle, int timeout_ms)
     }
 #endif
     return wait_poll(ep, timeout_ms);
+}
+
+/* SERVER endpoint with a sink (the DTLS host): wait up to timeout_ms (< 0:
+ * no limit) for datagrams. On Linux, waits of DP_BLOCKING_WAIT_MIN_MS or more
+ * block in recvmmsg itself, like client_wait, and hand what they read to the
+ * sink (one syscall per wake instead of poll() + recvmmsg). The SO_RCVTIMEO
+ * value is rounded down to a power of two so it rarely changes (poll()
+ * waits out the rest). *now_ms is moved on by the time waited.
+ * Returns 2: datagrams were read and routed (nothing more is waiting),
+ * 1: readable, 0: timed out, < 0: error (EINTR included). */
+int dp_endpoint_sink_wait(dp_endpoint *ep, int timeout_ms, int64_t *now_ms)
+{
+    if (ep == NULL || now_ms == NULL || ep->mode != DP_ENDPOINT_SERVER || ep->sink == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (ep->closed) {
+        return DP_ERR_CLOSED;
+    }
+    int64_t start = dp_clock_ms(0);
+    int rc;
+#if defined(DP_USE_BLOCKING_WAIT)
+    if (timeout_ms < 0 || timeout_ms >= DP_BLOCKING_WAIT_MIN_MS) {
+        rc = ensure_rx(ep);
+        if (rc < 0) {
+            return rc;
+        }
+        int block_ms = -1;
+        if (timeout_ms >= 0) {
+            int most = timeout_ms - timeout_ms / 8 - 10; /* >= 25: SO_RCVTIMEO fires late */
+            block_ms = 16;
+            while (block_ms <= most / 2) {
+                block_ms *= 2;
+            }
+        }
+        rc = blocking_setup(ep, block_ms);
+        if (rc < 0) {
+            return rc;
+        }
+        int want = ep->batch;
+        prepare_rx_batch(ep, want);
+        int got = recvmmsg(ep->fd, ep->msgs, (unsigned int)want, MSG_WAITFORONE, NULL);
+        int err = got < 0 ? errno : 0;
+        int64_t waited = dp_clock_ms(0) - start;
+        *now_ms += waited > 0 ? waited : 0;
+        if (got < 0) {
+            if (err == EAGAIN || err == EWOULDBLOCK) { /* the blocking part timed out */
+                int64_t left = (int64_t)timeout_ms - waited;
+                if (timeout_ms < 0 || left <= 0) {
+                    return 0;
+                }
+                start = dp_clock_ms(0);
+                rc = wait_poll(ep, (int)left);
+                waited = dp_clock_ms(0) - start;
+                *now_ms += waited > 0 ? waited : 0;
+                return rc;
+            }
+            if (!is_remote_error(err)) {
+                return dp_os_error(err);
+            }
+            ep->stats.recv_errors++; /* skipped, as drain() does; the caller polls */
+            return 1;
+        }
+        ep->sink_stop = 0;
+        for (int i = 0; i < got; i++) {
+            route(ep, (const struct sockaddr *)&ep->names[i], ep->rx + (size_t)i * DP_MAX_DATAGRAM,
+                  ep->msgs[i].msg_len, (ep->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0, *now_ms);
+        }
+        return got == want || ep->sink_stop ? 1 : 2; /* a full batch: more may wait */
+    }
+#endif
+    rc = wait_poll(ep, timeout_ms);
+    int64_t waited = dp_clock_ms(0) - start;
+    *now_ms += waited > 0 ? waited : 0;
+    return rc;
 }
 
 /* ---- Taking, queues, sending --------------------------------------------- */

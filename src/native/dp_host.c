@@ -955,6 +955,14 @@ int dp_host_service(dp_host *h, int64_t now_ms, int timeout_ms, dp_host_event *e
     int full = !emit_ready(h, &o);
     flush_dirty(h); /* sends queued since the last call go before any wait */
 
+    if (!full) {
+        /* What the sink may feed before this call's events are full. */
+        h->room_events = o.max_events - o.n;
+        h->room_bytes = o.cap - o.used;
+        h->fed_events = 0;
+        h->fed_bytes = 0;
+    }
+    int read_all = 0; /* the wait itself read the socket empty */
     if (!full && o.n == 0 && timeout_ms != 0) {
         int64_t wait = timeout_ms < 0 ? -1 : timeout_ms;
         if (h->heap_len > 0) {
@@ -963,21 +971,15 @@ int dp_host_service(dp_host *h, int64_t now_ms, int timeout_ms, dp_host_event *e
             wait = (wait < 0 || until < wait) ? until : wait;
         }
         if (wait != 0) {
-            int64_t before = dp_clock_ms(0);
-            int rc = dp_endpoint_wait(h->ep, 0, wait > INT32_MAX ? INT32_MAX : (int)wait);
+            int rc = dp_endpoint_sink_wait(h->ep, wait > INT32_MAX ? INT32_MAX : (int)wait, &now_ms);
             if (rc < 0 && rc != DP_ERR_ERRNO_BASE - EINTR) {
                 return rc;
             }
-            int64_t waited = dp_clock_ms(0) - before;
-            now_ms += waited > 0 ? waited : 0;
+            read_all = rc == 2;
         }
     }
 
-    if (!full) {
-        h->room_events = o.max_events - o.n;
-        h->room_bytes = o.cap - o.used;
-        h->fed_events = 0;
-        h->fed_bytes = 0;
+    if (!full && !read_all) {
         int rc = dp_endpoint_poll(h->ep, now_ms);
         if (rc < 0) {
             flush_dirty(h);

@@ -678,6 +678,11 @@ int dp_rng(void *ctx, unsigned char *out, size_t len);
 typedef int (*dp_endpoint_sink_fn)(void *ctx, uint64_t handle, const dp_addr *src,
                                    const uint8_t *data, size_t len, int64_t now_ms);
 int dp_endpoint_set_sink(dp_endpoint *ep, dp_endpoint_sink_fn sink, void *ctx);
+/* Wait up to timeout_ms for datagrams on a SERVER endpoint with a sink,
+ * moving *now_ms on by the time waited. 2: datagrams were read and handed to
+ * the sink (none left waiting), 1: readable (dp_endpoint_poll reads), 0: timed
+ * out. On Linux a long wait blocks in recvmmsg itself (one syscall per wake). */
+int dp_endpoint_sink_wait(dp_endpoint *ep, int timeout_ms, int64_t *now_ms);
 /* SERVER: route addr to a new TAKEN slot (an association we start).
  * DP_ERR_BAD_STATE if addr already has a slot. */
 int dp_endpoint_slot_open(dp_endpoint *ep, const dp_addr *addr, int64_t now_ms, uint64_t *handle);
