@@ -14,6 +14,7 @@ a host has one socket and so one connection per server address.
 
 from __future__ import annotations
 
+import collections
 import gc
 import time
 from typing import Any, Callable
@@ -92,7 +93,7 @@ def pingpong_client(cfg: Cfg, port: int, stop: Any) -> Result:
             host.close()
             return {"error": f"handshake failed: {peer.get_last_error()}"}
     receive = HostEventType.RECEIVE
-    inbox: list[bytes] = []
+    inbox: collections.deque[bytes] = collections.deque()
     service = host.service
 
     def recv(timeout: float) -> bytes | None:
@@ -103,7 +104,7 @@ def pingpong_client(cfg: Cfg, port: int, stop: Any) -> Result:
                     inbox.append(event.data)
             if not inbox and time.monotonic() >= end:
                 return None
-        return inbox.pop(0)
+        return inbox.popleft()
 
     try:
         # put_packet queues; recv's service() sends it before waiting for the echo.
