@@ -572,21 +572,45 @@ def mbedtls_sources(tree: Path) -> list[tuple[Path, str]]:
     return sources
 
 
-def mbedtls_digest_paths() -> list[str]:
-    """The parts of the tree whose content decides the Mbed TLS objects."""
-    return ["include", "library", EVEREST_DIR]
+# The handshake's public-key arithmetic: bignum and ECP (ECDSA P-256 sign and
+# verify) and HACL*'s X25519. GCC's -O3 (unrolling the fixed-size limb loops,
+# more inlining) cut X25519 from 1.07M to 0.49M instructions per
+# multiplication and ECDSA sign/verify by 7-8% (callgrind, benchmarks/README.md,
+# "Handshakes"); the rest of Mbed TLS stays at -O2 (smaller code, no gain).
+# Constant-time code is unaffected: Mbed TLS's mbedtls_ct_* primitives carry
+# their own optimisation barriers, and HACL* is branch-free by construction.
+HOT_SOURCES = frozenset(
+    {
+        "bignum.c",
+        "bignum_core.c",
+        "ecp.c",
+        "ecp_curves.c",
+        "ecdsa.c",
+        "Hacl_Curve25519_joined.c",
+    }
+)
 
 
-def _file_flags(name: str) -> list[str]:
-    """Extra flags for one Mbed TLS source (part of the object cache key)."""
-    if name == "aesni.c" and _is_x86_64() and not _is_msvc():
+def per_file_flags(name: str) -> list[str]:
+    """Extra compiler flags for one Mbed TLS source (after the common ones)."""
+    if _is_msvc():
+        return []  # /O2 is MSVC's maximum speed setting already
+    flags = []
+    if name in HOT_SOURCES:
+        flags.append("-O3")
+    if name == "aesni.c" and _is_x86_64():
         # Intrinsics path (faster GCM); still guarded by CPUID at run time.
         # SSSE3 (in every CPU that has AES-NI and PCLMULQDQ) turns GHASH's
         # byte-reversal loops into one pshufb each: ~300 -> ~65 instructions
         # per 16-byte block. aesni.c runs nothing but its CPUID check before
         # that check passes, so no SSSE3 instruction reaches a CPU without it.
-        return ["-maes", "-mpclmul", "-mssse3"]
-    return []
+        flags += ["-maes", "-mpclmul", "-mssse3"]
+    return flags
+
+
+def mbedtls_digest_paths() -> list[str]:
+    """The parts of the tree whose content decides the Mbed TLS objects."""
+    return ["include", "library", EVEREST_DIR]
 
 
 def compile_objects(compiler, build_temp: Path, tree: Path) -> list[str]:  # type: ignore[no-untyped-def]
@@ -600,10 +624,13 @@ def compile_objects(compiler, build_temp: Path, tree: Path) -> list[str]:  # typ
     key = hashlib.sha256()
     key.update(tree_digest(tree, mbedtls_digest_paths()).encode())
     key.update(CONFIG_HEADER.read_bytes())
+    sources = mbedtls_sources(tree)
+    file_flags = [(stem, per_file_flags(src.name)) for src, stem in sources]
     key.update(
-        repr((macros, mbed_flags, compiler.compiler_type, sysconfig.get_platform())).encode()
+        repr(
+            (macros, mbed_flags, file_flags, compiler.compiler_type, sysconfig.get_platform())
+        ).encode()
     )
-    key.update(repr(_file_flags("aesni.c")).encode())
     mbed_dir = build_temp / f"mbedtls-{key.hexdigest()[:16]}"
     # Our objects are rebuilt when a source or header changes; the directory
     # is keyed by flags so a sanitizer build never leaks into a normal one.
@@ -614,10 +641,10 @@ def compile_objects(compiler, build_temp: Path, tree: Path) -> list[str]:  # typ
 
     jobs: list[tuple[Path, Path, list[str]]] = []
     mbed_objects = []
-    for src, stem in mbedtls_sources(tree):
+    for src, stem in sources:
         obj = mbed_dir / (stem + obj_ext)
         mbed_objects.append(obj)
-        flags = [*mbed_flags, *_file_flags(src.name)]
+        flags = [*mbed_flags, *per_file_flags(src.name)]
         if not obj.exists():
             jobs.append((src, obj, flags))
     for src in sorted(NATIVE_DIR.glob("*.c")):

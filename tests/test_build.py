@@ -347,3 +347,16 @@ def test_sha256_file_matches_hashlib(tmp_path: Path) -> None:
     data = io.BytesIO(b"x" * 3_000_000).getvalue()
     p.write_bytes(data)
     assert bm.sha256_file(p) == hashlib.sha256(data).hexdigest()
+
+
+def test_hot_sources_exist_and_get_o3_outside_msvc(monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = bm.resolve_source()
+    names = {src.name for src, _ in bm.mbedtls_sources(tree)}
+    assert bm.HOT_SOURCES <= names, bm.HOT_SOURCES - names  # a renamed file would lose -O3
+    monkeypatch.setattr(bm, "_is_msvc", lambda: False)
+    monkeypatch.setattr(bm, "_is_x86_64", lambda: True)
+    assert bm.per_file_flags("ecp.c") == ["-O3"]
+    assert bm.per_file_flags("aesni.c") == ["-maes", "-mpclmul", "-mssse3"]
+    assert bm.per_file_flags("ssl_tls.c") == []
+    monkeypatch.setattr(bm, "_is_msvc", lambda: True)
+    assert bm.per_file_flags("ecp.c") == []

@@ -81,13 +81,14 @@ static volatile int64_t g_alloc_blocks;
 #define DP_ATOMIC_LOAD(ptr) __atomic_load_n((ptr), __ATOMIC_RELAXED)
 #endif
 
-void *dp_calloc(size_t count, size_t size)
+static void *counted_alloc(size_t count, size_t size, int zero)
 {
     if (count != 0 && size > (SIZE_MAX - sizeof(dp_alloc_header)) / count) {
         return NULL;
     }
     size_t total = count * size;
-    dp_alloc_header *h = calloc(1, sizeof(dp_alloc_header) + total);
+    size_t bytes = sizeof(dp_alloc_header) + total;
+    dp_alloc_header *h = zero ? calloc(1, bytes) : malloc(bytes);
     if (h == NULL) {
         return NULL;
     }
@@ -95,6 +96,16 @@ void *dp_calloc(size_t count, size_t size)
     DP_ATOMIC_ADD(&g_alloc_bytes, (int64_t)total);
     DP_ATOMIC_ADD(&g_alloc_blocks, 1);
     return h + 1;
+}
+
+void *dp_calloc(size_t count, size_t size)
+{
+    return counted_alloc(count, size, 1);
+}
+
+void *dp_malloc_uninit(size_t count, size_t size)
+{
+    return counted_alloc(count, size, 0);
 }
 
 void dp_free(void *ptr)

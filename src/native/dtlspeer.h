@@ -667,6 +667,9 @@ int dp_host_udp_stats(const dp_host *host, dp_udp_stats *out);
 /* ---- Internal helpers shared by our C files (not seen by cffi) ---------- */
 
 void *dp_calloc(size_t count, size_t size);
+/* As dp_calloc, but the memory is not zeroed: only for buffers that are
+ * always written before they are read (socket receive buffers). */
+void *dp_malloc_uninit(size_t count, size_t size);
 void dp_free(void *ptr);
 /* mbedtls f_rng-compatible callback over the shared RNG. */
 int dp_rng(void *ctx, unsigned char *out, size_t len);
