@@ -21,22 +21,25 @@ from typing import Any
 
 from .harness import Cfg, Lib, Metric, Row, make_certificate, print_table, run_pair
 
+# "benchmarks" in a checkout, "dtlspeer._benchmarks" in an installed wheel.
+_PKG = __package__ or "benchmarks"
+
 LIBS: list[Lib] = [
-    Lib("plain", "plain Python UDP socket", "benchmarks.libs.plain",
+    Lib("plain", "plain Python UDP socket", f"{_PKG}.libs.plain",
         ("pingpong", "fanin", "faninsrv")),
-    Lib("dtlspeer-udp", "dtlspeer UDP (PacketPeerUDP, no TLS)", "benchmarks.libs.dtlspeer_udp",
+    Lib("dtlspeer-udp", "dtlspeer UDP (PacketPeerUDP, no TLS)", f"{_PKG}.libs.dtlspeer_udp",
         ("pingpong", "fanin"), ("dtlspeer",)),
-    Lib("dtlspeer", "dtlspeer DTLS (Godot-style classes)", "benchmarks.libs.dtlspeer_dtls",
+    Lib("dtlspeer", "dtlspeer DTLS (Godot-style classes)", f"{_PKG}.libs.dtlspeer_dtls",
         ("pingpong", "fanin", "faninsrv", "handshake", "hsserver", "memory"), ("dtlspeer",)),
-    Lib("dtlspeer-host", "dtlspeer DTLS (DTLSHost batch)", "benchmarks.libs.dtlspeer_host",
+    Lib("dtlspeer-host", "dtlspeer DTLS (DTLSHost batch)", f"{_PKG}.libs.dtlspeer_host",
         ("pingpong", "fanin", "faninsrv", "handshake", "hsserver", "memory"), ("dtlspeer.host",)),
     Lib("dtlspeer-host-unparked", "dtlspeer DTLSHost, parking off",
-        "benchmarks.libs.dtlspeer_host_unparked", ("memory",), ("dtlspeer.host",)),
-    Lib("pyopenssl", "pyOpenSSL DTLS (memory BIOs)", "benchmarks.libs.pyopenssl_dtls",
+        f"{_PKG}.libs.dtlspeer_host_unparked", ("memory",), ("dtlspeer.host",)),
+    Lib("pyopenssl", "pyOpenSSL DTLS (memory BIOs)", f"{_PKG}.libs.pyopenssl_dtls",
         ("pingpong", "fanin", "faninsrv", "handshake", "hsserver", "memory"), ("OpenSSL",)),
-    Lib("trio", "trio DTLSEndpoint (pyOpenSSL)", "benchmarks.libs.trio_dtls",
+    Lib("trio", "trio DTLSEndpoint (pyOpenSSL)", f"{_PKG}.libs.trio_dtls",
         ("pingpong", "fanin", "handshake", "memory"), ("trio", "OpenSSL")),
-    Lib("python-mbedtls", "python-mbedtls DTLS", "benchmarks.libs.python_mbedtls",
+    Lib("python-mbedtls", "python-mbedtls DTLS", f"{_PKG}.libs.python_mbedtls",
         ("pingpong", "handshake"), ("mbedtls",)),
 ]
 

@@ -7,7 +7,7 @@ Commands:
 * ``serve``: a DTLS echo server on the batch host (:class:`~dtlspeer.DTLSHost`);
 * ``connect``: a DTLS client that sends stdin lines and prints the replies;
 * ``demo``: a DTLS echo server and clients on 127.0.0.1, with throughput;
-* ``bench``: the quick benchmark table of ``benchmarks/`` (source checkouts only).
+* ``bench``: the quick benchmark table (the runner ships in the wheel).
 
 Exit status: 0 success (``serve``: stopped by ``--duration``, Ctrl-C or
 SIGTERM); 1 failure (a file, socket or TLS error, a failed handshake, a
@@ -512,28 +512,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Run ``python -m benchmarks --quick`` plus ``args.bench_args``.
+    """Run the benchmark runner's quick mode plus ``args.bench_args``.
 
-    The runner lives in ``benchmarks/`` of a source checkout (it is not in
-    the wheel): it is imported from the current directory or from the
-    checkout this package was loaded from."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    for where in (os.getcwd(), root):
-        if os.path.isfile(os.path.join(where, "benchmarks", "__main__.py")):
-            if where not in sys.path:
-                sys.path.insert(0, where)
-            break
+    An installed wheel carries the runner as ``dtlspeer._benchmarks``; a
+    source checkout has it as ``benchmarks/`` (found in the current directory
+    or in the checkout this package was loaded from)."""
     try:
-        from benchmarks.__main__ import main as bench_main
+        from ._benchmarks.__main__ import main as bench_main
     except ImportError:
-        print("error: benchmarks/ not found: run from a dtlspeer source checkout",
-              file=sys.stderr)
-        return EXIT_FAILURE
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        for where in (os.getcwd(), root):
+            if os.path.isfile(os.path.join(where, "benchmarks", "__main__.py")):
+                if where not in sys.path:
+                    sys.path.insert(0, where)
+                break
+        try:
+            from benchmarks.__main__ import main as bench_main
+        except ImportError:
+            print("error: the benchmark runner is missing (neither dtlspeer._benchmarks "
+                  "nor a checkout's benchmarks/)", file=sys.stderr)
+            return EXIT_FAILURE
     extra = [a for a in args.bench_args if a != "--"]
     if not ({"-h", "--help"} & set(extra)):
-        print("bench: running `python -m benchmarks --quick "
-              f"{' '.join(extra)}`".rstrip() + "` (minutes; -v prints every run as it ends)",
-              file=sys.stderr, flush=True)
+        options = " ".join(["--quick", *extra])
+        print(f"bench: running the benchmark runner with `{options}` "
+              "(minutes; -v prints every run as it ends)", file=sys.stderr, flush=True)
     return int(bench_main(["--quick", *extra]))
 
 
@@ -686,8 +689,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = _add_command(
         sub, "bench", cmd_bench,
         "run the quick benchmark table (plain UDP vs dtlspeer vs pyOpenSSL/trio)",
-        "Run `python -m benchmarks --quick` from a source checkout (benchmarks/ is not "
-        "in the wheel); every further argument is passed to it "
+        "Run the benchmark runner's quick mode (`python -m benchmarks --quick` in a source "
+        "checkout; the wheel carries the same runner); every further argument is passed to it "
         "(`python -m dtlspeer bench -- --help` lists them). Exit 1 if a run failed.",
         "  python -m dtlspeer bench\n"
         "  python -m dtlspeer bench --only pingpong --runs 5 -v",
