@@ -28,6 +28,7 @@ __all__ = ["DTLSServer", "DTLSSettings", "PacketPeerDTLS"]
 
 _CLOSED = lib.DP_ERR_CLOSED
 _link_write = lib.dp_link_write
+_link_pump = lib.dp_link_pump
 # Send failures that mean "nobody listens there" (ICMP port/host unreachable).
 _UNREACHABLE = {
     lib.DP_ERR_ERRNO_BASE - e for e in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
@@ -426,8 +427,14 @@ class PacketPeerDTLS(PacketPeer):
         if route is None:
             self._end(_Status.STATUS_ERROR, "the UDP peer was closed (or its UDPServer stopped)")
             return
-        gate = self._gate.handle if self._gate is not None else ffi.NULL
-        rc = lib.dp_link_pump(route[0], route[1], conn._ptr, gate, self._now, self._result)
+        gate = self._gate
+        res = self._result
+        gate_ptr = ffi.NULL if gate is None else gate.handle
+        rc = _link_pump(route[0], route[1], conn._ptr, gate_ptr, self._now, res)
+        if rc == 0 and not res.notable and res.status == self._status and (
+            gate is not None or res.remote_errors <= self._remote_errors_base
+        ):
+            return  # the usual poll: nothing for _absorb to record
         if rc < 0:
             reason = (
                 "the UDP peer was closed (or its UDPServer stopped)"

@@ -36,6 +36,13 @@ static void result_init(dp_link_result *res)
     memset(res, 0, sizeof(*res));
 }
 
+/* Anything the binding must look at beyond the status (see dp_link_result). */
+static void note_notable(dp_link_result *res)
+{
+    res->notable = res->send_dropped != 0 || res->send_error != 0 || res->hvr_sent != 0 ||
+                   res->gate_dropped != 0 || res->restarted != 0;
+}
+
 /* An initial ClientHello: handshake record of epoch 0 whose first message is
  * a ClientHello. On a connected association this can only be a client that
  * started over from the same address and port (RFC 6347 4.2.8); everything
@@ -108,6 +115,7 @@ static void finish(dp_endpoint *ep, uint64_t handle, dp_conn *conn, int64_t now_
     if (dp_endpoint_stats(ep, 0, &st) == DP_OK) {
         res->remote_errors = st.recv_errors;
     }
+    note_notable(res);
 }
 
 /* Judge a connected peer's epoch-0 ClientHello with the gate. Returns 1 when
@@ -173,6 +181,7 @@ int dp_link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_gate
             dp_is_initial_client_hello(dp_link_buf, (size_t)n)) {
             if (client_port_reuse(ep, handle, gate, dp_link_buf, (size_t)n, now_ms, res)) {
                 res->status = dp_conn_status(conn);
+                note_notable(res);
                 return DP_OK; /* the slot is gone: nothing left to send to */
             }
             continue;
@@ -253,8 +262,8 @@ int dp_link_write(dp_endpoint *ep, uint64_t handle, dp_conn *conn, const uint8_t
         flush_output(ep, handle, conn, res);
     }
     res->status = dp_conn_status(conn);
-    res->notable = rc < 0 || res->status != DP_STATUS_CONNECTED || res->send_dropped != 0 ||
-                   res->send_error != 0;
+    note_notable(res);
+    res->notable |= rc < 0 || res->status != DP_STATUS_CONNECTED;
     return rc;
 }
 

@@ -486,8 +486,10 @@ typedef struct dp_link_result {
     uint32_t gate_dropped;   /* datagrams the gate dropped (no connection yet) */
     uint32_t restarted;      /* 1: peer began a new session (see above) */
     uint64_t remote_errors;  /* endpoint total of ICMP-induced recv errors */
-    uint32_t notable;        /* dp_link_write: 0 = the record left and nothing else
-                                happened (the binding's fast path skips the rest) */
+    uint32_t notable;        /* 0: no drop, send error, HelloVerifyRequest, gate drop or
+                                restart (the binding then only compares the status);
+                                dp_link_write also sets it unless the record left and
+                                the peer is still CONNECTED */
 } dp_link_result;
 
 /* Feed every queued datagram, run timers due at now_ms, send the output. */
