@@ -646,6 +646,7 @@ static int has_bad_reconnect_hello(const unsigned char *d, size_t len)
 int dp_conn_new(dp_config *cfg, const char *hostname, const unsigned char *transport_id,
                 size_t transport_id_len, int64_t now_ms, dp_conn **out)
 {
+    now_ms = dp_resolve_now(now_ms);
     if (out == NULL || cfg == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
     }
@@ -717,6 +718,7 @@ void dp_conn_free(dp_conn *c)
 
 int dp_conn_feed(dp_conn *c, const unsigned char *datagram, size_t len, int64_t now_ms)
 {
+    now_ms = dp_resolve_now(now_ms);
     if (c == NULL || (datagram == NULL && len != 0)) {
         return DP_ERR_INVALID_ARGUMENT;
     }
@@ -768,6 +770,7 @@ int dp_conn_feed(dp_conn *c, const unsigned char *datagram, size_t len, int64_t 
 
 int dp_conn_update(dp_conn *c, int64_t now_ms)
 {
+    now_ms = dp_resolve_now(now_ms);
     if (c == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
     }
@@ -859,6 +862,7 @@ int dp_conn_max_payload(const dp_conn *c)
 
 int dp_conn_write(dp_conn *c, const unsigned char *data, size_t len, int64_t now_ms)
 {
+    now_ms = dp_resolve_now(now_ms);
     if (c == NULL || (data == NULL && len != 0)) {
         return DP_ERR_INVALID_ARGUMENT;
     }
@@ -893,6 +897,7 @@ int dp_conn_write(dp_conn *c, const unsigned char *data, size_t len, int64_t now
 
 int dp_conn_close(dp_conn *c, int64_t now_ms)
 {
+    now_ms = dp_resolve_now(now_ms);
     if (c == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
     }

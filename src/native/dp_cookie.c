@@ -376,6 +376,7 @@ int dp_cookie_gate_check(dp_cookie_gate *gate, const unsigned char *transport_id
                          size_t transport_id_len, const unsigned char *datagram, size_t len,
                          int64_t now_ms, unsigned char *reply, size_t cap, size_t *reply_len)
 {
+    now_ms = dp_resolve_now(now_ms);
     if (gate == NULL || transport_id == NULL || transport_id_len == 0 ||
         transport_id_len > DP_TRANSPORT_ID_MAX || (datagram == NULL && len != 0) ||
         reply == NULL || reply_len == NULL || now_ms < 0) {

@@ -70,7 +70,7 @@ typedef socklen_t dp_socklen_t;
 
 #if defined(__linux__) && !defined(DP_PORTABLE_IO)
 #define DP_USE_MMSG 1
-#define DP_USE_BLOCKING_WAIT 1 /* CLIENT waits block in recvmmsg itself (see client_wait) */
+#define DP_USE_BLOCKING_WAIT 1 /* long waits block in recvmmsg itself (see blocking_wait) */
 #include <fcntl.h>
 #include <sys/time.h>
 #include <time.h>
@@ -78,8 +78,8 @@ typedef socklen_t dp_socklen_t;
 
 #define DP_SERVER_BATCH 16 /* datagrams per recvmmsg in SERVER mode */
 #define DP_CLIENT_BATCH 4  /* CLIENT mode: usually one in flight */
-/* CLIENT waits at least this long block in recvmmsg; shorter ones poll(),
- * whose timer is precise (SO_RCVTIMEO counts in jiffies: +4-8 ms here). */
+/* Waits (CLIENT, or a host's sink) at least this long block in recvmmsg; shorter
+ * ones poll(), whose timer is precise (SO_RCVTIMEO counts in jiffies: +4-8 ms). */
 #define DP_BLOCKING_WAIT_MIN_MS 40
 #define DP_QUEUE_MIN_CAP 512u
 #define DP_QUEUE_KEEP_CAP 16384u /* an emptied queue above this frees its storage */
@@ -225,7 +225,7 @@ struct dp_endpoint {
     dp_addr connected_addr;
     dp_queue queue; /* CLIENT mode */
     dp_udp_stats stats;
-    int fd_blocking; /* O_NONBLOCK cleared for blocking waits (client_wait, sink_wait) */
+    int fd_blocking; /* O_NONBLOCK cleared for blocking waits (blocking_wait) */
     int rcvtimeo_ms; /* SO_RCVTIMEO in force once fd_blocking (-1: none) */
 
     /* SERVER routing */
@@ -920,6 +920,7 @@ static int drain(dp_endpoint *ep, int64_t now_ms)
 
 int dp_endpoint_poll(dp_endpoint *ep, int64_t now_ms)
 {
+    now_ms = dp_resolve_now(now_ms);
     if (ep == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
     }
@@ -1004,25 +1005,31 @@ static int blocking_setup(dp_endpoint *ep, int block_ms)
     return DP_OK;
 }
 
-/* CLIENT wait with an empty queue, timeout_ms < 0 (forever) or >=
+/* Wait with an empty queue, timeout_ms < 0 (forever) or >=
  * DP_BLOCKING_WAIT_MIN_MS: one blocking recvmmsg(MSG_WAITFORONE) both waits
  * for and reads the datagrams (poll() + recvmmsg took two syscalls per
  * wait). SO_RCVTIMEO fires late (jiffies, timer-wheel slack up to 1/8), so
- * the blocking part stops early and poll() waits out the exact remainder.
- * Same results as wait_poll: 1 once something was read (even if it was
- * then dropped, or an ICMP error was skipped), 0 on timeout, EINTR as an
- * error for the caller to retry. */
-static int client_wait(dp_endpoint *ep, int timeout_ms)
+ * the blocking part stops early and poll() waits out the exact remainder;
+ * its value is rounded down to a power of two so it is rarely reset.
+ * Datagrams are routed with *now_ms moved on by the time waited. Returns 2
+ * when something was read (a full batch, or a skipped ICMP error, is
+ * followed by a non-blocking drain unless a sink asked to stop), else what
+ * wait_poll returns for the remainder: 1 readable (a CLIENT has drained),
+ * 0 timed out; EINTR as an error for the caller to retry. */
+static int blocking_wait(dp_endpoint *ep, int timeout_ms, int64_t *now_ms)
 {
     int rc = ensure_rx(ep);
     if (rc < 0) {
         return rc;
     }
-    int64_t deadline = 0;
+    int64_t start = dp_clock_ms(0);
     int block_ms = -1;
     if (timeout_ms >= 0) {
-        deadline = dp_clock_ms(0) + timeout_ms;
-        block_ms = timeout_ms - timeout_ms / 8 - 10; /* >= 25 for >= 40 */
+        int most = timeout_ms - timeout_ms / 8 - 10; /* >= 25 for >= 40 */
+        block_ms = 16;
+        while (block_ms <= most / 2) {
+            block_ms *= 2;
+        }
     }
     rc = blocking_setup(ep, block_ms);
     if (rc < 0) {
@@ -1031,31 +1038,39 @@ static int client_wait(dp_endpoint *ep, int timeout_ms)
     int want = ep->batch;
     prepare_rx_batch(ep, want);
     int got = recvmmsg(ep->fd, ep->msgs, (unsigned int)want, MSG_WAITFORONE, NULL);
+    int err = got < 0 ? errno : 0;
+    int64_t waited = dp_clock_ms(0) - start;
+    *now_ms += waited > 0 ? waited : 0;
     if (got < 0) {
-        int err = errno;
         if (err == EAGAIN || err == EWOULDBLOCK) { /* the blocking part timed out */
-            int64_t left = deadline - dp_clock_ms(0);
+            int64_t left = (int64_t)timeout_ms - waited;
             if (timeout_ms < 0 || left <= 0) {
                 return 0;
             }
-            return wait_poll(ep, left > timeout_ms ? timeout_ms : (int)left);
+            start = dp_clock_ms(0);
+            rc = wait_poll(ep, (int)left);
+            waited = dp_clock_ms(0) - start;
+            *now_ms += waited > 0 ? waited : 0;
+            return rc;
         }
         if (!is_remote_error(err)) {
             return dp_os_error(err); /* EINTR included */
         }
         ep->stats.recv_errors++; /* skipped, as drain() does */
+        got = 0;
     }
+    ep->sink_stop = 0;
     for (int i = 0; i < got; i++) {
         route(ep, (const struct sockaddr *)&ep->names[i], ep->rx + (size_t)i * DP_MAX_DATAGRAM,
-              ep->msgs[i].msg_len, (ep->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0, 0);
+              ep->msgs[i].msg_len, (ep->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0, *now_ms);
     }
-    if (got < 0 || got == want) {
-        rc = drain(ep, 0); /* read whatever else is waiting, without blocking */
-        if (rc < 0 && got < 0) {
+    if ((got == 0 || got == want) && !ep->sink_stop) {
+        rc = drain(ep, *now_ms); /* read whatever else is waiting, without blocking */
+        if (rc < 0 && got == 0) {
             return rc;
         }
     }
-    return 1;
+    return 2;
 }
 #endif
 
@@ -1079,20 +1094,19 @@ int dp_endpoint_wait(dp_endpoint *ep, uint64_t handle, int timeout_ms)
     }
 #if defined(DP_USE_BLOCKING_WAIT)
     if (ep->mode == DP_ENDPOINT_CLIENT && (timeout_ms < 0 || timeout_ms >= DP_BLOCKING_WAIT_MIN_MS)) {
-        return client_wait(ep, timeout_ms);
+        int64_t now_ms = 0; /* CLIENT queues ignore the time */
+        int rc = blocking_wait(ep, timeout_ms, &now_ms);
+        return rc == 2 ? 1 : rc;
     }
 #endif
     return wait_poll(ep, timeout_ms);
 }
 
 /* SERVER endpoint with a sink (the DTLS host): wait up to timeout_ms (< 0:
- * no limit) for datagrams. On Linux, waits of DP_BLOCKING_WAIT_MIN_MS or more
- * block in recvmmsg itself, like client_wait, and hand what they read to the
- * sink (one syscall per wake instead of poll() + recvmmsg). The SO_RCVTIMEO
- * value is rounded down to a power of two so it rarely changes (poll()
- * waits out the rest). *now_ms is moved on by the time waited.
- * Returns 2: datagrams were read and routed (nothing more is waiting),
- * 1: readable, 0: timed out, < 0: error (EINTR included). */
+ * no limit) for datagrams, moving *now_ms on by the time waited. On Linux a
+ * long wait is blocking_wait, which hands what it reads to the sink (one
+ * syscall per wake instead of poll() + recvmmsg). 2: read (nothing for
+ * dp_endpoint_poll to do), 1: readable, 0: timed out, < 0: error. */
 int dp_endpoint_sink_wait(dp_endpoint *ep, int timeout_ms, int64_t *now_ms)
 {
     if (ep == NULL || now_ms == NULL || ep->mode != DP_ENDPOINT_SERVER || ep->sink == NULL) {
@@ -1101,59 +1115,13 @@ int dp_endpoint_sink_wait(dp_endpoint *ep, int timeout_ms, int64_t *now_ms)
     if (ep->closed) {
         return DP_ERR_CLOSED;
     }
-    int64_t start = dp_clock_ms(0);
-    int rc;
 #if defined(DP_USE_BLOCKING_WAIT)
     if (timeout_ms < 0 || timeout_ms >= DP_BLOCKING_WAIT_MIN_MS) {
-        rc = ensure_rx(ep);
-        if (rc < 0) {
-            return rc;
-        }
-        int block_ms = -1;
-        if (timeout_ms >= 0) {
-            int most = timeout_ms - timeout_ms / 8 - 10; /* >= 25: SO_RCVTIMEO fires late */
-            block_ms = 16;
-            while (block_ms <= most / 2) {
-                block_ms *= 2;
-            }
-        }
-        rc = blocking_setup(ep, block_ms);
-        if (rc < 0) {
-            return rc;
-        }
-        int want = ep->batch;
-        prepare_rx_batch(ep, want);
-        int got = recvmmsg(ep->fd, ep->msgs, (unsigned int)want, MSG_WAITFORONE, NULL);
-        int err = got < 0 ? errno : 0;
-        int64_t waited = dp_clock_ms(0) - start;
-        *now_ms += waited > 0 ? waited : 0;
-        if (got < 0) {
-            if (err == EAGAIN || err == EWOULDBLOCK) { /* the blocking part timed out */
-                int64_t left = (int64_t)timeout_ms - waited;
-                if (timeout_ms < 0 || left <= 0) {
-                    return 0;
-                }
-                start = dp_clock_ms(0);
-                rc = wait_poll(ep, (int)left);
-                waited = dp_clock_ms(0) - start;
-                *now_ms += waited > 0 ? waited : 0;
-                return rc;
-            }
-            if (!is_remote_error(err)) {
-                return dp_os_error(err);
-            }
-            ep->stats.recv_errors++; /* skipped, as drain() does; the caller polls */
-            return 1;
-        }
-        ep->sink_stop = 0;
-        for (int i = 0; i < got; i++) {
-            route(ep, (const struct sockaddr *)&ep->names[i], ep->rx + (size_t)i * DP_MAX_DATAGRAM,
-                  ep->msgs[i].msg_len, (ep->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0, *now_ms);
-        }
-        return got == want || ep->sink_stop ? 1 : 2; /* a full batch: more may wait */
+        return blocking_wait(ep, timeout_ms, now_ms);
     }
 #endif
-    rc = wait_poll(ep, timeout_ms);
+    int64_t start = dp_clock_ms(0);
+    int rc = wait_poll(ep, timeout_ms);
     int64_t waited = dp_clock_ms(0) - start;
     *now_ms += waited > 0 ? waited : 0;
     return rc;
@@ -1403,6 +1371,7 @@ int dp_endpoint_stats(const dp_endpoint *ep, uint64_t handle, dp_udp_stats *out)
 int dp_endpoint_inject(dp_endpoint *ep, const dp_addr *src, const uint8_t *data, size_t len,
                        int64_t now_ms)
 {
+    now_ms = dp_resolve_now(now_ms);
     if (ep == NULL || src == NULL || (data == NULL && len != 0) || ep->mode != DP_ENDPOINT_SERVER ||
         len > DP_MAX_DATAGRAM) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -1435,6 +1404,7 @@ int dp_endpoint_set_sink(dp_endpoint *ep, dp_endpoint_sink_fn sink, void *ctx)
 
 int dp_endpoint_slot_open(dp_endpoint *ep, const dp_addr *addr, int64_t now_ms, uint64_t *handle)
 {
+    now_ms = dp_resolve_now(now_ms);
     if (ep == NULL || addr == NULL || handle == NULL || ep->mode != DP_ENDPOINT_SERVER) {
         return DP_ERR_INVALID_ARGUMENT;
     }

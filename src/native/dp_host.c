@@ -802,6 +802,7 @@ int dp_host_new(int64_t fd, int family, uint32_t max_peers, dp_host **out)
 
 int dp_host_close(dp_host *h, int64_t now_ms)
 {
+    now_ms = dp_resolve_now(now_ms);
     if (h == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
     }
@@ -896,6 +897,7 @@ int dp_host_set_client(dp_host *h, dp_config *cfg)
 int dp_host_connect(dp_host *h, const dp_addr *addr, const char *hostname, int64_t now_ms,
                     uint64_t *peer)
 {
+    now_ms = dp_resolve_now(now_ms);
     if (h == NULL || addr == NULL || peer == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
     }
@@ -1018,7 +1020,7 @@ int dp_host_send(dp_host *h, uint64_t peer, const uint8_t *data, size_t len, int
     if (dp_conn_outgoing_count(p->conn) >= DP_HOST_DEEP_QUEUE) {
         flush_peer(h, p); /* keeps the connection's bounded queue from dropping */
     }
-    int rc = dp_conn_write(p->conn, data, len, dp_resolve_now(now_ms));
+    int rc = dp_conn_write(p->conn, data, len, now_ms);
     if (rc > 0) {
         h->stats.records_out++;
     }
@@ -1088,6 +1090,7 @@ int dp_host_flush(dp_host *h)
 
 int dp_host_disconnect(dp_host *h, uint64_t peer, int64_t now_ms)
 {
+    now_ms = dp_resolve_now(now_ms);
     if (h == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
     }

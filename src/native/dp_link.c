@@ -196,6 +196,7 @@ int dp_link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_gate
 int dp_link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, dp_config *cfg,
                    int64_t now_ms, dp_conn **out, dp_link_result *res)
 {
+    now_ms = dp_resolve_now(now_ms);
     if (ep == NULL || handle == 0 || gate == NULL || cfg == NULL || out == NULL || res == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
     }
@@ -257,7 +258,7 @@ int dp_link_write(dp_endpoint *ep, uint64_t handle, dp_conn *conn, const uint8_t
         return DP_ERR_INVALID_ARGUMENT;
     }
     result_init(res);
-    int rc = dp_conn_write(conn, data, len, dp_resolve_now(now_ms));
+    int rc = dp_conn_write(conn, data, len, now_ms);
     if (rc >= 0) {
         flush_output(ep, handle, conn, res);
     }

@@ -66,10 +66,9 @@ int dp_random(unsigned char *buf, size_t len);
 
 /* The one clock of the library, in milliseconds: monotonic (wall = 0), or
  * the wall clock (wall = 1: Unix time, for cookie secrets shared across
- * processes). Every now_ms argument below comes from it. The hot entry
- * points (dp_link_pump, dp_link_write, dp_host_service, dp_host_send,
- * dp_host_broadcast) also accept DP_NOW / DP_NOW_WALL and read the clock
- * themselves, which saves the binding a call per packet. */
+ * processes). Every now_ms argument below comes from it, and every function
+ * taking one also accepts DP_NOW / DP_NOW_WALL and reads the clock itself:
+ * the binding passes those, which saves it a clock call per packet. */
 enum { DP_NOW = -1, DP_NOW_WALL = -2 };
 int64_t dp_clock_ms(int wall);
 
@@ -685,8 +684,8 @@ typedef int (*dp_endpoint_sink_fn)(void *ctx, uint64_t handle, const dp_addr *sr
 int dp_endpoint_set_sink(dp_endpoint *ep, dp_endpoint_sink_fn sink, void *ctx);
 /* Wait up to timeout_ms for datagrams on a SERVER endpoint with a sink,
  * moving *now_ms on by the time waited. 2: datagrams were read and handed to
- * the sink (none left waiting), 1: readable (dp_endpoint_poll reads), 0: timed
- * out. On Linux a long wait blocks in recvmmsg itself (one syscall per wake). */
+ * the sink, 1: readable (dp_endpoint_poll reads), 0: timed out. On Linux a
+ * long wait blocks in recvmmsg itself (one syscall per wake). */
 int dp_endpoint_sink_wait(dp_endpoint *ep, int timeout_ms, int64_t *now_ms);
 /* SERVER: route addr to a new TAKEN slot (an association we start).
  * DP_ERR_BAD_STATE if addr already has a slot. */
