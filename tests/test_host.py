@@ -662,11 +662,11 @@ def test_service_timeouts_outside_the_fast_path() -> None:
 def test_native_clock() -> None:
     """The one clock every timer uses: monotonic never goes back, and the wall
     clock (shared cookie secrets) is Unix time."""
-    from dtlspeer._binding import monotonic_ms, wall_ms
+    from dtlspeer._binding import monotonic_ms
 
     readings = [monotonic_ms() for _ in range(1000)]
     assert readings == sorted(readings)
-    assert abs(wall_ms() - time.time() * 1000) < 1000
+    assert abs(lib.dp_clock_ms(1) - time.time() * 1000) < 1000
 
 
 def test_service_waits_its_timeout_and_wakes_for_a_datagram() -> None:
@@ -693,4 +693,22 @@ def test_service_waits_its_timeout_and_wakes_for_a_datagram() -> None:
             timer.cancel()
     assert waited < 20  # woken by the datagram, not by the 30 s timeout
     assert server.get_stats()["datagrams_in"] == 1
+    server.close()
+
+
+def test_a_host_with_a_shared_cookie_secret_runs_on_the_wall_clock() -> None:
+    """With cookie_secret (servers sharing cookies across processes) the host's
+    native calls read the wall clock: handshakes, records and timers work,
+    and next_timeout() is measured on that same clock (seconds, not years)."""
+    server = psk_server(cookie_secret=bytes(range(32)))
+    client = psk_client()
+    rec = Recorder(server, client)
+    to_client, to_server = connected_pair(rec, server, client)
+    to_server.put_packet(b"ping")
+    assert rec.run(lambda: [e.data for e in rec.of(server, HostEventType.RECEIVE)] == [b"ping"])
+    to_client.put_packet(b"pong")
+    assert rec.run(lambda: [e.data for e in rec.of(client, HostEventType.RECEIVE)] == [b"pong"])
+    wait = server.next_timeout()
+    assert wait is not None and 0 <= wait <= 60  # the idle timer (60 s default)
+    client.close()
     server.close()

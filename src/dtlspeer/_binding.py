@@ -12,7 +12,7 @@ from typing import Any
 from . import errors
 from ._native import ffi, lib
 
-__all__ = ["NOW", "NOW_WALL", "check", "error_text", "ffi", "lib", "monotonic_ms", "wall_ms"]
+__all__ = ["NOW", "NOW_WALL", "check", "error_text", "ffi", "lib", "monotonic_ms"]
 
 # Mbed TLS high-level error codes we map to specific exceptions.
 _MBEDTLS_PK_ERROR_RANGE = range(-0x3FFF, -0x3800 + 1)  # PK module
@@ -47,8 +47,8 @@ _DP_EXCEPTIONS: dict[int, type[errors.DTLSPeerError]] = {
 _init = lib.dp_init()
 
 # The library's one clock (native, so Python and C readings never mix two
-# clocks). Hot native calls take NOW / NOW_WALL instead of a reading and
-# read the clock themselves: one call per packet instead of two.
+# clocks). Native calls take NOW / NOW_WALL (the wall clock, for cookie
+# secrets shared across processes) and read the clock themselves.
 NOW: int = lib.DP_NOW
 NOW_WALL: int = lib.DP_NOW_WALL
 
@@ -56,11 +56,6 @@ NOW_WALL: int = lib.DP_NOW_WALL
 def monotonic_ms() -> int:
     """Milliseconds of the monotonic clock every timer runs on."""
     return int(lib.dp_clock_ms(0))
-
-
-def wall_ms() -> int:
-    """Unix time in milliseconds (cookie secrets shared across processes)."""
-    return int(lib.dp_clock_ms(1))
 
 
 def error_text(code: int) -> str:

@@ -15,10 +15,10 @@ import enum
 import errno
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from . import errors
-from ._binding import NOW, NOW_WALL, check, error_text, ffi, lib, monotonic_ms, to_bytes, wall_ms
+from ._binding import NOW, NOW_WALL, check, error_text, ffi, lib, to_bytes
 from ._engine import Connection, CookieGate, EngineConfig, Verify
 from .packet_peer import BytesLike, PacketPeer
 from .tls_options import TLSOptions
@@ -242,10 +242,10 @@ class PacketPeerDTLS(PacketPeer):
         self._remote_errors_base = 0
         self._result = ffi.new("dp_link_result *")
         self._packet_error: Optional[errors.DTLSPeerError] = None
-        # One clock per connection (its timers never run backwards): server
-        # peers use their DTLSServer's, the wall clock with a shared secret.
-        self._clock: Callable[[], int] = monotonic_ms
-        self._now = NOW  # the same clock, read by the native per-packet calls
+        # One clock per connection (its timers never run backwards), read by
+        # the native calls themselves: server peers use their DTLSServer's,
+        # the wall clock with a shared secret.
+        self._now = NOW
 
     # -- internals -----------------------------------------------------------
 
@@ -403,12 +403,11 @@ class PacketPeerDTLS(PacketPeer):
         if "\0" in hostname:
             raise errors.InvalidArgumentError("hostname contains a NUL character")
         config = _client_config(client_options, settings)
-        now = monotonic_ms()
         # client_unsafe never checks the name (Godot clears it: no SNI either).
         name = None if client_options.is_unsafe_client() or not hostname else hostname
-        conn = Connection(config, now, hostname=name)
+        conn = Connection(config, NOW, hostname=name)
         self._start(packet_peer, conn, settings, None)
-        conn.update(now)  # queues the ClientHello
+        conn.update(NOW)  # queues the ClientHello
         route = self._route()
         assert route is not None  # is_socket_connected() held above
         check(lib.dp_link_flush(route[0], route[1], conn._ptr, self._result), "connect_to_peer")
@@ -455,7 +454,7 @@ class PacketPeerDTLS(PacketPeer):
         A server peer's UDP slot is released. Idempotent."""
         conn = self._conn
         if conn is not None:
-            conn.disconnect(self._clock())
+            conn.disconnect(self._now)
             route = self._route()
             if route is not None:
                 lib.dp_link_flush(route[0], route[1], conn._ptr, self._result)
@@ -515,23 +514,22 @@ class PacketPeerDTLS(PacketPeer):
                 return
         if conn is None or self._status != _Status.STATUS_CONNECTED:
             raise errors.StateError(f"cannot put_packet: not connected ({self._status.name})")
-        limit = self.get_max_packet_size()
-        if len(data) > limit:
-            raise errors.InvalidArgumentError(
-                f"packet of {len(data)} bytes exceeds the maximum of {limit} "
-                "(one record per packet; DTLS records are never fragmented)"
-            )
+        if len(data) > self.get_max_packet_size():
+            raise self._too_large(len(data))
         # Only a closed socket is left: the fast path above takes every live one.
         self._end(_Status.STATUS_ERROR, "the UDP peer was closed (or its UDPServer stopped)")
         raise errors.StateError("cannot put_packet: the UDP peer was closed")
 
+    def _too_large(self, size: int) -> errors.InvalidArgumentError:
+        return errors.InvalidArgumentError(
+            f"packet of {size} bytes exceeds the maximum of {self.get_max_packet_size()} "
+            "(one record per packet; DTLS records are never fragmented)"
+        )
+
     def _after_write(self, rc: int, size: int) -> None:
         """Outcome of a ``dp_link_write`` that was not the plain case."""
         if rc == lib.DP_ERR_TOO_LARGE:
-            raise errors.InvalidArgumentError(
-                f"packet of {size} bytes exceeds the maximum of {self.get_max_packet_size()} "
-                "(one record per packet; DTLS records are never fragmented)"
-            )
+            raise self._too_large(size)
         if rc in (lib.DP_ERR_INVALID_ARGUMENT, lib.DP_ERR_BAD_STATE):
             check(rc, "put_packet")
         self._absorb(self._result, self._server_peer())  # a TLS failure shows in the status
@@ -686,10 +684,6 @@ class DTLSServer:
             cookie_secret,
         )
 
-    def _now(self) -> int:
-        # Cookies carry the gate's time: a shared secret needs a shared clock.
-        return wall_ms() if self._secret is not None else monotonic_ms()
-
     def take_connection(self, udp_peer: PacketPeerUDP) -> PacketPeerDTLS:
         """Accept ``udp_peer`` (from ``UDPServer.take_connection``) and return
         a PacketPeerDTLS, always (Godot: same contract). ``STATUS_HANDSHAKING``
@@ -709,14 +703,14 @@ class DTLSServer:
         if not udp_peer._server_owned or ep is None or ep.closed:
             raise errors.InvalidArgumentError("udp_peer must be taken from a listening UDPServer")
         peer = PacketPeerDTLS()
-        peer._clock = wall_ms if self._secret is not None else monotonic_ms
+        # Cookies carry the gate's time: a shared secret needs a shared clock.
         peer._now = NOW_WALL if self._secret is not None else NOW
         rc = lib.dp_link_accept(
             ep.ptr,
             udp_peer._handle,
             self._gate.handle,
             self._config.handle,
-            self._now(),
+            peer._now,
             self._out,
             self._result,
         )

@@ -26,9 +26,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Union
 
 from . import errors
-from ._binding import NOW, NOW_WALL, check, ffi, lib, monotonic_ms, to_bytes, wall_ms
+from ._binding import NOW, NOW_WALL, check, ffi, lib, to_bytes
 from ._engine import CookieGate, EngineConfig, _struct_to_dict
-from .dtls import DTLSSettings, PacketPeerDTLS, _build_client_config, _check_settings, _Status
+from .dtls import (
+    _NO_SIZE_CAP,
+    DTLSSettings,
+    PacketPeerDTLS,
+    _build_client_config,
+    _check_settings,
+    _Status,
+)
 from .packet_peer import BytesLike
 from .tls_options import TLSOptions
 from .udp import _addr_text, _check_int, _fill_addr, _open_socket, _resolve
@@ -153,7 +160,7 @@ class HostPeer(PacketPeerDTLS):
         self._address: tuple[str, int] = ("", 0)
         self._final_suite = ""
         self._settings = host._settings
-        self._size_cap = host._settings.max_packet_size or (1 << 30)  # 0: the record limit
+        self._size_cap = host._settings.max_packet_size or _NO_SIZE_CAP
         self._closed_locally = False
 
     # -- internals -------------------------------------------------------------
@@ -252,14 +259,15 @@ class HostPeer(PacketPeerDTLS):
             raise errors.StateError(f"cannot put_packet: not connected ({self._status.name})")
         if type(data) is not bytes:
             data = to_bytes(data, "data")
-        if len(data) <= self._size_cap:
-            # The per-packet path: one native call (it checks the state and
-            # the record size itself).
-            rc = _host_send(ptr, self._peer_id, data, len(data), host._now)
-            if rc < 0:
-                host._send_failed(self, rc, len(data))
-            return
-        host._send(self, data)
+        if len(data) > self._size_cap:
+            raise errors.InvalidArgumentError(
+                f"packet of {len(data)} bytes exceeds settings.max_packet_size={self._size_cap}"
+            )
+        # One native call: it checks the state and the record size itself
+        # (empty data: nothing is sent).
+        rc = _host_send(ptr, self._peer_id, data, len(data), host._now)
+        if rc < 0:
+            host._send_failed(self, rc, len(data))
 
     def get_max_packet_size(self) -> int:
         """Largest ``put_packet`` payload now (0 unless connected)."""
@@ -401,8 +409,9 @@ class DTLSHost:
             cookie_secret = to_bytes(cookie_secret, "cookie_secret")
             if not 16 <= len(cookie_secret) <= 64:
                 raise errors.InvalidArgumentError("cookie_secret must be 16..64 bytes")
-        self._clock = wall_ms if cookie_secret is not None else monotonic_ms
-        self._now = NOW_WALL if cookie_secret is not None else NOW  # for per-packet calls
+        # The native calls read the clock themselves: the wall clock when a
+        # cookie secret is shared across processes, else the monotonic one.
+        self._now = NOW_WALL if cookie_secret is not None else NOW
         suites = list(ciphersuites) if ciphersuites is not None else None
         server_config = self._server_config(server_options, server_psk, cookie_secret, suites)
         self._client_options = client_options
@@ -516,18 +525,9 @@ class DTLSHost:
             raise errors.StateError("the host is closed")
         return self._ptr
 
-    def _send(self, peer: HostPeer, data: BytesLike) -> None:
-        payload = to_bytes(data, "data")  # empty: the C side checks the state, sends nothing
-        cap = self._settings.max_packet_size
-        if cap and len(payload) > cap:
-            raise errors.InvalidArgumentError(
-                f"packet of {len(payload)} bytes exceeds settings.max_packet_size={cap}"
-            )
-        rc = _host_send(self._require(), peer._peer_id, payload, len(payload), self._now)
-        if rc < 0:
-            self._send_failed(peer, rc, len(payload))
-
     def _send_failed(self, peer: HostPeer, rc: int, size: int) -> None:
+        """A failed dp_host_send: raise for local misuse, stay quiet for the
+        remote side's doing."""
         if rc not in _ERRORS_RAISED_BY_SEND:
             return  # the connection's failure: it shows in the status and as an event
         if rc == lib.DP_ERR_CLOSED and not peer._closed_locally:
@@ -643,7 +643,7 @@ class DTLSHost:
         if "\0" in name:
             raise errors.InvalidArgumentError("hostname contains a NUL character")
         encoded = name.encode("idna" if not name.isascii() else "ascii") if name else ffi.NULL
-        rc = lib.dp_host_connect(ptr, self._addr, encoded, self._clock(), self._peer_out)
+        rc = lib.dp_host_connect(ptr, self._addr, encoded, self._now, self._peer_out)
         if rc == lib.DP_ERR_BAD_STATE:
             raise errors.AlreadyInUseError(f"already a peer at {address}:{port}")
         check(rc, "connect")
@@ -659,7 +659,7 @@ class DTLSHost:
         if peer._host is not self or peer._ended:
             return
         peer._closed_locally = True
-        rc = lib.dp_host_disconnect(self._require(), peer._peer_id, self._clock())
+        rc = lib.dp_host_disconnect(self._require(), peer._peer_id, self._now)
         if rc != lib.DP_ERR_CLOSED:
             check(rc, "disconnect")
 
@@ -723,7 +723,8 @@ class DTLSHost:
     def next_timeout(self) -> float | None:
         """Seconds until the earliest peer timer (None if no timer runs)."""
         due = int(lib.dp_host_next_timeout(self._require()))
-        return None if due < 0 else max(0.0, (due - self._clock()) / 1000)
+        now = int(lib.dp_clock_ms(self._now == NOW_WALL))
+        return None if due < 0 else max(0.0, (due - now) / 1000)
 
     def get_stats(self) -> dict[str, int]:
         """Host counters: peers (total / connected / handshaking), timers in
@@ -752,7 +753,7 @@ class DTLSHost:
         for peer in list(self._peers.values()):
             peer._finish(lib.DP_STATUS_DISCONNECTED, "the host was closed", 0)
         self._peers.clear()
-        lib.dp_host_close(ptr, self._clock())
+        lib.dp_host_close(ptr, self._now)
         self._ptr = None
         ffi.release(ptr)
         if self._sock is not None:

@@ -19,7 +19,7 @@ import time
 import weakref
 from typing import Any, Optional, Union
 
-from ._binding import check, ffi, lib
+from ._binding import check, ffi, lib, monotonic_ms
 from .errors import (
     AlreadyInUseError,
     ArgumentTypeError,
@@ -61,9 +61,9 @@ _STAT_FIELDS = (
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 
-def _monotonic_ms() -> int:
-    """The clock pending-peer expiry runs on (tests may replace it)."""
-    return int(time.monotonic() * 1000)
+# The clock pending-peer expiry runs on: the library's one clock (tests may
+# replace it).
+_monotonic_ms = monotonic_ms
 
 
 _scratch = threading.local()
