@@ -53,11 +53,13 @@ BADCERT_NOT_TRUSTED = 0x08
 
 # -- driving the tools ---------------------------------------------------------
 
-def start_s_server(peers: PeerSet, openssl: str, cert: ServerCert) -> tuple[PeerProcess, int]:
+def start_s_server(peers: PeerSet, openssl: str, cert: ServerCert,
+                   extra: Sequence[str] = ()) -> tuple[PeerProcess, int]:
     """``openssl s_server`` with cookie exchange on a free 127.0.0.1 port, ready."""
     def argv(port: int) -> Sequence[str]:
         return [openssl, "s_server", "-dtls1_2", "-listen", "-accept", f"127.0.0.1:{port}",
-                "-cert", str(cert.cert_path), "-key", str(cert.key_path), "-naccept", "1"]
+                "-cert", str(cert.cert_path), "-key", str(cert.key_path), "-naccept", "1",
+                *extra]
     return peers.start_server("openssl s_server", argv, ready=rb"^ACCEPT\b")
 
 
@@ -87,10 +89,10 @@ def s_server_record(srv: PeerProcess) -> bytes:
 
 
 def start_s_client(peers: PeerSet, openssl: str, port: int, ca: Optional[Path],
-                   hostname: str = HOSTNAME) -> PeerProcess:
+                   hostname: str = HOSTNAME, extra: Sequence[str] = ()) -> PeerProcess:
     """``openssl s_client -brief`` to 127.0.0.1:port; with ``ca`` it verifies the
     server's chain and ``hostname`` and aborts the handshake on failure."""
-    argv = [openssl, "s_client", "-dtls1_2", "-connect", f"127.0.0.1:{port}", "-brief"]
+    argv = [openssl, "s_client", "-dtls1_2", "-connect", f"127.0.0.1:{port}", "-brief", *extra]
     if ca is not None:
         argv += ["-CAfile", str(ca), "-verify_hostname", hostname, "-verify_return_error"]
     return peers.start("openssl s_client", argv)
@@ -248,3 +250,46 @@ def test_s_client_to_our_server(peers: PeerSet, openssl_bin: str, server_cert: S
         assert cli.wait(20) == 0
     finally:
         server.close()
+
+
+# -- P-256 ECDHE (X25519 is negotiated first by default) ----------------------
+
+def test_p256_ecdhe_both_directions(peers: PeerSet, openssl_bin: str,
+                                    server_certs: dict[str, ServerCert],
+                                    record_property: RecordProperty) -> None:
+    """With OpenSSL limited to the P-256 group (``-groups P-256``) the ECDHE
+    is P-256 on both sides: Mbed TLS's P-256 ECDH runs in the key exchange,
+    not only its ECDSA P-256 signature (X25519 alone is covered elsewhere).
+    s_client -> our server, then our client -> s_server, a few records each way."""
+    cert = server_certs["ecdsa-p256/ours"]
+    key, x509 = cert.load()
+    server = EchoServer(key, x509)
+    try:
+        cli = start_s_client(peers, openssl_bin, server.port, cert.cert_path,
+                             extra=["-groups", "P-256"])
+        protocol, suite, verification = s_client_handshake(cli, pump=server.pump)
+        assert (protocol, verification) == ("DTLSv1.2", "OK")
+        assert suite.startswith("ECDHE-ECDSA-")
+        server.run_until(lambda: len(server.connected()) == 1, 10, "one connected peer")
+        for msg in text_messages(5, seed=8):
+            cli.write(msg)
+            assert cli.next_line(pump=server.pump) == msg
+        cli.close_stdin()
+        assert cli.wait(20) == 0
+    finally:
+        server.close()
+
+    srv, port = start_s_server(peers, openssl_bin, cert, extra=["-groups", "P-256"])
+    udp, dtls = connect_client(port, HOSTNAME, TLSOptions.client(trusted_chain=x509))
+    protocol_v, suite = s_server_handshake(srv)
+    assert protocol_v == DTLS1_2_VERSION
+    assert suite.startswith("ECDHE-ECDSA-")
+    record_property("suite", suite)
+    for msg in text_messages(5, seed=9):
+        dtls.put_packet(msg)
+        assert s_server_record(srv) == msg
+        srv.write(msg)
+        assert receive(udp, dtls) == msg
+    dtls.disconnect_from_peer()
+    srv.expect(rb"^CONNECTION CLOSED")
+    assert srv.wait(20) == 0
