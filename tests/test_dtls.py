@@ -22,6 +22,7 @@ from dtlspeer import (
     UDPServer,
     errors,
 )
+from dtlspeer._binding import lib
 from identities import Identity, make_identity
 from udp_helpers import alloc_bytes, has_ipv6, until
 
@@ -404,6 +405,7 @@ def test_idle_server_peer_parks_and_wakes_transparently(ec_identity: Identity) -
     server.dtls.setup(TLSOptions.server(*ec_identity), settings=DTLSSettings(park_after_ms=50))
     client = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))
     peer = handshake(server, client)
+    trims = lib.dp_trim_count()
     for round_no in range(3):
         message = f"before park {round_no}".encode()
         client.put_packet(message)
@@ -414,6 +416,9 @@ def test_idle_server_peer_parks_and_wakes_transparently(ec_identity: Identity) -
         assert run(lambda parks=parks: peer.get_stats()["parks"] > parks, server, client)
         assert peer.get_status() == Status.STATUS_CONNECTED
     assert peer.get_stats()["unparks"] >= 2
+    # The freed context goes back to the system from this (Godot-style) path
+    # too, not only from DTLSHost: polls trim after parks, at most once a second.
+    assert run(lambda: lib.dp_trim_count() > trims, server, client)
     with pytest.raises(errors.InvalidArgumentError):
         DTLSSettings(park_after_ms=-1)
     with pytest.raises(errors.ArgumentTypeError):

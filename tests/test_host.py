@@ -343,6 +343,35 @@ def test_send_queue_leaves_on_flush() -> None:
     client.close()
 
 
+def test_idle_peers_park_hand_memory_back_and_wake_on_traffic() -> None:
+    """A server peer silent for ``park_after_ms`` parks (its Mbed TLS context
+    serialized and freed), the host then hands the freed memory back to the
+    system (``dp_trim_count``), and the next record wakes the peer without
+    either side noticing: the echo continues in order."""
+    server = psk_server(settings=DTLSSettings(park_after_ms=50))
+    client = psk_client()
+    rec = Recorder(server, client)
+    server_peer, to_server = connected_pair(rec, server, client)
+    trims = lib.dp_trim_count()
+    for round_no in range(3):
+        message = b"round %d" % round_no
+        to_server.put_packet(message)
+        assert rec.run(lambda n=round_no: len(rec.of(server, HostEventType.RECEIVE)) == n + 1)
+        assert rec.of(server, HostEventType.RECEIVE)[-1].data == message
+        parks = server_peer.get_stats()["parks"]
+        assert rec.run(lambda parks=parks: server_peer.get_stats()["parks"] > parks)
+        assert server_peer.get_status() == Status.STATUS_CONNECTED
+    assert server_peer.get_stats()["unparks"] >= 2
+    assert rec.run(lambda: lib.dp_trim_count() > trims)
+    server_peer.put_packet(b"from a parked peer")  # wakes it to encrypt
+    assert rec.run(lambda: len(rec.of(client, HostEventType.RECEIVE)) == 1)
+    assert rec.of(client, HostEventType.RECEIVE)[0].data == b"from a parked peer"
+    for host in (server, client):
+        assert not rec.of(host, HostEventType.DISCONNECT)
+    server.close()
+    client.close()
+
+
 def test_broadcast_reaches_every_connected_peer_but_the_excluded() -> None:
     server = psk_server()
     clients = [psk_client() for _ in range(40)]

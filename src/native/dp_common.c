@@ -9,6 +9,9 @@
 #include "dtlspeer.h"
 
 #include <errno.h>
+#if defined(__GLIBC__)
+#include <malloc.h> /* malloc_trim: see dp_trim_after_parks */
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,9 +79,11 @@ static volatile int64_t g_alloc_blocks;
 #include <intrin.h>
 #define DP_ATOMIC_ADD(ptr, v) _InterlockedExchangeAdd64((volatile __int64 *)(ptr), (v))
 #define DP_ATOMIC_LOAD(ptr) _InterlockedExchangeAdd64((volatile __int64 *)(ptr), 0)
+#define DP_ATOMIC_STORE(ptr, v) (void)_InterlockedExchange64((volatile __int64 *)(ptr), (v))
 #else
 #define DP_ATOMIC_ADD(ptr, v) __atomic_fetch_add((ptr), (v), __ATOMIC_RELAXED)
 #define DP_ATOMIC_LOAD(ptr) __atomic_load_n((ptr), __ATOMIC_RELAXED)
+#define DP_ATOMIC_STORE(ptr, v) __atomic_store_n((ptr), (v), __ATOMIC_RELAXED)
 #endif
 
 static void *counted_alloc(size_t count, size_t size, int zero)
@@ -127,6 +132,52 @@ void dp_alloc_stats(int64_t *bytes, int64_t *blocks)
     if (blocks != NULL) {
         *blocks = DP_ATOMIC_LOAD(&g_alloc_blocks);
     }
+}
+
+/* ---- Returning parked connections' memory ---------------------------------
+ * A parked connection frees ~35 KB from the middle of the heap; glibc keeps
+ * such free chunks resident (it only trims the top of the heap), so RSS would
+ * not show parking until new connections reuse them. dp_conn counts every
+ * park here, whichever API drives it (DTLSHost or the Godot-style classes),
+ * and the engine's per-tick calls (dp_host_service, dp_link_pump) hand the
+ * free pages back: at once after DP_TRIM_PARKS parks, else at most once per
+ * DP_TRIM_MS (malloc_trim walks the free lists: milliseconds for a heap of
+ * 10 000 connections). Process-wide, like the heap. Two threads may both
+ * trim at once: harmless. Other C libraries: nothing to hand back. */
+
+#define DP_TRIM_PARKS 256 /* parks (~9 MB freed) that trigger a trim at once */
+#define DP_TRIM_MS 1000   /* ...or any parks, at most once per second */
+
+static volatile int64_t g_parks_untrimmed;
+static volatile int64_t g_last_trim_ms;
+static volatile int64_t g_trims;
+
+void dp_note_park(void)
+{
+    DP_ATOMIC_ADD(&g_parks_untrimmed, 1);
+}
+
+void dp_trim_after_parks(void)
+{
+    int64_t parks = DP_ATOMIC_LOAD(&g_parks_untrimmed);
+    if (parks == 0) {
+        return; /* the per-tick case: one load, no clock */
+    }
+    int64_t now_ms = dp_clock_ms(0);
+    if (parks < DP_TRIM_PARKS && now_ms - DP_ATOMIC_LOAD(&g_last_trim_ms) < DP_TRIM_MS) {
+        return;
+    }
+    DP_ATOMIC_ADD(&g_parks_untrimmed, -parks); /* parks noted meanwhile stay counted */
+    DP_ATOMIC_STORE(&g_last_trim_ms, now_ms);
+    DP_ATOMIC_ADD(&g_trims, 1);
+#if defined(__GLIBC__)
+    (void)malloc_trim(0);
+#endif
+}
+
+int64_t dp_trim_count(void)
+{
+    return DP_ATOMIC_LOAD(&g_trims);
 }
 
 /* ---- Threading (Windows: SRW locks through MBEDTLS_THREADING_ALT) -------- */

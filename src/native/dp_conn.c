@@ -522,6 +522,7 @@ static void park(dp_conn *c)
     c->suite_id = suite;
     c->max_payload = max;
     c->stats.parks++;
+    dp_note_park();
 }
 
 static void maybe_park(dp_conn *c)

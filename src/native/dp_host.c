@@ -52,11 +52,6 @@
 #include <errno.h>
 #include <string.h>
 
-#if defined(__GLIBC__)
-#include <malloc.h> /* malloc_trim: see trim_after_parks */
-#endif
-
-
 #define DP_NONE UINT32_MAX
 #define DP_HOST_ARENA (256u * 1024u) /* outgoing bytes per send batch */
 #define DP_HOST_BATCH 256u           /* datagrams per send batch */
@@ -64,8 +59,6 @@
 #define DP_HOST_REASON_LEN 320
 #define DP_HOST_SUITE_LEN 96
 #define DP_RECV_BUF 65536u           /* endpoint slot queues are unused (sink) */
-#define DP_HOST_TRIM_PARKS 256u      /* parks (~9 MB freed) that trigger a malloc_trim */
-#define DP_HOST_TRIM_MS 1000         /* ...or any parks, at most once per second */
 
 typedef struct dp_host_final {
     int status;
@@ -122,9 +115,6 @@ struct dp_host {
     dp_endpoint_out *batch;
     uint32_t batch_len;
 
-    /* connections parked since the last trim_after_parks */
-    uint32_t parks_untrimmed;
-    int64_t last_trim_ms;
 
     /* service budget: what the current call can still return */
     uint32_t room_events;
@@ -726,38 +716,14 @@ static void run_timers(dp_host *h, int64_t now_ms)
             heap_remove(h, p);
             continue;
         }
-        int was_parked = dp_conn_parked(p->conn);
         (void)dp_conn_update(p->conn, now_ms);
         h->stats.timer_runs++;
-        if (!was_parked && dp_conn_parked(p->conn) == 1) {
-            h->parks_untrimmed++;
-        }
         after_conn(h, p, 1);
         if (p->heap_pos == 0 && p->due_ms <= now_ms) {
             /* The connection asks again at once: wait for the next call. */
             heap_schedule(h, p, now_ms + 1, 1);
         }
     }
-}
-
-/* A parked connection frees ~35 KB from the middle of the heap; glibc keeps
- * such free chunks resident (it only trims the top of the heap), so RSS
- * would not show parking until new connections reuse them. After parks,
- * hand the free pages back: at once after DP_HOST_TRIM_PARKS of them, else
- * at most once per DP_HOST_TRIM_MS (malloc_trim walks the free lists:
- * milliseconds for a heap of 10 000 connections). Other C libraries:
- * nothing to do here. */
-static void trim_after_parks(dp_host *h, int64_t now_ms)
-{
-    if (h->parks_untrimmed == 0 || (h->parks_untrimmed < DP_HOST_TRIM_PARKS &&
-                                    now_ms - h->last_trim_ms < DP_HOST_TRIM_MS)) {
-        return;
-    }
-    h->parks_untrimmed = 0;
-    h->last_trim_ms = now_ms;
-#if defined(__GLIBC__)
-    (void)malloc_trim(0);
-#endif
 }
 
 /* ---- Public API ------------------------------------------------------------------- */
@@ -989,7 +955,7 @@ int dp_host_service(dp_host *h, int64_t now_ms, int timeout_ms, dp_host_event *e
         }
     }
     run_timers(h, now_ms);
-    trim_after_parks(h, now_ms);
+    dp_trim_after_parks();
     if (!full) {
         full = !emit_ready(h, &o);
     }

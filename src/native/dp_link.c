@@ -109,6 +109,7 @@ static void finish(dp_endpoint *ep, uint64_t handle, dp_conn *conn, int64_t now_
                    dp_link_result *res)
 {
     run_timers(conn, now_ms);
+    dp_trim_after_parks(); /* a timer may have parked the connection */
     flush_output(ep, handle, conn, res);
     res->status = dp_conn_status(conn);
     dp_udp_stats st;

@@ -75,6 +75,9 @@ int64_t dp_clock_ms(int wall);
 /* Bytes and blocks currently allocated through dp_calloc (all Mbed TLS heap
  * use and every dtlspeer C object). For tests and diagnostics. */
 void dp_alloc_stats(int64_t *bytes, int64_t *blocks);
+/* How often the engine has handed parked connections' freed memory back to
+ * the system (malloc_trim on glibc; counted on every platform). */
+int64_t dp_trim_count(void);
 
 /* ---- Crypto objects (dp_key.c, dp_cert.c; structs in dp_crypto.h) ------- */
 
@@ -672,6 +675,11 @@ void *dp_calloc(size_t count, size_t size);
  * always written before they are read (socket receive buffers). */
 void *dp_malloc_uninit(size_t count, size_t size);
 void dp_free(void *ptr);
+/* Parking (dp_conn.c) notes each park; the per-tick entry points then call
+ * dp_trim_after_parks, which returns freed memory to the system now and then
+ * (dp_common.c says when). */
+void dp_note_park(void);
+void dp_trim_after_parks(void);
 /* mbedtls f_rng-compatible callback over the shared RNG. */
 int dp_rng(void *ctx, unsigned char *out, size_t len);
 
