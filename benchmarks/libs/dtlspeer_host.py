@@ -27,8 +27,6 @@ from ..harness import (
     PingClient,
     Result,
     Stop,
-    payload,
-    raise_fd_limit,
     rss_bytes,
     server_cpu,
 )
@@ -246,27 +244,4 @@ def memory_server(cfg: Cfg, ready: Callable[[int], None], stop: Any, park: bool 
     return res
 
 
-def memory_client(cfg: Cfg, port: int, stop: Any) -> Result:
-    """The Godot-style memory client, plus one 100 B record per connection
-    right after its handshake (what any game client sends first). DTLS 1.2
-    servers keep their last flight until the client's first record shows it
-    arrived, and Mbed TLS cannot serialize (park) a connection that still
-    holds it; without this the host row would only measure that state."""
-    raise_fd_limit(cfg.conns + 256)
-    options = _options(cfg)[1]
-    deadline = time.monotonic() + cfg.timeout
-    first = dtlspeer_dtls.Client(port, options)
-    dtlspeer_dtls._handshake_all([first], deadline)
-    first.dtls.put_packet(payload(cfg.payload, 0))
-    keep = [first]
-    time.sleep(0.5)  # the server takes its baseline RSS now
-    start = time.perf_counter()
-    while len(keep) < cfg.conns:
-        batch = [dtlspeer_dtls.Client(port, options) for _ in range(min(32, cfg.conns - len(keep)))]
-        dtlspeer_dtls._handshake_all(batch, deadline)
-        for c in batch:
-            c.dtls.put_packet(payload(cfg.payload, len(keep) & 0xFFFF))
-        keep.extend(batch)
-    rate = (len(keep) - 1) / max(1e-9, time.perf_counter() - start)
-    stop.wait(cfg.timeout)  # stay connected until the server has measured
-    return {"established": len(keep), "handshakes_per_s": rate}
+memory_client = dtlspeer_dtls.memory_client
