@@ -40,7 +40,7 @@ from ours import (
 )
 from peers import PeerProcess, PeerSet, Pump, RecordProperty
 
-from dtlspeer import TLSOptions
+from dtlspeer import PacketPeerUDP, TLSOptions
 from dtlspeer.dtls import PacketPeerDTLS
 
 pytestmark = pytest.mark.interop
@@ -86,6 +86,17 @@ def s_server_record(srv: PeerProcess) -> bytes:
         line = srv.next_line()
         if not _S_SERVER_INFO.match(line):
             return line
+
+
+def echo_with_s_server(srv: PeerProcess, udp: PacketPeerUDP, dtls: PacketPeerDTLS,
+                       count: int, seed: int) -> None:
+    """Our client sends ``count`` records; s_server must print each one and
+    its reply (the same text) must arrive back at our client."""
+    for msg in text_messages(count, seed=seed):
+        dtls.put_packet(msg)
+        assert s_server_record(srv) == msg
+        srv.write(msg)
+        assert receive(udp, dtls) == msg
 
 
 def start_s_client(peers: PeerSet, openssl: str, port: int, ca: Optional[Path],
@@ -156,11 +167,7 @@ def test_our_client_to_s_server(peers: PeerSet, openssl_bin: str, server_cert: S
     assert suite.startswith(_expected_kx(server_cert))
     assert dtls.get_ciphersuite() == mbedtls_suite_from_openssl(suite)
     record_property("suite", f"{suite} = {dtls.get_ciphersuite()}")
-    for msg in text_messages(MESSAGES, seed=3):
-        dtls.put_packet(msg)
-        assert s_server_record(srv) == msg
-        srv.write(msg)
-        assert receive(udp, dtls) == msg
+    echo_with_s_server(srv, udp, dtls, MESSAGES, seed=3)
     dtls.disconnect_from_peer()
     srv.expect(rb"^CONNECTION CLOSED")
     assert srv.wait(20) == 0  # -naccept 1: exits after our session closed
@@ -186,11 +193,7 @@ def test_our_client_hostname_check_against_s_server(
     assert status.name == expected, dtls.get_last_error()
     if expected == "STATUS_CONNECTED":
         s_server_handshake(srv)
-        for msg in text_messages(20, seed=4):
-            dtls.put_packet(msg)
-            assert s_server_record(srv) == msg
-            srv.write(msg)
-            assert receive(udp, dtls) == msg
+        echo_with_s_server(srv, udp, dtls, 20, seed=4)
         dtls.disconnect_from_peer()
     else:
         assert dtls.get_verify_flags() == BADCERT_CN_MISMATCH, dtls.get_last_error()
@@ -285,11 +288,7 @@ def test_p256_ecdhe_both_directions(peers: PeerSet, openssl_bin: str,
     assert protocol_v == DTLS1_2_VERSION
     assert suite.startswith("ECDHE-ECDSA-")
     record_property("suite", suite)
-    for msg in text_messages(5, seed=9):
-        dtls.put_packet(msg)
-        assert s_server_record(srv) == msg
-        srv.write(msg)
-        assert receive(udp, dtls) == msg
+    echo_with_s_server(srv, udp, dtls, 5, seed=9)
     dtls.disconnect_from_peer()
     srv.expect(rb"^CONNECTION CLOSED")
     assert srv.wait(20) == 0
