@@ -205,6 +205,19 @@ def feed_checked(conn: Connection, datagram: bytes, now: int, *, server: bool,
     return status
 
 
+def never_connected_by(conn: Connection, datagrams: list[bytes], now: int, server: bool) -> str:
+    """Feed replayed or mutated handshake datagrams 7 ms apart, running the
+    timers and discarding the output after each; none may complete the
+    handshake. Returns the final status name."""
+    for datagram in datagrams:
+        now += 7
+        status = feed_checked(conn, datagram, now, server=server)
+        assert status != EngineStatus.CONNECTED, "handshake completed by replayed flights"
+        conn.update(now)
+        conn.take_outgoing()
+    return conn.status.name
+
+
 class ServerHandshakeTarget:
     """A server connection admitted with the captured hello (no live client),
     then fed datagrams: it must never reach CONNECTED from replayed flights."""
@@ -223,13 +236,7 @@ class ServerHandshakeTarget:
             now = FUZZ_NOW
             feed_checked(conn, self.hello, now, server=True)
             assert conn.status == EngineStatus.HANDSHAKING, conn.reason
-            for datagram in datagrams:
-                now += 7
-                status = feed_checked(conn, datagram, now, server=True)
-                assert status != EngineStatus.CONNECTED, "handshake completed by replayed flights"
-                conn.update(now)
-                conn.take_outgoing()
-            self.statuses[conn.status.name] += 1
+            self.statuses[never_connected_by(conn, datagrams, now, server=True)] += 1
         finally:
             conn.close()
 
@@ -255,13 +262,7 @@ class ClientTarget:
             now = FUZZ_NOW
             conn.update(now)
             assert len(conn.take_outgoing()) == 1
-            for datagram in datagrams:
-                now += 7
-                status = feed_checked(conn, datagram, now, server=False)
-                assert status != EngineStatus.CONNECTED, "handshake completed by replayed flights"
-                conn.update(now)
-                conn.take_outgoing()
-            self.statuses[conn.status.name] += 1
+            self.statuses[never_connected_by(conn, datagrams, now, server=False)] += 1
         finally:
             conn.close()
 
