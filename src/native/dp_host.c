@@ -115,7 +115,6 @@ struct dp_host {
     dp_endpoint_out *batch;
     uint32_t batch_len;
 
-
     /* service budget: what the current call can still return */
     uint32_t room_events;
     size_t room_bytes;
