@@ -316,7 +316,8 @@ def memory_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
     if base is None or end is None:
         return {"error": "RSS not available on this OS"}
     per = (end - base) / max(1, len(idle) - 1) / 1024
-    parked = sum(p.get_stats().get("parks", 0) > p.get_stats().get("unparks", 0) for p in idle)
+    stats = [p.get_stats() for p in idle]
+    parked = sum(st.get("parks", 0) > st.get("unparks", 0) for st in stats)
     return {"value": per, "conns": alive, "parked": parked, "rss_base": base, "rss_end": end}
 
 
