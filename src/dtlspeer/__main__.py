@@ -34,7 +34,7 @@ from . import __version__
 from .build_info import build_info, ciphersuites, mbedtls_version
 from .crypto import Crypto, CryptoKey, X509Certificate
 from .dtls import DTLSServer, DTLSSettings, PacketPeerDTLS
-from .errors import DTLSPeerError
+from .errors import DTLSPeerError, InvalidArgumentError
 from .host import DTLSHost, HostEventType, HostPeer
 from .tls_options import TLSOptions
 from .udp import PacketPeerUDP, UDPServer
@@ -258,7 +258,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     started = time.monotonic()
     records: dict[int, int] = {}
-    echoed_bytes = 0
+    echoed_bytes = not_echoed = 0
     how = "stopped"
     try:
         shown = args.bind if ":" not in args.bind else f"[{args.bind}]"
@@ -277,8 +277,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     for event in host.service(wait):
                         peer = event.peer
                         if event.type == HostEventType.RECEIVE:
-                            peer.put_packet(event.data)
                             records[peer.peer_id] = records.get(peer.peer_id, 0) + 1
+                            try:
+                                peer.put_packet(event.data)
+                            except InvalidArgumentError:
+                                # Received (up to settings.max_receive_size) but
+                                # larger than one record we can send: counted.
+                                not_echoed += 1
+                                continue
                             echoed_bytes += len(event.data)
                         elif event.type == HostEventType.CONNECT:
                             records[peer.peer_id] = 0
@@ -298,8 +304,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         uptime = time.monotonic() - started
         print(f"stopped ({how}) after {uptime:.1f} s: {stats['connects']} connects, "
               f"{stats['disconnects']} disconnects, {stats['errors']} failed handshakes, "
-              f"{stats['connected']} still connected, {stats['records_in']} records echoed "
-              f"({echoed_bytes} bytes), {stats['hvr_sent']} HelloVerifyRequests, "
+              f"{stats['connected']} still connected, {stats['records_in'] - not_echoed} "
+              f"records echoed ({echoed_bytes} bytes), {not_echoed} not echoed (larger than "
+              f"one record we can send), {stats['hvr_sent']} HelloVerifyRequests, "
               f"{stats['gate_dropped']} datagrams dropped by the cookie gate", flush=True)
     finally:
         host.close()  # close_notify to every connected client
