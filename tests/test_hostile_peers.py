@@ -66,8 +66,8 @@ class Clients:
         self.events: dict[DTLSHost, list[HostEvent]] = {}
         self.silent: set[DTLSHost] = set()
 
-    def connect(self, settings: DTLSSettings = DTLSSettings()) -> tuple[DTLSHost, HostPeer]:
-        host = self.factory(settings)
+    def connect(self, settings: DTLSSettings | None = None) -> tuple[DTLSHost, HostPeer]:
+        host = self.factory(settings or DTLSSettings())
         self.hosts.append(host)
         self.events[host] = []
         peer = host.connect("127.0.0.1", self.port, hostname=self.hostname)
@@ -121,13 +121,14 @@ def attack(clients: Clients) -> None:
 
 def echo_round(clients: Clients, honest: list[tuple[DTLSHost, HostPeer]], tag: bytes) -> None:
     """Each honest client gets its own records echoed."""
-    for i, (host, peer) in enumerate(honest):
+    for i, (_, peer) in enumerate(honest):
         for k in range(5):
             peer.put_packet(b"%s %d %d" % (tag, i, k))
+    got = clients.received
     for i, (host, _) in enumerate(honest):
         want = [b"%s %d %d" % (tag, i, k) for k in range(5)]
-        assert until(lambda h=host, w=want: all(x in clients.received(h) for x in w), clients.step), (
-            tag, i, clients.received(host)[-10:])
+        assert until(lambda h=host, w=want: all(x in got(h) for x in w), clients.step), (
+            tag, i, got(host)[-10:])
 
 
 # ---- the CLI -----------------------------------------------------------------------------------
@@ -225,7 +226,7 @@ def test_tick_game_server_example_survives_hostile_peers() -> None:
         attack(clients)
         # The world outgrows one record: 200 more players (as a big game
         # would have) must not stop the ticks; clients reassemble it.
-        for n in range(200):
+        for _ in range(200):
             game.players[object()] = example.Player(game.allocate_id())
         # Movement is clamped: positions never outgrow their 32-bit field.
         game.players[object()] = example.Player(game.allocate_id(), x=2**31 - 1,
@@ -287,14 +288,14 @@ def test_asyncio_chat_relay_example_survives_hostile_peers() -> None:
                                    settings=s),
                 "localhost", lambda: time.sleep(0.001))
             try:
-                (ha, pa), (hb, pb) = clients.connect(), clients.connect()
+                (_, pa), (hb, pb) = clients.connect(), clients.connect()
                 pa.put_packet(b"ada")
                 pb.put_packet(b"bob")
                 assert until(lambda: len(relay.names) >= 2, clients.step)
                 attack(clients)
                 pa.put_packet(b"still here")
                 assert until(lambda: b"ada: still here" in clients.received(hb), clients.step)
-            except BaseException as exc:  # noqa: BLE001 - reported to the test below
+            except BaseException as exc:
                 outcome.append(exc)
             finally:
                 clients.close()
@@ -348,7 +349,7 @@ def test_aio_echo_server_survives_hostile_peers_with_bounded_queues() -> None:
                 host.flush()
                 attack(clients)
                 echo_round(clients, honest, b"after")
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 outcome.append(exc)
             finally:
                 clients.close()

@@ -28,7 +28,7 @@ import sys
 import textwrap
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from . import __version__
 from .build_info import build_info, ciphersuites, mbedtls_version
@@ -195,18 +195,25 @@ def _throwaway_certificate() -> tuple[CryptoKey, X509Certificate]:
 
 
 class _StopFlag:
-    """Set by SIGTERM (and SIGBREAK on Windows) while ``serve`` runs."""
+    """Set by SIGINT (Ctrl-C), SIGTERM and SIGBREAK (Windows) while a command
+    runs: the loop stops at its next turn and shuts down cleanly (a
+    KeyboardInterrupt could cut a line being printed, or skip close_notify)."""
+
+    NAMES: ClassVar[dict[str, str]] = {
+        "SIGINT": "Ctrl-C", "SIGTERM": "SIGTERM", "SIGBREAK": "SIGBREAK"}
 
     def __init__(self) -> None:
         self.stopped = False
+        self.how = ""
         self._saved: list[tuple[int, Any]] = []
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.stopped = True
+        self.how = self.NAMES.get(signal.Signals(signum).name, "signal")
 
     def __enter__(self) -> _StopFlag:
         if threading.current_thread() is threading.main_thread():
-            for name in ("SIGTERM", "SIGBREAK"):
+            for name in self.NAMES:
                 signum = getattr(signal, name, None)
                 if signum is not None:
                     self._saved.append((signum, signal.signal(signum, self._handler)))
@@ -297,7 +304,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             print(f"handshake-failed {_addr(peer)}: {event.message}",
                                   flush=True)
                 else:
-                    how = "SIGTERM"
+                    how = stop.how
             except KeyboardInterrupt:
                 how = "Ctrl-C"
         stats = host.get_stats()

@@ -651,12 +651,22 @@ class DTLSHost:
         self._peers[peer._peer_id] = peer
         return peer
 
+    def _own(self, peer: object, what: str) -> HostPeer:
+        """``peer`` itself, if it is one of this host's peers (ended or not)."""
+        if not isinstance(peer, HostPeer):
+            raise errors.ArgumentTypeError(
+                f"{what} must be a HostPeer, not {type(peer).__name__}")
+        if peer._host is not self:
+            raise errors.ForeignPeerError(
+                f"{what} {peer!r} belongs to another DTLSHost (peer ids repeat across hosts)")
+        return peer
+
     def disconnect(self, peer: HostPeer) -> None:
         """End ``peer`` now (close_notify if connected); its DISCONNECT event
-        (reason LOCAL) comes from the next ``service()``. Idempotent."""
-        if not isinstance(peer, HostPeer):
-            raise errors.ArgumentTypeError(f"peer must be a HostPeer, not {type(peer).__name__}")
-        if peer._host is not self or peer._ended:
+        (reason LOCAL) comes from the next ``service()``. Idempotent.
+        ForeignPeerError for another host's peer."""
+        peer = self._own(peer, "peer")
+        if peer._ended:
             return
         peer._closed_locally = True
         rc = lib.dp_host_disconnect(self._require(), peer._peer_id, self._now)
@@ -667,7 +677,8 @@ class DTLSHost:
         """Queue ``data`` as one record to every connected peer except
         ``exclude`` (a peer or an iterable of peers). Returns how many peers
         it was queued for. InvalidArgumentError (nothing queued) if it is
-        larger than some peer's maximum packet size."""
+        larger than some peer's maximum packet size; ForeignPeerError if
+        ``exclude`` holds another host's peer (nothing queued)."""
         payload = to_bytes(data, "data")
         ptr = self._require()
         cap = self._settings.max_packet_size
@@ -678,15 +689,9 @@ class DTLSHost:
         if exclude is None:
             ids: list[int] = []
         elif isinstance(exclude, HostPeer):
-            ids = [exclude._peer_id]
+            ids = [self._own(exclude, "exclude")._peer_id]
         else:
-            ids = []
-            for peer in exclude:
-                if not isinstance(peer, HostPeer):
-                    raise errors.ArgumentTypeError(
-                        f"exclude must hold HostPeer objects, not {type(peer).__name__}"
-                    )
-                ids.append(peer._peer_id)
+            ids = [self._own(peer, "exclude")._peer_id for peer in exclude]
         if not payload:
             return 0
         id_array = ffi.new("uint64_t[]", ids) if ids else ffi.NULL
