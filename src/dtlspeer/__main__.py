@@ -78,6 +78,36 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _days(text: str) -> int:
+    value = _positive_int(text)
+    try:
+        datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=value)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(
+            f"{value} days from now is past the year 9999") from None
+    return value
+
+
+# RFC 4514 specials, written as hex pairs: Mbed TLS parses "\2C" everywhere,
+# while its "\\," handling differs from the RFC (see crypto._check_rdn_string).
+_RDN_SPECIALS = frozenset(',=+<>#;"\\')
+
+
+def _rdn_value(text: str, what: str) -> str:
+    """``text`` escaped for one attribute value of an RDN string (so
+    ``--organization 'a,CN=evil'`` stays one O= value)."""
+    if not text:
+        raise argparse.ArgumentTypeError(f"{what} must not be empty")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        raise argparse.ArgumentTypeError(f"{what} must not contain control characters")
+    out = "".join(f"\\{ord(ch):02X}" if ch in _RDN_SPECIALS else ch for ch in text)
+    if out.startswith(" "):
+        out = "\\20" + out[1:]
+    if out.endswith(" "):
+        out = out[:-1] + "\\20"
+    return out
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -142,7 +172,26 @@ def cmd_gen_cert(args: argparse.Namespace) -> int:
 
     The host goes into the subject CN and into a subjectAltName entry (an IP
     address entry for an IP literal, a DNS entry otherwise), so both Godot's
-    CN check and modern SAN checks accept it."""
+    CN check and modern SAN checks accept it. Name parts are escaped (RFC
+    4514 specials as hex pairs); existing files are only replaced with
+    ``--force``; key and certificate must be two different files."""
+    host = args.host
+    try:
+        name = ",".join(f"{kind}={_rdn_value(value, what)}" for kind, value, what in (
+            ("CN", host, "HOST"), ("O", args.organization, "--organization"),
+            ("C", args.country, "--country")))
+    except argparse.ArgumentTypeError as exc:
+        args.parser.error(str(exc))
+    key_path = args.key_out or f"{host}.key"
+    cert_path = args.cert_out or f"{host}.crt"
+    if os.path.realpath(key_path) == os.path.realpath(cert_path):
+        args.parser.error(f"--key-out {key_path} and --cert-out {cert_path} name the same file "
+                          "(the certificate would replace the key)")
+    if not args.force:
+        for path in (key_path, cert_path):
+            if os.path.lexists(path):
+                print(f"error: {path} exists; use --force to replace it", file=sys.stderr)
+                return EXIT_FAILURE
     crypto = Crypto()
     if args.key_type == "rsa":
         progress = _Progress(args.quiet)
@@ -150,7 +199,6 @@ def cmd_gen_cert(args: argparse.Namespace) -> int:
         key = crypto.generate_rsa(args.rsa_bits)
     else:
         key = crypto.generate_ec(args.key_type.upper())
-    host = args.host
     try:
         ipaddress.ip_address(host)
         dns_names: list[str] = []
@@ -160,12 +208,9 @@ def cmd_gen_cert(args: argparse.Namespace) -> int:
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
     not_before = (now - datetime.timedelta(hours=1)).strftime("%Y%m%d%H%M%S")
     not_after = (now + datetime.timedelta(days=args.days)).strftime("%Y%m%d%H%M%S")
-    name = f"CN={host},O={args.organization},C={args.country}"
     cert = crypto.generate_self_signed_certificate(
         key, name, not_before, not_after, dns_names=dns_names, ip_addresses=ip_addresses
     )
-    key_path = args.key_out or f"{host}.key"
-    cert_path = args.cert_out or f"{host}.crt"
     key.save(key_path)
     cert.save(cert_path)
     print(f"private key: {key_path} ({key.key_type} {key.key_size} bits)")
@@ -613,13 +658,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="key algorithm (default p-256, the fastest to handshake)")
     gen.add_argument("--rsa-bits", type=int, default=2048,
                      help="RSA key size, 2048..4096 (default 2048)")
-    gen.add_argument("--days", type=_positive_int, default=365,
+    gen.add_argument("--days", type=_days, default=365,
                      help="validity in days (default 365)")
     gen.add_argument("--organization", default="dtlspeer",
                      help="O= of the subject (default dtlspeer)")
     gen.add_argument("--country", default="IT", help="C= of the subject (default IT, as Godot)")
-    gen.add_argument("--key-out", metavar="PATH", help="key file (default HOST.key, mode 0600)")
+    gen.add_argument("--key-out", metavar="PATH",
+                     help="key file (default HOST.key; written as a new file, mode 0600)")
     gen.add_argument("--cert-out", metavar="PATH", help="certificate file (default HOST.crt)")
+    gen.add_argument("--force", action="store_true",
+                     help="replace existing key and certificate files (default: refuse)")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
 
     serve = _add_command(
