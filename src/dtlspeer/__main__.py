@@ -249,11 +249,13 @@ class _StopFlag:
 
     def __init__(self) -> None:
         self.stopped = False
+        self.signum = 0
         self.how = ""
         self._saved: list[tuple[int, Any]] = []
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.stopped = True
+        self.signum = signum
         self.how = self.NAMES.get(signal.Signals(signum).name, "signal")
 
     def __enter__(self) -> _StopFlag:
@@ -365,12 +367,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# Longest stdin line kept: a record holds at most 16 KiB, so anything longer
+# could never be sent; it is skipped (reported) instead of buffered.
+_MAX_LINE = 16384
+_LINE_TOO_LONG = b""  # queued in place of a skipped line (empty lines are never queued)
+
+
 def _stdin_lines(out: queue.Queue[bytes | None]) -> None:
     """Read stdin's file descriptor (not ``sys.stdin``: a daemon thread
     blocked in a buffered read can break interpreter shutdown) and queue
-    one item per line, newline removed; None at end of input."""
+    one item per line, newline removed; None at end of input. Linear in the
+    input and bounded: a line longer than ``_MAX_LINE`` is dropped as it
+    arrives (``_LINE_TOO_LONG`` is queued once for it), and the queue is
+    bounded, so a fast producer waits for the network."""
     fd = sys.stdin.fileno()
-    pending = b""
+    line = bytearray()
+    skipping = False
     while True:
         try:
             chunk = os.read(fd, 65536)
@@ -378,13 +390,49 @@ def _stdin_lines(out: queue.Queue[bytes | None]) -> None:
             chunk = b""
         if not chunk:
             break
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            out.put(line[:-1] if line.endswith(b"\r") else line)
-    if pending:
-        out.put(pending)
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            if not skipping:
+                line += chunk[start : len(chunk) if end < 0 else end]
+                if len(line) > _MAX_LINE + 1:  # (+1: a trailing \r is removed below)
+                    skipping = True
+                    line.clear()
+                    out.put(_LINE_TOO_LONG)
+            if end < 0:
+                break
+            if not skipping and line:
+                out.put(bytes(line[:-1] if line.endswith(b"\r") else line))
+            line.clear()
+            skipping = False
+            start = end + 1
+    if line and not skipping:
+        out.put(bytes(line))
     out.put(None)
+
+
+_PLAIN_ASCII = bytes(b for b in range(0x20, 0x7F) if b != ord("\\"))
+
+
+def _escape_char(ch: str) -> str:
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8 (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    if ch == "\\":
+        return "\\\\"
+    if ch.isprintable():
+        return ch
+    return ch.encode("unicode_escape").decode("ascii")
+
+
+def _printable(data: bytes) -> str:
+    """A received record as one safe line: printable text as is; control
+    characters (C0, DEL, C1, bidirectional overrides...), backslashes and
+    bytes that are not UTF-8 as Python escapes, so a server cannot move the
+    cursor, retitle or clear the terminal."""
+    if not data.translate(None, _PLAIN_ASCII):
+        return data.decode("ascii")  # the common case: plain text
+    return "".join(map(_escape_char, data.decode("utf-8", "surrogateescape")))
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
@@ -407,7 +455,12 @@ def cmd_connect(args: argparse.Namespace) -> int:
     settings = DTLSSettings(idle_timeout_ms=0)  # the server decides when we are idle
     host = DTLSHost("*", 0, client_options=options, client_psk=psk, settings=settings)
     try:
-        return _run_client(args, host)
+        with _StopFlag() as stop:
+            status = _run_client(args, host, stop)
+            if stop.stopped:
+                print(f"interrupted ({stop.how})", file=sys.stderr, flush=True)
+                return 128 + stop.signum
+            return status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
@@ -415,11 +468,11 @@ def cmd_connect(args: argparse.Namespace) -> int:
         host.close()  # close_notify if still connected
 
 
-def _run_client(args: argparse.Namespace, host: DTLSHost) -> int:
+def _run_client(args: argparse.Namespace, host: DTLSHost, stop: _StopFlag) -> int:
     hostname = args.hostname if args.hostname is not None else args.host
     peer = host.connect(args.host, args.port, hostname)
     deadline = time.monotonic() + args.timeout
-    while peer.get_status() == PacketPeerDTLS.STATUS_HANDSHAKING:
+    while peer.get_status() == PacketPeerDTLS.STATUS_HANDSHAKING and not stop.stopped:
         left = deadline - time.monotonic()
         if left <= 0:
             heard = peer.get_stats().get("datagrams_in", 0)
@@ -431,13 +484,21 @@ def _run_client(args: argparse.Namespace, host: DTLSHost) -> int:
                 print(f"error: handshake with {args.host}:{args.port} failed: {event.message}",
                       file=sys.stderr)
                 return EXIT_FAILURE
+    if stop.stopped:
+        return EXIT_OK  # (the caller reports the signal; close() sends close_notify)
     print(f"connected to {args.host}:{args.port} ({peer.get_ciphersuite()}, records up to "
           f"{peer.get_max_packet_size()} bytes)", file=sys.stderr, flush=True)
-    lines: queue.Queue[bytes | None] = queue.Queue()
+    lines: queue.Queue[bytes | None] = queue.Queue(maxsize=1024)
     threading.Thread(target=_stdin_lines, args=(lines,), daemon=True).start()
     sent = received = 0
     end_of_input: float | None = None
-    while True:
+
+    def show(data: bytes) -> None:
+        if args.raw:
+            sys.stdout.buffer.write(data + b"\n")
+        else:
+            sys.stdout.write(_printable(data) + "\n")
+    while not stop.stopped:
         while end_of_input is None:
             try:
                 line = lines.get_nowait()
@@ -445,6 +506,9 @@ def _run_client(args: argparse.Namespace, host: DTLSHost) -> int:
                 break
             if line is None:
                 end_of_input = time.monotonic()
+            elif line == _LINE_TOO_LONG:
+                print(f"warning: line not sent: longer than {_MAX_LINE} bytes",
+                      file=sys.stderr, flush=True)
             elif line:
                 try:
                     peer.put_packet(line)
@@ -458,13 +522,15 @@ def _run_client(args: argparse.Namespace, host: DTLSHost) -> int:
         for event in host.service(0.02):
             if event.type == HostEventType.RECEIVE:
                 received += 1
-                sys.stdout.write(event.data.decode("utf-8", "backslashreplace") + "\n")
+                show(event.data)
                 sys.stdout.flush()
             elif event.type == HostEventType.DISCONNECT:
                 print(f"disconnected by {args.host}:{args.port} ({event.reason.name.lower()}): "
                       f"{event.message}; {sent} records sent, {received} received",
                       file=sys.stderr)
                 return EXIT_OK if event.reason.name == "PEER_CLOSED" else EXIT_FAILURE
+    if stop.stopped:
+        return EXIT_OK  # (the caller reports the signal; close() sends close_notify)
     peer.disconnect_from_peer()
     host.flush()
     print(f"done: {sent} records sent, {received} received", file=sys.stderr)
@@ -726,6 +792,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_psk(connect)
     connect.add_argument("--timeout", type=_seconds, default=10.0, metavar="SECONDS",
                          help="give up (exit 1) if the handshake takes longer (default 10)")
+    connect.add_argument("--raw", action="store_true",
+                         help="print received records as raw bytes (default: control "
+                         "characters and bytes that are not UTF-8 are printed escaped, so a "
+                         "server cannot send terminal escape sequences)")
     connect.add_argument("--linger", type=_seconds, default=2.0, metavar="SECONDS",
                          help="after the end of input, wait at most this long for replies "
                          "(default 2)")
