@@ -227,3 +227,69 @@ def test_aio_connection_dropped_without_close_warns_and_frees_its_socket() -> No
             assert not server.connections
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+# ---- item 9: smaller rough edges ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("port", [-1, 65536, 70000, 2**70])
+def test_out_of_range_ports_are_invalid_arguments(port: int) -> None:
+    with pytest.raises(errors.InvalidArgumentError, match="port"):
+        DTLSHost("127.0.0.1", port, server_psk=SERVER_PSK)
+
+    async def main() -> None:
+        async def handler(conn: aio.Connection) -> None:
+            pass
+
+        with pytest.raises(errors.InvalidArgumentError, match="port"):
+            await aio.serve(handler, "127.0.0.1", port, psk=SERVER_PSK)
+
+    asyncio.run(main())
+
+
+def test_setting_out_of_range_says_the_range() -> None:
+    with pytest.raises(errors.InvalidArgumentError, match=r"0 \.\. 4294967295"):
+        DTLSSettings(idle_timeout_ms=10**13)
+
+
+def test_cli_serve_idle_timeout_too_large_is_a_usage_error() -> None:
+    from test_cli import dtlspeer_cli
+
+    proc = dtlspeer_cli("serve", "--bind", "127.0.0.1", "--port", "0", "--idle-timeout", "1e10")
+    assert proc.returncode == 2, proc.stderr
+    assert "at most" in proc.stderr and ">= 0" not in proc.stderr, proc.stderr
+
+
+def test_cli_bench_errors_name_the_command_used() -> None:
+    from test_cli import dtlspeer_cli
+
+    proc = dtlspeer_cli("bench", "--no-such-option")
+    assert proc.returncode == 2, proc.stderr
+    assert "python -m dtlspeer bench" in proc.stderr and "-m benchmarks" not in proc.stderr
+
+
+def test_no_listener_takes_over_a_bound_port() -> None:
+    """Linux lets any local user bind a port that every holder opened with
+    SO_REUSEADDR, and the newest socket then gets the datagrams; neither
+    UDPServer (unlike Godot) nor DTLSHost sets it."""
+    import socket
+
+    from dtlspeer import UDPServer
+
+    first = UDPServer()
+    first.listen(0, "127.0.0.1")
+    port = first.get_local_port()
+    second = UDPServer()
+    with pytest.raises(errors.SocketError):
+        second.listen(port, "127.0.0.1")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as thief:
+        thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with pytest.raises(OSError):
+            thief.bind(("127.0.0.1", port))
+    first.stop()
+    host = DTLSHost("127.0.0.1", 0, server_psk=SERVER_PSK)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as thief:
+        thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with pytest.raises(OSError):
+            thief.bind(("127.0.0.1", host.get_local_port()))
+    host.close()

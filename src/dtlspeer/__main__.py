@@ -129,6 +129,15 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _milliseconds_setting(text: str) -> float:
+    """Seconds for a DTLSSettings field in whole ms (at most 2**32-1 ms)."""
+    value = _seconds(text)
+    if value * 1000 >= 2**32 - 0.5:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {(2**32 - 1) / 1000:.3f} seconds (about 49.7 days), not {text}")
+    return value
+
+
 def _psk_hex(text: str) -> bytes:
     try:
         value = bytes.fromhex(text)
@@ -662,7 +671,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         options = " ".join(["--quick", *extra])
         print(f"bench: running the benchmark runner with `{options}` "
               "(minutes; -v prints every run as it ends)", file=sys.stderr, flush=True)
-    return int(bench_main(["--quick", *extra]))
+    return int(bench_main(["--quick", *extra], prog="python -m dtlspeer bench"))
 
 
 def _add_command(
@@ -760,7 +769,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_psk(serve)
     serve.add_argument("--duration", type=_seconds, default=None, metavar="SECONDS",
                        help="stop after this long (default: run until Ctrl-C or SIGTERM)")
-    serve.add_argument("--idle-timeout", type=_seconds, default=60.0, metavar="SECONDS",
+    serve.add_argument("--idle-timeout", type=_milliseconds_setting, default=60.0,
+                       metavar="SECONDS",
                        help="drop clients silent this long, 0 = never (default 60)")
     serve.add_argument("--max-peers", type=_positive_int, default=4096, metavar="N",
                        help="connections at once, handshaking + connected (default 4096)")

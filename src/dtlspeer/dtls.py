@@ -97,7 +97,8 @@ class DTLSSettings:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise errors.ArgumentTypeError(f"{name} must be an int, not {type(value).__name__}")
             if not 0 <= value < 2**32:
-                raise errors.InvalidArgumentError(f"{name} must be >= 0, not {value}")
+                raise errors.InvalidArgumentError(
+                    f"{name} must be in 0 .. {2**32 - 1}, not {value}")
         if not 1 <= self.handshake_timeout_min_ms <= self.handshake_timeout_max_ms:
             raise errors.InvalidArgumentError(
                 "need 1 <= handshake_timeout_min_ms <= handshake_timeout_max_ms"
@@ -116,7 +117,7 @@ class DTLSSettings:
                 )
             if not 0 <= self.park_after_ms < 2**32:
                 raise errors.InvalidArgumentError(
-                    f"park_after_ms must be >= 0, not {self.park_after_ms}"
+                    f"park_after_ms must be in 0 .. {2**32 - 1}, not {self.park_after_ms}"
                 )
 
     def _engine_options(self) -> dict[str, Any]:

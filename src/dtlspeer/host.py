@@ -421,7 +421,7 @@ class DTLSHost:
         if client_options is not None or client_psk is not None:
             client_config = self._client_config(client_options, client_psk, suites)
 
-        sock = _open_socket(bind_address, _check_int(port, "port"), False)
+        sock = _open_socket(bind_address, port)
         try:
             for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                 # Bursts of thousands of datagrams per tick; the OS may cap it.
