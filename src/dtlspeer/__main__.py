@@ -138,6 +138,13 @@ def _milliseconds_setting(text: str) -> float:
     return value
 
 
+def _record_size(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 16384:
+        raise argparse.ArgumentTypeError(f"must be in 0..16384, not {value}")
+    return value
+
+
 def _psk_hex(text: str) -> bytes:
     try:
         value = bytes.fromhex(text)
@@ -310,7 +317,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     if psk is not None:
         credentials.append(f"PSK identity {args.psk_identity!r}")
-    settings = DTLSSettings(idle_timeout_ms=round(args.idle_timeout * 1000))
+    settings = DTLSSettings(idle_timeout_ms=round(args.idle_timeout * 1000),
+                            max_receive_size=args.max_receive_size)
     host = DTLSHost(
         args.bind,
         args.port,
@@ -321,7 +329,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     started = time.monotonic()
     records: dict[int, int] = {}
-    echoed_bytes = not_echoed = 0
+    echoed_bytes = not_echoed = over_limit = 0
     how = "stopped"
     try:
         shown = args.bind if ":" not in args.bind else f"[{args.bind}]"
@@ -354,6 +362,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             print(f"connect {_addr(peer)} {peer.get_ciphersuite()}", flush=True)
                         elif event.type == HostEventType.DISCONNECT:
                             count = records.pop(peer.peer_id, 0)
+                            over_limit += peer.get_stats().get("dropped_over_limit", 0)
                             print(f"disconnect {_addr(peer)} {event.reason.name.lower()} "
                                   f"after {count} records: {event.message}", flush=True)
                         else:
@@ -364,12 +373,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:
                 how = "Ctrl-C"
         stats = host.get_stats()
+        over_limit += sum(p.get_stats().get("dropped_over_limit", 0) for p in host.peers)
         uptime = time.monotonic() - started
         print(f"stopped ({how}) after {uptime:.1f} s: {stats['connects']} connects, "
               f"{stats['disconnects']} disconnects, {stats['errors']} failed handshakes, "
               f"{stats['connected']} still connected, {stats['records_in'] - not_echoed} "
               f"records echoed ({echoed_bytes} bytes), {not_echoed} not echoed (larger than "
-              f"one record we can send), {stats['hvr_sent']} HelloVerifyRequests, "
+              f"one record we can send), {over_limit} dropped (larger than "
+              f"--max-receive-size), {stats['hvr_sent']} HelloVerifyRequests, "
               f"{stats['gate_dropped']} datagrams dropped by the cookie gate", flush=True)
     finally:
         host.close()  # close_notify to every connected client
@@ -772,6 +783,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--idle-timeout", type=_milliseconds_setting, default=60.0,
                        metavar="SECONDS",
                        help="drop clients silent this long, 0 = never (default 60)")
+    serve.add_argument("--max-receive-size", type=_record_size, default=1392, metavar="BYTES",
+                       help="drop (and count) records larger than this; 0 = any up to 16384 "
+                       "(default 1392, ENet's datagram size)")
     serve.add_argument("--max-peers", type=_positive_int, default=4096, metavar="N",
                        help="connections at once, handshaking + connected (default 4096)")
 
