@@ -4,7 +4,8 @@ A server::
 
     async def handler(conn: dtlspeer.aio.Connection) -> None:
         async for packet in conn:            # ends when the client closes
-            await conn.send(b"echo " + packet)
+            if len(packet) + 5 <= conn.get_max_packet_size():  # received records can be larger
+                await conn.send(b"echo " + packet)
 
     async with await dtlspeer.aio.serve(handler, "*", 4433, TLSOptions.server(key, cert)) as server:
         await server.serve_forever()
@@ -46,6 +47,11 @@ Backpressure:
 
 Clients: each :func:`connect` makes its own host (one UDP socket per
 connection, like ``asyncio.open_connection``), closed with the connection.
+
+Logging: a handler's exception is logged on the ``dtlspeer.aio`` logger as
+an error with its traceback; a handler ended by its own connection closing
+(``ConnectionClosed`` from ``recv``/``send``: the remote side's doing) only
+at debug level, so remote peers never control the log volume.
 
 Errors: local misuse raises :mod:`dtlspeer.errors` exceptions (a too large
 packet, a wrong type, two concurrent ``recv()`` calls). The remote side's

@@ -343,6 +343,8 @@ class DTLSHost:
             for event in host.service(timeout=1 / 60):
                 if event.type == HostEventType.CONNECT: ...
                 elif event.type == HostEventType.RECEIVE:
+                    # (records up to settings.max_receive_size arrive; check
+                    # replies against event.peer.get_max_packet_size())
                     event.peer.put_packet(reply(event.data))
                 elif event.type == HostEventType.DISCONNECT: ...   # event.reason
             host.broadcast(state)                                  # sent by the next service
