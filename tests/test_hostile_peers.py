@@ -35,6 +35,7 @@ from dtlspeer import (
     aio,
 )
 from test_cli import PSK_ARGS, Server
+from test_pylayer_hardening import LogRecords
 from udp_helpers import until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -255,15 +256,6 @@ def test_tick_game_server_example_survives_hostile_peers() -> None:
 # ---- examples/asyncio_chat_relay.py and aio ---------------------------------------------------
 
 
-class _ErrorLog(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 def in_thread(body: Callable[[], None]) -> threading.Thread:
     """Blocking clients run in a thread while the event loop serves."""
     thread = threading.Thread(target=body, daemon=True)
@@ -274,7 +266,7 @@ def in_thread(body: Callable[[], None]) -> threading.Thread:
 def test_asyncio_chat_relay_example_survives_hostile_peers() -> None:
     example = load_example("asyncio_chat_relay")
     key, cert = example.throwaway_certificate()
-    errors_logged = _ErrorLog()
+    errors_logged = LogRecords(logging.WARNING)
     logging.getLogger("dtlspeer").addHandler(errors_logged)
 
     async def main() -> None:

@@ -87,9 +87,11 @@ def test_aio_broadcast_refuses_another_servers_connection() -> None:
 # ---- item 6: aio log levels ----------------------------------------------------------------
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
+class LogRecords(logging.Handler):
+    """Keeps every record at ``level`` or above."""
+
+    def __init__(self, level: int = logging.DEBUG) -> None:
+        super().__init__(level)
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -97,7 +99,7 @@ class _Records(logging.Handler):
 
 
 def test_aio_remote_closes_are_debug_and_handler_bugs_are_errors() -> None:
-    records = _Records()
+    records = LogRecords()
     log = logging.getLogger("dtlspeer.aio")
     log.addHandler(records)
     old_level = log.level

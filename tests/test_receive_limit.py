@@ -12,16 +12,15 @@ import pytest
 from _host_clients import PSK_IDENTITY, PSK_KEY
 from dtlspeer import (
     DTLSHost,
-    DTLSServer,
     DTLSSettings,
     HostEventType,
     PacketPeerDTLS,
     PacketPeerUDP,
     TLSOptions,
-    UDPServer,
     aio,
     errors,
 )
+from godot_style_server import GodotStyleServer
 from identities import Identity, make_identity
 from udp_helpers import until
 
@@ -91,32 +90,17 @@ def test_host_limit_is_a_setting() -> None:
 
 
 def test_godot_style_server_drops_records_above_the_limit(ec_identity: Identity) -> None:
-    udp_server = UDPServer()
-    udp_server.listen(0, "127.0.0.1")
-    dtls = DTLSServer()
-    dtls.setup(TLSOptions.server(*ec_identity))
-    peers: list[PacketPeerDTLS] = []
     got: list[bytes] = []
-
-    def serve() -> None:
-        udp_server.poll()
-        while udp_server.is_connection_available():
-            peer = dtls.take_connection(udp_server.take_connection())
-            if peer.get_status() == PacketPeerDTLS.STATUS_HANDSHAKING:
-                peers.append(peer)
-        for peer in peers:
-            peer.poll()
-            while peer.get_available_packet_count() > 0:
-                got.append(peer.get_packet())
-
+    server = GodotStyleServer(TLSOptions.server(*ec_identity), lambda peer, data: got.append(data))
+    peers = server.peers
     udp = PacketPeerUDP()
-    udp.connect_to_host("127.0.0.1", udp_server.get_local_port())
+    udp.connect_to_host("127.0.0.1", server.port)
     client = PacketPeerDTLS()
     client.connect_to_peer(udp, "game.test", TLSOptions.client(ec_identity[1]),
                           settings=BIG_SENDER)
 
     def step() -> None:
-        serve()
+        server.step()
         client.poll()
 
     assert until(lambda: client.get_status() == PacketPeerDTLS.STATUS_CONNECTED and peers, step)
@@ -126,7 +110,7 @@ def test_godot_style_server_drops_records_above_the_limit(ec_identity: Identity)
     assert peers[0].get_stats()["dropped_over_limit"] == 1
     assert peers[0].get_status() == PacketPeerDTLS.STATUS_CONNECTED
     client.disconnect_from_peer()
-    udp_server.stop()
+    server.stop()
 
 
 def test_aio_server_drops_records_above_the_limit() -> None:

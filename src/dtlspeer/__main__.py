@@ -108,18 +108,22 @@ def _rdn_value(text: str, what: str) -> str:
     return out
 
 
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be in 0..65535, not {value}")
-    return value
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in low..high."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in {low}..{high}, not {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in "invalid int value"
+    return parse
 
 
-def _remote_port(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be in 1..65535, not {value}")
-    return value
+_port = _int_in(0, 65535)
+_remote_port = _int_in(1, 65535)
+_record_size = _int_in(0, 16384)
 
 
 def _seconds(text: str) -> float:
@@ -135,13 +139,6 @@ def _milliseconds_setting(text: str) -> float:
     if value * 1000 >= 2**32 - 0.5:
         raise argparse.ArgumentTypeError(
             f"must be at most {(2**32 - 1) / 1000:.3f} seconds (about 49.7 days), not {text}")
-    return value
-
-
-def _record_size(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 16384:
-        raise argparse.ArgumentTypeError(f"must be in 0..16384, not {value}")
     return value
 
 
