@@ -295,3 +295,39 @@ def test_no_listener_takes_over_a_bound_port() -> None:
         with pytest.raises(OSError):
             thief.bind(("127.0.0.1", host.get_local_port()))
     host.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or os.name != "posix" or os.geteuid() != 0,
+                    reason="needs root to switch to another uid")
+def test_another_local_user_cannot_take_over_a_listening_port() -> None:
+    """As uid 65534 (nobody), bind the port of a UDPServer and of a DTLSHost
+    with SO_REUSEADDR: Linux allows it when every socket on the port set the
+    option (Godot's listen does), so ours must not set it."""
+    import socket
+
+    from dtlspeer import UDPServer
+
+    server = UDPServer()
+    server.listen(0, "127.0.0.1")
+    host = DTLSHost("127.0.0.1", 0, server_psk=SERVER_PSK)
+    try:
+        for port in (server.get_local_port(), host.get_local_port()):
+            pid = os.fork()
+            if pid == 0:  # the child only binds and exits
+                code = 3
+                try:
+                    os.setgid(65534)
+                    os.setuid(65534)
+                    thief = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    thief.bind(("127.0.0.1", port))
+                    code = 1  # bound: the port could be taken over
+                except OSError:
+                    code = 0
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0, port
+    finally:
+        server.stop()
+        host.close()

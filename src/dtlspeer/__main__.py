@@ -11,8 +11,10 @@ Commands:
 
 Exit status: 0 success (``serve``: stopped by ``--duration``, Ctrl-C or
 SIGTERM); 1 failure (a file, socket or TLS error, a failed handshake, a
-``demo`` FAIL, a lost connection); 2 bad command line (usage on stderr);
-130 interrupted by Ctrl-C (every command but ``serve``).
+``demo`` FAIL, a lost connection, an existing ``gen-cert`` output without
+``--force``); 2 bad command line (usage on stderr); 130 interrupted by
+Ctrl-C (every command but ``serve``); 143 ``connect`` stopped by SIGTERM
+(it sends close_notify first).
 """
 
 from __future__ import annotations
@@ -47,9 +49,11 @@ EXIT_INTERRUPTED = 130
 EXIT_STATUS_HELP = """\
 exit status:
   0    success (serve: stopped by --duration, Ctrl-C or SIGTERM)
-  1    failure: file, socket or TLS error, failed handshake, lost connection, demo FAIL
+  1    failure: file, socket or TLS error, failed handshake, lost connection, demo FAIL,
+       gen-cert output exists (without --force)
   2    bad command line (the usage is printed to stderr)
-  130  interrupted by Ctrl-C (every command but serve)"""
+  130  interrupted by Ctrl-C (every command but serve)
+  143  connect stopped by SIGTERM (after sending close_notify)"""
 
 
 class _Progress:
