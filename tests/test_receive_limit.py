@@ -69,6 +69,7 @@ def test_host_drops_and_counts_records_above_the_limit() -> None:
     assert [len(d) for d in received()] == [1392, 10]
     peer = next(e.peer for e in events if e.type == HostEventType.CONNECT)
     assert until(lambda: peer.get_stats()["dropped_over_limit"] == 3, step)
+    assert server.get_stats()["dropped_over_limit"] == 3  # the host's total
     assert peer.get_status() == PacketPeerDTLS.STATUS_CONNECTED  # dropped, not failed
     server.close()
     client.close()

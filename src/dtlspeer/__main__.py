@@ -330,7 +330,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     started = time.monotonic()
     records: dict[int, int] = {}
-    echoed_bytes = not_echoed = over_limit = 0
+    echoed_bytes = not_echoed = 0
     how = "stopped"
     try:
         shown = args.bind if ":" not in args.bind else f"[{args.bind}]"
@@ -363,7 +363,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             print(f"connect {_addr(peer)} {peer.get_ciphersuite()}", flush=True)
                         elif event.type == HostEventType.DISCONNECT:
                             count = records.pop(peer.peer_id, 0)
-                            over_limit += peer.get_stats().get("dropped_over_limit", 0)
                             print(f"disconnect {_addr(peer)} {event.reason.name.lower()} "
                                   f"after {count} records: {event.message}", flush=True)
                         else:
@@ -374,13 +373,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:
                 how = "Ctrl-C"
         stats = host.get_stats()
-        over_limit += sum(p.get_stats().get("dropped_over_limit", 0) for p in host.peers)
         uptime = time.monotonic() - started
         print(f"stopped ({how}) after {uptime:.1f} s: {stats['connects']} connects, "
               f"{stats['disconnects']} disconnects, {stats['errors']} failed handshakes, "
               f"{stats['connected']} still connected, {stats['records_in'] - not_echoed} "
               f"records echoed ({echoed_bytes} bytes), {not_echoed} not echoed (larger than "
-              f"one record we can send), {over_limit} dropped (larger than "
+              f"one record we can send), {stats['dropped_over_limit']} dropped (larger than "
               f"--max-receive-size), {stats['hvr_sent']} HelloVerifyRequests, "
               f"{stats['gate_dropped']} datagrams dropped by the cookie gate", flush=True)
     finally:

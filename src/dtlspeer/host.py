@@ -736,8 +736,9 @@ class DTLSHost:
     def get_stats(self) -> dict[str, int]:
         """Host counters: peers (total / connected / handshaking), timers in
         the heap, datagrams in and out, send batches and drops, events by
-        type, timers run, gate results, drops by reason, and carried-over
-        calls. UDP-level counters are in :meth:`get_udp_stats`."""
+        type, timers run, gate results, drops by reason (``dropped_over_limit``:
+        records above ``settings.max_receive_size``, all peers), and
+        carried-over calls. UDP-level counters are in :meth:`get_udp_stats`."""
         out = ffi.new("dp_host_stats *")
         check(lib.dp_host_get_stats(self._require(), out), "get_stats")
         stats = _struct_to_dict("dp_host_stats", out[0])

@@ -981,6 +981,11 @@ int dp_conn_parked(const dp_conn *c)
     return c == NULL ? DP_ERR_INVALID_ARGUMENT : c->parked != NULL;
 }
 
+uint64_t dp_conn_dropped_over_limit(const dp_conn *c)
+{
+    return c != NULL ? c->stats.dropped_over_limit : 0;
+}
+
 void dp_conn_get_stats(const dp_conn *c, dp_conn_stats *out)
 {
     if (c != NULL && out != NULL) {

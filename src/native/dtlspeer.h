@@ -606,6 +606,7 @@ typedef struct dp_host_stats {
     uint64_t dropped_ended;      /* datagram for a peer that already ended */
     uint64_t send_to_ended;      /* dp_host_send to an ended or released peer (dropped) */
     uint64_t carried_over;       /* calls that left events for the next call (buffer full) */
+    uint64_t dropped_over_limit; /* records above the receive limit, all peers (dp_conn_stats) */
     int32_t last_send_error;     /* code of the last refused datagram, 0 if none */
     int32_t reserved;
 } dp_host_stats;
@@ -721,6 +722,9 @@ int dp_endpoint_send_batch(dp_endpoint *ep, const dp_endpoint_out *msgs, size_t 
  * ClientHello (a client starting over on a live association). */
 size_t dp_addr_transport_id(const dp_addr *a, unsigned char *out);
 int dp_is_initial_client_hello(const unsigned char *d, size_t len);
+/* dp_conn_stats.dropped_over_limit without copying the stats (dp_conn.c),
+ * for the host's running total. */
+uint64_t dp_conn_dropped_over_limit(const dp_conn *conn);
 /* now_ms, or the clock's reading for DP_NOW / DP_NOW_WALL (dp_common.c). */
 int64_t dp_resolve_now(int64_t now_ms);
 
