@@ -150,8 +150,9 @@ def run_metric(metric: Metric, libs: Sequence[Lib], cfg: Cfg, runs: int,
     return rows
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=(__doc__ or "").replace(
+                                    "python -m benchmarks", prog),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="short runs: 3 runs of 1 s, 500 idle connections (a few minutes)")
@@ -176,9 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse options, run the metrics, print the tables; exit 0 unless a run crashed."""
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") -> int:
+    """Parse options, run the metrics, print the tables; exit 0 unless a run
+    crashed. ``prog``: the command named in usage and errors (``python -m
+    dtlspeer bench`` when the CLI runs it, also from an installed wheel)."""
+    args = build_parser(prog).parse_args(argv)
     quick = args.quick
     runs = args.runs or (3 if quick else 5)
     seconds = args.seconds or (1.0 if quick else 2.0)

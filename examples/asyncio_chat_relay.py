@@ -27,21 +27,31 @@ class ChatRelay:
         self.server: aio.Server | None = None
         self.names: dict[aio.Connection, str] = {}
 
+    def relay(self, text: bytes, exclude: list[aio.Connection]) -> None:
+        """Broadcast ``text``, cut to the smallest record a recipient takes:
+        a client may send lines up to the receive limit (1392 bytes by
+        default), more than one record we send holds (~1160 bytes)."""
+        assert self.server is not None
+        sizes = [c.get_max_packet_size() for c in self.server.connections]
+        limit = min((n for n in sizes if n > 0), default=0)
+        if limit:
+            self.server.broadcast(text[:limit], exclude=exclude)
+
     async def handler(self, conn: aio.Connection) -> None:
         assert self.server is not None
         name = (await conn.recv()).decode("utf-8", "replace")[:32]
         self.names[conn] = name
-        self.server.broadcast(f"* {name} joined".encode(), exclude=conn)
+        self.relay(f"* {name} joined".encode(), exclude=[conn])
         try:
             async for line in conn:  # ends when the client sends close_notify
                 text = f"{name}: {line.decode('utf-8', 'replace')}".encode()
                 # Broadcast only to clients that said their name (exclude the rest).
                 others = [c for c in self.server.connections if c not in self.names]
-                self.server.broadcast(text, exclude=[conn, *others])
+                self.relay(text, exclude=[conn, *others])
         finally:
             del self.names[conn]
             if self.server.is_serving():
-                self.server.broadcast(f"* {name} left".encode())
+                self.relay(f"* {name} left".encode(), exclude=[])
 
 
 def throwaway_certificate() -> tuple[CryptoKey, X509Certificate]:

@@ -48,6 +48,7 @@ class EchoServer:
         self.dtls_server.setup(TLSOptions.server(key, cert))
         self.peers: list[PacketPeerDTLS] = []
         self.echoed = 0
+        self.not_echoed = 0  # received, but larger than one record we can send
 
     def step(self) -> None:
         """One frame: accept, poll every peer, echo every packet."""
@@ -69,8 +70,16 @@ class EchoServer:
             if status == PacketPeerDTLS.STATUS_CONNECTED and not was_connected:
                 print(f"connected {ip}:{port} {peer.get_ciphersuite()}", flush=True)
             while peer.get_available_packet_count() > 0:
-                peer.put_packet(peer.get_packet())
-                self.echoed += 1
+                packet = peer.get_packet()
+                # A client may send records up to settings.max_receive_size
+                # (1392 bytes by default) but one record we send holds less
+                # (get_max_packet_size(), ~1160 at MTU 1200): never echo
+                # blindly, put_packet would raise.
+                if len(packet) <= peer.get_max_packet_size():
+                    peer.put_packet(packet)
+                    self.echoed += 1
+                else:
+                    self.not_echoed += 1
             if status not in (PacketPeerDTLS.STATUS_HANDSHAKING, PacketPeerDTLS.STATUS_CONNECTED):
                 print(f"ended: {status.name}: {peer.get_last_error()}", flush=True)
         alive = (PacketPeerDTLS.STATUS_HANDSHAKING, PacketPeerDTLS.STATUS_CONNECTED)

@@ -11,13 +11,20 @@ Wire format (little-endian, one message per DTLS record):
 
 * client -> server ``INPUT``: ``<BIbb`` type=1, sequence, dx, dy
 * server -> client ``WELCOME``: ``<BH`` type=1, your player id
-* server -> client ``WORLD``: ``<BIH`` type=2, tick, player count, then per
-  player ``<HiiI`` id, x, y, last input sequence applied
+* server -> client ``WORLD``: ``<BIHH`` type=2, tick, total player count,
+  index of this part's first player, then per player ``<HiiI`` id, x, y,
+  last input sequence applied
 
 Records are datagrams: an input can be lost, so clients send their inputs
 with a sequence number and the world state tells them what was applied.
-A world state must fit one record (about 1160 bytes at the default MTU:
-72 players of 14 bytes); bigger games split it or send per-player views.
+A record holds about 1160 bytes at the default MTU (81 players of 14
+bytes), so a bigger world goes out as several WORLD parts per tick;
+:class:`WorldAssembler` puts them back together (a tick whose parts did not
+all arrive is simply superseded by the next one).
+
+Every remote input is untrusted: records that are not a well-formed INPUT
+are ignored, movement is clamped to the world's bounds, and player ids are
+reused once free (they are 16-bit on the wire).
 
     python examples/tick_game_server.py --port 4433 --save-cert server.crt
     python examples/tick_game_server.py --self-test
@@ -48,10 +55,45 @@ from dtlspeer import (
 
 INPUT = struct.Struct("<BIbb")
 WELCOME = struct.Struct("<BH")
-WORLD = struct.Struct("<BIH")
+WORLD = struct.Struct("<BIHH")
 PLAYER = struct.Struct("<HiiI")
 MSG_INPUT = MSG_WELCOME = 1
 MSG_WORLD = 2
+MAX_PLAYER_ID = 0xFFFF  # ids are 16-bit on the wire; 0 means "none yet"
+WORLD_BOUND = 1 << 24  # |x|, |y| never exceed it (positions are 32-bit on the wire)
+
+
+def _clamp(value: int) -> int:
+    return max(-WORLD_BOUND, min(WORLD_BOUND, value))
+
+
+class WorldAssembler:
+    """Client side: rebuilds a tick's world from its WORLD parts."""
+
+    def __init__(self) -> None:
+        self.tick = 0
+        self.total = 0
+        self.players: dict[int, tuple[int, int, int]] = {}
+
+    @property
+    def complete(self) -> bool:
+        """True once every player of the newest tick arrived."""
+        return self.tick > 0 and len(self.players) == self.total
+
+    def feed(self, data: bytes) -> bool:
+        """Take one record; True if it was a WORLD part of the newest tick."""
+        if len(data) < WORLD.size or data[0] != MSG_WORLD:
+            return False
+        _, tick, total, _first = WORLD.unpack_from(data)
+        if tick < self.tick:
+            return False  # an old part arriving late
+        if tick > self.tick:
+            self.tick, self.total, self.players = tick, total, {}
+        count = (len(data) - WORLD.size) // PLAYER.size
+        for k in range(count):
+            pid, x, y, seq = PLAYER.unpack_from(data, WORLD.size + k * PLAYER.size)
+            self.players[pid] = (x, y, seq)
+        return True
 
 
 @dataclass
@@ -74,14 +116,29 @@ class GameServer:
         self.tick = 0
         self.players: dict[HostPeer, Player] = {}
         self.next_id = 1
+        self.ids_in_use: set[int] = set()
+        # Largest WORLD part: the smallest record a connected peer accepts
+        # from us (get_max_packet_size() depends on the MTU and the suite).
+        self.record_budget = 16384
+
+    def allocate_id(self) -> int:
+        """A free player id in 1..65535 (ids of players who left are reused)."""
+        if len(self.ids_in_use) >= MAX_PLAYER_ID:
+            raise RuntimeError("no free player id")  # max_peers (4096) keeps us far below
+        while self.next_id in self.ids_in_use or not 1 <= self.next_id <= MAX_PLAYER_ID:
+            self.next_id = self.next_id % MAX_PLAYER_ID + 1
+        player_id = self.next_id
+        self.ids_in_use.add(player_id)
+        self.next_id = player_id % MAX_PLAYER_ID + 1
+        return player_id
 
     def handle_events(self, timeout: float) -> None:
         for event in self.host.service(timeout):
             peer = event.peer
             if event.type == HostEventType.CONNECT:
-                player = Player(self.next_id)
-                self.next_id += 1
+                player = Player(self.allocate_id())
                 self.players[peer] = player
+                self.record_budget = min(self.record_budget, peer.get_max_packet_size())
                 peer.put_packet(WELCOME.pack(MSG_WELCOME, player.player_id))
                 print(f"player {player.player_id} joined from {peer.get_peer_address()}",
                       flush=True)
@@ -97,20 +154,25 @@ class GameServer:
             elif event.type == HostEventType.DISCONNECT:
                 gone = self.players.pop(peer, None)
                 if gone is not None:
+                    self.ids_in_use.discard(gone.player_id)
                     print(f"player {gone.player_id} left: {event.reason.name}", flush=True)
 
     def step(self) -> None:
-        """One tick: apply inputs, broadcast the world."""
+        """One tick: apply inputs, broadcast the world (in as many WORLD
+        parts as it needs)."""
         self.tick += 1
         for player in self.players.values():
             dx, dy = player.pending
-            player.x += dx
-            player.y += dy
+            player.x = _clamp(player.x + dx)
+            player.y = _clamp(player.y + dy)
             player.pending = (0, 0)
-        state = WORLD.pack(MSG_WORLD, self.tick, len(self.players)) + b"".join(
-            PLAYER.pack(p.player_id, p.x, p.y, p.last_seq) for p in self.players.values()
-        )
-        self.host.broadcast(state)  # leaves with the next service() (or flush())
+        entries = [PLAYER.pack(p.player_id, p.x, p.y, p.last_seq) for p in self.players.values()]
+        per_part = max(1, (self.record_budget - WORLD.size) // PLAYER.size)
+        total = len(entries)
+        for first in range(0, max(total, 1), per_part):
+            part = WORLD.pack(MSG_WORLD, self.tick, total, first)
+            # Each part leaves with the next service() (or flush()).
+            self.host.broadcast(part + b"".join(entries[first : first + per_part]))
 
     def run(self, stop: threading.Event, duration: float | None = None) -> None:
         """The fixed-rate loop: sleep in service() until the next tick."""
@@ -152,6 +214,7 @@ def self_test() -> int:
     sent = [0] * n_clients
     last_world: list[dict[int, tuple[int, int, int]]] = [{} for _ in clients]
     last_tick = [0] * n_clients
+    assemblers = [WorldAssembler() for _ in clients]
     worlds_seen = [0] * n_clients
 
     def goal(i: int) -> tuple[int, int, int]:  # client i moves +1 x and +i y per input
@@ -179,16 +242,12 @@ def self_test() -> int:
                     data = event.data
                     if data[0] == MSG_WELCOME:
                         my_id[i] = WELCOME.unpack(data)[1]
-                    elif data[0] == MSG_WORLD:
-                        _, tick, count = WORLD.unpack_from(data)
+                    elif assemblers[i].feed(data) and assemblers[i].complete:
+                        tick = assemblers[i].tick
                         assert tick > last_tick[i], (tick, last_tick[i])  # loopback keeps order
                         last_tick[i] = tick
                         worlds_seen[i] += 1
-                        world = {}
-                        for k in range(count):
-                            pid, x, y, seq = PLAYER.unpack_from(data, WORLD.size + k * PLAYER.size)
-                            world[pid] = (x, y, seq)
-                        last_world[i] = world
+                        last_world[i] = dict(assemblers[i].players)
                 # One input per client per world update received: a steady stream.
                 if my_id[i] and sent[i] < n_inputs and sent[i] < worlds_seen[i]:
                     sent[i] += 1

@@ -18,15 +18,14 @@ import pytest
 from _host_clients import PSK_IDENTITY, PSK_KEY
 from dtlspeer import (
     DisconnectReason,
-    DTLSServer,
     DTLSSettings,
     PacketPeerDTLS,
     PacketPeerUDP,
     TLSOptions,
-    UDPServer,
     aio,
     errors,
 )
+from godot_style_server import GodotStyleServer
 from identities import Identity, make_identity
 
 Status = PacketPeerDTLS.Status
@@ -584,23 +583,13 @@ def test_local_misuse_raises() -> None:
 
 def test_aio_client_against_a_godot_style_dtlsserver(identity: Identity) -> None:
     async def main() -> None:
-        udp_server = UDPServer()
-        udp_server.listen(0, "127.0.0.1")
-        dtls = DTLSServer()
-        dtls.setup(TLSOptions.server(*identity))
-        peers: list[PacketPeerDTLS] = []
+        server = GodotStyleServer(TLSOptions.server(*identity),
+                                  lambda peer, data: peer.put_packet(b"re:" + data))
+        udp_server, peers = server.udp_server, server.peers
 
         async def godot_server() -> None:
             while True:
-                udp_server.poll()
-                while udp_server.is_connection_available():
-                    peer = dtls.take_connection(udp_server.take_connection())
-                    if peer.get_status() == Status.STATUS_HANDSHAKING:
-                        peers.append(peer)
-                for peer in peers:
-                    peer.poll()
-                    while peer.get_available_packet_count() > 0:
-                        peer.put_packet(b"re:" + peer.get_packet())
+                server.step()
                 await asyncio.sleep(0.002)
 
         serving = asyncio.ensure_future(godot_server())

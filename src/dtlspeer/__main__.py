@@ -11,8 +11,10 @@ Commands:
 
 Exit status: 0 success (``serve``: stopped by ``--duration``, Ctrl-C or
 SIGTERM); 1 failure (a file, socket or TLS error, a failed handshake, a
-``demo`` FAIL, a lost connection); 2 bad command line (usage on stderr);
-130 interrupted by Ctrl-C (every command but ``serve``).
+``demo`` FAIL, a lost connection, an existing ``gen-cert`` output without
+``--force``); 2 bad command line (usage on stderr); 130 interrupted by
+Ctrl-C (every command but ``serve``); 143 ``connect`` stopped by SIGTERM
+(it sends close_notify first).
 """
 
 from __future__ import annotations
@@ -28,13 +30,13 @@ import sys
 import textwrap
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from . import __version__
 from .build_info import build_info, ciphersuites, mbedtls_version
 from .crypto import Crypto, CryptoKey, X509Certificate
 from .dtls import DTLSServer, DTLSSettings, PacketPeerDTLS
-from .errors import DTLSPeerError
+from .errors import DTLSPeerError, InvalidArgumentError
 from .host import DTLSHost, HostEventType, HostPeer
 from .tls_options import TLSOptions
 from .udp import PacketPeerUDP, UDPServer
@@ -47,9 +49,11 @@ EXIT_INTERRUPTED = 130
 EXIT_STATUS_HELP = """\
 exit status:
   0    success (serve: stopped by --duration, Ctrl-C or SIGTERM)
-  1    failure: file, socket or TLS error, failed handshake, lost connection, demo FAIL
+  1    failure: file, socket or TLS error, failed handshake, lost connection, demo FAIL,
+       gen-cert output exists (without --force)
   2    bad command line (the usage is printed to stderr)
-  130  interrupted by Ctrl-C (every command but serve)"""
+  130  interrupted by Ctrl-C (every command but serve)
+  143  connect stopped by SIGTERM (after sending close_notify)"""
 
 
 class _Progress:
@@ -78,24 +82,67 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be in 0..65535, not {value}")
+def _days(text: str) -> int:
+    value = _positive_int(text)
+    try:
+        datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=value)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(
+            f"{value} days from now is past the year 9999") from None
     return value
 
 
-def _remote_port(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be in 1..65535, not {value}")
-    return value
+# RFC 4514 specials, written as hex pairs: Mbed TLS parses "\2C" everywhere,
+# while its "\\," handling differs from the RFC (see crypto._check_rdn_string).
+_RDN_SPECIALS = frozenset(',=+<>#;"\\')
+
+
+def _rdn_value(text: str, what: str) -> str:
+    """``text`` escaped for one attribute value of an RDN string (so
+    ``--organization 'a,CN=evil'`` stays one O= value)."""
+    if not text:
+        raise argparse.ArgumentTypeError(f"{what} must not be empty")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        raise argparse.ArgumentTypeError(f"{what} must not contain control characters")
+    out = "".join(f"\\{ord(ch):02X}" if ch in _RDN_SPECIALS else ch for ch in text)
+    if out.startswith(" "):
+        out = "\\20" + out[1:]
+    if out.endswith(" "):
+        out = out[:-1] + "\\20"
+    return out
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in low..high."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in {low}..{high}, not {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in "invalid int value"
+    return parse
+
+
+_port = _int_in(0, 65535)
+_remote_port = _int_in(1, 65535)
+_record_size = _int_in(0, 16384)
 
 
 def _seconds(text: str) -> float:
     value = float(text)
     if not value >= 0 or value == float("inf"):  # also rejects NaN
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text}")
+    return value
+
+
+def _milliseconds_setting(text: str) -> float:
+    """Seconds for a DTLSSettings field in whole ms (at most 2**32-1 ms)."""
+    value = _seconds(text)
+    if value * 1000 >= 2**32 - 0.5:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {(2**32 - 1) / 1000:.3f} seconds (about 49.7 days), not {text}")
     return value
 
 
@@ -142,7 +189,26 @@ def cmd_gen_cert(args: argparse.Namespace) -> int:
 
     The host goes into the subject CN and into a subjectAltName entry (an IP
     address entry for an IP literal, a DNS entry otherwise), so both Godot's
-    CN check and modern SAN checks accept it."""
+    CN check and modern SAN checks accept it. Name parts are escaped (RFC
+    4514 specials as hex pairs); existing files are only replaced with
+    ``--force``; key and certificate must be two different files."""
+    host = args.host
+    try:
+        name = ",".join(f"{kind}={_rdn_value(value, what)}" for kind, value, what in (
+            ("CN", host, "HOST"), ("O", args.organization, "--organization"),
+            ("C", args.country, "--country")))
+    except argparse.ArgumentTypeError as exc:
+        args.parser.error(str(exc))
+    key_path = args.key_out or f"{host}.key"
+    cert_path = args.cert_out or f"{host}.crt"
+    if os.path.realpath(key_path) == os.path.realpath(cert_path):
+        args.parser.error(f"--key-out {key_path} and --cert-out {cert_path} name the same file "
+                          "(the certificate would replace the key)")
+    if not args.force:
+        for path in (key_path, cert_path):
+            if os.path.lexists(path):
+                print(f"error: {path} exists; use --force to replace it", file=sys.stderr)
+                return EXIT_FAILURE
     crypto = Crypto()
     if args.key_type == "rsa":
         progress = _Progress(args.quiet)
@@ -150,7 +216,6 @@ def cmd_gen_cert(args: argparse.Namespace) -> int:
         key = crypto.generate_rsa(args.rsa_bits)
     else:
         key = crypto.generate_ec(args.key_type.upper())
-    host = args.host
     try:
         ipaddress.ip_address(host)
         dns_names: list[str] = []
@@ -160,12 +225,9 @@ def cmd_gen_cert(args: argparse.Namespace) -> int:
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
     not_before = (now - datetime.timedelta(hours=1)).strftime("%Y%m%d%H%M%S")
     not_after = (now + datetime.timedelta(days=args.days)).strftime("%Y%m%d%H%M%S")
-    name = f"CN={host},O={args.organization},C={args.country}"
     cert = crypto.generate_self_signed_certificate(
         key, name, not_before, not_after, dns_names=dns_names, ip_addresses=ip_addresses
     )
-    key_path = args.key_out or f"{host}.key"
-    cert_path = args.cert_out or f"{host}.crt"
     key.save(key_path)
     cert.save(cert_path)
     print(f"private key: {key_path} ({key.key_type} {key.key_size} bits)")
@@ -195,18 +257,27 @@ def _throwaway_certificate() -> tuple[CryptoKey, X509Certificate]:
 
 
 class _StopFlag:
-    """Set by SIGTERM (and SIGBREAK on Windows) while ``serve`` runs."""
+    """Set by SIGINT (Ctrl-C), SIGTERM and SIGBREAK (Windows) while a command
+    runs: the loop stops at its next turn and shuts down cleanly (a
+    KeyboardInterrupt could cut a line being printed, or skip close_notify)."""
+
+    NAMES: ClassVar[dict[str, str]] = {
+        "SIGINT": "Ctrl-C", "SIGTERM": "SIGTERM", "SIGBREAK": "SIGBREAK"}
 
     def __init__(self) -> None:
         self.stopped = False
+        self.signum = 0
+        self.how = ""
         self._saved: list[tuple[int, Any]] = []
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.stopped = True
+        self.signum = signum
+        self.how = self.NAMES.get(signal.Signals(signum).name, "signal")
 
     def __enter__(self) -> _StopFlag:
         if threading.current_thread() is threading.main_thread():
-            for name in ("SIGTERM", "SIGBREAK"):
+            for name in self.NAMES:
                 signum = getattr(signal, name, None)
                 if signum is not None:
                     self._saved.append((signum, signal.signal(signum, self._handler)))
@@ -247,7 +318,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     if psk is not None:
         credentials.append(f"PSK identity {args.psk_identity!r}")
-    settings = DTLSSettings(idle_timeout_ms=round(args.idle_timeout * 1000))
+    settings = DTLSSettings(idle_timeout_ms=round(args.idle_timeout * 1000),
+                            max_receive_size=args.max_receive_size)
     host = DTLSHost(
         args.bind,
         args.port,
@@ -258,7 +330,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     started = time.monotonic()
     records: dict[int, int] = {}
-    echoed_bytes = 0
+    echoed_bytes = not_echoed = 0
     how = "stopped"
     try:
         shown = args.bind if ":" not in args.bind else f"[{args.bind}]"
@@ -277,8 +349,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     for event in host.service(wait):
                         peer = event.peer
                         if event.type == HostEventType.RECEIVE:
-                            peer.put_packet(event.data)
                             records[peer.peer_id] = records.get(peer.peer_id, 0) + 1
+                            try:
+                                peer.put_packet(event.data)
+                            except InvalidArgumentError:
+                                # Received (up to settings.max_receive_size) but
+                                # larger than one record we can send: counted.
+                                not_echoed += 1
+                                continue
                             echoed_bytes += len(event.data)
                         elif event.type == HostEventType.CONNECT:
                             records[peer.peer_id] = 0
@@ -291,27 +369,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             print(f"handshake-failed {_addr(peer)}: {event.message}",
                                   flush=True)
                 else:
-                    how = "SIGTERM"
+                    how = stop.how
             except KeyboardInterrupt:
                 how = "Ctrl-C"
         stats = host.get_stats()
         uptime = time.monotonic() - started
         print(f"stopped ({how}) after {uptime:.1f} s: {stats['connects']} connects, "
               f"{stats['disconnects']} disconnects, {stats['errors']} failed handshakes, "
-              f"{stats['connected']} still connected, {stats['records_in']} records echoed "
-              f"({echoed_bytes} bytes), {stats['hvr_sent']} HelloVerifyRequests, "
+              f"{stats['connected']} still connected, {stats['records_in'] - not_echoed} "
+              f"records echoed ({echoed_bytes} bytes), {not_echoed} not echoed (larger than "
+              f"one record we can send), {stats['dropped_over_limit']} dropped (larger than "
+              f"--max-receive-size), {stats['hvr_sent']} HelloVerifyRequests, "
               f"{stats['gate_dropped']} datagrams dropped by the cookie gate", flush=True)
     finally:
         host.close()  # close_notify to every connected client
     return EXIT_OK
 
 
+# Longest stdin line kept: a record holds at most 16 KiB, so anything longer
+# could never be sent; it is skipped (reported) instead of buffered.
+_MAX_LINE = 16384
+_LINE_TOO_LONG = b""  # queued in place of a skipped line (empty lines are never queued)
+
+
 def _stdin_lines(out: queue.Queue[bytes | None]) -> None:
     """Read stdin's file descriptor (not ``sys.stdin``: a daemon thread
     blocked in a buffered read can break interpreter shutdown) and queue
-    one item per line, newline removed; None at end of input."""
+    one item per line, newline removed; None at end of input. Linear in the
+    input and bounded: a line longer than ``_MAX_LINE`` is dropped as it
+    arrives (``_LINE_TOO_LONG`` is queued once for it), and the queue is
+    bounded, so a fast producer waits for the network."""
     fd = sys.stdin.fileno()
-    pending = b""
+    line = bytearray()
+    skipping = False
     while True:
         try:
             chunk = os.read(fd, 65536)
@@ -319,13 +409,49 @@ def _stdin_lines(out: queue.Queue[bytes | None]) -> None:
             chunk = b""
         if not chunk:
             break
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            out.put(line[:-1] if line.endswith(b"\r") else line)
-    if pending:
-        out.put(pending)
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            if not skipping:
+                line += chunk[start : len(chunk) if end < 0 else end]
+                if len(line) > _MAX_LINE + 1:  # (+1: a trailing \r is removed below)
+                    skipping = True
+                    line.clear()
+                    out.put(_LINE_TOO_LONG)
+            if end < 0:
+                break
+            if not skipping and line:
+                out.put(bytes(line[:-1] if line.endswith(b"\r") else line))
+            line.clear()
+            skipping = False
+            start = end + 1
+    if line and not skipping:
+        out.put(bytes(line))
     out.put(None)
+
+
+_PLAIN_ASCII = bytes(b for b in range(0x20, 0x7F) if b != ord("\\"))
+
+
+def _escape_char(ch: str) -> str:
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8 (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    if ch == "\\":
+        return "\\\\"
+    if ch.isprintable():
+        return ch
+    return ch.encode("unicode_escape").decode("ascii")
+
+
+def _printable(data: bytes) -> str:
+    """A received record as one safe line: printable text as is; control
+    characters (C0, DEL, C1, bidirectional overrides...), backslashes and
+    bytes that are not UTF-8 as Python escapes, so a server cannot move the
+    cursor, retitle or clear the terminal."""
+    if not data.translate(None, _PLAIN_ASCII):
+        return data.decode("ascii")  # the common case: plain text
+    return "".join(map(_escape_char, data.decode("utf-8", "surrogateescape")))
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
@@ -348,7 +474,12 @@ def cmd_connect(args: argparse.Namespace) -> int:
     settings = DTLSSettings(idle_timeout_ms=0)  # the server decides when we are idle
     host = DTLSHost("*", 0, client_options=options, client_psk=psk, settings=settings)
     try:
-        return _run_client(args, host)
+        with _StopFlag() as stop:
+            status = _run_client(args, host, stop)
+            if stop.stopped:
+                print(f"interrupted ({stop.how})", file=sys.stderr, flush=True)
+                return 128 + stop.signum
+            return status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
@@ -356,11 +487,11 @@ def cmd_connect(args: argparse.Namespace) -> int:
         host.close()  # close_notify if still connected
 
 
-def _run_client(args: argparse.Namespace, host: DTLSHost) -> int:
+def _run_client(args: argparse.Namespace, host: DTLSHost, stop: _StopFlag) -> int:
     hostname = args.hostname if args.hostname is not None else args.host
     peer = host.connect(args.host, args.port, hostname)
     deadline = time.monotonic() + args.timeout
-    while peer.get_status() == PacketPeerDTLS.STATUS_HANDSHAKING:
+    while peer.get_status() == PacketPeerDTLS.STATUS_HANDSHAKING and not stop.stopped:
         left = deadline - time.monotonic()
         if left <= 0:
             heard = peer.get_stats().get("datagrams_in", 0)
@@ -372,13 +503,21 @@ def _run_client(args: argparse.Namespace, host: DTLSHost) -> int:
                 print(f"error: handshake with {args.host}:{args.port} failed: {event.message}",
                       file=sys.stderr)
                 return EXIT_FAILURE
+    if stop.stopped:
+        return EXIT_OK  # (the caller reports the signal; close() sends close_notify)
     print(f"connected to {args.host}:{args.port} ({peer.get_ciphersuite()}, records up to "
           f"{peer.get_max_packet_size()} bytes)", file=sys.stderr, flush=True)
-    lines: queue.Queue[bytes | None] = queue.Queue()
+    lines: queue.Queue[bytes | None] = queue.Queue(maxsize=1024)
     threading.Thread(target=_stdin_lines, args=(lines,), daemon=True).start()
     sent = received = 0
     end_of_input: float | None = None
-    while True:
+
+    def show(data: bytes) -> None:
+        if args.raw:
+            sys.stdout.buffer.write(data + b"\n")
+        else:
+            sys.stdout.write(_printable(data) + "\n")
+    while not stop.stopped:
         while end_of_input is None:
             try:
                 line = lines.get_nowait()
@@ -386,6 +525,9 @@ def _run_client(args: argparse.Namespace, host: DTLSHost) -> int:
                 break
             if line is None:
                 end_of_input = time.monotonic()
+            elif line == _LINE_TOO_LONG:
+                print(f"warning: line not sent: longer than {_MAX_LINE} bytes",
+                      file=sys.stderr, flush=True)
             elif line:
                 try:
                     peer.put_packet(line)
@@ -399,13 +541,15 @@ def _run_client(args: argparse.Namespace, host: DTLSHost) -> int:
         for event in host.service(0.02):
             if event.type == HostEventType.RECEIVE:
                 received += 1
-                sys.stdout.write(event.data.decode("utf-8", "backslashreplace") + "\n")
+                show(event.data)
                 sys.stdout.flush()
             elif event.type == HostEventType.DISCONNECT:
                 print(f"disconnected by {args.host}:{args.port} ({event.reason.name.lower()}): "
                       f"{event.message}; {sent} records sent, {received} received",
                       file=sys.stderr)
                 return EXIT_OK if event.reason.name == "PEER_CLOSED" else EXIT_FAILURE
+    if stop.stopped:
+        return EXIT_OK  # (the caller reports the signal; close() sends close_notify)
     peer.disconnect_from_peer()
     host.flush()
     print(f"done: {sent} records sent, {received} received", file=sys.stderr)
@@ -537,7 +681,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         options = " ".join(["--quick", *extra])
         print(f"bench: running the benchmark runner with `{options}` "
               "(minutes; -v prints every run as it ends)", file=sys.stderr, flush=True)
-    return int(bench_main(["--quick", *extra]))
+    return int(bench_main(["--quick", *extra], prog="python -m dtlspeer bench"))
 
 
 def _add_command(
@@ -599,13 +743,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="key algorithm (default p-256, the fastest to handshake)")
     gen.add_argument("--rsa-bits", type=int, default=2048,
                      help="RSA key size, 2048..4096 (default 2048)")
-    gen.add_argument("--days", type=_positive_int, default=365,
+    gen.add_argument("--days", type=_days, default=365,
                      help="validity in days (default 365)")
     gen.add_argument("--organization", default="dtlspeer",
                      help="O= of the subject (default dtlspeer)")
     gen.add_argument("--country", default="IT", help="C= of the subject (default IT, as Godot)")
-    gen.add_argument("--key-out", metavar="PATH", help="key file (default HOST.key, mode 0600)")
+    gen.add_argument("--key-out", metavar="PATH",
+                     help="key file (default HOST.key; written as a new file, mode 0600)")
     gen.add_argument("--cert-out", metavar="PATH", help="certificate file (default HOST.crt)")
+    gen.add_argument("--force", action="store_true",
+                     help="replace existing key and certificate files (default: refuse)")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
 
     serve = _add_command(
@@ -632,8 +779,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_psk(serve)
     serve.add_argument("--duration", type=_seconds, default=None, metavar="SECONDS",
                        help="stop after this long (default: run until Ctrl-C or SIGTERM)")
-    serve.add_argument("--idle-timeout", type=_seconds, default=60.0, metavar="SECONDS",
+    serve.add_argument("--idle-timeout", type=_milliseconds_setting, default=60.0,
+                       metavar="SECONDS",
                        help="drop clients silent this long, 0 = never (default 60)")
+    serve.add_argument("--max-receive-size", type=_record_size, default=1392, metavar="BYTES",
+                       help="drop (and count) records larger than this; 0 = any up to 16384 "
+                       "(default 1392, ENet's datagram size)")
     serve.add_argument("--max-peers", type=_positive_int, default=4096, metavar="N",
                        help="connections at once, handshaking + connected (default 4096)")
 
@@ -664,6 +815,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_psk(connect)
     connect.add_argument("--timeout", type=_seconds, default=10.0, metavar="SECONDS",
                          help="give up (exit 1) if the handshake takes longer (default 10)")
+    connect.add_argument("--raw", action="store_true",
+                         help="print received records as raw bytes (default: control "
+                         "characters and bytes that are not UTF-8 are printed escaped, so a "
+                         "server cannot send terminal escape sequences)")
     connect.add_argument("--linger", type=_seconds, default=2.0, metavar="SECONDS",
                          help="after the end of input, wait at most this long for replies "
                          "(default 2)")

@@ -251,6 +251,7 @@ class EngineConfig:
         handshake_deadline_ms: int = 0,
         idle_timeout_ms: int = 0,
         mtu: int = 0,
+        max_record_in: int = 0,
         badmac_limit: int = 0,
         park_after_ms: Optional[int] = None,
     ) -> None:
@@ -267,6 +268,7 @@ class EngineConfig:
         )
         check(lib.dp_config_set_idle_timeout(self._ptr, idle_timeout_ms), "idle timeout")
         check(lib.dp_config_set_mtu(self._ptr, mtu), "mtu")
+        check(lib.dp_config_set_max_record_in(self._ptr, max_record_in), "max_record_in")
         check(lib.dp_config_set_badmac_limit(self._ptr, badmac_limit), "badmac limit")
         # None keeps the role's default: servers park after 5000 ms, clients never.
         if park_after_ms is not None:

@@ -4,7 +4,8 @@ A server::
 
     async def handler(conn: dtlspeer.aio.Connection) -> None:
         async for packet in conn:            # ends when the client closes
-            await conn.send(b"echo " + packet)
+            if len(packet) + 5 <= conn.get_max_packet_size():  # received records can be larger
+                await conn.send(b"echo " + packet)
 
     async with await dtlspeer.aio.serve(handler, "*", 4433, TLSOptions.server(key, cert)) as server:
         await server.serve_forever()
@@ -28,8 +29,9 @@ Backpressure:
 
 * **Receiving.** All peers share one socket, so the loop cannot stop reading
   for one slow peer without stalling every other one. Each connection has a
-  bounded queue (``max_queue`` packets); when it is full the ``overflow``
-  policy applies: ``Overflow.DROP_NEWEST`` (default: the arriving packet is
+  bounded queue (``max_queue`` packets and ``max_queue_bytes`` bytes, each
+  packet counted as its size + 64); when it is full the ``overflow`` policy
+  applies: ``Overflow.DROP_NEWEST`` (default: the arriving packet is
   dropped, as a full socket buffer would), ``Overflow.DROP_OLDEST`` (the
   oldest queued packet makes room: the freshest game state wins) or
   ``Overflow.CLOSE`` (the connection is closed with a ConnectionClosedError).
@@ -45,6 +47,11 @@ Backpressure:
 
 Clients: each :func:`connect` makes its own host (one UDP socket per
 connection, like ``asyncio.open_connection``), closed with the connection.
+
+Logging: a handler's exception is logged on the ``dtlspeer.aio`` logger as
+an error with its traceback; a handler ended by its own connection closing
+(``ConnectionClosed`` from ``recv``/``send``: the remote side's doing) only
+at debug level, so remote peers never control the log volume.
 
 Errors: local misuse raises :mod:`dtlspeer.errors` exceptions (a too large
 packet, a wrong type, two concurrent ``recv()`` calls). The remote side's
@@ -66,9 +73,11 @@ import enum
 import ipaddress
 import logging
 import socket
+import warnings
+import weakref
 from collections import deque
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
-from typing import Any, Callable
+from collections.abc import Awaitable, Iterable, Mapping, MutableMapping, Sequence
+from typing import Any, Callable, NamedTuple
 
 from . import errors
 from ._binding import lib
@@ -99,6 +108,13 @@ _OK_REASONS = (DisconnectReason.PEER_CLOSED, DisconnectReason.LOCAL)
 # Timers fire on whole milliseconds of the host clock: a little late, never early.
 _TIMER_SLACK_S = 0.001
 DEFAULT_MAX_QUEUE = 1024
+# 128 KiB per connection: ~94 full-size records (1392 bytes) of backlog, and
+# 512 MiB at max_peers=4096 if every handler stopped reading (16 KiB records
+# x 1024 packets allowed ~16 MiB each, ~64 GiB at 4096).
+DEFAULT_MAX_QUEUE_BYTES = 128 * 1024
+# What a queued packet costs beyond its payload (bytes object header and the
+# deque slot), so a flood of tiny packets is bounded in bytes too.
+_PACKET_OVERHEAD = 64
 DEFAULT_WRITE_LIMIT = 256
 
 Handler = Callable[["Connection"], Awaitable[Any]]
@@ -179,7 +195,8 @@ def _handshake_error(
 
 
 class Overflow(str, enum.Enum):
-    """What a full receive queue (``max_queue`` packets) does with a new packet."""
+    """What a full receive queue (``max_queue`` packets or ``max_queue_bytes``
+    bytes) does with a new packet."""
 
     DROP_NEWEST = "drop_newest"
     """Drop the arriving packet (counted): the default."""
@@ -193,6 +210,7 @@ class Overflow(str, enum.Enum):
 # ---- the loop driver ------------------------------------------------------------------------
 
 
+
 class _Endpoint:
     """Drives one DTLSHost from an event loop and routes its events."""
 
@@ -203,11 +221,16 @@ class _Endpoint:
         on_accept: Callable[[HostPeer], None] | None,
         write_limit: int,
     ) -> None:
+        """``on_accept`` None: a client's endpoint, which holds its one
+        Connection weakly: the application owns it, and one dropped without
+        ``close()`` is finalized at once (see ``Connection.__del__``)."""
         self.loop = loop
         self.host = host
         self.on_accept = on_accept
         self.write_limit = write_limit
-        self.conns: dict[HostPeer, Connection] = {}
+        self.conns: MutableMapping[HostPeer, Connection] = (
+            {} if on_accept is not None else weakref.WeakValueDictionary()
+        )
         self.connecting: dict[HostPeer, asyncio.Future[None]] = {}
         self.closed = False
         self.pending = 0  # records queued since the last service/flush
@@ -392,15 +415,16 @@ class Connection:
         self,
         endpoint: _Endpoint,
         peer: HostPeer,
-        max_queue: int,
-        overflow: Overflow,
+        limits: _QueueLimits,
         owns_endpoint: bool,
     ) -> None:
         """Made by :func:`connect` and :class:`Server` only."""
         self._endpoint = endpoint
         self._peer = peer
-        self._max_queue = max_queue
-        self._overflow = overflow
+        self._max_queue = limits.packets
+        self._max_queue_bytes = limits.size
+        self._overflow = limits.overflow
+        self._queued_bytes = 0
         self._owns_endpoint = owns_endpoint
         self._queue: deque[bytes] = deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -413,19 +437,31 @@ class Connection:
 
     def _feed(self, data: bytes) -> None:
         queue = self._queue
-        if len(queue) >= self._max_queue:
-            self._dropped += 1
-            if self._overflow is Overflow.DROP_NEWEST:
-                return
-            if self._overflow is Overflow.DROP_OLDEST:
-                queue.popleft()
-            else:
+        cost = len(data) + _PACKET_OVERHEAD
+        if len(queue) >= self._max_queue or self._queued_bytes + cost > self._max_queue_bytes:
+            if self._overflow is Overflow.CLOSE:
+                self._dropped += 1
                 self._close_overflow()
                 return
+            if self._overflow is Overflow.DROP_NEWEST or cost > self._max_queue_bytes:
+                self._dropped += 1  # (a packet larger than the whole queue never fits)
+                return
+            # DROP_OLDEST: the oldest packets make room, each one counted.
+            while len(queue) >= self._max_queue or (
+                self._queued_bytes + cost > self._max_queue_bytes
+            ):
+                self._queued_bytes -= len(queue.popleft()) + _PACKET_OVERHEAD
+                self._dropped += 1
         queue.append(data)
+        self._queued_bytes += cost
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _pop(self) -> bytes:
+        packet = self._queue.popleft()
+        self._queued_bytes -= len(packet) + _PACKET_OVERHEAD
+        return packet
 
     def _close_overflow(self) -> None:
         if self._closed is not None:
@@ -435,7 +471,8 @@ class Connection:
         self._endpoint.schedule()
         self._closed_by(
             DisconnectReason.LOCAL,
-            f"receive queue overflow ({self._max_queue} packets not read)",
+            f"receive queue overflow ({len(self._queue)} packets, {self._queued_bytes} bytes "
+            f"not read; limits {self._max_queue} packets, {self._max_queue_bytes} bytes)",
             0,
             False,
         )
@@ -495,13 +532,20 @@ class Connection:
 
     @property
     def dropped_packets(self) -> int:
-        """Packets dropped by the ``overflow`` policy of the full receive queue."""
+        """Packets dropped by the ``overflow`` policy of the full receive queue
+        (``max_queue`` packets or ``max_queue_bytes`` bytes)."""
         return self._dropped
 
     @property
     def queued_packets(self) -> int:
         """Packets received and not read yet."""
         return len(self._queue)
+
+    @property
+    def queued_bytes(self) -> int:
+        """What the unread packets count against ``max_queue_bytes`` (their
+        sizes + 64 bytes each)."""
+        return self._queued_bytes
 
     def get_max_packet_size(self) -> int:
         """Largest payload ``send`` accepts now (0 once closed)."""
@@ -529,7 +573,7 @@ class Connection:
         """The next received packet; WouldBlockError if none is queued,
         ConnectionClosed if none is queued and the connection is closed."""
         if self._queue:
-            return self._queue.popleft()
+            return self._pop()
         if self._closed is not None:
             raise self._closed_exception()
         raise errors.WouldBlockError("no packet received yet")
@@ -541,7 +585,7 @@ class Connection:
         Cancelling it loses nothing: the packet stays queued."""
         while True:
             if self._queue:
-                return self._queue.popleft()
+                return self._pop()
             if self._closed is not None:
                 raise self._closed_exception()
             if self._waiter is not None:
@@ -571,6 +615,7 @@ class Connection:
         if self._closed is not None:
             return
         self._queue.clear()
+        self._queued_bytes = 0
         endpoint = self._endpoint
         if not self._owns_endpoint and not endpoint.closed:
             endpoint.conns.pop(self._peer, None)
@@ -581,6 +626,17 @@ class Connection:
     async def wait_closed(self) -> None:
         """Wait until the connection is closed (by either side)."""
         await asyncio.shield(self._closed_future)
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        # A client connection owns its socket: dropped without close() it
+        # would keep its fd and loop reader for ever. Warn as asyncio's
+        # transports do, then close it (close_notify included) now.
+        if getattr(self, "_closed", True) is None and self._owns_endpoint:
+            _warn(f"unclosed {self!r}", ResourceWarning, source=self)
+            try:
+                self.close()
+            except Exception:
+                self._endpoint.host.close()
 
     async def __aenter__(self) -> Connection:
         return self
@@ -613,22 +669,20 @@ class Server:
         loop: asyncio.AbstractEventLoop,
         host: DTLSHost,
         handler: Handler,
-        max_queue: int,
-        overflow: Overflow,
+        limits: _QueueLimits,
         write_limit: int,
     ) -> None:
         """Made by :func:`serve`."""
         self._loop = loop
         self._handler = handler
-        self._max_queue = max_queue
-        self._overflow = overflow
+        self._limits = limits
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed_future: asyncio.Future[None] = loop.create_future()
         self._port = host.get_local_port()
         self._endpoint = _Endpoint(loop, host, self._accept, write_limit)
 
     def _accept(self, peer: HostPeer) -> None:
-        conn = Connection(self._endpoint, peer, self._max_queue, self._overflow, False)
+        conn = Connection(self._endpoint, peer, self._limits, False)
         self._endpoint.conns[peer] = conn
         task = self._loop.create_task(self._run(conn))
         self._tasks.add(task)
@@ -639,8 +693,22 @@ class Server:
             await self._handler(conn)
         except asyncio.CancelledError:
             pass  # the server closed
+        except ConnectionClosed as exc:
+            if conn.closed:
+                # The handler let its own connection's closing propagate
+                # (recv/send after the peer closed, timed out, failed): the
+                # remote side's doing, and remote peers must not control
+                # the server's log volume.
+                logger.debug("dtlspeer.aio: %s:%d %s", *conn.peer_address, exc)
+            else:
+                logger.exception(
+                    "dtlspeer.aio: connection handler failed (%s:%d)", *conn.peer_address)
         except Exception:
             logger.exception("dtlspeer.aio: connection handler failed (%s:%d)", *conn.peer_address)
+        else:
+            if conn.closed:
+                logger.debug("dtlspeer.aio: %s:%d closed: %s", *conn.peer_address,
+                             conn.close_message)
         finally:
             conn.close()
 
@@ -671,22 +739,22 @@ class Server:
         (``DTLSHost.broadcast``); it leaves with the other sends of this loop
         iteration. Returns how many connections it was queued for.
         InvalidArgumentError (nothing queued) if it is larger than some
-        connection's maximum packet size; StateError once the server closed."""
+        connection's maximum packet size; StateError once the server closed;
+        ForeignPeerError if ``exclude`` holds a connection of another server
+        or a client connection."""
         endpoint = self._endpoint
         if endpoint.closed:
             raise errors.StateError("the server is closed")
-        if exclude is None:
-            peers: list[HostPeer] = []
-        elif isinstance(exclude, Connection):
-            peers = [exclude._peer]
-        else:
-            peers = []
-            for conn in exclude:
-                if not isinstance(conn, Connection):
-                    raise errors.ArgumentTypeError(
-                        f"exclude must hold Connection objects, not {type(conn).__name__}"
-                    )
-                peers.append(conn._peer)
+        excluded = [exclude] if isinstance(exclude, Connection) else exclude or []
+        peers: list[HostPeer] = []
+        for conn in excluded:
+            if not isinstance(conn, Connection):
+                raise errors.ArgumentTypeError(
+                    f"exclude must hold Connection objects, not {type(conn).__name__}"
+                )
+            if conn._endpoint is not endpoint:
+                raise errors.ForeignPeerError(f"{conn!r} is not a connection of this server")
+            peers.append(conn._peer)
         count = endpoint.host.broadcast(data, peers)
         if count:
             endpoint.queued(count)
@@ -739,19 +807,34 @@ class Server:
 # ---- entry points -----------------------------------------------------------------------------
 
 
-def _check_queue(max_queue: int, overflow: Overflow | str, write_limit: int) -> Overflow:
-    for name, value in (("max_queue", max_queue), ("write_limit", write_limit)):
+class _QueueLimits(NamedTuple):
+    """A connection's receive-queue bounds and overflow policy."""
+
+    packets: int
+    size: int
+    overflow: Overflow
+
+
+def _check_queue(
+    max_queue: int, max_queue_bytes: int, overflow: Overflow | str, write_limit: int
+) -> _QueueLimits:
+    for name, value in (
+        ("max_queue", max_queue),
+        ("max_queue_bytes", max_queue_bytes),
+        ("write_limit", write_limit),
+    ):
         if isinstance(value, bool) or not isinstance(value, int):
             raise errors.ArgumentTypeError(f"{name} must be an int, not {type(value).__name__}")
         if value < 1:
             raise errors.InvalidArgumentError(f"{name} must be >= 1, not {value}")
     try:
-        return Overflow(overflow)
+        policy = Overflow(overflow)
     except ValueError:
         choices = ", ".join(repr(o.value) for o in Overflow)
         raise errors.InvalidArgumentError(
             f"overflow must be one of {choices}, not {overflow!r}"
         ) from None
+    return _QueueLimits(max_queue, max_queue_bytes, policy)
 
 
 async def serve(
@@ -766,6 +849,7 @@ async def serve(
     max_peers: int = 4096,
     cookie_secret: bytes | None = None,
     max_queue: int = DEFAULT_MAX_QUEUE,
+    max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
     overflow: Overflow | str = Overflow.DROP_NEWEST,
     write_limit: int = DEFAULT_WRITE_LIMIT,
 ) -> Server:
@@ -776,14 +860,15 @@ async def serve(
     ``options`` (``TLSOptions.server(key, cert)``) and/or ``psk`` (identity
     -> key) are the credentials; ``settings``, ``ciphersuites``,
     ``max_peers`` and ``cookie_secret`` pass through to
-    :class:`~dtlspeer.DTLSHost`. ``max_queue`` / ``overflow`` set each
-    connection's receive queue; ``write_limit`` the send backpressure (see
-    the module notes). ``handler(conn)`` runs as a task per connection.
+    :class:`~dtlspeer.DTLSHost`. ``max_queue`` (packets) /
+    ``max_queue_bytes`` / ``overflow`` set each connection's receive
+    queue; ``write_limit`` the send backpressure (see the module notes).
+    ``handler(conn)`` runs as a task per connection.
     """
     loop = asyncio.get_running_loop()
     if not callable(handler):
         raise errors.ArgumentTypeError("handler must be an async function of one Connection")
-    policy = _check_queue(max_queue, overflow, write_limit)
+    limits = _check_queue(max_queue, max_queue_bytes, overflow, write_limit)
     if options is None and psk is None:
         raise errors.InvalidArgumentError("serve() needs options (TLSOptions.server) or psk")
     dtls_host = DTLSHost(
@@ -797,7 +882,7 @@ async def serve(
         cookie_secret=cookie_secret,
     )
     try:
-        return Server(loop, dtls_host, handler, max_queue, policy, write_limit)
+        return Server(loop, dtls_host, handler, limits, write_limit)
     except BaseException:
         dtls_host.close()
         raise
@@ -838,6 +923,7 @@ async def connect(
     ciphersuites: Sequence[str] | None = None,
     local_addr: Address | None = None,
     max_queue: int = DEFAULT_MAX_QUEUE,
+    max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
     overflow: Overflow | str = Overflow.DROP_NEWEST,
     write_limit: int = DEFAULT_WRITE_LIMIT,
 ) -> Connection:
@@ -853,7 +939,10 @@ async def connect(
     server's family), closed with it. ``settings`` sets the handshake
     timers: the handshake fails after ``handshake_deadline_ms`` or when the
     retransmissions run out (wrap it in ``asyncio.wait_for`` for a shorter
-    bound; cancelling it frees everything).
+    bound; cancelling it frees everything). ``max_queue``,
+    ``max_queue_bytes``, ``overflow`` and ``write_limit`` are as for
+    :func:`serve`. Close the connection when done: one dropped without
+    ``close()`` is closed when garbage-collected, with a ResourceWarning.
 
     Raises :class:`HandshakeError` (reason HANDSHAKE_TIMEOUT or
     HANDSHAKE_FAILED), :class:`CertificateVerifyError` for a certificate the
@@ -868,7 +957,7 @@ async def connect(
         raise errors.ArgumentTypeError(f"port must be an int, not {type(port).__name__}")
     if not 1 <= port <= 65535:
         raise errors.InvalidArgumentError(f"port must be in 1..65535, not {port}")
-    policy = _check_queue(max_queue, overflow, write_limit)
+    limits = _check_queue(max_queue, max_queue_bytes, overflow, write_limit)
     ip, family = await _resolve(loop, host, port)
     if hostname is None:
         hostname = host.split("%", 1)[0] if _ip_literal(host) is not None else host
@@ -889,7 +978,7 @@ async def connect(
     try:
         endpoint = _Endpoint(loop, dtls_host, None, write_limit)
         peer = dtls_host.connect(ip, port, hostname=hostname)
-        conn = Connection(endpoint, peer, max_queue, policy, True)
+        conn = Connection(endpoint, peer, limits, True)
         waiter: asyncio.Future[None] = loop.create_future()
         endpoint.conns[peer] = conn  # records right after CONNECT land in its queue
         endpoint.connecting[peer] = waiter

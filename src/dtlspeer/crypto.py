@@ -28,9 +28,11 @@ certificate bundles.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
+import secrets
 import ssl
 import threading
 from collections.abc import Iterable, Iterator
@@ -68,15 +70,75 @@ def _read_file(path: PathLike, what: str) -> bytes:
         return f.read()
 
 
+_NEW_FILE_FLAGS = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+)
+
+
 def _write_file(path: PathLike, data: bytes, private: bool) -> None:
+    """Write ``data`` to ``path`` as a new file renamed over the old one.
+
+    A temporary file is created in the target's directory with
+    O_EXCL|O_NOFOLLOW (never an existing file, never through a symlink),
+    mode 0600 for private keys (0644 otherwise, less the umask), written,
+    flushed to disk and ``os.replace``d in: an existing file's permissions
+    are never inherited, a symlink at ``path`` is replaced itself (its
+    target is untouched), and readers see the old or the new content,
+    never a mix. The temporary is removed if anything fails."""
     if not isinstance(path, (str, os.PathLike)):
         raise errors.ArgumentTypeError(
             f"path must be str or os.PathLike, not {type(path).__name__}")
-    # Private keys are created readable by the owner only.
+    target = os.fspath(path)
+    directory, name = os.path.split(target)
     mode = 0o600 if private else 0o644
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    for _ in range(100):
+        temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(temporary, _NEW_FILE_FLAGS, mode)
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover - 100 random names all taken
+        raise FileExistsError(f"cannot create a temporary file next to {target!r}")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _check_rdn_string(name: str) -> None:
+    """Refuse RDN strings that Mbed TLS would silently turn into another
+    name: a second value for one attribute type (it keeps only one, so
+    ``CN=x,O=a,CN=evil`` became ``CN=evil``), and an escaped backslash right
+    before a separating comma (it reads ``\\\\,`` as an escaped comma).
+    Everything else passes unchanged: ``CN=x,O=y,C=IT`` and escaped values
+    such as ``O=a\\,b`` or ``O=a\\2Cb`` (RFC 4514) are Godot's format."""
+    seen: set[str] = set()
+    part_start, i = 0, 0
+    while i <= len(name):
+        ch = name[i] if i < len(name) else ","
+        if ch == "\\" and i + 1 < len(name):
+            if name[i + 1] == "\\" and name[i + 2 : i + 3] == ",":
+                raise errors.InvalidArgumentError(
+                    f"issuer_name {name!r}: write a backslash that ends a value as \\5C")
+            i += 2
+            continue
+        if ch == ",":
+            kind = name[part_start:i].split("=", 1)[0].strip().upper()
+            if kind in seen:
+                raise errors.InvalidArgumentError(
+                    f"issuer_name {name!r} repeats {kind}=: Mbed TLS keeps one value per "
+                    "attribute type (escape commas inside values as \\, or \\2C)")
+            seen.add(kind)
+            part_start = i + 1
+        i += 1
 
 
 def _choose_der(path: Optional[PathLike], format: Optional[str]) -> bool:
@@ -662,6 +724,7 @@ class Crypto:
         if not issuer_name or "\0" in issuer_name:
             raise errors.InvalidArgumentError(
                 "issuer_name must be a non-empty name like 'CN=x,O=y,C=IT'")
+        _check_rdn_string(issuer_name)
         start = _check_date(not_before, "not_before")
         end = _check_date(not_after, "not_after")
         if end < start:

@@ -58,6 +58,15 @@ class DTLSSettings:
     * ``max_packet_size=0``: the largest ``put_packet`` payload; 0 = what
       one record fits in the MTU (about 1160 bytes with AES-GCM at 1200).
       Larger payloads are refused, never fragmented.
+    * ``max_receive_size=1392``: the largest record accepted from the peer;
+      bigger ones are dropped in C and counted in ``get_stats()
+      ["dropped_over_limit"]`` (the connection goes on). DTLS allows 16 KiB
+      records whatever our MTU; 1392 is ENet's default datagram size (what
+      Godot's ``ENetMultiplayerPeer`` sends, also over DTLS) and with DTLS
+      overhead still fits a 1500-byte Ethernet frame. It is larger than our
+      own default ``max_packet_size`` (about 1160): a server that echoes
+      what it receives must check ``get_max_packet_size()`` first. 0 = any
+      size up to 16384 (Godot's behaviour).
     * ``park_after_ms=None``: an established connection that has seen no
       traffic for this long is serialized into about 1 KB and its ~36 KB of
       Mbed TLS state freed; it wakes transparently on the next datagram or
@@ -72,6 +81,7 @@ class DTLSSettings:
     mtu: int = 1200
     max_packet_size: int = 0
     park_after_ms: Optional[int] = None
+    max_receive_size: int = 1392
 
     def __post_init__(self) -> None:
         for name in (
@@ -81,12 +91,14 @@ class DTLSSettings:
             "idle_timeout_ms",
             "mtu",
             "max_packet_size",
+            "max_receive_size",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise errors.ArgumentTypeError(f"{name} must be an int, not {type(value).__name__}")
             if not 0 <= value < 2**32:
-                raise errors.InvalidArgumentError(f"{name} must be >= 0, not {value}")
+                raise errors.InvalidArgumentError(
+                    f"{name} must be in 0 .. {2**32 - 1}, not {value}")
         if not 1 <= self.handshake_timeout_min_ms <= self.handshake_timeout_max_ms:
             raise errors.InvalidArgumentError(
                 "need 1 <= handshake_timeout_min_ms <= handshake_timeout_max_ms"
@@ -95,8 +107,9 @@ class DTLSSettings:
             raise errors.InvalidArgumentError(
                 f"mtu must be 0 (no limit) or 256..16384, not {self.mtu}"
             )
-        if self.max_packet_size > 16384:
-            raise errors.InvalidArgumentError("max_packet_size must be at most 16384 (one record)")
+        for name in ("max_packet_size", "max_receive_size"):
+            if getattr(self, name) > 16384:
+                raise errors.InvalidArgumentError(f"{name} must be at most 16384 (one record)")
         if self.park_after_ms is not None:
             if isinstance(self.park_after_ms, bool) or not isinstance(self.park_after_ms, int):
                 raise errors.ArgumentTypeError(
@@ -104,7 +117,7 @@ class DTLSSettings:
                 )
             if not 0 <= self.park_after_ms < 2**32:
                 raise errors.InvalidArgumentError(
-                    f"park_after_ms must be >= 0, not {self.park_after_ms}"
+                    f"park_after_ms must be in 0 .. {2**32 - 1}, not {self.park_after_ms}"
                 )
 
     def _engine_options(self) -> dict[str, Any]:
@@ -113,6 +126,7 @@ class DTLSSettings:
             "handshake_deadline_ms": self.handshake_deadline_ms,
             "idle_timeout_ms": self.idle_timeout_ms,
             "mtu": self.mtu,
+            "max_record_in": self.max_receive_size,
             "park_after_ms": self.park_after_ms,
         }
 

@@ -19,6 +19,7 @@ __all__ = [
     "CertificateError",
     "DTLSPeerError",
     "DecodeError",
+    "ForeignPeerError",
     "InvalidArgumentError",
     "KeyMismatchError",
     "LimitError",
@@ -44,6 +45,13 @@ class DTLSPeerError(Exception):
 class InvalidArgumentError(DTLSPeerError, ValueError):
     """An argument has the right type but a bad value (port out of range,
     malformed address, unsupported key size, ...). Godot: ``ERR_INVALID_PARAMETER``."""
+
+
+class ForeignPeerError(InvalidArgumentError):
+    """A peer (or ``aio`` connection) was passed to a host or server that does
+    not own it. Peer ids start at the same value on every host, so acting on
+    another host's peer would silently hit this host's peer with the same
+    id; it raises instead (ours: Godot's ENet peers have no such check)."""
 
 
 class ArgumentTypeError(DTLSPeerError, TypeError):

@@ -343,6 +343,8 @@ class DTLSHost:
             for event in host.service(timeout=1 / 60):
                 if event.type == HostEventType.CONNECT: ...
                 elif event.type == HostEventType.RECEIVE:
+                    # (records up to settings.max_receive_size arrive; check
+                    # replies against event.peer.get_max_packet_size())
                     event.peer.put_packet(reply(event.data))
                 elif event.type == HostEventType.DISCONNECT: ...   # event.reason
             host.broadcast(state)                                  # sent by the next service
@@ -421,7 +423,7 @@ class DTLSHost:
         if client_options is not None or client_psk is not None:
             client_config = self._client_config(client_options, client_psk, suites)
 
-        sock = _open_socket(bind_address, _check_int(port, "port"), False)
+        sock = _open_socket(bind_address, port)
         try:
             for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                 # Bursts of thousands of datagrams per tick; the OS may cap it.
@@ -651,12 +653,22 @@ class DTLSHost:
         self._peers[peer._peer_id] = peer
         return peer
 
+    def _own(self, peer: object, what: str) -> HostPeer:
+        """``peer`` itself, if it is one of this host's peers (ended or not)."""
+        if not isinstance(peer, HostPeer):
+            raise errors.ArgumentTypeError(
+                f"{what} must be a HostPeer, not {type(peer).__name__}")
+        if peer._host is not self:
+            raise errors.ForeignPeerError(
+                f"{what} {peer!r} belongs to another DTLSHost (peer ids repeat across hosts)")
+        return peer
+
     def disconnect(self, peer: HostPeer) -> None:
         """End ``peer`` now (close_notify if connected); its DISCONNECT event
-        (reason LOCAL) comes from the next ``service()``. Idempotent."""
-        if not isinstance(peer, HostPeer):
-            raise errors.ArgumentTypeError(f"peer must be a HostPeer, not {type(peer).__name__}")
-        if peer._host is not self or peer._ended:
+        (reason LOCAL) comes from the next ``service()``. Idempotent.
+        ForeignPeerError for another host's peer."""
+        peer = self._own(peer, "peer")
+        if peer._ended:
             return
         peer._closed_locally = True
         rc = lib.dp_host_disconnect(self._require(), peer._peer_id, self._now)
@@ -667,7 +679,8 @@ class DTLSHost:
         """Queue ``data`` as one record to every connected peer except
         ``exclude`` (a peer or an iterable of peers). Returns how many peers
         it was queued for. InvalidArgumentError (nothing queued) if it is
-        larger than some peer's maximum packet size."""
+        larger than some peer's maximum packet size; ForeignPeerError if
+        ``exclude`` holds another host's peer (nothing queued)."""
         payload = to_bytes(data, "data")
         ptr = self._require()
         cap = self._settings.max_packet_size
@@ -678,15 +691,9 @@ class DTLSHost:
         if exclude is None:
             ids: list[int] = []
         elif isinstance(exclude, HostPeer):
-            ids = [exclude._peer_id]
+            ids = [self._own(exclude, "exclude")._peer_id]
         else:
-            ids = []
-            for peer in exclude:
-                if not isinstance(peer, HostPeer):
-                    raise errors.ArgumentTypeError(
-                        f"exclude must hold HostPeer objects, not {type(peer).__name__}"
-                    )
-                ids.append(peer._peer_id)
+            ids = [self._own(peer, "exclude")._peer_id for peer in exclude]
         if not payload:
             return 0
         id_array = ffi.new("uint64_t[]", ids) if ids else ffi.NULL
@@ -729,8 +736,9 @@ class DTLSHost:
     def get_stats(self) -> dict[str, int]:
         """Host counters: peers (total / connected / handshaking), timers in
         the heap, datagrams in and out, send batches and drops, events by
-        type, timers run, gate results, drops by reason, and carried-over
-        calls. UDP-level counters are in :meth:`get_udp_stats`."""
+        type, timers run, gate results, drops by reason (``dropped_over_limit``:
+        records above ``settings.max_receive_size``, all peers), and
+        carried-over calls. UDP-level counters are in :meth:`get_udp_stats`."""
         out = ffi.new("dp_host_stats *")
         check(lib.dp_host_get_stats(self._require(), out), "get_stats")
         stats = _struct_to_dict("dp_host_stats", out[0])

@@ -173,10 +173,13 @@ def _stats_dict(stats: Any) -> dict[str, int]:
     return {name: int(getattr(stats, name)) for name in _STAT_FIELDS}
 
 
-def _open_socket(bind_address: str, port: int, reuse_address: bool) -> socket.socket:
+def _open_socket(bind_address: str, port: int) -> socket.socket:
     """A bound, non-blocking UDP socket. ``"*"``: IPv6 dual-stack, falling
-    back to IPv4 where IPv6 is unavailable (as Godot)."""
+    back to IPv4 where IPv6 is unavailable (as Godot). Never SO_REUSEADDR:
+    on Linux any local user may then bind the same port (if they set it
+    too) and the newest socket receives the datagrams."""
     bind_address = _check_str(bind_address, "bind_address")
+    port = _check_port(port, 0)
     if bind_address == "*":
         candidates = [(socket.AF_INET6, "::", False), (socket.AF_INET, "0.0.0.0", None)]
     else:
@@ -200,8 +203,6 @@ def _open_socket(bind_address: str, port: int, reuse_address: bool) -> socket.so
         try:
             if v6only is not None:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
-            if reuse_address:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setblocking(False)
             sock.bind((host, port))
         except OSError as exc:
@@ -377,7 +378,7 @@ class PacketPeerUDP(PacketPeer):
             raise AlreadyInUseError("the UDP peer is already open")
         port = _check_port(port, 0)
         size = _check_recv_buf_size(recv_buf_size)
-        sock = _open_socket(bind_address, port, reuse_address=False)
+        sock = _open_socket(bind_address, port)
         try:
             if self._broadcast:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
@@ -756,13 +757,16 @@ class UDPServer:
         self._apply_limits()
 
     def listen(self, port: int, bind_address: str = "*") -> None:
-        """Bind the shared socket with SO_REUSEADDR (Godot ``listen``).
+        """Bind the shared socket (Godot ``listen``). Unlike Godot, without
+        SO_REUSEADDR: with it, another local user could bind the same port
+        and take its datagrams (Linux), and a second listener would silently
+        take over; binding a port in use raises SocketError (EADDRINUSE).
         ``"*"``: IPv6 dual-stack. Raises AlreadyInUseError if listening,
         InvalidArgumentError for a bad port/address, SocketError from bind."""
         if self._ep is not None:
             raise AlreadyInUseError("the UDPServer is already listening")
         port = _check_port(port, 0)
-        sock = _open_socket(bind_address, port, reuse_address=True)
+        sock = _open_socket(bind_address, port)
         try:
             self._ep = _Endpoint(sock, _SERVER, self._peer_recv_buf_size)
             self._apply_limits()

@@ -405,6 +405,19 @@ int dp_config_set_mtu(dp_config *cfg, uint16_t mtu)
     return DP_OK;
 }
 
+int dp_config_set_max_record_in(dp_config *cfg, uint32_t max_bytes)
+{
+    int ret = check_mutable(cfg);
+    if (ret != 0) {
+        return ret;
+    }
+    if (max_bytes > DP_MAX_RECORD_PLAINTEXT) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    cfg->max_record_in = max_bytes;
+    return DP_OK;
+}
+
 int dp_config_set_badmac_limit(dp_config *cfg, unsigned limit)
 {
     int ret = check_mutable(cfg);

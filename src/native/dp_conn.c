@@ -338,7 +338,12 @@ static void read_records(dp_conn *c)
             if (avail == 0) {
                 break; /* an empty record: nothing to deliver */
             }
-            dp_node *n = node_new(NULL, avail);
+            /* A record above the receive limit is consumed like one without
+             * memory, then dropped: it is authentic (the peer is alive) but
+             * bigger than the application agreed to handle. */
+            uint32_t limit = c->cfg->max_record_in;
+            int over_limit = limit != 0 && avail > limit;
+            dp_node *n = over_limit ? NULL : node_new(NULL, avail);
             unsigned char *dst = n != NULL ? n->data : NULL;
             /* Without memory the record is still consumed (and dropped). */
             unsigned char scratch[256];
@@ -352,10 +357,15 @@ static void read_records(dp_conn *c)
                 }
                 left -= (size_t)r;
             }
+            if (dst == NULL) {
+                mbedtls_platform_zeroize(scratch, sizeof(scratch));
+            }
             c->last_rx_ms = c->now_ms;
             note_activity(c);
             c->stats.records_in++;
-            if (n == NULL || left != 0 || c->app.count >= DP_APP_QUEUE_MAX) {
+            if (over_limit) {
+                c->stats.dropped_over_limit++;
+            } else if (n == NULL || left != 0 || c->app.count >= DP_APP_QUEUE_MAX) {
                 c->stats.dropped_in_full++;
                 if (n != NULL) {
                     mbedtls_platform_zeroize(n->data, n->len);
@@ -969,6 +979,11 @@ int dp_conn_ciphersuite(const dp_conn *c, char *buf, size_t cap)
 int dp_conn_parked(const dp_conn *c)
 {
     return c == NULL ? DP_ERR_INVALID_ARGUMENT : c->parked != NULL;
+}
+
+uint64_t dp_conn_dropped_over_limit(const dp_conn *c)
+{
+    return c != NULL ? c->stats.dropped_over_limit : 0;
 }
 
 void dp_conn_get_stats(const dp_conn *c, dp_conn_stats *out)

@@ -589,7 +589,9 @@ static int host_sink(void *ctx, uint64_t handle, const dp_addr *src, const uint8
                    dp_is_initial_client_hello(data, len)) {
             port_reuse(h, p, src, data, len, now_ms);
         } else {
+            uint64_t over_limit = dp_conn_dropped_over_limit(p->conn);
             (void)dp_conn_feed(p->conn, data, len, now_ms);
+            h->stats.dropped_over_limit += dp_conn_dropped_over_limit(p->conn) - over_limit;
             after_conn(h, p, 0);
             /* Plaintext is never longer than the datagram: a conservative
              * estimate of what this datagram adds to the payload buffer. */

@@ -336,7 +336,8 @@ enum { DP_GATE_DROP = 0, DP_GATE_REPLY = 1, DP_GATE_ADMIT = 2 };
 enum {
     DP_COOKIE_LEN = 17,        /* 1 byte time-slot tag + 16 bytes HMAC-SHA-256 */
     DP_HVR_LEN = 45,           /* record 13 + handshake 12 + version 2 + len 1 + cookie */
-    DP_TRANSPORT_ID_MAX = 64   /* longest peer address blob a server accepts */
+    DP_TRANSPORT_ID_MAX = 64,  /* longest peer address blob a server accepts */
+    DP_MAX_RECORD_PLAINTEXT = 16384 /* largest DTLS record plaintext (RFC 6347) */
 };
 
 /* Build a configuration: new, then setters, then finish. Setters after
@@ -377,6 +378,12 @@ int dp_config_set_idle_timeout(dp_config *cfg, uint32_t idle_ms);
 int dp_config_set_park_after(dp_config *cfg, uint32_t park_after_ms);
 /* Largest datagram the connection sends (0 = no limit; 1200 is safe). */
 int dp_config_set_mtu(dp_config *cfg, uint16_t mtu);
+/* Largest application record (plaintext bytes) the connection accepts from
+ * its peer: bigger ones are decrypted (they are authentic and keep the
+ * connection alive), then dropped and counted in dropped_over_limit; the
+ * connection goes on. 1..DP_MAX_RECORD_PLAINTEXT, 0 = no limit (16 KiB, the
+ * DTLS maximum). Default 0; the Python layer's DTLSSettings sets 1392. */
+int dp_config_set_max_record_in(dp_config *cfg, uint32_t max_bytes);
 /* Records failing authentication tolerated before the connection fails
  * (0 = unlimited; they are dropped and counted either way). */
 int dp_config_set_badmac_limit(dp_config *cfg, unsigned limit);
@@ -401,6 +408,7 @@ typedef struct dp_conn_stats {
     uint64_t parks;               /* times the idle connection was parked */
     uint64_t unparks;             /* times it was restored */
     uint64_t park_refused;        /* park attempts Mbed TLS refused (retried later) */
+    uint64_t dropped_over_limit;  /* authentic records above max_record_in: dropped */
 } dp_conn_stats;
 
 /* hostname: client only (SNI + name check), NULL = none. transport_id:
@@ -598,6 +606,7 @@ typedef struct dp_host_stats {
     uint64_t dropped_ended;      /* datagram for a peer that already ended */
     uint64_t send_to_ended;      /* dp_host_send to an ended or released peer (dropped) */
     uint64_t carried_over;       /* calls that left events for the next call (buffer full) */
+    uint64_t dropped_over_limit; /* records above the receive limit, all peers (dp_conn_stats) */
     int32_t last_send_error;     /* code of the last refused datagram, 0 if none */
     int32_t reserved;
 } dp_host_stats;
@@ -713,6 +722,9 @@ int dp_endpoint_send_batch(dp_endpoint *ep, const dp_endpoint_out *msgs, size_t 
  * ClientHello (a client starting over on a live association). */
 size_t dp_addr_transport_id(const dp_addr *a, unsigned char *out);
 int dp_is_initial_client_hello(const unsigned char *d, size_t len);
+/* dp_conn_stats.dropped_over_limit without copying the stats (dp_conn.c),
+ * for the host's running total. */
+uint64_t dp_conn_dropped_over_limit(const dp_conn *conn);
 /* now_ms, or the clock's reading for DP_NOW / DP_NOW_WALL (dp_common.c). */
 int64_t dp_resolve_now(int64_t now_ms);
 
