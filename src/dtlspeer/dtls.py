@@ -5,7 +5,10 @@ The datagram path is C (``src/native/dp_link.c``): one native call per
 slot of a ``UDPServer``) into the DTLS connection, runs its timers and sends
 what it produced. Python only moves payload bytes in and out.
 
-Objects are not thread-safe: use each one from one thread at a time.
+Threads: use each object from one thread at a time. Peers of one UDPServer
+share its native endpoint and lock: the server and its peers may run on
+different threads, and ``disconnect_from_peer()`` (or the server's
+``stop()``) from another thread is safe while a ``poll()`` runs.
 """
 
 from __future__ import annotations
@@ -330,7 +333,9 @@ class PacketPeerDTLS(PacketPeer):
             self._conn_stats = conn.stats()
             if keep_records:
                 self._records.extend(conn.read_all())
-            conn.close()
+            # Its TLS state was freed when it ended; the small rest goes with
+            # the last reference (not released here: a poll() on another
+            # thread may still hold it).
         if reason is not None:
             self._reason = reason
             self._error_code = code
@@ -454,11 +459,14 @@ class PacketPeerDTLS(PacketPeer):
         A server peer's UDP slot is released. Idempotent."""
         conn = self._conn
         if conn is not None:
-            conn.disconnect(self._now)
             route = self._route()
             if route is not None:
-                lib.dp_link_flush(route[0], route[1], conn._ptr, self._result)
+                # Under the endpoint's lock: a poll() on another thread may be
+                # pumping this connection right now.
+                lib.dp_link_close(route[0], route[1], conn._ptr, self._now, self._result)
                 self._link_stats["send_dropped"] += self._result.send_dropped
+            else:
+                conn.disconnect(self._now)
             self._end(_Status.STATUS_DISCONNECTED, "closed locally", keep_records=False)
         self._records.clear()
         self._status = _Status.STATUS_DISCONNECTED
