@@ -11,7 +11,11 @@ process, on loopback:
   server's ``UDPServer.poll`` + ``PacketPeerDTLS.poll`` + ``get_packet``
   (endpoint lock through ``dp_link``);
 * ``host``: ``HostPeer.put_packet`` + ``DTLSHost.flush`` on a client host,
-  ``DTLSHost.service(0)`` on the server host (host lock).
+  ``DTLSHost.service(0)`` on the server host (host lock);
+* ``call``: the cheapest locked native call, ``dp_endpoint_queued``, alone
+  (cffi's call overhead + the lock): the difference between two builds is
+  the price of one uncontended lock/unlock, which the per-packet rows are
+  too noisy to show on a shared machine.
 
 Printed: ns per packet (median of ``--runs``) and the ratio to ``plain``
 measured in the same run. Compare the ratios of two builds (before/after a
@@ -164,21 +168,41 @@ def host_pair() -> Callable[[int], None]:
     return run
 
 
+def native_call() -> Callable[[int], None]:
+    from dtlspeer._binding import lib
+
+    peer = PacketPeerUDP()
+    peer.bind(0, HOST)
+    ep = peer._ep
+    assert ep is not None
+    ptr = ep.ptr
+
+    def run(n: int) -> None:
+        queued = lib.dp_endpoint_queued
+        for _ in range(n):
+            queued(ptr, 0)
+
+    run.keep = peer  # type: ignore[attr-defined]
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packets", type=int, default=20000)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    cases = {"plain": plain_pair(), "udp": udp_pair(), "dtls": dtls_pair(), "host": host_pair()}
+    cases = {"plain": plain_pair(), "udp": udp_pair(), "dtls": dtls_pair(), "host": host_pair(),
+             "call": native_call()}
     samples: dict[str, list[float]] = {name: [] for name in cases}
     ratios: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(args.runs):
         per_run = {}
         for name, run in cases.items():
+            count = args.packets * (20 if name == "call" else 1)  # a call is ~50x cheaper
             run(200)  # warm up
             start = time.perf_counter()
-            run(args.packets)
-            per_run[name] = (time.perf_counter() - start) / args.packets * 1e9
+            run(count)
+            per_run[name] = (time.perf_counter() - start) / count * 1e9
             samples[name].append(per_run[name])
         for name in cases:
             ratios[name].append(per_run[name] / per_run["plain"])
