@@ -43,7 +43,8 @@
  *   only) and returns only once none is left inside: after it returns, no
  *   call touches the socket or the endpoint's buffers again, so the owner
  *   may close the descriptor. A woken wait returns DP_ERR_CLOSED. Closing a
- *   slot wakes the waits on that slot the same way. Without a pipe (Windows,
+ *   slot wakes the waits on that slot the same way (Linux: the pipe is one
+ *   eventfd in semaphore mode). Without a pipe (Windows,
  *   or pipe() failed) waits run in slices of DP_WAKE_SLICE_MS and look at
  *   the state between slices.
  *
@@ -82,6 +83,10 @@ typedef int dp_socklen_t;
 #include <time.h>
 #include <unistd.h>
 #define DP_WAKE_PIPE 1 /* waits poll a self-pipe next to the socket (see wait_poll) */
+#if defined(__linux__) && !defined(DP_PORTABLE_IO) /* the portable build tests the pipe */
+#include <sys/eventfd.h>
+#define DP_WAKE_EVENTFD 1 /* the "pipe" is one eventfd in semaphore mode */
+#endif
 typedef int dp_socket_t;
 #define DP_INVALID_SOCKET (-1)
 #define DP_LAST_ERROR() errno
@@ -251,7 +256,7 @@ struct dp_endpoint {
     int waiters;  /* calls waiting with the lock released */
     int rx_lent;  /* a blocking recvmmsg (lock released) is writing rx/msgs/names */
 #if defined(DP_WAKE_PIPE)
-    int wake_rd, wake_wr; /* self-pipe waking the waits; -1 until the first wait */
+    int wake_rd, wake_wr; /* self-pipe (or one eventfd) waking the waits; -1 until the first wait */
     int wake_failed;      /* pipe() failed: waits run in slices */
 #endif
     int connected;
@@ -314,6 +319,16 @@ static void wake_setup(dp_endpoint *ep)
     if (ep->wake_rd >= 0 || ep->wake_failed) {
         return;
     }
+#if defined(DP_WAKE_EVENTFD)
+    /* Semaphore mode: each read takes one unit, as each woken waiter of a
+     * closed slot must; one descriptor instead of two. */
+    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC | EFD_SEMAPHORE);
+    if (efd < 0) {
+        ep->wake_failed = 1;
+        return;
+    }
+    ep->wake_rd = ep->wake_wr = efd;
+#else
     int p[2];
     if (pipe(p) != 0) {
         ep->wake_failed = 1;
@@ -331,6 +346,7 @@ static void wake_setup(dp_endpoint *ep)
     }
     ep->wake_rd = p[0];
     ep->wake_wr = p[1];
+#endif
 #else
     (void)ep;
 #endif
@@ -341,7 +357,12 @@ static void wake_setup(dp_endpoint *ep)
  * is readable anyway. */
 static void wake_signal(dp_endpoint *ep, uint32_t n)
 {
-#if defined(DP_WAKE_PIPE)
+#if defined(DP_WAKE_EVENTFD)
+    uint64_t units = n;
+    if (ep->wake_wr >= 0 && n > 0 && write(ep->wake_wr, &units, sizeof(units)) < 0) {
+        return; /* the counter is at its maximum: readable anyway */
+    }
+#elif defined(DP_WAKE_PIPE)
     static const unsigned char bytes[16] = {0};
     while (ep->wake_wr >= 0 && n > 0) {
         size_t chunk = n > sizeof(bytes) ? sizeof(bytes) : n;
@@ -359,7 +380,12 @@ static void wake_signal(dp_endpoint *ep, uint32_t n)
 
 static void wake_consume(dp_endpoint *ep)
 {
-#if defined(DP_WAKE_PIPE)
+#if defined(DP_WAKE_EVENTFD)
+    uint64_t unit;
+    if (ep->wake_rd >= 0 && read(ep->wake_rd, &unit, sizeof(unit)) < 0) {
+        return; /* already consumed by a spurious reader: harmless */
+    }
+#elif defined(DP_WAKE_PIPE)
     unsigned char b;
     if (ep->wake_rd >= 0 && read(ep->wake_rd, &b, 1) < 0) {
         return; /* already consumed by a spurious reader: harmless */
@@ -726,7 +752,9 @@ int dp_ep_close(dp_endpoint *ep)
 #if defined(DP_WAKE_PIPE)
     if (ep->wake_rd >= 0) {
         close(ep->wake_rd);
-        close(ep->wake_wr);
+        if (ep->wake_wr != ep->wake_rd) {
+            close(ep->wake_wr);
+        }
         ep->wake_rd = ep->wake_wr = -1;
     }
 #endif
