@@ -28,7 +28,6 @@ import pytest
 
 from dtlspeer import (
     DTLSHost,
-    DTLSServer,
     HostEventType,
     PacketPeerDTLS,
     PacketPeerUDP,
@@ -37,6 +36,7 @@ from dtlspeer import (
     errors,
 )
 from identities import Identity, make_identity
+from test_dtls import EchoServer, connect_client, handshake
 from udp_helpers import until
 
 PSK = (b"threads", b"k" * 32)
@@ -372,36 +372,10 @@ def test_host_peer_calls_from_another_thread_while_servicing() -> None:
 
 
 def _godot_pair(identity: Identity) -> tuple[UDPServer, PacketPeerDTLS, PacketPeerDTLS]:
-    udp_server = UDPServer()
-    udp_server.listen(0, "127.0.0.1")
-    dtls_server = DTLSServer()
-    key, cert = identity
-    dtls_server.setup(TLSOptions.server(key, cert))
-    udp = PacketPeerUDP()
-    udp.connect_to_host("127.0.0.1", udp_server.get_local_port())
-    client = PacketPeerDTLS()
-    client.connect_to_peer(udp, "localhost", TLSOptions.client_unsafe())
-    peers: list[PacketPeerDTLS] = []
-
-    def step() -> None:
-        udp_server.poll()
-        while udp_server.is_connection_available():
-            conn = udp_server.take_connection()
-            assert conn is not None
-            p = dtls_server.take_connection(conn)
-            if p.get_status() == PacketPeerDTLS.STATUS_HANDSHAKING:
-                peers.append(p)
-        for p in peers:
-            p.poll()
-        client.poll()
-
-    assert until(
-        lambda: client.get_status() == PacketPeerDTLS.STATUS_CONNECTED
-        and any(p.get_status() == PacketPeerDTLS.STATUS_CONNECTED for p in peers),
-        step,
-    )
-    server_peer = next(p for p in peers if p.get_status() == PacketPeerDTLS.STATUS_CONNECTED)
-    return udp_server, server_peer, client
+    """(UDPServer, its connected server peer, the client), run as Godot scripts do."""
+    server = EchoServer(identity, echo=False)
+    client = connect_client(server.port, options=TLSOptions.client_unsafe())
+    return server.udp, handshake(server, client), client
 
 
 def test_godot_disconnect_and_stop_racing_poll_on_another_thread(ec_identity: Identity) -> None:
