@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import enum
 import errno
+import threading
 import weakref
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -245,6 +246,11 @@ class PacketPeerDTLS(PacketPeer):
         self._remote_errors_base = 0
         self._result = ffi.new("dp_link_result *")
         self._packet_error: Optional[errors.DTLSPeerError] = None
+        # Ending (disconnect_from_peer on one thread, a poll() noticing the
+        # end on another) frees the connection's Mbed TLS context; readers of
+        # that context outside the endpoint lock take this too. Never taken
+        # on the per-packet paths.
+        self._ending = threading.RLock()
         # One clock per connection (its timers never run backwards), read by
         # the native calls themselves: server peers use their DTLSServer's,
         # the wall clock with a shared secret.
@@ -322,6 +328,16 @@ class PacketPeerDTLS(PacketPeer):
         keep_records: Optional[bool] = None,
     ) -> None:
         """Free the TLS state and the server slot, keeping only the outcome."""
+        with self._ending:
+            self._end_locked(status, reason, code, keep_records)
+
+    def _end_locked(
+        self,
+        status: _Status,
+        reason: Optional[str],
+        code: int,
+        keep_records: Optional[bool],
+    ) -> None:
         conn = self._conn
         if keep_records is None:
             keep_records = status == _Status.STATUS_DISCONNECTED and reason is None
@@ -456,7 +472,12 @@ class PacketPeerDTLS(PacketPeer):
     def disconnect_from_peer(self) -> None:
         """Send close_notify if connected, free the TLS state, become
         ``STATUS_DISCONNECTED`` (Godot: same). Unread records are dropped.
-        A server peer's UDP slot is released. Idempotent."""
+        A server peer's UDP slot is released. Idempotent. Safe from another
+        thread while this peer's ``poll()`` runs (the way to end it)."""
+        with self._ending:
+            self._disconnect_locked()
+
+    def _disconnect_locked(self) -> None:
         conn = self._conn
         if conn is not None:
             route = self._route()
@@ -548,9 +569,11 @@ class PacketPeerDTLS(PacketPeer):
         """Largest ``put_packet`` payload right now: what one record can carry
         within the MTU, capped by ``settings.max_packet_size``; 0 unless
         connected (Godot: always 488, not enforced)."""
-        if self._conn is None or self._status != _Status.STATUS_CONNECTED:
-            return 0
-        limit = self._conn.max_payload
+        with self._ending:  # reads the Mbed TLS context, which ending frees
+            conn = self._conn
+            if conn is None or self._status != _Status.STATUS_CONNECTED:
+                return 0
+            limit = conn.max_payload
         cap = self._settings.max_packet_size
         return min(limit, cap) if cap else limit
 
