@@ -46,6 +46,15 @@
  *   arena and hands them to dp_ep_send_batch (sendmmsg). Ending a
  *   peer flushes its last datagrams (close_notify, alerts) into the arena
  *   before its connection is freed.
+ *
+ * Threads
+ *   The host's lock is its endpoint's mutex: every public dp_host_* call
+ *   holds it (host_* are the bodies) and uses the dp_ep_* endpoint forms.
+ *   Only the wait inside dp_host_service releases it, so HostPeer calls on
+ *   other threads never wait behind a blocked service. dp_host_close marks
+ *   the host closed, sends close_notify, then dp_ep_close wakes the waiting
+ *   service (which sees `closed` and returns DP_ERR_CLOSED without touching
+ *   anything) and closes the socket, which the host owns.
  */
 #include "dp_engine.h"
 
