@@ -5,7 +5,10 @@ The datagram path is C (``src/native/dp_link.c``): one native call per
 slot of a ``UDPServer``) into the DTLS connection, runs its timers and sends
 what it produced. Python only moves payload bytes in and out.
 
-Objects are not thread-safe: use each one from one thread at a time.
+Threads: use each object from one thread at a time. Peers of one UDPServer
+share its native endpoint and lock: the server and its peers may run on
+different threads, and ``disconnect_from_peer()`` (or the server's
+``stop()``) from another thread is safe while a ``poll()`` runs.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import collections
 import enum
 import errno
+import threading
 import weakref
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -256,6 +260,11 @@ class PacketPeerDTLS(PacketPeer):
         self._remote_errors_base = 0
         self._result = ffi.new("dp_link_result *")
         self._packet_error: Optional[errors.DTLSPeerError] = None
+        # Ending (disconnect_from_peer on one thread, a poll() noticing the
+        # end on another) frees the connection's Mbed TLS context; readers of
+        # that context outside the endpoint lock take this too. Never taken
+        # on the per-packet paths.
+        self._ending = threading.RLock()
         # One clock per connection (its timers never run backwards), read by
         # the native calls themselves: server peers use their DTLSServer's,
         # the wall clock with a shared secret.
@@ -333,6 +342,16 @@ class PacketPeerDTLS(PacketPeer):
         keep_records: Optional[bool] = None,
     ) -> None:
         """Free the TLS state and the server slot, keeping only the outcome."""
+        with self._ending:
+            self._end_locked(status, reason, code, keep_records)
+
+    def _end_locked(
+        self,
+        status: _Status,
+        reason: Optional[str],
+        code: int,
+        keep_records: Optional[bool],
+    ) -> None:
         conn = self._conn
         if keep_records is None:
             keep_records = status == _Status.STATUS_DISCONNECTED and reason is None
@@ -344,7 +363,9 @@ class PacketPeerDTLS(PacketPeer):
             self._conn_stats = conn.stats()
             if keep_records:
                 self._records.extend(conn.read_all())
-            conn.close()
+            # Its TLS state was freed when it ended; the small rest goes with
+            # the last reference (not released here: a poll() on another
+            # thread may still hold it).
         if reason is not None:
             self._reason = reason
             self._error_code = code
@@ -465,14 +486,22 @@ class PacketPeerDTLS(PacketPeer):
     def disconnect_from_peer(self) -> None:
         """Send close_notify if connected, free the TLS state, become
         ``STATUS_DISCONNECTED`` (Godot: same). Unread records are dropped.
-        A server peer's UDP slot is released. Idempotent."""
+        A server peer's UDP slot is released. Idempotent. Safe from another
+        thread while this peer's ``poll()`` runs (the way to end it)."""
+        with self._ending:
+            self._disconnect_locked()
+
+    def _disconnect_locked(self) -> None:
         conn = self._conn
         if conn is not None:
-            conn.disconnect(self._now)
             route = self._route()
             if route is not None:
-                lib.dp_link_flush(route[0], route[1], conn._ptr, self._result)
+                # Under the endpoint's lock: a poll() on another thread may be
+                # pumping this connection right now.
+                lib.dp_link_close(route[0], route[1], conn._ptr, self._now, self._result)
                 self._link_stats["send_dropped"] += self._result.send_dropped
+            else:
+                conn.disconnect(self._now)
             self._end(_Status.STATUS_DISCONNECTED, "closed locally", keep_records=False)
         self._records.clear()
         self._status = _Status.STATUS_DISCONNECTED
@@ -554,9 +583,11 @@ class PacketPeerDTLS(PacketPeer):
         """Largest ``put_packet`` payload right now: what one record can carry
         within the MTU, capped by ``settings.max_packet_size``; 0 unless
         connected (Godot: always 488, not enforced)."""
-        if self._conn is None or self._status != _Status.STATUS_CONNECTED:
-            return 0
-        limit = self._conn.max_payload
+        with self._ending:  # reads the Mbed TLS context, which ending frees
+            conn = self._conn
+            if conn is None or self._status != _Status.STATUS_CONNECTED:
+                return 0
+            limit = conn.max_payload
         cap = self._settings.max_packet_size
         return min(limit, cap) if cap else limit
 

@@ -13,7 +13,11 @@ The same C core runs the Godot-style classes (``PacketPeerDTLS``,
 ``DTLSServer``), so a ``PacketPeerDTLS`` client talks to a ``DTLSHost``
 server and a ``DTLSHost`` client to a ``DTLSServer``.
 
-Objects are not thread-safe: use a host and its peers from one thread.
+Threads: use each object from one thread at a time. A host and its peers
+share one native lock, so peers may be used on other threads than the one
+running ``service()``; ``close()`` from another thread is the way to stop a
+network thread: it wakes a ``service()`` blocked there, which returns no
+events (see :meth:`DTLSHost.close`).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ _RECEIVE_CODE = int(lib.DP_HOST_EVENT_RECEIVE)
 _CONNECT_CODE = int(lib.DP_HOST_EVENT_CONNECT)
 _service = lib.dp_host_service
 _host_send = lib.dp_host_send
+_CLOSED = lib.DP_ERR_CLOSED
 _ERRORS_RAISED_BY_SEND = (
     lib.DP_ERR_TOO_LARGE,
     lib.DP_ERR_INVALID_ARGUMENT,
@@ -392,7 +397,9 @@ class DTLSHost:
     ) -> None:
         """Bind a socket and set up the roles (see the class notes)."""
         self._ptr: Any = None
-        self._sock: socket.socket | None = None
+        self._fd = -1  # the native host owns and closes it
+        self._port = 0
+        self._family = socket.AF_INET
         self._settings = _check_settings(settings)
         max_peers = _check_int(max_peers, "max_peers")
         max_events = _check_int(max_events, "max_events")
@@ -430,7 +437,13 @@ class DTLSHost:
                 sock.setsockopt(socket.SOL_SOCKET, option, socket_buffer_size)
             out = ffi.new("dp_host **")
             family = 6 if sock.family == socket.AF_INET6 else 4
+            self._port = int(sock.getsockname()[1])
+            self._family = sock.family
             check(lib.dp_host_new(sock.fileno(), family, max_peers, out), "DTLSHost")
+            # The native host owns the descriptor from now on and closes it
+            # after its last close_notify: no Python socket object (closed by
+            # the garbage collector in any order) can close it under the host.
+            self._fd = sock.detach()
             self._ptr = ffi.gc(out[0], lib.dp_host_free)
             if server_config is not None:
                 config, gate = server_config
@@ -439,11 +452,10 @@ class DTLSHost:
                 check(lib.dp_host_set_client(self._ptr, client_config.handle), "client")
         except BaseException:
             if self._ptr is not None:
-                lib.dp_host_close(self._ptr, 0)
+                lib.dp_host_close(self._ptr, 0)  # closes the descriptor too
                 self._ptr = None
-            sock.close()
+            sock.close()  # a no-op once detached
             raise
-        self._sock = sock
         self._has_client = client_config is not None
         self._peers: dict[int, HostPeer] = {}
         self._max_events = max_events
@@ -556,7 +568,9 @@ class DTLSHost:
         is ready; 0 returns at once, None waits until a datagram arrives or
         a peer's timer is due. Waiting never passes the next timer. Queued
         sends leave before waiting and at the end. Per peer, events keep
-        their order: CONNECT, RECEIVE..., DISCONNECT.
+        their order: CONNECT, RECEIVE..., DISCONNECT. StateError after
+        :meth:`close`; a call that :meth:`close` (on another thread)
+        interrupts returns ``[]``.
         """
         ptr = self._ptr
         if ptr is None:
@@ -580,7 +594,7 @@ class DTLSHost:
             self._n_events,
         )
         if count <= 0:
-            if count < 0:
+            if count < 0 and count != _CLOSED:  # closed: by close() on another thread
                 check(count, "service")
             return []
         # Per event: one unpack, one payload copy, one tuple (RECEIVE is the
@@ -638,8 +652,7 @@ class DTLSHost:
             config = self._client_config(self._client_options, self._client_psk, self._suites)
             check(lib.dp_host_set_client(ptr, config.handle), "client")
             self._has_client = True
-        assert self._sock is not None
-        ip, scope = _resolve(address, port, self._sock.family)
+        ip, scope = _resolve(address, port, self._family)
         _fill_addr(self._addr, ip, port, scope)
         name = address if hostname is None else hostname
         if "\0" in name:
@@ -715,17 +728,16 @@ class DTLSHost:
 
     def get_local_port(self) -> int:
         """The UDP port the host is bound to."""
-        if self._sock is None:
-            raise errors.StateError("the host is closed")
-        return int(self._sock.getsockname()[1])
+        self._require()
+        return self._port
 
     def fileno(self) -> int:
         """The socket's file descriptor, for event loops (``add_reader``:
         when it is readable, call :meth:`service`). Do not read from, write
-        to or close it yourself."""
-        if self._sock is None:
-            raise errors.StateError("the host is closed")
-        return self._sock.fileno()
+        to or close it yourself (the host owns it and closes it in
+        :meth:`close`)."""
+        self._require()
+        return self._fd
 
     def next_timeout(self) -> float | None:
         """Seconds until the earliest peer timer (None if no timer runs)."""
@@ -754,19 +766,27 @@ class DTLSHost:
     def close(self) -> None:
         """Send close_notify to every connected peer, free every connection
         and close the socket. No events follow; peers become
-        ``STATUS_DISCONNECTED``. Idempotent."""
+        ``STATUS_DISCONNECTED``. Idempotent.
+
+        Safe from any thread, and the way to stop a network thread: a
+        ``service()`` running or blocked on another thread (even with
+        ``timeout=None``) is woken and returns ``[]``; calls made after
+        ``close()`` raise StateError. So a network thread runs
+        ``while host.is_open(): host.service(None)`` and another thread
+        calls ``host.close()`` then ``join()``. Native memory a call in
+        flight uses is freed only after that call returned."""
         ptr = self._ptr
         if ptr is None:
             return
         for peer in list(self._peers.values()):
             peer._finish(lib.DP_STATUS_DISCONNECTED, "the host was closed", 0)
+        self._ptr = None  # new calls raise StateError from here on
         self._peers.clear()
+        # Wakes a service() blocked on another thread and returns once it
+        # left the socket; the descriptor is closed after the close_notify
+        # datagrams. The small rest is freed with the last reference to ptr
+        # (a call in flight holds one), never under a running call.
         lib.dp_host_close(ptr, self._now)
-        self._ptr = None
-        ffi.release(ptr)
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
 
     def is_open(self) -> bool:
         """False once :meth:`close` ran."""

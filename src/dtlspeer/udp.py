@@ -4,8 +4,12 @@ Python creates each socket (``socket.socket``, non-blocking) and keeps it;
 every datagram syscall, the receive queues and the server's routing by
 source address happen in C (``src/native/dp_endpoint.c``).
 
-Objects are not thread-safe: use each one from one thread at a time (the
-native calls release the GIL, so other threads keep running meanwhile).
+Threads: use each object from one thread at a time (the native calls
+release the GIL, so other threads keep running meanwhile). A UDPServer and
+the peers it hands out share one native endpoint, which has its own lock:
+they may be used from different threads (the server polling on one, each
+peer read on another). ``close()``/``stop()`` from another thread is always
+safe and wakes a ``wait()`` blocked there.
 """
 
 from __future__ import annotations
@@ -234,7 +238,11 @@ class _Endpoint:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            lib.dp_endpoint_close(self.ptr)  # C forgets the fd before it is closed
+            # Wakes waits blocked on other threads and returns once no native
+            # call uses the fd: only then may the socket close (and its number
+            # be reused). The native free waits for garbage collection, which
+            # no call in flight allows (each holds a reference to ptr).
+            lib.dp_endpoint_close(self.ptr)
             self.sock.close()
 
 
@@ -414,7 +422,9 @@ class PacketPeerUDP(PacketPeer):
         """Block until a packet is ready, at most ``timeout`` seconds (None:
         forever, as Godot's ``wait()``). Returns False on timeout. A server
         peer waits on the shared socket, like Godot: the datagram is queued on
-        the peer only at the server's next ``poll()``."""
+        the peer only at the server's next ``poll()``. ``close()`` of this
+        peer (or ``stop()`` of its server) from another thread wakes the wait,
+        which then returns False: the way to stop a thread blocked here."""
         ep = self._ep
         if ep is None or ep.closed:
             ep = self._require("wait")
@@ -439,8 +449,9 @@ class PacketPeerUDP(PacketPeer):
                     left = deadline - time.monotonic()
                     ms = max(0, math.ceil(left * 1000)) if left < 2147483.0 else _MAX_WAIT_MS
                 continue
-            if rc == _CLOSED:
+            if rc == _CLOSED:  # closed (here or by another thread) during the wait
                 self._detach()
+                return False
             check(rc, "waiting for a datagram")
 
     def connect_to_host(self, host: str, port: int) -> None:

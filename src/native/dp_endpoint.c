@@ -26,9 +26,27 @@
  *   its generation: every old handle (generation << 32 | index) is now stale
  *   and returns DP_ERR_CLOSED, even after the index is reused.
  *
- * C callers (a future DTLS dp_conn) use the same functions Python does:
- * dp_endpoint_recv(ep, handle, ...) pulls the slot's next datagram and
- * dp_endpoint_send(ep, handle, NULL, ...) sends to the slot's address.
+ * Threads
+ *   A UDPServer and every peer it hands out (or a DTLS host and its peers)
+ *   are different Python objects over one endpoint, and cffi releases the
+ *   GIL around every call, so the endpoint has one mutex. Each public
+ *   dp_endpoint_* function holds it for the whole call; C callers that need
+ *   several steps at once (dp_link.c, dp_host.c) hold it with
+ *   dp_endpoint_lock and call the dp_ep_* forms, which expect it held.
+ *   Only waits release it: a blocked wait holds no lock, so other threads
+ *   (and a fork()ed child) are never stuck behind it.
+ *
+ * Closing while a wait is blocked on another thread
+ *   Waiting releases the lock, so dp_ep_close can run meanwhile. It marks
+ *   the endpoint closed, wakes every waiter (a self-pipe polled with the
+ *   socket; shutdown(SHUT_RD) for a recvmmsg blocked in the kernel, Linux
+ *   only) and returns only once none is left inside: after it returns, no
+ *   call touches the socket or the endpoint's buffers again, so the owner
+ *   may close the descriptor. A woken wait returns DP_ERR_CLOSED. Closing a
+ *   slot wakes the waits on that slot the same way (Linux: the pipe is one
+ *   eventfd in semaphore mode). Without a pipe (Windows,
+ *   or pipe() failed) waits run in slices of DP_WAKE_SLICE_MS and look at
+ *   the state between slices.
  *
  * Queues count bytes like Godot's recv_buf_size: each datagram costs its
  * length + DP_QUEUE_ENTRY_OVERHEAD; a datagram that does not fit is dropped.
@@ -43,6 +61,8 @@
 
 #include <errno.h>
 #include <string.h>
+
+#include "mbedtls/threading.h"
 
 #if defined(_WIN32)
 #include <winsock2.h>
@@ -59,7 +79,14 @@ typedef int dp_socklen_t;
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <fcntl.h>
+#include <time.h>
 #include <unistd.h>
+#define DP_WAKE_PIPE 1 /* waits poll a self-pipe next to the socket (see wait_poll) */
+#if defined(__linux__) && !defined(DP_PORTABLE_IO) /* the portable build tests the pipe */
+#include <sys/eventfd.h>
+#define DP_WAKE_EVENTFD 1 /* the "pipe" is one eventfd in semaphore mode */
+#endif
 typedef int dp_socket_t;
 #define DP_INVALID_SOCKET (-1)
 #define DP_LAST_ERROR() errno
@@ -81,6 +108,8 @@ typedef socklen_t dp_socklen_t;
 /* Waits (CLIENT, or a host's sink) at least this long block in recvmmsg; shorter
  * ones poll(), whose timer is precise (SO_RCVTIMEO counts in jiffies: +4-8 ms). */
 #define DP_BLOCKING_WAIT_MIN_MS 40
+/* Waits without a wake pipe look at the endpoint's state this often. */
+#define DP_WAKE_SLICE_MS 100
 #define DP_QUEUE_MIN_CAP 512u
 #define DP_QUEUE_KEEP_CAP 16384u /* an emptied queue above this frees its storage */
 #define DP_SLOT_FREE 0
@@ -211,16 +240,25 @@ typedef struct {
     uint8_t state; /* DP_SLOT_* */
     uint32_t prev; /* pending FIFO links, or free-list link in `next` */
     uint32_t next;
+    uint32_t waiters; /* dp_endpoint_wait calls blocked on this slot */
     int64_t created_ms;
     dp_queue queue;
     dp_udp_stats stats;
 } dp_slot;
 
 struct dp_endpoint {
+    mbedtls_threading_mutex_t lock; /* every call holds it (see "Threads") */
     dp_socket_t fd;
     int family; /* 4 or 6 */
     int mode;
     int closed;
+    int owns_fd;  /* close fd in dp_ep_close (a DTLS host's socket) */
+    int waiters;  /* calls waiting with the lock released */
+    int rx_lent;  /* a blocking recvmmsg (lock released) is writing rx/msgs/names */
+#if defined(DP_WAKE_PIPE)
+    int wake_rd, wake_wr; /* self-pipe (or one eventfd) waking the waits; -1 until the first wait */
+    int wake_failed;      /* pipe() failed: waits run in slices */
+#endif
     int connected;
     dp_addr connected_addr;
     dp_queue queue; /* CLIENT mode */
@@ -260,6 +298,111 @@ struct dp_endpoint {
 static int dp_os_error(int err)
 {
     return DP_ERR_ERRNO_BASE - err;
+}
+
+/* ---- Lock and wake-up ------------------------------------------------------- */
+
+void dp_endpoint_lock(dp_endpoint *ep)
+{
+    (void)mbedtls_mutex_lock(&ep->lock);
+}
+
+void dp_endpoint_unlock(dp_endpoint *ep)
+{
+    (void)mbedtls_mutex_unlock(&ep->lock);
+}
+
+/* The self-pipe, made by the first wait (most endpoints never wait). */
+static void wake_setup(dp_endpoint *ep)
+{
+#if defined(DP_WAKE_PIPE)
+    if (ep->wake_rd >= 0 || ep->wake_failed) {
+        return;
+    }
+#if defined(DP_WAKE_EVENTFD)
+    /* Semaphore mode: each read takes one unit, as each woken waiter of a
+     * closed slot must; one descriptor instead of two. */
+    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC | EFD_SEMAPHORE);
+    if (efd < 0) {
+        ep->wake_failed = 1;
+        return;
+    }
+    ep->wake_rd = ep->wake_wr = efd;
+#else
+    int p[2];
+    if (pipe(p) != 0) {
+        ep->wake_failed = 1;
+        return;
+    }
+    for (int i = 0; i < 2; i++) {
+        int fl = fcntl(p[i], F_GETFL);
+        if (fl < 0 || fcntl(p[i], F_SETFL, fl | O_NONBLOCK) < 0 ||
+            fcntl(p[i], F_SETFD, FD_CLOEXEC) < 0) {
+            close(p[0]);
+            close(p[1]);
+            ep->wake_failed = 1;
+            return;
+        }
+    }
+    ep->wake_rd = p[0];
+    ep->wake_wr = p[1];
+#endif
+#else
+    (void)ep;
+#endif
+}
+
+/* Make the pipe readable: n bytes, one per waiter meant to consume one
+ * (slot close), or one that nobody consumes (endpoint close). A full pipe
+ * is readable anyway. */
+static void wake_signal(dp_endpoint *ep, uint32_t n)
+{
+#if defined(DP_WAKE_EVENTFD)
+    uint64_t units = n;
+    if (ep->wake_wr >= 0 && n > 0 && write(ep->wake_wr, &units, sizeof(units)) < 0) {
+        return; /* the counter is at its maximum: readable anyway */
+    }
+#elif defined(DP_WAKE_PIPE)
+    static const unsigned char bytes[16] = {0};
+    while (ep->wake_wr >= 0 && n > 0) {
+        size_t chunk = n > sizeof(bytes) ? sizeof(bytes) : n;
+        ssize_t w = write(ep->wake_wr, bytes, chunk);
+        if (w <= 0) {
+            break;
+        }
+        n -= (uint32_t)w;
+    }
+#else
+    (void)ep;
+    (void)n;
+#endif
+}
+
+static void wake_consume(dp_endpoint *ep)
+{
+#if defined(DP_WAKE_EVENTFD)
+    uint64_t unit;
+    if (ep->wake_rd >= 0 && read(ep->wake_rd, &unit, sizeof(unit)) < 0) {
+        return; /* already consumed by a spurious reader: harmless */
+    }
+#elif defined(DP_WAKE_PIPE)
+    unsigned char b;
+    if (ep->wake_rd >= 0 && read(ep->wake_rd, &b, 1) < 0) {
+        return; /* already consumed by a spurious reader: harmless */
+    }
+#else
+    (void)ep;
+#endif
+}
+
+static void sleep_1ms(void)
+{
+#if defined(_WIN32)
+    Sleep(1);
+#else
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+#endif
 }
 
 static uint64_t dp_mix(uint64_t x)
@@ -494,6 +637,10 @@ static void slot_free(dp_endpoint *ep, uint32_t index)
     }
     table_remove(ep, index);
     queue_release(&s->queue);
+    if (s->waiters > 0) {
+        wake_signal(ep, s->waiters); /* each wakes, finds its handle stale, takes one */
+        s->waiters = 0;
+    }
     s->state = DP_SLOT_FREE;
     s->gen = s->gen == UINT32_MAX ? 1 : s->gen + 1;
     s->next = ep->free_head;
@@ -532,6 +679,9 @@ int dp_endpoint_new(dp_endpoint **out, int64_t fd, int family, int mode, uint32_
         return DP_ERR_NO_MEMORY;
     }
     ep->fd = (dp_socket_t)fd;
+#if defined(DP_WAKE_PIPE)
+    ep->wake_rd = ep->wake_wr = -1;
+#endif
     ep->family = family;
     ep->mode = mode;
     ep->queue.limit = recv_buf_size;
@@ -546,6 +696,7 @@ int dp_endpoint_new(dp_endpoint **out, int64_t fd, int family, int mode, uint32_
         dp_free(ep);
         return rc;
     }
+    mbedtls_mutex_init(&ep->lock);
     *out = ep;
     return DP_OK;
 }
@@ -564,13 +715,49 @@ static void free_rx(dp_endpoint *ep)
 #endif
 }
 
-int dp_endpoint_close(dp_endpoint *ep)
+int dp_ep_close(dp_endpoint *ep)
 {
     if (ep == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
     }
-    ep->closed = 1;
+    if (!ep->closed) {
+        ep->closed = 1;
+        if (ep->waiters > 0) {
+            wake_signal(ep, 1);
+#if defined(DP_USE_BLOCKING_WAIT)
+            if (ep->rx_lent) {
+                /* Wakes a recvmmsg blocked in the kernel (Linux does this for
+                 * unconnected UDP sockets too, returning ENOTCONN). */
+                (void)shutdown(ep->fd, SHUT_RD);
+            }
+#endif
+        }
+    }
+    /* Woken waiters take the lock back to leave; after this loop nothing
+     * uses the socket, the receive buffers or the wake pipe any more. A
+     * second closer waits here too. */
+    while (ep->waiters > 0) {
+        dp_endpoint_unlock(ep);
+        sleep_1ms();
+        dp_endpoint_lock(ep);
+    }
+    if (ep->owns_fd && ep->fd != DP_INVALID_SOCKET) {
+#if defined(_WIN32)
+        closesocket(ep->fd);
+#else
+        close(ep->fd);
+#endif
+    }
     ep->fd = DP_INVALID_SOCKET;
+#if defined(DP_WAKE_PIPE)
+    if (ep->wake_rd >= 0) {
+        close(ep->wake_rd);
+        if (ep->wake_wr != ep->wake_rd) {
+            close(ep->wake_wr);
+        }
+        ep->wake_rd = ep->wake_wr = -1;
+    }
+#endif
     ep->connected = 0;
     free_all_slots(ep);
     queue_release(&ep->queue);
@@ -589,16 +776,24 @@ void dp_endpoint_free(dp_endpoint *ep)
     if (ep == NULL) {
         return;
     }
-    dp_endpoint_close(ep);
+    dp_endpoint_lock(ep);
+    dp_ep_close(ep);
+    dp_endpoint_unlock(ep);
+    mbedtls_mutex_free(&ep->lock);
     dp_free(ep);
 }
 
-int dp_endpoint_is_closed(const dp_endpoint *ep)
+void dp_ep_own_fd(dp_endpoint *ep)
+{
+    ep->owns_fd = 1;
+}
+
+int dp_ep_is_closed(const dp_endpoint *ep)
 {
     return ep == NULL || ep->closed;
 }
 
-int dp_endpoint_set_limits(dp_endpoint *ep, uint32_t max_pending, int64_t pending_timeout_ms,
+int dp_ep_set_limits(dp_endpoint *ep, uint32_t max_pending, int64_t pending_timeout_ms,
                            uint32_t peer_recv_buf_size)
 {
     if (ep == NULL || ep->mode != DP_ENDPOINT_SERVER) {
@@ -839,6 +1034,9 @@ static int rx_error_action(dp_endpoint *ep, int err, int *errors_skipped)
 
 static int drain(dp_endpoint *ep, int64_t now_ms)
 {
+    if (ep->rx_lent) {
+        return 0; /* a wait on another thread is reading the socket: it routes what comes */
+    }
     int rc = ensure_rx(ep);
     if (rc < 0) {
         return rc;
@@ -918,7 +1116,7 @@ static int drain(dp_endpoint *ep, int64_t now_ms)
     return total;
 }
 
-int dp_endpoint_poll(dp_endpoint *ep, int64_t now_ms)
+int dp_ep_poll(dp_endpoint *ep, int64_t now_ms)
 {
     now_ms = dp_resolve_now(now_ms);
     if (ep == NULL) {
@@ -948,36 +1146,87 @@ static dp_queue *queue_of(dp_endpoint *ep, uint64_t handle)
     return (dp_queue *)queue_of_const(ep, handle);
 }
 
-/* poll() the socket up to timeout_ms; CLIENT mode drains it when readable.
- * 1 readable, 0 timed out. */
-static int wait_poll(dp_endpoint *ep, int timeout_ms)
+/* Wait with the lock released (held on entry and on return) until the
+ * socket is readable, the wait is woken, or timeout_ms (< 0: no limit)
+ * passes; CLIENT mode drains the socket when readable. handle != 0: the
+ * wait is on that slot, which dp_ep_slot_close may end meanwhile.
+ * 1 readable, 0 timed out, DP_ERR_CLOSED when the endpoint or the slot was
+ * closed meanwhile, the EINTR code for the caller to retry. */
+static int wait_poll(dp_endpoint *ep, uint64_t handle, int timeout_ms)
 {
-#if defined(_WIN32)
-    WSAPOLLFD pfd;
-    pfd.fd = ep->fd;
-    pfd.events = POLLRDNORM;
-    pfd.revents = 0;
-    int r = WSAPoll(&pfd, 1, timeout_ms < 0 ? -1 : timeout_ms);
-#else
-    struct pollfd pfd;
-    pfd.fd = ep->fd;
-    pfd.events = POLLIN;
-    pfd.revents = 0;
-    int r = poll(&pfd, 1, timeout_ms < 0 ? -1 : timeout_ms);
+    wake_setup(ep);
+    int64_t start = dp_clock_ms(0);
+    int left = timeout_ms;
+    for (;;) {
+        int slice = left;
+        int wake_fd = -1;
+#if defined(DP_WAKE_PIPE)
+        wake_fd = ep->wake_rd;
 #endif
-    if (r < 0) {
-        return dp_os_error(DP_LAST_ERROR()); /* EINTR: the caller retries */
-    }
-    if (r == 0) {
-        return 0;
-    }
-    if (ep->mode == DP_ENDPOINT_CLIENT) {
-        int rc = drain(ep, 0);
-        if (rc < 0) {
-            return rc;
+        if (wake_fd < 0 && (slice < 0 || slice > DP_WAKE_SLICE_MS)) {
+            slice = DP_WAKE_SLICE_MS; /* nothing can wake us: look again now and then */
+        }
+        dp_slot *s = handle != 0 ? slot_get(ep, handle) : NULL;
+        if (handle != 0 && s == NULL) {
+            return DP_ERR_CLOSED;
+        }
+        if (s != NULL) {
+            s->waiters++;
+        }
+        ep->waiters++;
+        dp_socket_t fd = ep->fd;
+        dp_endpoint_unlock(ep);
+#if defined(_WIN32)
+        WSAPOLLFD pfd[1];
+        pfd[0].fd = fd;
+        pfd[0].events = POLLRDNORM;
+        pfd[0].revents = 0;
+        int r = WSAPoll(pfd, 1, slice < 0 ? -1 : slice);
+#else
+        struct pollfd pfd[2];
+        pfd[0].fd = fd;
+        pfd[0].events = POLLIN;
+        pfd[0].revents = 0;
+        pfd[1].fd = wake_fd;
+        pfd[1].events = POLLIN;
+        pfd[1].revents = 0;
+        int r = poll(pfd, wake_fd >= 0 ? 2 : 1, slice < 0 ? -1 : slice);
+#endif
+        int err = r < 0 ? DP_LAST_ERROR() : 0;
+        dp_endpoint_lock(ep);
+        ep->waiters--;
+        if (handle != 0) {
+            s = slot_get(ep, handle); /* the slot array may have moved */
+            if (s == NULL) {
+                wake_consume(ep); /* slot_free wrote one byte for this wait */
+                return DP_ERR_CLOSED;
+            }
+            s->waiters--;
+        }
+        if (ep->closed) {
+            return DP_ERR_CLOSED;
+        }
+        if (r < 0) {
+            return dp_os_error(err); /* EINTR: the caller retries */
+        }
+        if (r > 0 && pfd[0].revents != 0) {
+            if (ep->mode == DP_ENDPOINT_CLIENT) {
+                int rc = drain(ep, 0);
+                if (rc < 0) {
+                    return rc;
+                }
+            }
+            return 1;
+        }
+        /* Timed out, or woken for another slot's waiter: wait on. */
+        if (timeout_ms >= 0) {
+            int64_t waited = dp_clock_ms(0) - start;
+            if (waited >= timeout_ms || (r == 0 && slice == left)) {
+                return 0;
+            }
+            left = (int)(timeout_ms - waited);
         }
     }
-    return 1;
 }
 
 #if defined(DP_USE_BLOCKING_WAIT)
@@ -1011,18 +1260,29 @@ static int blocking_setup(dp_endpoint *ep, int block_ms)
  * wait). SO_RCVTIMEO fires late (jiffies, timer-wheel slack up to 1/8), so
  * the blocking part stops early and poll() waits out the exact remainder;
  * its value is rounded down to a power of two so it is rarely reset.
+ * The lock is released during the recvmmsg: the receive buffers are lent to
+ * it (rx_lent; a second waiter meanwhile polls instead, and drain() leaves
+ * the socket to it), and dp_ep_close wakes it with shutdown(SHUT_RD).
  * Datagrams are routed with *now_ms moved on by the time waited. Returns 2
  * when something was read (a full batch, or a skipped ICMP error, is
  * followed by a non-blocking drain unless a sink asked to stop), else what
  * wait_poll returns for the remainder: 1 readable (a CLIENT has drained),
- * 0 timed out; EINTR as an error for the caller to retry. */
+ * 0 timed out; EINTR as an error for the caller to retry; DP_ERR_CLOSED
+ * when closed meanwhile. */
 static int blocking_wait(dp_endpoint *ep, int timeout_ms, int64_t *now_ms)
 {
-    int rc = ensure_rx(ep);
+    int64_t start = dp_clock_ms(0);
+    int rc;
+    if (ep->rx_lent) { /* another thread is blocked reading: wait beside it */
+        rc = wait_poll(ep, 0, timeout_ms);
+        int64_t waited = dp_clock_ms(0) - start;
+        *now_ms += waited > 0 ? waited : 0;
+        return rc;
+    }
+    rc = ensure_rx(ep);
     if (rc < 0) {
         return rc;
     }
-    int64_t start = dp_clock_ms(0);
     int block_ms = -1;
     if (timeout_ms >= 0) {
         int most = timeout_ms - timeout_ms / 8 - 10; /* >= 25 for >= 40 */
@@ -1037,8 +1297,19 @@ static int blocking_wait(dp_endpoint *ep, int timeout_ms, int64_t *now_ms)
     }
     int want = ep->batch;
     prepare_rx_batch(ep, want);
-    int got = recvmmsg(ep->fd, ep->msgs, (unsigned int)want, MSG_WAITFORONE, NULL);
+    struct mmsghdr *msgs = ep->msgs;
+    int fd = ep->fd;
+    ep->rx_lent = 1;
+    ep->waiters++;
+    dp_endpoint_unlock(ep);
+    int got = recvmmsg(fd, msgs, (unsigned int)want, MSG_WAITFORONE, NULL);
     int err = got < 0 ? errno : 0;
+    dp_endpoint_lock(ep);
+    ep->waiters--;
+    ep->rx_lent = 0;
+    if (ep->closed) {
+        return DP_ERR_CLOSED; /* what shutdown() made it return is not a datagram */
+    }
     int64_t waited = dp_clock_ms(0) - start;
     *now_ms += waited > 0 ? waited : 0;
     if (got < 0) {
@@ -1048,7 +1319,7 @@ static int blocking_wait(dp_endpoint *ep, int timeout_ms, int64_t *now_ms)
                 return 0;
             }
             start = dp_clock_ms(0);
-            rc = wait_poll(ep, (int)left);
+            rc = wait_poll(ep, 0, (int)left);
             waited = dp_clock_ms(0) - start;
             *now_ms += waited > 0 ? waited : 0;
             return rc;
@@ -1074,7 +1345,7 @@ static int blocking_wait(dp_endpoint *ep, int timeout_ms, int64_t *now_ms)
 }
 #endif
 
-int dp_endpoint_wait(dp_endpoint *ep, uint64_t handle, int timeout_ms)
+int dp_ep_wait(dp_endpoint *ep, uint64_t handle, int timeout_ms)
 {
     if (ep == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -1099,15 +1370,16 @@ int dp_endpoint_wait(dp_endpoint *ep, uint64_t handle, int timeout_ms)
         return rc == 2 ? 1 : rc;
     }
 #endif
-    return wait_poll(ep, timeout_ms);
+    return wait_poll(ep, handle, timeout_ms);
 }
 
 /* SERVER endpoint with a sink (the DTLS host): wait up to timeout_ms (< 0:
  * no limit) for datagrams, moving *now_ms on by the time waited. On Linux a
  * long wait is blocking_wait, which hands what it reads to the sink (one
  * syscall per wake instead of poll() + recvmmsg). 2: read (nothing for
- * dp_endpoint_poll to do), 1: readable, 0: timed out, < 0: error. */
-int dp_endpoint_sink_wait(dp_endpoint *ep, int timeout_ms, int64_t *now_ms)
+ * dp_ep_poll to do), 1: readable, 0: timed out, < 0: error
+ * (DP_ERR_CLOSED: closed meanwhile). */
+int dp_ep_sink_wait(dp_endpoint *ep, int timeout_ms, int64_t *now_ms)
 {
     if (ep == NULL || now_ms == NULL || ep->mode != DP_ENDPOINT_SERVER || ep->sink == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -1121,7 +1393,7 @@ int dp_endpoint_sink_wait(dp_endpoint *ep, int timeout_ms, int64_t *now_ms)
     }
 #endif
     int64_t start = dp_clock_ms(0);
-    int rc = wait_poll(ep, timeout_ms);
+    int rc = wait_poll(ep, 0, timeout_ms);
     int64_t waited = dp_clock_ms(0) - start;
     *now_ms += waited > 0 ? waited : 0;
     return rc;
@@ -1129,7 +1401,7 @@ int dp_endpoint_sink_wait(dp_endpoint *ep, int timeout_ms, int64_t *now_ms)
 
 /* ---- Taking, queues, sending --------------------------------------------- */
 
-int dp_endpoint_pending_count(const dp_endpoint *ep)
+int dp_ep_pending_count(const dp_endpoint *ep)
 {
     if (ep == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -1137,7 +1409,7 @@ int dp_endpoint_pending_count(const dp_endpoint *ep)
     return ep->closed ? 0 : (int)ep->pending_count;
 }
 
-int dp_endpoint_take(dp_endpoint *ep, uint64_t *handle)
+int dp_ep_take(dp_endpoint *ep, uint64_t *handle)
 {
     if (ep == NULL || handle == NULL || ep->mode != DP_ENDPOINT_SERVER) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -1156,7 +1428,7 @@ int dp_endpoint_take(dp_endpoint *ep, uint64_t *handle)
     return 1;
 }
 
-int dp_endpoint_slot_close(dp_endpoint *ep, uint64_t handle)
+int dp_ep_slot_close(dp_endpoint *ep, uint64_t handle)
 {
     if (ep == NULL || handle == 0) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -1168,7 +1440,7 @@ int dp_endpoint_slot_close(dp_endpoint *ep, uint64_t handle)
     return DP_OK;
 }
 
-int dp_endpoint_slot_addr(const dp_endpoint *ep, uint64_t handle, dp_addr *out)
+int dp_ep_slot_addr(const dp_endpoint *ep, uint64_t handle, dp_addr *out)
 {
     if (ep == NULL || out == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -1181,7 +1453,7 @@ int dp_endpoint_slot_addr(const dp_endpoint *ep, uint64_t handle, dp_addr *out)
     return DP_OK;
 }
 
-int dp_endpoint_queued(const dp_endpoint *ep, uint64_t handle)
+int dp_ep_queued(const dp_endpoint *ep, uint64_t handle)
 {
     if (ep == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -1193,7 +1465,7 @@ int dp_endpoint_queued(const dp_endpoint *ep, uint64_t handle)
     return (int)q->count;
 }
 
-int dp_endpoint_next_len(const dp_endpoint *ep, uint64_t handle)
+int dp_ep_next_len(const dp_endpoint *ep, uint64_t handle)
 {
     if (ep == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -1210,7 +1482,7 @@ int dp_endpoint_next_len(const dp_endpoint *ep, uint64_t handle)
     return (int)h.len;
 }
 
-int dp_endpoint_recv(dp_endpoint *ep, uint64_t handle, uint8_t *buf, size_t cap, dp_addr *src)
+int dp_ep_recv(dp_endpoint *ep, uint64_t handle, uint8_t *buf, size_t cap, dp_addr *src)
 {
     if (ep == NULL || (buf == NULL && cap != 0)) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -1251,7 +1523,7 @@ int dp_endpoint_recv(dp_endpoint *ep, uint64_t handle, uint8_t *buf, size_t cap,
     return (int)h.len;
 }
 
-int dp_endpoint_flush(dp_endpoint *ep, uint64_t handle)
+int dp_ep_flush(dp_endpoint *ep, uint64_t handle)
 {
     if (ep == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -1265,7 +1537,7 @@ int dp_endpoint_flush(dp_endpoint *ep, uint64_t handle)
     return n;
 }
 
-int dp_endpoint_send(dp_endpoint *ep, uint64_t handle, const dp_addr *dst, const uint8_t *data,
+int dp_ep_send(dp_endpoint *ep, uint64_t handle, const dp_addr *dst, const uint8_t *data,
                      size_t len)
 {
     if (ep == NULL || (data == NULL && len != 0)) {
@@ -1331,7 +1603,7 @@ int dp_endpoint_send(dp_endpoint *ep, uint64_t handle, const dp_addr *dst, const
     return dp_os_error(DP_EINTR);
 }
 
-int dp_endpoint_set_connected(dp_endpoint *ep, const dp_addr *peer)
+int dp_ep_set_connected(dp_endpoint *ep, const dp_addr *peer)
 {
     if (ep == NULL || ep->mode != DP_ENDPOINT_CLIENT) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -1351,7 +1623,7 @@ int dp_endpoint_set_connected(dp_endpoint *ep, const dp_addr *peer)
     return DP_OK;
 }
 
-int dp_endpoint_stats(const dp_endpoint *ep, uint64_t handle, dp_udp_stats *out)
+int dp_ep_stats(const dp_endpoint *ep, uint64_t handle, dp_udp_stats *out)
 {
     if (ep == NULL || out == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -1368,7 +1640,7 @@ int dp_endpoint_stats(const dp_endpoint *ep, uint64_t handle, dp_udp_stats *out)
     return DP_OK;
 }
 
-int dp_endpoint_inject(dp_endpoint *ep, const dp_addr *src, const uint8_t *data, size_t len,
+int dp_ep_inject(dp_endpoint *ep, const dp_addr *src, const uint8_t *data, size_t len,
                        int64_t now_ms)
 {
     now_ms = dp_resolve_now(now_ms);
@@ -1391,7 +1663,7 @@ int dp_endpoint_inject(dp_endpoint *ep, const dp_addr *src, const uint8_t *data,
 
 /* ---- Hooks for the DTLS host (dp_host.c) ---------------------------------- */
 
-int dp_endpoint_set_sink(dp_endpoint *ep, dp_endpoint_sink_fn sink, void *ctx)
+int dp_ep_set_sink(dp_endpoint *ep, dp_endpoint_sink_fn sink, void *ctx)
 {
     if (ep == NULL || ep->mode != DP_ENDPOINT_SERVER) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -1402,7 +1674,7 @@ int dp_endpoint_set_sink(dp_endpoint *ep, dp_endpoint_sink_fn sink, void *ctx)
     return DP_OK;
 }
 
-int dp_endpoint_slot_open(dp_endpoint *ep, const dp_addr *addr, int64_t now_ms, uint64_t *handle)
+int dp_ep_slot_open(dp_endpoint *ep, const dp_addr *addr, int64_t now_ms, uint64_t *handle)
 {
     now_ms = dp_resolve_now(now_ms);
     if (ep == NULL || addr == NULL || handle == NULL || ep->mode != DP_ENDPOINT_SERVER) {
@@ -1462,7 +1734,7 @@ static void count_out(dp_endpoint *ep, uint64_t handle, size_t len)
 
 #define DP_SEND_BATCH 64 /* datagrams per sendmmsg */
 
-int dp_endpoint_send_batch(dp_endpoint *ep, const dp_endpoint_out *msgs, size_t count,
+int dp_ep_send_batch(dp_endpoint *ep, const dp_endpoint_out *msgs, size_t count,
                            size_t *failed, int *last_error)
 {
     if (ep == NULL || (msgs == NULL && count != 0) || failed == NULL || last_error == NULL) {
@@ -1537,7 +1809,7 @@ int dp_endpoint_send_batch(dp_endpoint *ep, const dp_endpoint_out *msgs, size_t 
     }
 #else
     for (size_t i = 0; i < count; i++) {
-        int rc = dp_endpoint_send(ep, msgs[i].handle, NULL, msgs[i].data, msgs[i].len);
+        int rc = dp_ep_send(ep, msgs[i].handle, NULL, msgs[i].data, msgs[i].len);
         if (rc >= 0) {
             sent++;
         } else {
@@ -1547,4 +1819,109 @@ int dp_endpoint_send_batch(dp_endpoint *ep, const dp_endpoint_out *msgs, size_t 
     }
 #endif
     return (int)sent;
+}
+
+/* ---- The public calls: the same under the endpoint's lock ------------------ */
+
+#define DP_EP_LOCKED(ep, call)                                                     \
+    do {                                                                           \
+        if ((ep) == NULL) {                                                        \
+            return DP_ERR_INVALID_ARGUMENT;                                        \
+        }                                                                          \
+        dp_endpoint *locked_ = (dp_endpoint *)(uintptr_t)(ep);                     \
+        dp_endpoint_lock(locked_);                                                 \
+        int rc_ = (call);                                                          \
+        dp_endpoint_unlock(locked_);                                               \
+        return rc_;                                                                \
+    } while (0)
+
+int dp_endpoint_close(dp_endpoint *ep)
+{
+    DP_EP_LOCKED(ep, dp_ep_close(ep));
+}
+
+int dp_endpoint_is_closed(const dp_endpoint *ep)
+{
+    if (ep == NULL) {
+        return 1;
+    }
+    DP_EP_LOCKED(ep, dp_ep_is_closed(ep));
+}
+
+int dp_endpoint_set_limits(dp_endpoint *ep, uint32_t max_pending, int64_t pending_timeout_ms,
+                           uint32_t peer_recv_buf_size)
+{
+    DP_EP_LOCKED(ep, dp_ep_set_limits(ep, max_pending, pending_timeout_ms, peer_recv_buf_size));
+}
+
+int dp_endpoint_poll(dp_endpoint *ep, int64_t now_ms)
+{
+    DP_EP_LOCKED(ep, dp_ep_poll(ep, now_ms));
+}
+
+int dp_endpoint_wait(dp_endpoint *ep, uint64_t handle, int timeout_ms)
+{
+    DP_EP_LOCKED(ep, dp_ep_wait(ep, handle, timeout_ms));
+}
+
+int dp_endpoint_pending_count(const dp_endpoint *ep)
+{
+    DP_EP_LOCKED(ep, dp_ep_pending_count(ep));
+}
+
+int dp_endpoint_take(dp_endpoint *ep, uint64_t *handle)
+{
+    DP_EP_LOCKED(ep, dp_ep_take(ep, handle));
+}
+
+int dp_endpoint_slot_close(dp_endpoint *ep, uint64_t handle)
+{
+    DP_EP_LOCKED(ep, dp_ep_slot_close(ep, handle));
+}
+
+int dp_endpoint_slot_addr(const dp_endpoint *ep, uint64_t handle, dp_addr *out)
+{
+    DP_EP_LOCKED(ep, dp_ep_slot_addr(ep, handle, out));
+}
+
+int dp_endpoint_queued(const dp_endpoint *ep, uint64_t handle)
+{
+    DP_EP_LOCKED(ep, dp_ep_queued(ep, handle));
+}
+
+int dp_endpoint_next_len(const dp_endpoint *ep, uint64_t handle)
+{
+    DP_EP_LOCKED(ep, dp_ep_next_len(ep, handle));
+}
+
+int dp_endpoint_recv(dp_endpoint *ep, uint64_t handle, uint8_t *buf, size_t cap, dp_addr *src)
+{
+    DP_EP_LOCKED(ep, dp_ep_recv(ep, handle, buf, cap, src));
+}
+
+int dp_endpoint_flush(dp_endpoint *ep, uint64_t handle)
+{
+    DP_EP_LOCKED(ep, dp_ep_flush(ep, handle));
+}
+
+int dp_endpoint_send(dp_endpoint *ep, uint64_t handle, const dp_addr *dst, const uint8_t *data,
+                     size_t len)
+{
+    DP_EP_LOCKED(ep, dp_ep_send(ep, handle, dst, data, len));
+}
+
+int dp_endpoint_set_connected(dp_endpoint *ep, const dp_addr *peer)
+{
+    DP_EP_LOCKED(ep, dp_ep_set_connected(ep, peer));
+}
+
+int dp_endpoint_stats(const dp_endpoint *ep, uint64_t handle, dp_udp_stats *out)
+{
+    DP_EP_LOCKED(ep, dp_ep_stats(ep, handle, out));
+}
+
+int dp_endpoint_inject(dp_endpoint *ep, const dp_addr *src, const uint8_t *data, size_t len,
+                       int64_t now_ms)
+{
+    DP_EP_LOCKED(ep, dp_ep_inject(ep, src, data, len, now_ms));
 }

@@ -8,7 +8,7 @@
  *                table. The host installs a sink, so each datagram comes
  *                straight here with its slot handle (0 = unknown sender)
  *                instead of being queued; peers are created with
- *                dp_endpoint_slot_open only after the gate admitted them, so
+ *                dp_ep_slot_open only after the gate admitted them, so
  *                spoofed floods allocate nothing (no pending slots either).
  *   dp_cookie    the stateless HelloVerifyRequest gate.
  *   dp_conn      the DTLS engine (one per peer).
@@ -43,9 +43,18 @@
  * Sending
  *   dp_host_send encrypts at once into the connection's outgoing queue and
  *   marks the peer dirty. A flush moves dirty peers' datagrams into one
- *   arena and hands them to dp_endpoint_send_batch (sendmmsg). Ending a
+ *   arena and hands them to dp_ep_send_batch (sendmmsg). Ending a
  *   peer flushes its last datagrams (close_notify, alerts) into the arena
  *   before its connection is freed.
+ *
+ * Threads
+ *   The host's lock is its endpoint's mutex: every public dp_host_* call
+ *   holds it (host_* are the bodies) and uses the dp_ep_* endpoint forms.
+ *   Only the wait inside dp_host_service releases it, so HostPeer calls on
+ *   other threads never wait behind a blocked service. dp_host_close marks
+ *   the host closed, sends close_notify, then dp_ep_close wakes the waiting
+ *   service (which sees `closed` and returns DP_ERR_CLOSED without touching
+ *   anything) and closes the socket, which the host owns.
  */
 #include "dp_engine.h"
 
@@ -289,7 +298,7 @@ static void send_batch(dp_host *h)
     }
     size_t failed = 0;
     int last_error = 0;
-    int sent = dp_endpoint_send_batch(h->ep, h->batch, h->batch_len, &failed, &last_error);
+    int sent = dp_ep_send_batch(h->ep, h->batch, h->batch_len, &failed, &last_error);
     if (sent > 0) {
         h->stats.datagrams_out += (uint64_t)sent;
     }
@@ -463,7 +472,7 @@ static void release_reported(dp_host *h)
     while (h->release_head != DP_NONE) {
         dp_host_peer *p = &h->peers[h->release_head];
         h->release_head = p->release_next;
-        (void)dp_endpoint_slot_close(h->ep, p->handle);
+        (void)dp_ep_slot_close(h->ep, p->handle);
         h->ended--;
         peer_drop(h, p);
     }
@@ -505,7 +514,7 @@ static void port_reuse(dp_host *h, dp_host_peer *p, const dp_addr *src, const ui
     int verdict = dp_cookie_gate_check(h->gate, tid, tid_len, data, len, now_ms, reply,
                                        sizeof(reply), &reply_len);
     if (verdict == DP_GATE_REPLY) {
-        if (dp_endpoint_send(h->ep, p->handle, NULL, reply, reply_len) >= 0) {
+        if (dp_ep_send(h->ep, p->handle, NULL, reply, reply_len) >= 0) {
             h->stats.hvr_sent++;
             h->stats.datagrams_out++;
         }
@@ -538,7 +547,7 @@ static void accept_new(dp_host *h, const dp_addr *src, const uint8_t *data, size
     int verdict = dp_cookie_gate_check(h->gate, tid, tid_len, data, len, now_ms, reply,
                                        sizeof(reply), &reply_len);
     if (verdict == DP_GATE_REPLY) {
-        if (dp_endpoint_send(h->ep, 0, src, reply, reply_len) >= 0) {
+        if (dp_ep_send(h->ep, 0, src, reply, reply_len) >= 0) {
             h->stats.hvr_sent++;
             h->stats.datagrams_out++;
         }
@@ -553,7 +562,7 @@ static void accept_new(dp_host *h, const dp_addr *src, const uint8_t *data, size
         return;
     }
     uint64_t handle = 0;
-    if (dp_endpoint_slot_open(h->ep, src, now_ms, &handle) < 0) {
+    if (dp_ep_slot_open(h->ep, src, now_ms, &handle) < 0) {
         h->stats.dropped_peer_limit++; /* out of memory for the slot */
         return;
     }
@@ -562,7 +571,7 @@ static void accept_new(dp_host *h, const dp_addr *src, const uint8_t *data, size
     if (dp_conn_new(h->server_cfg, NULL, tid, tid_len, now_ms, &conn) < 0 ||
         (p = peer_add(h, handle)) == NULL) {
         dp_conn_free(conn);
-        (void)dp_endpoint_slot_close(h->ep, handle);
+        (void)dp_ep_slot_close(h->ep, handle);
         h->stats.dropped_peer_limit++;
         return;
     }
@@ -742,10 +751,10 @@ int dp_host_new(int64_t fd, int family, uint32_t max_peers, dp_host **out)
     int rc = dp_endpoint_new(&h->ep, fd, family, DP_ENDPOINT_SERVER, DP_RECV_BUF);
     if (rc == DP_OK) {
         /* No pending slots: unknown senders go through the gate in the sink. */
-        rc = dp_endpoint_set_limits(h->ep, 0, -1, DP_RECV_BUF);
+        rc = dp_ep_set_limits(h->ep, 0, -1, DP_RECV_BUF);
     }
     if (rc == DP_OK) {
-        rc = dp_endpoint_set_sink(h->ep, host_sink, h);
+        rc = dp_ep_set_sink(h->ep, host_sink, h);
     }
     h->arena = dp_calloc(1, DP_HOST_ARENA);
     h->batch = dp_calloc(DP_HOST_BATCH, sizeof(dp_endpoint_out));
@@ -759,6 +768,7 @@ int dp_host_new(int64_t fd, int family, uint32_t max_peers, dp_host **out)
         dp_free(h);
         return rc;
     }
+    dp_ep_own_fd(h->ep); /* closed by dp_host_close, after the last close_notify */
     h->max_peers = max_peers ? max_peers : DP_HOST_DEFAULT_MAX_PEERS;
     h->ready_head = h->ready_tail = DP_NONE;
     h->dirty_head = DP_NONE;
@@ -767,7 +777,7 @@ int dp_host_new(int64_t fd, int family, uint32_t max_peers, dp_host **out)
     return DP_OK;
 }
 
-int dp_host_close(dp_host *h, int64_t now_ms)
+static int host_close(dp_host *h, int64_t now_ms)
 {
     now_ms = dp_resolve_now(now_ms);
     if (h == NULL) {
@@ -791,7 +801,11 @@ int dp_host_close(dp_host *h, int64_t now_ms)
             peer_drop(h, &h->peers[i]);
         }
     }
-    (void)dp_endpoint_close(h->ep);
+    /* A service blocked on another thread wakes and leaves (DP_ERR_CLOSED)
+     * while dp_ep_close waits for it with the lock released: it must see
+     * the host closed. After dp_ep_close the socket is closed. */
+    h->closed = 1;
+    (void)dp_ep_close(h->ep);
     dp_free(h->peers);
     dp_free(h->heap);
     h->peers = NULL;
@@ -813,14 +827,16 @@ void dp_host_free(dp_host *h)
     if (h == NULL) {
         return;
     }
-    (void)dp_host_close(h, 0);
+    dp_endpoint_lock(h->ep);
+    (void)host_close(h, 0);
+    dp_endpoint_unlock(h->ep);
     dp_endpoint_free(h->ep);
     dp_free(h->arena);
     dp_free(h->batch);
     dp_free(h);
 }
 
-int dp_host_set_server(dp_host *h, dp_config *cfg, dp_cookie_gate *gate)
+static int host_set_server(dp_host *h, dp_config *cfg, dp_cookie_gate *gate)
 {
     if (h == NULL || (cfg != NULL && (gate == NULL || cfg->role != DP_ROLE_SERVER))) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -842,7 +858,7 @@ int dp_host_set_server(dp_host *h, dp_config *cfg, dp_cookie_gate *gate)
     return DP_OK;
 }
 
-int dp_host_set_client(dp_host *h, dp_config *cfg)
+static int host_set_client(dp_host *h, dp_config *cfg)
 {
     if (h == NULL || (cfg != NULL && cfg->role != DP_ROLE_CLIENT)) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -861,7 +877,7 @@ int dp_host_set_client(dp_host *h, dp_config *cfg)
     return DP_OK;
 }
 
-int dp_host_connect(dp_host *h, const dp_addr *addr, const char *hostname, int64_t now_ms,
+static int host_connect(dp_host *h, const dp_addr *addr, const char *hostname, int64_t now_ms,
                     uint64_t *peer)
 {
     now_ms = dp_resolve_now(now_ms);
@@ -879,7 +895,7 @@ int dp_host_connect(dp_host *h, const dp_addr *addr, const char *hostname, int64
         return DP_ERR_LIMIT;
     }
     uint64_t handle = 0;
-    int rc = dp_endpoint_slot_open(h->ep, addr, now_ms, &handle);
+    int rc = dp_ep_slot_open(h->ep, addr, now_ms, &handle);
     if (rc < 0) {
         return rc;
     }
@@ -891,7 +907,7 @@ int dp_host_connect(dp_host *h, const dp_addr *addr, const char *hostname, int64
     }
     if (rc < 0) {
         dp_conn_free(conn);
-        (void)dp_endpoint_slot_close(h->ep, handle);
+        (void)dp_ep_slot_close(h->ep, handle);
         return rc;
     }
     p->conn = conn;
@@ -902,7 +918,7 @@ int dp_host_connect(dp_host *h, const dp_addr *addr, const char *hostname, int64
     return DP_OK;
 }
 
-int dp_host_service(dp_host *h, int64_t now_ms, int timeout_ms, dp_host_event *events,
+static int host_service(dp_host *h, int64_t now_ms, int timeout_ms, dp_host_event *events,
                     uint32_t max_events, uint8_t *payload_buf, size_t payload_cap,
                     uint32_t *n_events)
 {
@@ -940,7 +956,10 @@ int dp_host_service(dp_host *h, int64_t now_ms, int timeout_ms, dp_host_event *e
             wait = (wait < 0 || until < wait) ? until : wait;
         }
         if (wait != 0) {
-            int rc = dp_endpoint_sink_wait(h->ep, wait > INT32_MAX ? INT32_MAX : (int)wait, &now_ms);
+            int rc = dp_ep_sink_wait(h->ep, wait > INT32_MAX ? INT32_MAX : (int)wait, &now_ms);
+            if (h->closed) {
+                return DP_ERR_CLOSED; /* closed by another thread while we waited */
+            }
             if (rc < 0 && rc != DP_ERR_ERRNO_BASE - EINTR) {
                 return rc;
             }
@@ -949,7 +968,7 @@ int dp_host_service(dp_host *h, int64_t now_ms, int timeout_ms, dp_host_event *e
     }
 
     if (!full && !read_all) {
-        int rc = dp_endpoint_poll(h->ep, now_ms);
+        int rc = dp_ep_poll(h->ep, now_ms);
         if (rc < 0) {
             flush_dirty(h);
             return rc; /* the socket failed: local, not a peer's doing */
@@ -968,7 +987,7 @@ int dp_host_service(dp_host *h, int64_t now_ms, int timeout_ms, dp_host_event *e
     return (int)o.n;
 }
 
-int dp_host_send(dp_host *h, uint64_t peer, const uint8_t *data, size_t len, int64_t now_ms)
+static int host_send(dp_host *h, uint64_t peer, const uint8_t *data, size_t len, int64_t now_ms)
 {
     if (h == NULL || (data == NULL && len != 0)) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -995,7 +1014,7 @@ int dp_host_send(dp_host *h, uint64_t peer, const uint8_t *data, size_t len, int
     return rc;
 }
 
-int dp_host_broadcast(dp_host *h, const uint8_t *data, size_t len, const uint64_t *exclude,
+static int host_broadcast(dp_host *h, const uint8_t *data, size_t len, const uint64_t *exclude,
                       size_t n_exclude, int64_t now_ms)
 {
     if (h == NULL || (data == NULL && len != 0) || (exclude == NULL && n_exclude != 0)) {
@@ -1028,7 +1047,7 @@ int dp_host_broadcast(dp_host *h, const uint8_t *data, size_t len, const uint64_
         dp_host_peer *p = &h->peers[i];
         if (p->handle != 0 && p->conn != NULL && !p->excluded &&
             dp_conn_status(p->conn) == DP_STATUS_CONNECTED) {
-            if (dp_host_send(h, p->handle, data, len, now_ms) >= 0) {
+            if (host_send(h, p->handle, data, len, now_ms) >= 0) {
                 count++;
             }
         }
@@ -1042,7 +1061,7 @@ int dp_host_broadcast(dp_host *h, const uint8_t *data, size_t len, const uint64_
     return rc < 0 ? rc : count;
 }
 
-int dp_host_flush(dp_host *h)
+static int host_flush(dp_host *h)
 {
     if (h == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -1055,7 +1074,7 @@ int dp_host_flush(dp_host *h)
     return (int)(h->stats.datagrams_out - before);
 }
 
-int dp_host_disconnect(dp_host *h, uint64_t peer, int64_t now_ms)
+static int host_disconnect(dp_host *h, uint64_t peer, int64_t now_ms)
 {
     now_ms = dp_resolve_now(now_ms);
     if (h == NULL) {
@@ -1081,7 +1100,7 @@ int dp_host_disconnect(dp_host *h, uint64_t peer, int64_t now_ms)
     return DP_OK;
 }
 
-int64_t dp_host_next_timeout(const dp_host *h)
+static int64_t host_next_timeout(const dp_host *h)
 {
     if (h == NULL || h->heap_len == 0) {
         return -1;
@@ -1089,7 +1108,7 @@ int64_t dp_host_next_timeout(const dp_host *h)
     return h->peers[h->heap[0]].due_ms;
 }
 
-int dp_host_peer_get_info(const dp_host *h, uint64_t peer, dp_host_peer_info *out)
+static int host_peer_get_info(const dp_host *h, uint64_t peer, dp_host_peer_info *out)
 {
     if (h == NULL || out == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -1099,7 +1118,7 @@ int dp_host_peer_get_info(const dp_host *h, uint64_t peer, dp_host_peer_info *ou
     if (p == NULL) {
         return DP_ERR_CLOSED;
     }
-    (void)dp_endpoint_slot_addr(h->ep, peer, &out->addr);
+    (void)dp_ep_slot_addr(h->ep, peer, &out->addr);
     out->outgoing = p->outgoing;
     if (p->conn != NULL) {
         out->status = dp_conn_status(p->conn);
@@ -1118,7 +1137,7 @@ int dp_host_peer_get_info(const dp_host *h, uint64_t peer, dp_host_peer_info *ou
     return DP_OK;
 }
 
-int dp_host_peer_reason(const dp_host *h, uint64_t peer, char *buf, size_t cap)
+static int host_peer_reason(const dp_host *h, uint64_t peer, char *buf, size_t cap)
 {
     if (h == NULL || buf == NULL || cap == 0) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -1133,7 +1152,7 @@ int dp_host_peer_reason(const dp_host *h, uint64_t peer, char *buf, size_t cap)
     return (int)copy_text(p->final->reason, buf, cap);
 }
 
-int dp_host_peer_ciphersuite(const dp_host *h, uint64_t peer, char *buf, size_t cap)
+static int host_peer_ciphersuite(const dp_host *h, uint64_t peer, char *buf, size_t cap)
 {
     if (h == NULL || buf == NULL || cap == 0) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -1148,7 +1167,7 @@ int dp_host_peer_ciphersuite(const dp_host *h, uint64_t peer, char *buf, size_t 
     return (int)copy_text(p->final->suite, buf, cap);
 }
 
-int dp_host_peer_stats(const dp_host *h, uint64_t peer, dp_conn_stats *out)
+static int host_peer_stats(const dp_host *h, uint64_t peer, dp_conn_stats *out)
 {
     if (h == NULL || out == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -1165,7 +1184,7 @@ int dp_host_peer_stats(const dp_host *h, uint64_t peer, dp_conn_stats *out)
     return DP_OK;
 }
 
-int dp_host_get_stats(const dp_host *h, dp_host_stats *out)
+static int host_get_stats(const dp_host *h, dp_host_stats *out)
 {
     if (h == NULL || out == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -1178,10 +1197,112 @@ int dp_host_get_stats(const dp_host *h, dp_host_stats *out)
     return DP_OK;
 }
 
-int dp_host_udp_stats(const dp_host *h, dp_udp_stats *out)
+static int host_udp_stats(const dp_host *h, dp_udp_stats *out)
 {
     if (h == NULL || out == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
     }
-    return dp_endpoint_stats(h->ep, 0, out);
+    return dp_ep_stats(h->ep, 0, out);
+}
+
+/* ---- The public calls: the same under the host's lock (its endpoint's) ---- */
+
+#define DP_HOST_LOCKED(type, h, call)                                              \
+    do {                                                                           \
+        if ((h) == NULL) {                                                         \
+            return DP_ERR_INVALID_ARGUMENT;                                        \
+        }                                                                          \
+        dp_endpoint *ep_ = (h)->ep;                                                \
+        dp_endpoint_lock(ep_);                                                     \
+        type rc_ = (call);                                                         \
+        dp_endpoint_unlock(ep_);                                                   \
+        return rc_;                                                                \
+    } while (0)
+
+int dp_host_close(dp_host *h, int64_t now_ms)
+{
+    DP_HOST_LOCKED(int, h, host_close(h, now_ms));
+}
+
+int dp_host_set_server(dp_host *h, dp_config *cfg, dp_cookie_gate *gate)
+{
+    DP_HOST_LOCKED(int, h, host_set_server(h, cfg, gate));
+}
+
+int dp_host_set_client(dp_host *h, dp_config *cfg)
+{
+    DP_HOST_LOCKED(int, h, host_set_client(h, cfg));
+}
+
+int dp_host_connect(dp_host *h, const dp_addr *addr, const char *hostname, int64_t now_ms,
+                    uint64_t *peer)
+{
+    DP_HOST_LOCKED(int, h, host_connect(h, addr, hostname, now_ms, peer));
+}
+
+int dp_host_service(dp_host *h, int64_t now_ms, int timeout_ms, dp_host_event *events,
+                    uint32_t max_events, uint8_t *payload_buf, size_t payload_cap,
+                    uint32_t *n_events)
+{
+    DP_HOST_LOCKED(int, h, host_service(h, now_ms, timeout_ms, events, max_events, payload_buf,
+                                        payload_cap, n_events));
+}
+
+int dp_host_send(dp_host *h, uint64_t peer, const uint8_t *data, size_t len, int64_t now_ms)
+{
+    DP_HOST_LOCKED(int, h, host_send(h, peer, data, len, now_ms));
+}
+
+int dp_host_broadcast(dp_host *h, const uint8_t *data, size_t len, const uint64_t *exclude,
+                      size_t n_exclude, int64_t now_ms)
+{
+    DP_HOST_LOCKED(int, h, host_broadcast(h, data, len, exclude, n_exclude, now_ms));
+}
+
+int dp_host_flush(dp_host *h)
+{
+    DP_HOST_LOCKED(int, h, host_flush(h));
+}
+
+int dp_host_disconnect(dp_host *h, uint64_t peer, int64_t now_ms)
+{
+    DP_HOST_LOCKED(int, h, host_disconnect(h, peer, now_ms));
+}
+
+int64_t dp_host_next_timeout(const dp_host *h)
+{
+    if (h == NULL) {
+        return -1;
+    }
+    DP_HOST_LOCKED(int64_t, h, host_next_timeout(h));
+}
+
+int dp_host_peer_get_info(const dp_host *h, uint64_t peer, dp_host_peer_info *out)
+{
+    DP_HOST_LOCKED(int, h, host_peer_get_info(h, peer, out));
+}
+
+int dp_host_peer_reason(const dp_host *h, uint64_t peer, char *buf, size_t cap)
+{
+    DP_HOST_LOCKED(int, h, host_peer_reason(h, peer, buf, cap));
+}
+
+int dp_host_peer_ciphersuite(const dp_host *h, uint64_t peer, char *buf, size_t cap)
+{
+    DP_HOST_LOCKED(int, h, host_peer_ciphersuite(h, peer, buf, cap));
+}
+
+int dp_host_peer_stats(const dp_host *h, uint64_t peer, dp_conn_stats *out)
+{
+    DP_HOST_LOCKED(int, h, host_peer_stats(h, peer, out));
+}
+
+int dp_host_get_stats(const dp_host *h, dp_host_stats *out)
+{
+    DP_HOST_LOCKED(int, h, host_get_stats(h, out));
+}
+
+int dp_host_udp_stats(const dp_host *h, dp_udp_stats *out)
+{
+    DP_HOST_LOCKED(int, h, host_udp_stats(h, out));
 }

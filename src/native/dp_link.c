@@ -8,6 +8,13 @@
  * connection owns the TLS state, the gate owns the cookie keys. The only
  * memory is a per-thread scratch buffer (cffi releases the GIL, so two
  * threads may pump two different connections at once).
+ *
+ * Threads: every call holds the endpoint's lock from start to end, so a
+ * peer's poll on one thread, its server's UDPServer.poll on another and a
+ * disconnect_from_peer (dp_link_close) on a third are serialised: one lock
+ * per call, not per datagram. The connection has no lock of its own: the
+ * Godot-style classes only reach it under this lock, except for reads of
+ * its queue and counters by its one PacketPeerDTLS.
  */
 #include "dtlspeer.h"
 
@@ -69,7 +76,7 @@ size_t dp_addr_transport_id(const dp_addr *a, unsigned char *out)
 static void send_one(dp_endpoint *ep, uint64_t handle, const unsigned char *data, size_t len,
                      dp_link_result *res)
 {
-    int rc = dp_endpoint_send(ep, handle, NULL, data, len);
+    int rc = dp_ep_send(ep, handle, NULL, data, len);
     if (rc >= 0) {
         res->sent++;
     } else {
@@ -113,7 +120,7 @@ static void finish(dp_endpoint *ep, uint64_t handle, dp_conn *conn, int64_t now_
     flush_output(ep, handle, conn, res);
     res->status = dp_conn_status(conn);
     dp_udp_stats st;
-    if (dp_endpoint_stats(ep, 0, &st) == DP_OK) {
+    if (dp_ep_stats(ep, 0, &st) == DP_OK) {
         res->remote_errors = st.recv_errors;
     }
     note_notable(res);
@@ -129,7 +136,7 @@ static int client_port_reuse(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *g
     unsigned char tid[32];
     unsigned char reply[DP_HVR_LEN];
     size_t reply_len = 0;
-    if (dp_endpoint_slot_addr(ep, handle, &addr) != DP_OK) {
+    if (dp_ep_slot_addr(ep, handle, &addr) != DP_OK) {
         return 0;
     }
     size_t tid_len = dp_addr_transport_id(&addr, tid);
@@ -147,13 +154,13 @@ static int client_port_reuse(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *g
     /* The address proved it is the client's: its old session is over. The
      * rest of the old slot's queue belongs to the old session; the client
      * retransmits whatever of the new one is lost with it. */
-    (void)dp_endpoint_slot_close(ep, handle);
-    (void)dp_endpoint_inject(ep, &addr, data, len, now_ms);
+    (void)dp_ep_slot_close(ep, handle);
+    (void)dp_ep_inject(ep, &addr, data, len, now_ms);
     res->restarted = 1;
     return 1;
 }
 
-int dp_link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_gate *gate,
+static int link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_gate *gate,
                  int64_t now_ms, dp_link_result *res)
 {
     if (ep == NULL || conn == NULL || res == NULL) {
@@ -162,19 +169,19 @@ int dp_link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_gate
     now_ms = dp_resolve_now(now_ms);
     result_init(res);
     if (handle == 0) {
-        int rc = dp_endpoint_poll(ep, now_ms); /* CLIENT: read the socket once */
+        int rc = dp_ep_poll(ep, now_ms); /* CLIENT: read the socket once */
         if (rc < 0) {
             return rc;
         }
     }
-    int queued = dp_endpoint_queued(ep, handle);
+    int queued = dp_ep_queued(ep, handle);
     if (queued < 0) {
         return queued;
     }
     /* Only what was queued on entry: bounded even if the socket keeps
      * delivering (CLIENT recv would otherwise read it again). */
     for (int i = 0; i < queued; i++) {
-        int n = dp_endpoint_recv(ep, handle, dp_link_buf, sizeof(dp_link_buf), NULL);
+        int n = dp_ep_recv(ep, handle, dp_link_buf, sizeof(dp_link_buf), NULL);
         if (n < 0) {
             break; /* DP_ERR_WOULD_BLOCK: nothing more */
         }
@@ -194,7 +201,7 @@ int dp_link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_gate
     return DP_OK;
 }
 
-int dp_link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, dp_config *cfg,
+static int link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, dp_config *cfg,
                    int64_t now_ms, dp_conn **out, dp_link_result *res)
 {
     now_ms = dp_resolve_now(now_ms);
@@ -205,19 +212,19 @@ int dp_link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, dp_co
     result_init(res);
     res->status = DP_STATUS_ERROR;
     dp_addr addr;
-    int rc = dp_endpoint_slot_addr(ep, handle, &addr);
+    int rc = dp_ep_slot_addr(ep, handle, &addr);
     if (rc < 0) {
         return rc;
     }
     unsigned char tid[32];
     size_t tid_len = dp_addr_transport_id(&addr, tid);
-    int queued = dp_endpoint_queued(ep, handle);
+    int queued = dp_ep_queued(ep, handle);
     if (queued < 0) {
         return queued;
     }
     dp_conn *conn = NULL;
     for (int i = 0; i < queued; i++) {
-        int n = dp_endpoint_recv(ep, handle, dp_link_buf, sizeof(dp_link_buf), NULL);
+        int n = dp_ep_recv(ep, handle, dp_link_buf, sizeof(dp_link_buf), NULL);
         if (n < 0) {
             break;
         }
@@ -252,7 +259,7 @@ int dp_link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, dp_co
     return 1;
 }
 
-int dp_link_write(dp_endpoint *ep, uint64_t handle, dp_conn *conn, const uint8_t *data,
+static int link_write(dp_endpoint *ep, uint64_t handle, dp_conn *conn, const uint8_t *data,
                   size_t len, int64_t now_ms, dp_link_result *res)
 {
     if (ep == NULL || conn == NULL || res == NULL || (data == NULL && len != 0)) {
@@ -269,7 +276,7 @@ int dp_link_write(dp_endpoint *ep, uint64_t handle, dp_conn *conn, const uint8_t
     return rc;
 }
 
-int dp_link_flush(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_link_result *res)
+static int link_flush(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_link_result *res)
 {
     if (ep == NULL || conn == NULL || res == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -278,4 +285,54 @@ int dp_link_flush(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_link_resul
     flush_output(ep, handle, conn, res);
     res->status = dp_conn_status(conn);
     return DP_OK;
+}
+
+int dp_link_close(dp_endpoint *ep, uint64_t handle, dp_conn *conn, int64_t now_ms,
+                  dp_link_result *res)
+{
+    if (ep == NULL || conn == NULL || res == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    now_ms = dp_resolve_now(now_ms);
+    dp_endpoint_lock(ep);
+    (void)dp_conn_close(conn, now_ms); /* queues close_notify when connected */
+    int rc = link_flush(ep, handle, conn, res);
+    dp_endpoint_unlock(ep);
+    return rc;
+}
+
+/* ---- The public calls: each under the endpoint's lock --------------------- */
+
+#define DP_LINK_LOCKED(ep, call)                                                   \
+    do {                                                                           \
+        if ((ep) == NULL) {                                                        \
+            return DP_ERR_INVALID_ARGUMENT;                                        \
+        }                                                                          \
+        dp_endpoint_lock(ep);                                                      \
+        int rc_ = (call);                                                          \
+        dp_endpoint_unlock(ep);                                                    \
+        return rc_;                                                                \
+    } while (0)
+
+int dp_link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_gate *gate,
+                 int64_t now_ms, dp_link_result *res)
+{
+    DP_LINK_LOCKED(ep, link_pump(ep, handle, conn, gate, now_ms, res));
+}
+
+int dp_link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, dp_config *cfg,
+                   int64_t now_ms, dp_conn **out, dp_link_result *res)
+{
+    DP_LINK_LOCKED(ep, link_accept(ep, handle, gate, cfg, now_ms, out, res));
+}
+
+int dp_link_write(dp_endpoint *ep, uint64_t handle, dp_conn *conn, const uint8_t *data,
+                  size_t len, int64_t now_ms, dp_link_result *res)
+{
+    DP_LINK_LOCKED(ep, link_write(ep, handle, conn, data, len, now_ms, res));
+}
+
+int dp_link_flush(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_link_result *res)
+{
+    DP_LINK_LOCKED(ep, link_flush(ep, handle, conn, res));
 }

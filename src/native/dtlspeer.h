@@ -204,7 +204,10 @@ int dp_cert_generate_self_signed(dp_cert *cert, const dp_key *key, const char *n
  * stale handle can never reach a reused slot (it gets DP_ERR_CLOSED).
  * Handle 0 names the endpoint itself (its own queue in CLIENT mode, its
  * totals in dp_endpoint_stats). The slot lifecycle is described at the top of
- * dp_endpoint.c. One thread at a time per endpoint. */
+ * dp_endpoint.c. Threads: every call holds the endpoint's mutex (a server and
+ * its peers are used from different threads); waits release it, and
+ * dp_endpoint_close wakes them (they return DP_ERR_CLOSED) and returns only
+ * once none is left inside, so the caller may then close the socket. */
 
 typedef struct dp_endpoint dp_endpoint;
 
@@ -242,10 +245,13 @@ enum {
  * socket's address family); recv_buf_size: queue limit in bytes for the
  * CLIENT queue and, in SERVER mode, for each peer slot. */
 int dp_endpoint_new(dp_endpoint **out, int64_t fd, int family, int mode, uint32_t recv_buf_size);
-/* Free the endpoint and every slot. Does not close the socket. NULL is fine. */
+/* Free the endpoint and every slot. Does not close the socket. NULL is fine.
+ * Only when no call on it can be in flight (the binding: garbage collection). */
 void dp_endpoint_free(dp_endpoint *ep);
 /* Stop using the socket and release every slot (their handles go stale);
- * later calls return DP_ERR_CLOSED. Idempotent. */
+ * later calls return DP_ERR_CLOSED. Waits blocked on another thread are woken
+ * (they return DP_ERR_CLOSED) and this returns once they have left: from
+ * then on nothing touches the socket. Idempotent. */
 int dp_endpoint_close(dp_endpoint *ep);
 int dp_endpoint_is_closed(const dp_endpoint *ep);
 /* SERVER limits. max_pending: pending slots allowed (0 refuses new peers;
@@ -261,7 +267,8 @@ int dp_endpoint_poll(dp_endpoint *ep, int64_t now_ms);
 /* Block up to timeout_ms (< 0: forever) until the slot (0: the endpoint
  * queue) has a datagram queued or the socket is readable. CLIENT mode
  * drains the socket when it wakes. Returns 1 ready, 0 timed out; a signal
- * returns the EINTR code (retry with the time left). On Linux a CLIENT wait
+ * returns the EINTR code (retry with the time left); DP_ERR_CLOSED when the
+ * endpoint (or the slot) was closed, also by another thread during the wait. On Linux a CLIENT wait
  * (< 0 or >= 40 ms) blocks in recvmmsg itself: the first such wait clears
  * O_NONBLOCK on the socket, whose other calls all pass MSG_DONTWAIT. */
 int dp_endpoint_wait(dp_endpoint *ep, uint64_t handle, int timeout_ms);
@@ -518,6 +525,10 @@ int dp_link_write(dp_endpoint *ep, uint64_t handle, dp_conn *conn, const uint8_t
                   size_t len, int64_t now_ms, dp_link_result *res);
 /* Send every datagram the connection has queued (after update/close). */
 int dp_link_flush(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_link_result *res);
+/* dp_conn_close (close_notify when connected) then send it, under the
+ * endpoint's lock: safe while another thread pumps the same connection. */
+int dp_link_close(dp_endpoint *ep, uint64_t handle, dp_conn *conn, int64_t now_ms,
+                  dp_link_result *res);
 /* SERVER: route a datagram as if it had just arrived from src (a new
  * pending slot when src is unknown). Returns 1 if it was queued, else 0. */
 int dp_endpoint_inject(dp_endpoint *ep, const dp_addr *src, const uint8_t *data, size_t len,
@@ -543,7 +554,9 @@ int dp_endpoint_inject(dp_endpoint *ep, const dp_addr *src, const uint8_t *data,
  * with an ERROR event instead. DISCONNECT/ERROR carry the reason text as
  * their payload. An ended peer stays queryable (status, reason, stats)
  * until the start of the next dp_host_service; its address is released
- * then. One thread at a time per host. */
+ * then. Threads: every call holds the host's mutex (its endpoint's), so the
+ * host and its peers may be used from different threads; dp_host_service
+ * releases it only while it waits for the socket. */
 
 typedef struct dp_host dp_host;
 
@@ -623,13 +636,18 @@ typedef struct dp_host_peer_info {
     dp_addr addr;
 } dp_host_peer_info;
 
-/* fd: a bound, non-blocking UDP socket the caller keeps open until
- * dp_host_close; family 4 or 6; max_peers 0 = DP_HOST_DEFAULT_MAX_PEERS. */
+/* fd: a bound, non-blocking UDP socket; on success the host OWNS it and
+ * closes it in dp_host_close, after its last datagram (the caller must give
+ * it up, e.g. Python's socket.detach()). family 4 or 6; max_peers 0 =
+ * DP_HOST_DEFAULT_MAX_PEERS. */
 int dp_host_new(int64_t fd, int family, uint32_t max_peers, dp_host **out);
-/* dp_host_close, then free everything. NULL is fine. */
+/* dp_host_close, then free everything. NULL is fine. Only when no call on
+ * the host can be in flight (the binding: garbage collection). */
 void dp_host_free(dp_host *host);
-/* Send close_notify to every connected peer, free every connection and the
- * endpoint (the socket is left to the caller). No events. Idempotent. */
+/* Send close_notify to every connected peer, free every connection, close
+ * the endpoint and the socket. No events. Idempotent. A dp_host_service
+ * blocked on another thread is woken and returns DP_ERR_CLOSED; this
+ * returns once it has left the socket. */
 int dp_host_close(dp_host *host, int64_t now_ms);
 /* Accept DTLS clients with cfg (server role) through gate; both are
  * referenced. cfg NULL: accept nobody from now on (live peers stay). */
@@ -692,21 +710,44 @@ void dp_trim_after_parks(void);
 /* mbedtls f_rng-compatible callback over the shared RNG. */
 int dp_rng(void *ctx, unsigned char *out, size_t len);
 
-/* Endpoint hooks for the DTLS host (dp_endpoint.c). A SERVER endpoint with
- * a sink hands every received datagram to it (handle = the sender's slot, 0
- * for an unknown sender) instead of queueing or creating pending slots; a
- * nonzero return stops dp_endpoint_poll after the current recvmmsg batch. */
+/* Endpoint internals for the DTLS link and host (dp_endpoint.c). Every
+ * dp_endpoint_* call above holds the endpoint's mutex; C callers that need
+ * several steps at once take it with dp_endpoint_lock and call the dp_ep_*
+ * forms, which expect it held (waits release it while they block). A DTLS
+ * host's mutex is its endpoint's. */
+void dp_endpoint_lock(dp_endpoint *ep);
+void dp_endpoint_unlock(dp_endpoint *ep);
+int dp_ep_close(dp_endpoint *ep);
+int dp_ep_set_limits(dp_endpoint *ep, uint32_t max_pending, int64_t pending_timeout_ms,
+                     uint32_t peer_recv_buf_size);
+int dp_ep_poll(dp_endpoint *ep, int64_t now_ms);
+int dp_ep_queued(const dp_endpoint *ep, uint64_t handle);
+int dp_ep_recv(dp_endpoint *ep, uint64_t handle, uint8_t *buf, size_t cap, dp_addr *src);
+int dp_ep_send(dp_endpoint *ep, uint64_t handle, const dp_addr *dst, const uint8_t *data,
+               size_t len);
+int dp_ep_slot_close(dp_endpoint *ep, uint64_t handle);
+int dp_ep_slot_addr(const dp_endpoint *ep, uint64_t handle, dp_addr *out);
+int dp_ep_stats(const dp_endpoint *ep, uint64_t handle, dp_udp_stats *out);
+int dp_ep_inject(dp_endpoint *ep, const dp_addr *src, const uint8_t *data, size_t len,
+                 int64_t now_ms);
+/* From now on dp_ep_close closes the socket (the host owns it). */
+void dp_ep_own_fd(dp_endpoint *ep);
+/* A SERVER endpoint with a sink hands every received datagram to it
+ * (handle = the sender's slot, 0 for an unknown sender) instead of queueing
+ * or creating pending slots; a nonzero return stops dp_ep_poll after the
+ * current recvmmsg batch. The sink runs with the lock held. */
 typedef int (*dp_endpoint_sink_fn)(void *ctx, uint64_t handle, const dp_addr *src,
                                    const uint8_t *data, size_t len, int64_t now_ms);
-int dp_endpoint_set_sink(dp_endpoint *ep, dp_endpoint_sink_fn sink, void *ctx);
+int dp_ep_set_sink(dp_endpoint *ep, dp_endpoint_sink_fn sink, void *ctx);
 /* Wait up to timeout_ms for datagrams on a SERVER endpoint with a sink,
  * moving *now_ms on by the time waited. 2: datagrams were read and handed to
- * the sink, 1: readable (dp_endpoint_poll reads), 0: timed out. On Linux a
- * long wait blocks in recvmmsg itself (one syscall per wake). */
-int dp_endpoint_sink_wait(dp_endpoint *ep, int timeout_ms, int64_t *now_ms);
+ * the sink, 1: readable (dp_ep_poll reads), 0: timed out, DP_ERR_CLOSED:
+ * closed meanwhile. On Linux a long wait blocks in recvmmsg itself (one
+ * syscall per wake). */
+int dp_ep_sink_wait(dp_endpoint *ep, int timeout_ms, int64_t *now_ms);
 /* SERVER: route addr to a new TAKEN slot (an association we start).
  * DP_ERR_BAD_STATE if addr already has a slot. */
-int dp_endpoint_slot_open(dp_endpoint *ep, const dp_addr *addr, int64_t now_ms, uint64_t *handle);
+int dp_ep_slot_open(dp_endpoint *ep, const dp_addr *addr, int64_t now_ms, uint64_t *handle);
 typedef struct dp_endpoint_out {
     uint64_t handle; /* SERVER slot */
     const uint8_t *data;
@@ -714,8 +755,8 @@ typedef struct dp_endpoint_out {
 } dp_endpoint_out;
 /* Send msgs in order (sendmmsg batches on Linux). Returns how many the
  * socket took; *failed / *last_error tell about the others (lost). */
-int dp_endpoint_send_batch(dp_endpoint *ep, const dp_endpoint_out *msgs, size_t count,
-                           size_t *failed, int *last_error);
+int dp_ep_send_batch(dp_endpoint *ep, const dp_endpoint_out *msgs, size_t count,
+                     size_t *failed, int *last_error);
 
 /* Shared by the DTLS link and host (dp_link.c): the bytes a server's cookies
  * are bound to (out holds >= 22), and whether a datagram is an epoch-0

@@ -118,9 +118,13 @@
 /* cffi releases the GIL around every C call, so two Python threads can be in
  * Mbed TLS at once. Shared objects (PSA RNG, cookie keys, ticket keys) must
  * then be locked: POSIX builds use pthread mutexes; Windows builds use
- * MBEDTLS_THREADING_ALT with SRW locks (src/native/threading_alt.h). A single
- * connection object is still never used by two threads at once (the Python
- * wrappers hold a per-object lock). */
+ * MBEDTLS_THREADING_ALT with SRW locks (src/native/threading_alt.h). Our own
+ * objects lock in C, not in Python: each UDP endpoint has one mutex (shared
+ * by the DTLS host built on it), held by every call on the endpoint, its
+ * slots and the connections dp_link/dp_host drive through it, so one
+ * connection's Mbed TLS context is only ever entered under that lock. The
+ * Python wrappers hold no lock; their rule is one object, one thread at a
+ * time (docs/architecture.md, "Threads"). */
 #define MBEDTLS_THREADING_C
 #if defined(_WIN32)
 #define MBEDTLS_THREADING_ALT
