@@ -146,7 +146,7 @@ static int cookie_mac(dp_cookie_gate *gate, int64_t slot, const unsigned char *i
                       unsigned char mac[DP_COOKIE_MAC_LEN])
 {
     unsigned char key[DP_GATE_KEY_LEN];
-    unsigned char full[32];
+    unsigned char full[32] = {0};
     int ret = slot_key(gate, slot, key);
     if (ret == 0) {
         const mbedtls_md_info_t *md = mbedtls_md_info_from_type(MBEDTLS_MD_SHA256);
@@ -167,7 +167,14 @@ static int cookie_mac(dp_cookie_gate *gate, int64_t slot, const unsigned char *i
             ret = mbedtls_md_hmac_finish(&ctx, full);
         }
         mbedtls_md_free(&ctx);
-        memcpy(mac, full, DP_COOKIE_MAC_LEN);
+        if (ret == 0) {
+            memcpy(mac, full, DP_COOKIE_MAC_LEN);
+        }
+    }
+    if (ret != 0) {
+        /* Never hand out whatever was on the stack: callers drop the
+         * datagram on an error, but the output is defined either way. */
+        memset(mac, 0, DP_COOKIE_MAC_LEN);
     }
     mbedtls_platform_zeroize(key, sizeof(key));
     mbedtls_platform_zeroize(full, sizeof(full));
