@@ -24,7 +24,7 @@ from dtlspeer import (
 )
 from dtlspeer._binding import lib
 from identities import Identity, make_identity
-from udp_helpers import alloc_bytes, has_ipv6, until
+from udp_helpers import alloc_bytes, can_inject_icmp, has_ipv6, inject_icmp, until
 
 Status = PacketPeerDTLS.Status
 BADCERT_CN_MISMATCH = 0x04
@@ -360,6 +360,33 @@ def test_icmp_port_unreachable_becomes_an_error_status() -> None:
     assert run(lambda: client.get_status() != Status.STATUS_HANDSHAKING, client)
     assert client.get_status() == Status.STATUS_ERROR
     assert "unreachable" in client.get_last_error()
+
+
+@pytest.mark.skipif(not can_inject_icmp(), reason="forging ICMP needs a raw socket (root)")
+@pytest.mark.parametrize("kind", ["port unreachable", "protocol unreachable", "host isolated"])
+def test_forged_icmp_after_the_handshake_is_only_counted(ec_identity: Identity, kind: str) -> None:
+    """Issue 11.3: ICMP is unauthenticated. After the handshake a forged
+    port unreachable (or any other ICMP error) is counted and shown in
+    get_last_error(); the session lives on (Godot ends it: STATUS_ERROR)."""
+    server = EchoServer(ec_identity)
+    client = connect_client(server.port, options=TLSOptions.client_unsafe())
+    handshake(server, client)
+    udp = client._udp
+    assert udp is not None and udp._ep is not None
+    me = udp._ep.sock.getsockname()
+    for n in (1, 2):
+        inject_icmp(me, ("127.0.0.1", server.port), kind)
+        errors_seen = n
+        assert run(lambda: udp.get_stats()["recv_errors"] >= errors_seen, server, client)
+        client.poll()
+        assert client.get_status() == Status.STATUS_CONNECTED, client.get_last_error()
+    assert client.get_stats()["icmp_ignored"] == 2
+    assert "ICMP" in client.get_last_error() and kind in client.get_last_error()
+    client.put_packet(b"still talking")
+    assert run(lambda: client.get_available_packet_count() > 0, server, client)
+    assert client.get_packet() == b"still talking"
+    assert client.get_status() == Status.STATUS_CONNECTED
+    server.stop()
 
 
 def test_handshake_gives_up_on_a_silent_server() -> None:

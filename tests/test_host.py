@@ -30,7 +30,7 @@ from dtlspeer import (
 )
 from dtlspeer._binding import lib
 from identities import Identity, make_identity
-from udp_helpers import alloc_bytes, until
+from udp_helpers import alloc_bytes, can_inject_icmp, inject_icmp, until
 
 Status = PacketPeerDTLS.Status
 SERVER_PSK = {PSK_IDENTITY: PSK_KEY}
@@ -252,6 +252,43 @@ def test_handshake_timeout_against_a_silent_address() -> None:
     event = rec.of(client, HostEventType.DISCONNECT)[0]
     assert event.peer is peer and event.reason == DisconnectReason.HANDSHAKE_TIMEOUT
     assert hellos > 1  # the ClientHello was retransmitted by the timer heap first
+    client.close()
+
+
+def test_client_to_a_closed_port_fails_at_once() -> None:
+    """Issue 16.8: a client-only host connect()s its socket to its one peer,
+    so ICMP port unreachable ends the handshake at once (like a Godot-style
+    client) instead of after the handshake timers (here: 30 s)."""
+    settings = DTLSSettings(handshake_timeout_min_ms=10_000, handshake_timeout_max_ms=30_000)
+    client = psk_client(settings=settings)
+    rec = Recorder(client)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    peer = client.connect("127.0.0.1", port)
+    assert rec.run(lambda: len(rec.of(client, HostEventType.DISCONNECT)) == 1)
+    event = rec.of(client, HostEventType.DISCONNECT)[0]
+    assert event.peer is peer and event.reason == DisconnectReason.HANDSHAKE_FAILED
+    assert "unreachable" in peer.get_last_error()
+    client.close()
+
+
+@pytest.mark.skipif(not can_inject_icmp(), reason="forging ICMP needs a raw socket (root)")
+def test_forged_icmp_after_the_handshake_is_only_counted_by_a_host_client() -> None:
+    """Issue 11.3 on the batch API: the client's connected socket reports the
+    ICMP error, the connection counts it and lives on."""
+    server, client = psk_server(), psk_client()
+    rec = Recorder(server, client)
+    _, to_server = connected_pair(rec, server, client)
+    me = client._sock.getsockname() if client._sock is not None else ("", 0)
+    inject_icmp(me, ("127.0.0.1", server.get_local_port()), "port unreachable")
+    assert rec.run(lambda: to_server.get_stats()["icmp_ignored"] >= 1)
+    assert to_server.get_status() == Status.STATUS_CONNECTED
+    assert "ICMP" in to_server.get_last_error()
+    to_server.put_packet(b"after the forgery")
+    assert rec.run(lambda: len(rec.of(server, HostEventType.RECEIVE)) == 1)
+    assert rec.of(client, HostEventType.DISCONNECT) == []
+    server.close()
     client.close()
 
 

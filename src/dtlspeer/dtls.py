@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import enum
-import errno
 import weakref
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -29,10 +28,6 @@ __all__ = ["DTLSServer", "DTLSSettings", "PacketPeerDTLS"]
 _CLOSED = lib.DP_ERR_CLOSED
 _link_write = lib.dp_link_write
 _link_pump = lib.dp_link_pump
-# Send failures that mean "nobody listens there" (ICMP port/host unreachable).
-_UNREACHABLE = {
-    lib.DP_ERR_ERRNO_BASE - e for e in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
-}
 
 
 @dataclass(frozen=True)
@@ -239,7 +234,6 @@ class PacketPeerDTLS(PacketPeer):
         self._records: collections.deque[bytes] = collections.deque()
         self._conn_stats: dict[str, int] = {}
         self._link_stats = {"send_dropped": 0, "hvr_sent": 0, "gate_dropped": 0}
-        self._remote_errors_base = 0
         self._result = ffi.new("dp_link_result *")
         self._packet_error: Optional[errors.DTLSPeerError] = None
         # One clock per connection (its timers never run backwards), read by
@@ -276,13 +270,11 @@ class PacketPeerDTLS(PacketPeer):
         )
         self._conn_stats = {}
         self._link_stats = {"send_dropped": 0, "hvr_sent": 0, "gate_dropped": 0}
-        ep = udp._ep
-        stats = ffi.new("dp_udp_stats *")
-        if ep is not None and lib.dp_endpoint_stats(ep.ptr, 0, stats) == 0:
-            self._remote_errors_base = int(stats.recv_errors)
 
-    def _absorb(self, res: Any, server_peer: bool) -> None:
-        """Apply the outcome of one link call: counters, ICMP, restarts, end."""
+    def _absorb(self, res: Any) -> None:
+        """Apply the outcome of one link call: counters, restarts, end. ICMP
+        errors are the connection's business (dp_conn_note_unreachable): a
+        client fails on one while handshaking, afterwards only counts it."""
         self._link_stats["send_dropped"] += res.send_dropped
         self._link_stats["hvr_sent"] += res.hvr_sent
         self._link_stats["gate_dropped"] += res.gate_dropped
@@ -291,18 +283,6 @@ class PacketPeerDTLS(PacketPeer):
                 _Status.STATUS_DISCONNECTED,
                 "the client started a new session from the same address and port; "
                 "it arrives as a new connection on the UDPServer",
-            )
-            return
-        if not server_peer and (
-            res.remote_errors > self._remote_errors_base or res.send_error in _UNREACHABLE
-        ):
-            ip, port = self.get_peer_address()
-            where = f" {ip}:{port}" if ip else ""
-            self._end(
-                _Status.STATUS_ERROR,
-                f"destination unreachable: ICMP port unreachable from{where} "
-                "(no DTLS server listening there)",
-                res.send_error,
             )
             return
         status = _Status(res.status)
@@ -341,9 +321,6 @@ class PacketPeerDTLS(PacketPeer):
         self._gate = None
         if udp is not None and udp._server_owned:
             udp.close()  # free the slot: this address is unknown again
-
-    def _server_peer(self) -> bool:
-        return self._gate is not None
 
     # -- Godot API -------------------------------------------------------------
 
@@ -411,7 +388,7 @@ class PacketPeerDTLS(PacketPeer):
         route = self._route()
         assert route is not None  # is_socket_connected() held above
         check(lib.dp_link_flush(route[0], route[1], conn._ptr, self._result), "connect_to_peer")
-        self._absorb(self._result, False)
+        self._absorb(self._result)
 
     def poll(self) -> None:
         """Drive the connection (Godot ``poll``): feed every datagram queued
@@ -430,9 +407,7 @@ class PacketPeerDTLS(PacketPeer):
         res = self._result
         gate_ptr = ffi.NULL if gate is None else gate.handle
         rc = _link_pump(route[0], route[1], conn._ptr, gate_ptr, self._now, res)
-        if rc == 0 and not res.notable and res.status == self._status and (
-            gate is not None or res.remote_errors <= self._remote_errors_base
-        ):
+        if rc == 0 and not res.notable and res.status == self._status:
             return  # the usual poll: nothing for _absorb to record
         if rc < 0:
             reason = (
@@ -442,7 +417,7 @@ class PacketPeerDTLS(PacketPeer):
             )
             self._end(_Status.STATUS_ERROR, reason, rc)
             return
-        self._absorb(self._result, self._server_peer())
+        self._absorb(self._result)
 
     def get_status(self) -> _Status:
         """The connection status (Godot ``get_status``), as of the last call."""
@@ -532,7 +507,7 @@ class PacketPeerDTLS(PacketPeer):
             raise self._too_large(size)
         if rc in (lib.DP_ERR_INVALID_ARGUMENT, lib.DP_ERR_BAD_STATE):
             check(rc, "put_packet")
-        self._absorb(self._result, self._server_peer())  # a TLS failure shows in the status
+        self._absorb(self._result)  # a TLS failure shows in the status
 
     # -- ours -------------------------------------------------------------------
 
@@ -719,7 +694,7 @@ class DTLSServer:
             self._created += 1
             conn = Connection._adopt(self._out[0])
             peer._start(udp_peer, conn, self._settings, self._gate)
-            peer._absorb(res, True)
+            peer._absorb(res)
             return peer
         peer._udp = udp_peer
         peer._link_stats["hvr_sent"] += res.hvr_sent

@@ -797,6 +797,35 @@ int dp_conn_update(dp_conn *c, int64_t now_ms)
     return c->status;
 }
 
+int dp_conn_note_unreachable(dp_conn *c, int err, int64_t now_ms)
+{
+    now_ms = dp_resolve_now(now_ms);
+    if (c == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    advance_clock(c, now_ms);
+    const char *what = dp_remote_error_text(err);
+    if (c->status == DP_STATUS_HANDSHAKING && c->cfg->role == DP_ROLE_CLIENT) {
+        /* Godot's client fails here too: nothing listens at the address. */
+        c->last_error = DP_ERR_ERRNO_BASE - err;
+        c->status = DP_STATUS_ERROR;
+        snprintf(c->reason, sizeof(c->reason),
+                 "destination unreachable: ICMP %s while handshaking "
+                 "(no DTLS server listening there?)",
+                 what);
+        settle(c);
+    } else if (!ended(c)) {
+        c->stats.icmp_ignored++;
+        if (c->status == DP_STATUS_CONNECTED) {
+            snprintf(c->reason, sizeof(c->reason),
+                     "connected; ignored %llu ICMP error(s), last: %s (unauthenticated: "
+                     "only the idle timeout ends the session)",
+                     (unsigned long long)c->stats.icmp_ignored, what);
+        }
+    }
+    return c->status;
+}
+
 int64_t dp_conn_next_timeout(const dp_conn *c)
 {
     if (c == NULL || ended(c)) {

@@ -725,6 +725,22 @@ static void run_timers(dp_host *h, int64_t now_ms)
     }
 }
 
+/* The endpoint's error sink: an ICMP error for a peer (only a connected
+ * socket names one, see dp_host_connect). The connection decides: a
+ * handshaking client fails at once, anything else only counts it. */
+static void host_unreachable(void *ctx, uint64_t handle, const dp_addr *peer, int err,
+                             int64_t now_ms)
+{
+    (void)peer;
+    dp_host *h = ctx;
+    dp_host_peer *p = peer_get(h, handle);
+    if (p == NULL || p->conn == NULL) {
+        return;
+    }
+    (void)dp_conn_note_unreachable(p->conn, err, now_ms);
+    after_conn(h, p, 0);
+}
+
 /* ---- Public API ------------------------------------------------------------------- */
 
 int dp_host_new(int64_t fd, int family, uint32_t max_peers, dp_host **out)
@@ -744,6 +760,9 @@ int dp_host_new(int64_t fd, int family, uint32_t max_peers, dp_host **out)
     }
     if (rc == DP_OK) {
         rc = dp_endpoint_set_sink(h->ep, host_sink, h);
+    }
+    if (rc == DP_OK) {
+        rc = dp_endpoint_set_error_sink(h->ep, host_unreachable, h);
     }
     h->arena = dp_calloc(1, DP_HOST_ARENA);
     h->batch = dp_calloc(DP_HOST_BATCH, sizeof(dp_endpoint_out));
@@ -833,6 +852,10 @@ int dp_host_set_server(dp_host *h, dp_config *cfg, dp_cookie_gate *gate)
         dp_config_ref(cfg);
         dp_cookie_gate_ref(gate);
     }
+    if (cfg != NULL) {
+        /* Serving: datagrams come from anyone (see dp_host_connect). */
+        (void)dp_endpoint_connect_socket(h->ep, NULL);
+    }
     dp_config_free(h->server_cfg);
     dp_cookie_gate_free(h->gate);
     h->server_cfg = cfg;
@@ -875,6 +898,17 @@ int dp_host_connect(dp_host *h, const dp_addr *addr, const char *hostname, int64
     }
     if (h->live >= h->max_peers) {
         return DP_ERR_LIMIT;
+    }
+    /* A client-only host with this one association connect()s its socket:
+     * the kernel then reports the peer's ICMP errors (port unreachable ends
+     * the handshake at once, as a Godot-style client's connected socket
+     * does, instead of after the handshake timeout) and drops datagrams
+     * from any other address. A second association, or serving, needs the
+     * socket unconnected again. Best effort: without it, no fast fail. */
+    if (h->server_cfg == NULL && h->live == h->ended) {
+        (void)dp_endpoint_connect_socket(h->ep, addr);
+    } else {
+        (void)dp_endpoint_connect_socket(h->ep, NULL);
     }
     uint64_t handle = 0;
     int rc = dp_endpoint_slot_open(h->ep, addr, now_ms, &handle);
