@@ -191,7 +191,8 @@ def main() -> None:
             conn.close()
     trims = trims_during_flood(64, 20_000, args.payload)
     print(
-        f"DTLSHost, 64 parked peers: trims while flooding them with {trims['forged']} forged records "
+        f"DTLSHost, 64 parked peers: trims while flooding them with {trims['forged']} "
+        "forged records "
         f"({trims['seconds']} s, service(0) every 64): {trims['trims']} "
         f"(parks {trims['parks']}, unparks {trims['unparks']}, "
         f"still connected {trims['connected']}/64)"

@@ -522,8 +522,9 @@ int dp_config_finish(dp_config *cfg)
     mbedtls_ssl_conf_dtls_anti_replay(&cfg->conf, MBEDTLS_SSL_ANTI_REPLAY_ENABLED);
     /* Mbed TLS only counts bad records when a limit is set, so "unlimited"
      * becomes the largest limit: the count stays available for statistics. */
-    mbedtls_ssl_conf_dtls_badmac_limit(&cfg->conf,
-                                       cfg->badmac_limit != 0 ? cfg->badmac_limit : UINT_MAX);
+    /* Mbed TLS counts bad MACs only with a limit set; dp_conn.c collects
+     * the count after every call and applies cfg->badmac_limit itself. */
+    mbedtls_ssl_conf_dtls_badmac_limit(&cfg->conf, UINT_MAX);
     cfg->finished = 1;
     return DP_OK;
 }
