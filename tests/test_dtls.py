@@ -418,6 +418,11 @@ def test_idle_connected_peer_times_out(
     )
     client = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))
     peer = handshake(server, client)
+    # Issue 11: connection timers run on the monotonic clock even with a
+    # shared secret (only the cookie gate reads the wall clock).
+    assert peer._conn is not None
+    due = peer._conn.next_timeout()
+    assert due is not None and 0 <= due - int(lib.dp_clock_ms(0)) <= 200, due
     assert run(lambda: peer.get_status() != Status.STATUS_CONNECTED, server)
     assert peer.get_status() == Status.STATUS_ERROR
     assert "idle timeout" in peer.get_last_error()

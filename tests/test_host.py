@@ -762,10 +762,10 @@ def test_service_waits_its_timeout_and_wakes_for_a_datagram() -> None:
     server.close()
 
 
-def test_a_host_with_a_shared_cookie_secret_runs_on_the_wall_clock() -> None:
-    """With cookie_secret (servers sharing cookies across processes) the host's
-    native calls read the wall clock: handshakes, records and timers work,
-    and next_timeout() is measured on that same clock (seconds, not years)."""
+def test_a_host_with_a_shared_cookie_secret_keeps_timers_on_the_monotonic_clock() -> None:
+    """With cookie_secret (servers sharing cookies across processes) the gate
+    reads the wall clock for cookies: handshakes, records and timers work,
+    and next_timeout() is measured on the timers' clock (seconds, not years)."""
     server = psk_server(cookie_secret=bytes(range(32)))
     client = psk_client()
     rec = Recorder(server, client)
@@ -776,5 +776,10 @@ def test_a_host_with_a_shared_cookie_secret_runs_on_the_wall_clock() -> None:
     assert rec.run(lambda: [e.data for e in rec.of(client, HostEventType.RECEIVE)] == [b"pong"])
     wait = server.next_timeout()
     assert wait is not None and 0 <= wait <= 60  # the idle timer (60 s default)
+    # Issue 11: only the cookie gate reads the wall clock; every connection
+    # timer runs on the monotonic clock (a wall-clock step of idle_timeout
+    # used to disconnect everyone, a backward step froze every timer).
+    due = int(lib.dp_host_next_timeout(server._ptr))
+    assert 0 <= due - int(lib.dp_clock_ms(0)) <= 60_000, (due, lib.dp_clock_ms(0))
     client.close()
     server.close()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from . import errors
-from ._binding import NOW, NOW_WALL, check, error_text, ffi, lib, to_bytes
+from ._binding import NOW, check, error_text, ffi, lib, to_bytes
 from ._engine import Connection, CookieGate, EngineConfig, Verify
 from .packet_peer import BytesLike, PacketPeer
 from .tls_options import TLSOptions
@@ -236,9 +236,8 @@ class PacketPeerDTLS(PacketPeer):
         self._link_stats = {"send_dropped": 0, "hvr_sent": 0, "gate_dropped": 0}
         self._result = ffi.new("dp_link_result *")
         self._packet_error: Optional[errors.DTLSPeerError] = None
-        # One clock per connection (its timers never run backwards), read by
-        # the native calls themselves: server peers use their DTLSServer's,
-        # the wall clock with a shared secret.
+        # One clock per connection (its timers never run backwards): the
+        # monotonic one, read by the native calls themselves.
         self._now = NOW
 
     # -- internals -----------------------------------------------------------
@@ -623,7 +622,9 @@ class DTLSServer:
         connections (Godot ``setup``). InvalidArgumentError if they are not
         server options (Godot ``ERR_INVALID_PARAMETER``). ``settings`` and
         ``cookie_secret`` (16..64 bytes shared by every process that must
-        accept the same cookies; they then use their wall clocks) are ours.
+        accept the same cookies; their gates then use the wall clock for
+        cookies, so keep those clocks in sync; connection timers stay on the
+        monotonic clock) are ours.
         Calling it again replaces the configuration (see the class notes)."""
         if server_options is None:  # Godot: null options are ERR_INVALID_PARAMETER
             raise errors.InvalidArgumentError("server_options must be TLSOptions.server(...)")
@@ -678,8 +679,9 @@ class DTLSServer:
         if not udp_peer._server_owned or ep is None or ep.closed:
             raise errors.InvalidArgumentError("udp_peer must be taken from a listening UDPServer")
         peer = PacketPeerDTLS()
-        # Cookies carry the gate's time: a shared secret needs a shared clock.
-        peer._now = NOW_WALL if self._secret is not None else NOW
+        # Connection timers run on the monotonic clock; a gate with a shared
+        # secret reads the wall clock for its cookies itself.
+        peer._now = NOW
         rc = lib.dp_link_accept(
             ep.ptr,
             udp_peer._handle,

@@ -914,8 +914,11 @@ static int parked_hello_wakes(dp_conn *c, const unsigned char *d, size_t len)
     }
     unsigned char reply[DP_HVR_LEN];
     size_t reply_len = 0;
+    /* The gate's time, as the cookie callbacks Mbed TLS would use awake:
+     * a shared-secret gate runs on the wall clock, connections do not. */
     int verdict = dp_cookie_gate_check(gate, c->transport_id, c->transport_id_len, d, len,
-                                       c->now_ms, reply, sizeof(reply), &reply_len);
+                                       dp_cookie_gate_time(gate), reply, sizeof(reply),
+                                       &reply_len);
     if (verdict == DP_GATE_ADMIT) {
         return 1;
     }

@@ -65,6 +65,9 @@ int dp_cookie_gate_write_cb(void *gate, unsigned char **p, unsigned char *end,
 int dp_cookie_gate_check_cb(void *gate, const unsigned char *cookie, size_t cookie_len,
                             const unsigned char *id, size_t id_len);
 
+/* The newest time the gate has judged by (what the callbacks above use). */
+int64_t dp_cookie_gate_time(dp_cookie_gate *gate);
+
 /* 1 if the first record of d[0..len) is a well-formed, unfragmented epoch-0
  * ClientHello (the gate's own bounded parser), else 0. */
 int dp_cookie_hello_well_formed(const unsigned char *d, size_t len);

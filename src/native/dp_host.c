@@ -99,6 +99,7 @@ struct dp_host {
     dp_host_peer *peers; /* indexed by slot index */
     uint32_t peers_cap;
     uint32_t live;      /* entries in use */
+    int clock_injected; /* this service() was given a time (tests), not DP_NOW */
     uint32_t connected; /* connected_seen and not ended */
     uint32_t ended;     /* ended, not released */
 
@@ -469,6 +470,14 @@ static void release_reported(dp_host *h)
     }
 }
 
+/* What the gate judges by: an injected time as it is, else DP_NOW, which
+ * the gate reads from its own clock (the wall clock for a shared secret;
+ * connections always run on the monotonic one). */
+static int64_t gate_clock(const dp_host *h, int64_t now_ms)
+{
+    return h->clock_injected ? now_ms : DP_NOW;
+}
+
 /* After any call into a peer's connection: note what it now needs. */
 static void after_conn(dp_host *h, dp_host_peer *p, int exact_timer)
 {
@@ -502,7 +511,8 @@ static void port_reuse(dp_host *h, dp_host_peer *p, const dp_addr *src, const ui
     unsigned char reply[DP_HVR_LEN];
     size_t reply_len = 0;
     size_t tid_len = dp_addr_transport_id(src, tid);
-    int verdict = dp_cookie_gate_check(h->gate, tid, tid_len, data, len, now_ms, reply,
+    int verdict = dp_cookie_gate_check(h->gate, tid, tid_len, data, len, gate_clock(h, now_ms),
+                                       reply,
                                        sizeof(reply), &reply_len);
     if (verdict == DP_GATE_REPLY) {
         if (dp_endpoint_send(h->ep, p->handle, NULL, reply, reply_len) >= 0) {
@@ -535,7 +545,8 @@ static void accept_new(dp_host *h, const dp_addr *src, const uint8_t *data, size
     unsigned char reply[DP_HVR_LEN];
     size_t reply_len = 0;
     size_t tid_len = dp_addr_transport_id(src, tid);
-    int verdict = dp_cookie_gate_check(h->gate, tid, tid_len, data, len, now_ms, reply,
+    int verdict = dp_cookie_gate_check(h->gate, tid, tid_len, data, len, gate_clock(h, now_ms),
+                                       reply,
                                        sizeof(reply), &reply_len);
     if (verdict == DP_GATE_REPLY) {
         if (dp_endpoint_send(h->ep, 0, src, reply, reply_len) >= 0) {
@@ -948,6 +959,7 @@ int dp_host_service(dp_host *h, int64_t now_ms, int timeout_ms, dp_host_event *e
     if (h->closed) {
         return DP_ERR_CLOSED;
     }
+    h->clock_injected = now_ms >= 0;
     now_ms = dp_resolve_now(now_ms);
     h->stats.services++;
     dp_out o = {events, max_events, 0, payload_buf, payload_cap, 0};

@@ -31,6 +31,14 @@ static DP_THREAD_LOCAL unsigned char dp_link_buf[DP_LINK_BUF];
 #define DP_CT_HANDSHAKE 22
 #define DP_HS_CLIENT_HELLO 1
 
+/* What the gate judges by: an injected time as it is, else DP_NOW, which
+ * the gate reads from its own clock (the wall clock for a shared secret;
+ * connections always run on the monotonic one). */
+static int64_t gate_clock(int64_t now_ms)
+{
+    return now_ms >= 0 ? now_ms : DP_NOW;
+}
+
 static void result_init(dp_link_result *res)
 {
     memset(res, 0, sizeof(*res));
@@ -140,7 +148,7 @@ static void finish(dp_endpoint *ep, uint64_t handle, dp_conn *conn, uint64_t err
  * the session restarted (slot freed, hello re-queued as a pending peer). */
 static int client_port_reuse(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate,
                              const unsigned char *data, size_t len, int64_t now_ms,
-                             dp_link_result *res)
+                             int64_t gate_now, dp_link_result *res)
 {
     dp_addr addr;
     unsigned char tid[32];
@@ -150,7 +158,7 @@ static int client_port_reuse(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *g
         return 0;
     }
     size_t tid_len = dp_addr_transport_id(&addr, tid);
-    int verdict = dp_cookie_gate_check(gate, tid, tid_len, data, len, now_ms, reply,
+    int verdict = dp_cookie_gate_check(gate, tid, tid_len, data, len, gate_now, reply,
                                        sizeof(reply), &reply_len);
     if (verdict == DP_GATE_REPLY) {
         send_one(ep, handle, reply, reply_len, res);
@@ -176,6 +184,7 @@ int dp_link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_gate
     if (ep == NULL || conn == NULL || res == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
     }
+    int64_t gate_now = gate_clock(now_ms);
     now_ms = dp_resolve_now(now_ms);
     result_init(res);
     uint64_t errors_before = remote_errors(ep);
@@ -198,7 +207,8 @@ int dp_link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_gate
         }
         if (handle != 0 && gate != NULL && dp_conn_status(conn) == DP_STATUS_CONNECTED &&
             dp_is_initial_client_hello(dp_link_buf, (size_t)n)) {
-            if (client_port_reuse(ep, handle, gate, dp_link_buf, (size_t)n, now_ms, res)) {
+            if (client_port_reuse(ep, handle, gate, dp_link_buf, (size_t)n, now_ms, gate_now,
+                                  res)) {
                 res->status = dp_conn_status(conn);
                 note_notable(res);
                 return DP_OK; /* the slot is gone: nothing left to send to */
@@ -215,6 +225,7 @@ int dp_link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_gate
 int dp_link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, dp_config *cfg,
                    int64_t now_ms, dp_conn **out, dp_link_result *res)
 {
+    int64_t gate_now = gate_clock(now_ms);
     now_ms = dp_resolve_now(now_ms);
     if (ep == NULL || handle == 0 || gate == NULL || cfg == NULL || out == NULL || res == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -246,7 +257,7 @@ int dp_link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, dp_co
         }
         unsigned char reply[DP_HVR_LEN];
         size_t reply_len = 0;
-        int verdict = dp_cookie_gate_check(gate, tid, tid_len, dp_link_buf, (size_t)n, now_ms,
+        int verdict = dp_cookie_gate_check(gate, tid, tid_len, dp_link_buf, (size_t)n, gate_now,
                                            reply, sizeof(reply), &reply_len);
         if (verdict == DP_GATE_REPLY) {
             send_one(ep, handle, reply, reply_len, res);

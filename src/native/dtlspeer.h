@@ -65,10 +65,13 @@ int dp_ciphersuite_names(char *buf, size_t buflen);
 int dp_random(unsigned char *buf, size_t len);
 
 /* The one clock of the library, in milliseconds: monotonic (wall = 0), or
- * the wall clock (wall = 1: Unix time, for cookie secrets shared across
- * processes). Every now_ms argument below comes from it, and every function
- * taking one also accepts DP_NOW / DP_NOW_WALL and reads the clock itself:
- * the binding passes those, which saves it a clock call per packet. */
+ * the wall clock (wall = 1: Unix time). Every now_ms argument below comes
+ * from it, and every function taking one also accepts DP_NOW / DP_NOW_WALL
+ * and reads the clock itself: the binding passes DP_NOW, which saves it a
+ * clock call per packet. Connections run on the monotonic clock; only a
+ * cookie gate with a shared secret resolves DP_NOW to the wall clock (gates
+ * of several processes must agree on the time slot), so a clock step moves
+ * cookie slots, never connection timers. */
 enum { DP_NOW = -1, DP_NOW_WALL = -2 };
 int64_t dp_clock_ms(int wall);
 
