@@ -497,3 +497,25 @@ def test_measure_handshake_cpu_and_idle_heap(capsys: pytest.CaptureFixture[str])
                   f"{name}: {ms:.3f} ms")
         print(f"  heap of an established client+server pair: {both} B; "
               f"a fresh client conn: {fresh_client} B")
+
+
+def test_received_records_are_bounded_in_bytes() -> None:
+    """Issue 11: records the application has not read were bounded by count
+    (256 x 16 KiB = 4 MiB per connection). Now by bytes (64 KiB including a
+    small per-record header); beyond it records are dropped and counted."""
+    link = _connected_pair()
+    server = link.server
+    payload = bytes(1000)
+    server.read_all()
+    before = server.stats()
+    for _ in range(100):  # ~100 KB unread
+        server.feed(_record_to_server(link, payload), link.now)
+    stats = server.stats()
+    kept = server.pending_count()
+    assert stats["records_in"] - before["records_in"] == 100
+    assert kept * len(payload) <= 64 * 1024 and kept >= 60
+    assert stats["dropped_in_full"] - before["dropped_in_full"] == 100 - kept
+    assert server.read_all() == [payload] * kept
+    server.feed(_record_to_server(link, b"room again"), link.now)
+    assert server.read_all() == [b"room again"]
+    link.close()

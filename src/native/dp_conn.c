@@ -34,7 +34,13 @@
 #include "mbedtls/x509.h"
 
 #define DP_OUT_QUEUE_MAX 64  /* a handshake flight at a small MTU fits easily */
-#define DP_APP_QUEUE_MAX 256 /* records waiting for the application */
+/* Received records waiting for the application, in bytes (payload + node
+ * header each, so empty records count too). 64 KiB: four full-size 16 KiB
+ * records, or ~45 of ENet's 1 392-byte datagrams, per connection; a peer
+ * whose application stops reading cannot make it hold more (it was 256
+ * records: up to 4 MiB per connection). Beyond it records are dropped and
+ * counted (stats.dropped_in_full), as a full socket buffer would. */
+#define DP_APP_QUEUE_BYTES (64u * 1024u)
 #define DP_READ_LOOP_MAX 4096
 #define DP_REASON_LEN 320
 #define DP_MASTER_LEN 48
@@ -67,6 +73,7 @@ typedef struct dp_queue {
     dp_node *head;
     dp_node *tail;
     size_t count;
+    size_t bytes; /* payload + node header of every entry */
 } dp_queue;
 
 struct dp_conn {
@@ -131,6 +138,7 @@ static void queue_push(dp_queue *q, dp_node *n)
     }
     q->tail = n;
     q->count++;
+    q->bytes += sizeof(dp_node) + n->len;
 }
 
 static void queue_clear(dp_queue *q, int wipe)
@@ -146,6 +154,7 @@ static void queue_clear(dp_queue *q, int wipe)
     }
     q->head = q->tail = NULL;
     q->count = 0;
+    q->bytes = 0;
 }
 
 /* Copy the head into buf and remove it. */
@@ -167,6 +176,7 @@ static int queue_pop(dp_queue *q, unsigned char *buf, size_t cap, int wipe)
         q->tail = NULL;
     }
     q->count--;
+    q->bytes -= sizeof(dp_node) + n->len;
     if (wipe) {
         mbedtls_platform_zeroize(n->data, n->len);
     }
@@ -385,7 +395,8 @@ static void read_records(dp_conn *c)
             c->last_rx_ms = c->now_ms;
             note_activity(c);
             c->stats.records_in++;
-            if (n == NULL || left != 0 || c->app.count >= DP_APP_QUEUE_MAX) {
+            if (n == NULL || left != 0 ||
+                c->app.bytes + sizeof(dp_node) + avail > DP_APP_QUEUE_BYTES) {
                 c->stats.dropped_in_full++;
                 if (n != NULL) {
                     mbedtls_platform_zeroize(n->data, n->len);
