@@ -33,7 +33,6 @@
 #include "mbedtls/ssl_ciphersuites.h"
 #include "mbedtls/x509.h"
 
-#define DP_OUT_QUEUE_MAX 64  /* a handshake flight at a small MTU fits easily */
 /* Received records waiting for the application, in bytes (payload + node
  * header each, so empty records count too). 64 KiB: four full-size 16 KiB
  * records, or ~45 of ENet's 1 392-byte datagrams, per connection; a peer
@@ -189,7 +188,7 @@ static int queue_pop(dp_queue *q, unsigned char *buf, size_t cap, int wipe)
 static int bio_send(void *ctx, const unsigned char *buf, size_t len)
 {
     dp_conn *c = ctx;
-    if (c->out.count >= DP_OUT_QUEUE_MAX) {
+    if (c->out.count >= c->cfg->out_queue_max) { /* a whole flight fits (dp_config.c) */
         /* Like a full socket buffer: the datagram is lost, DTLS retransmits. */
         c->stats.dropped_out_full++;
         return (int)len;

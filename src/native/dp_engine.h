@@ -50,6 +50,7 @@ struct dp_config {
     uint32_t idle_timeout_ms;  /* 0 = never */
     uint32_t park_after_ms;    /* 0 = never park (dp_config_set_park_after) */
     uint16_t mtu;              /* 0 = no limit */
+    uint32_t out_queue_max;    /* datagrams a connection may queue (dp_config_finish) */
     unsigned badmac_limit;     /* 0 = unlimited (still counted) */
     dp_cookie_gate *gate;      /* server: cookie keys (referenced) */
 };

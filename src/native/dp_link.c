@@ -90,7 +90,7 @@ static void send_one(dp_endpoint *ep, uint64_t handle, const unsigned char *data
 
 static void flush_output(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_link_result *res)
 {
-    /* Bounded by the connection's outgoing queue (64 datagrams). */
+    /* Bounded by the connection's outgoing queue (one flight, dp_config.c). */
     for (;;) {
         int n = dp_conn_pop_outgoing(conn, dp_link_buf, sizeof(dp_link_buf));
         if (n == DP_ERR_WOULD_BLOCK) {
