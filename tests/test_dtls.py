@@ -429,6 +429,46 @@ def test_idle_connected_peer_times_out(
     server.stop()
 
 
+@pytest.mark.parametrize("park_after_ms", [0, 50], ids=["active", "parked"])
+def test_server_idle_timeout_tells_the_client(ec_identity: Identity, park_after_ms: int) -> None:
+    """Issue 11 (dead peers): when the server's idle timeout ends a peer it
+    sends close_notify (a parked peer gets its keys back for it), so the
+    Godot-style client sees STATUS_DISCONNECTED at once instead of waiting
+    for its own idle timeout (60 s by default)."""
+    server = EchoServer(ec_identity)
+    server.dtls.setup(
+        TLSOptions.server(*ec_identity),
+        settings=DTLSSettings(idle_timeout_ms=300, park_after_ms=park_after_ms),
+    )
+    client = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))
+    peer = handshake(server, client)
+    client.put_packet(b"one record, then silence")  # lets the server park
+    assert run(lambda: peer.get_status() != Status.STATUS_CONNECTED, server, client)
+    assert run(lambda: client.get_status() != Status.STATUS_CONNECTED, server, client)
+    assert client.get_status() == Status.STATUS_DISCONNECTED
+    assert "close_notify" in client.get_last_error()
+    assert "idle timeout" in peer.get_last_error() and "close_notify" in peer.get_last_error()
+    server.stop()
+
+
+def test_client_learns_that_its_server_vanished(ec_identity: Identity) -> None:
+    """Issue 11 (dead peers): clients have an idle timeout too (the same
+    DTLSSettings default, 60 s): a server that disappears without a word is
+    noticed (Godot: never)."""
+    server = EchoServer(ec_identity)
+    client = connect_client(
+        server.port,
+        options=TLSOptions.client(ec_identity[1]),
+        settings=DTLSSettings(idle_timeout_ms=300),
+    )
+    handshake(server, client)
+    assert DTLSSettings().idle_timeout_ms == 60_000  # on by default, both roles
+    server.udp.stop()  # gone: no close_notify, no ICMP (nothing polls)
+    assert run(lambda: client.get_status() != Status.STATUS_CONNECTED, client)
+    assert client.get_status() == Status.STATUS_ERROR
+    assert "idle timeout" in client.get_last_error()
+
+
 def test_idle_server_peer_parks_and_wakes_transparently(ec_identity: Identity) -> None:
     """Ours (no Godot equivalent): park_after_ms serializes an idle server
     connection (~1 KB instead of ~36 KB) and the next record wakes it; the

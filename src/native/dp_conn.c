@@ -1128,8 +1128,13 @@ int dp_conn_update(dp_conn *c, int64_t now_ms)
         set_reason(c, "handshake deadline passed");
     } else if (c->status == DP_STATUS_CONNECTED && idle != 0 &&
                c->now_ms - c->last_rx_ms >= (int64_t)idle) {
+        /* Tell the peer, so it does not wait for its own timeout (a Godot
+         * client sees STATUS_DISCONNECTED). A parked connection needs its
+         * keys back for that; without memory for them it ends silently. */
+        int told = unpark(c) == 0 && c->ssl != NULL && mbedtls_ssl_close_notify(c->ssl) == 0;
         fail(c, MBEDTLS_ERR_SSL_TIMEOUT);
-        set_reason(c, "idle timeout: no record received from the peer");
+        set_reason(c, told ? "idle timeout: no record received from the peer (close_notify sent)"
+                           : "idle timeout: no record received from the peer");
     } else if (!ended(c)) {
         if (timer_get(c) == 2) {
             c->stats.retransmit_updates++;
