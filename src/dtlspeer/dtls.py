@@ -199,9 +199,13 @@ class PacketPeerDTLS(PacketPeer):
       freed at once and a server peer's UDP slot is released, so the
       client's next ClientHello is a new connection. Records that arrived
       before a peer's close_notify stay readable.
-    * An ICMP port-unreachable answer on a client becomes ``STATUS_ERROR``
-      with reason "destination unreachable" (Godot: the same status through
-      a socket error, with no reason).
+    * An ICMP error (port unreachable...) on a client that is still
+      handshaking becomes ``STATUS_ERROR`` with reason "destination
+      unreachable" (Godot: the same status through a socket error, with no
+      reason). Once connected, ICMP errors are only counted
+      (``get_stats()["icmp_ignored"]``) and mentioned in
+      :meth:`get_last_error`: anyone on the path can forge them, so the idle
+      timeout decides that the server is gone (Godot: ``STATUS_ERROR``).
     * Timers and sizes are configurable (:class:`DTLSSettings`), including
       idle and handshake timeouts (Godot: none).
     * Client port reuse (a client starting a new session from the same
@@ -548,7 +552,8 @@ class PacketPeerDTLS(PacketPeer):
 
     def get_stats(self) -> dict[str, int]:
         """Counters (ours): datagrams and records in/out, drops by reason,
-        bad MACs, retransmission timer runs, datagrams the socket refused
+        bad MACs, retransmission timer runs, parks, ICMP errors ignored after
+        the handshake (``icmp_ignored``), datagrams the socket refused
         (``send_dropped``), HelloVerifyRequests sent for this peer's address."""
         stats = dict(self._conn.stats() if self._conn is not None else self._conn_stats)
         stats.update(self._link_stats)
