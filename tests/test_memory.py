@@ -191,6 +191,25 @@ def test_guard_accepts_every_aead_suite(suite: str) -> None:
     link.close()
 
 
+def test_guard_of_a_parked_client_reads_the_server_direction() -> None:
+    """Clients park only when asked (park_after_ms): their guard takes the
+    server's write key and IV from the key block, not the client's."""
+    client_cfg = EngineConfig.client(psk=(PSK_ID, PSK_KEY), park_after_ms=PARK_MS)
+    _, server_cfg, gate = psk_configs(park_after_ms=0)
+    link = Link(client_cfg, server_cfg, gate)
+    link.handshake(max_ms=60_000)
+    server = link.server
+    assert server is not None
+    _deliver(link, link.client, server, b"warm-up")
+    _deliver(link, server, link.client, b"warm-up back")
+    _park(link, link.client)
+    link.client.feed(_forged(500), link.now)
+    assert link.client.parked and link.client.stats()["bad_mac"] == 1
+    _deliver(link, server, link.client, b"wake the client")
+    assert link.client.stats()["unparks"] == 1 and link.client.stats()["bad_mac"] == 1
+    link.close()
+
+
 def test_parked_bad_mac_limit_counts_while_parked() -> None:
     """A bad-MAC limit counts forgeries to a parked connection too (they no
     longer reach Mbed TLS), per session, across parks."""

@@ -614,7 +614,7 @@ static dp_read_guard *guard_new(const dp_conn *c)
     } else {
         return NULL; /* only AEAD suites are compiled in */
     }
-    unsigned char block[2 * 32 + 2 * 12];
+    unsigned char block[2 * 32 + 2 * 12] = {0};
     size_t need = 2 * keylen + 2 * fixed;
     if (keylen == 0 || keylen > 32 || need > sizeof(block)) {
         return NULL;
