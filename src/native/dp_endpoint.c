@@ -814,6 +814,21 @@ int dp_is_remote_error(int err)
 #endif
 }
 
+/* Of the remote errors, those a send can also fail with for a reason of
+ * its own (a datagram too large, broadcast not allowed, no route): a send
+ * retried after one that fails again the same way keeps its error. The
+ * others (port/protocol unreachable...) can only come from an ICMP error. */
+static int send_error_may_be_local(int err)
+{
+#if defined(_WIN32)
+    (void)err;
+    return 1;
+#else
+    return err == EMSGSIZE || err == EACCES || err == EHOSTUNREACH || err == ENETUNREACH ||
+           err == EOPNOTSUPP;
+#endif
+}
+
 const char *dp_remote_error_text(int err)
 {
 #if defined(_WIN32)
@@ -1401,6 +1416,7 @@ int dp_endpoint_send(dp_endpoint *ep, uint64_t handle, const dp_addr *dst, const
         return DP_ERR_BAD_STATE; /* no destination */
     }
     int remote_skipped = 0;
+    int last_remote = 0;
     for (int attempt = 0; attempt < 8; attempt++) {
 #if defined(_WIN32)
         int n = dst ? sendto(ep->fd, (const char *)data, (int)len, 0, (const struct sockaddr *)&ss,
@@ -1431,15 +1447,22 @@ int dp_endpoint_send(dp_endpoint *ep, uint64_t handle, const dp_addr *dst, const
         if (err == DP_EAGAIN) {
             return DP_ERR_WOULD_BLOCK;
         }
-        if (dp_is_remote_error(err) && !remote_skipped) {
+        if (dp_is_remote_error(err) && (!remote_skipped || !send_error_may_be_local(err))) {
             /* A pending ICMP error is reported by (and consumed with) the
-             * next send, which sent nothing: count it and send again. The
-             * same error twice is this datagram's own (EMSGSIZE, EACCES). */
+             * next send, which sent nothing: count it and send again. An
+             * error a send can also have for itself (EMSGSIZE, EACCES...)
+             * twice in a row is this datagram's own. */
             remote_skipped = 1;
+            last_remote = err;
             note_remote_error(ep, err, 1, 0);
             continue;
         }
         return dp_os_error(err);
+    }
+    if (last_remote != 0 && !send_error_may_be_local(last_remote)) {
+        /* ICMP errors arriving faster than we can send (a forged flood):
+         * the datagram is lost, as UDP datagrams are; never an error. */
+        return (int)len;
     }
     return dp_os_error(DP_EINTR);
 }
@@ -1681,7 +1704,7 @@ int dp_endpoint_send_batch(dp_endpoint *ep, const dp_endpoint_out *msgs, size_t 
             fill++;
         }
         unsigned off = 0;
-        unsigned remote_skipped = 0; /* off + 1 of the datagram retried after one */
+        unsigned remote_retries = 0; /* of the datagram at off, after ICMP errors */
         int interrupted = 0;
         /* Every pass advances off or ends the batch; EINTR retries are bounded. */
         while (off < fill) {
@@ -1693,19 +1716,22 @@ int dp_endpoint_send_batch(dp_endpoint *ep, const dp_endpoint_out *msgs, size_t 
                 }
                 sent += (size_t)n;
                 off += (unsigned)n;
+                remote_retries = 0;
                 continue;
             }
             int err = n < 0 ? errno : EAGAIN;
             if (err == EINTR && interrupted++ < 8) {
                 continue;
             }
-            if (dp_is_remote_error(err) && remote_skipped != off + 1) {
+            if (dp_is_remote_error(err) &&
+                remote_retries < (send_error_may_be_local(err) ? 1u : 8u)) {
                 /* A pending ICMP error, consumed by this send (see
                  * dp_endpoint_send): count it and send this datagram again. */
-                remote_skipped = off + 1;
+                remote_retries++;
                 note_remote_error(ep, err, 1, 0);
                 continue;
             }
+            remote_retries = 0;
             if (err == EAGAIN || err == EWOULDBLOCK) {
                 /* The send buffer is full: the rest of the batch is lost like
                  * any UDP datagram (DTLS retransmits handshakes). */
