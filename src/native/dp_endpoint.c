@@ -1527,7 +1527,7 @@ int dp_endpoint_inject(dp_endpoint *ep, const dp_addr *src, const uint8_t *data,
 
 /* ---- Hooks for the DTLS host (dp_host.c) ---------------------------------- */
 
-int dp_endpoint_set_error_sink(dp_endpoint *ep, dp_endpoint_error_fn fn, void *ctx)
+int dp_ep_set_error_sink(dp_endpoint *ep, dp_endpoint_error_fn fn, void *ctx)
 {
     if (ep == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -1537,16 +1537,21 @@ int dp_endpoint_set_error_sink(dp_endpoint *ep, dp_endpoint_error_fn fn, void *c
     return DP_OK;
 }
 
-int dp_endpoint_last_remote_error(const dp_endpoint *ep)
+int dp_ep_last_remote_error(const dp_endpoint *ep)
 {
     return ep == NULL ? DP_ERR_INVALID_ARGUMENT : ep->remote_errno;
+}
+
+uint64_t dp_ep_remote_errors(const dp_endpoint *ep)
+{
+    return ep == NULL ? 0 : ep->stats.recv_errors;
 }
 
 /* SERVER endpoint of a host whose only association is one it started:
  * connect() the socket to that peer so the kernel reports its ICMP errors
  * (a fast failure while handshaking) and drops datagrams from anyone else.
  * peer NULL dissolves the association (AF_UNSPEC). */
-int dp_endpoint_connect_socket(dp_endpoint *ep, const dp_addr *peer)
+int dp_ep_connect_socket(dp_endpoint *ep, const dp_addr *peer)
 {
     if (ep == NULL || ep->mode != DP_ENDPOINT_SERVER) {
         return DP_ERR_INVALID_ARGUMENT;

@@ -773,7 +773,7 @@ int dp_host_new(int64_t fd, int family, uint32_t max_peers, dp_host **out)
         rc = dp_endpoint_set_sink(h->ep, host_sink, h);
     }
     if (rc == DP_OK) {
-        rc = dp_endpoint_set_error_sink(h->ep, host_unreachable, h);
+        rc = dp_ep_set_error_sink(h->ep, host_unreachable, h);
     }
     h->arena = dp_calloc(1, DP_HOST_ARENA);
     h->batch = dp_calloc(DP_HOST_BATCH, sizeof(dp_endpoint_out));
@@ -865,7 +865,7 @@ int dp_host_set_server(dp_host *h, dp_config *cfg, dp_cookie_gate *gate)
     }
     if (cfg != NULL) {
         /* Serving: datagrams come from anyone (see dp_host_connect). */
-        (void)dp_endpoint_connect_socket(h->ep, NULL);
+        (void)dp_ep_connect_socket(h->ep, NULL);
     }
     dp_config_free(h->server_cfg);
     dp_cookie_gate_free(h->gate);
@@ -917,9 +917,9 @@ int dp_host_connect(dp_host *h, const dp_addr *addr, const char *hostname, int64
      * from any other address. A second association, or serving, needs the
      * socket unconnected again. Best effort: without it, no fast fail. */
     if (h->server_cfg == NULL && h->live == h->ended) {
-        (void)dp_endpoint_connect_socket(h->ep, addr);
+        (void)dp_ep_connect_socket(h->ep, addr);
     } else {
-        (void)dp_endpoint_connect_socket(h->ep, NULL);
+        (void)dp_ep_connect_socket(h->ep, NULL);
     }
     uint64_t handle = 0;
     int rc = dp_endpoint_slot_open(h->ep, addr, now_ms, &handle);

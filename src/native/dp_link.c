@@ -113,12 +113,6 @@ static void run_timers(dp_conn *conn, int64_t now_ms)
     }
 }
 
-static uint64_t remote_errors(const dp_endpoint *ep)
-{
-    dp_udp_stats st;
-    return dp_endpoint_stats(ep, 0, &st) == DP_OK ? st.recv_errors : 0;
-}
-
 /* A client's own (connected) socket reports ICMP errors only for its one
  * peer: tell the connection about those that arrived since `before` (on a
  * receive or consumed by a send of this call). A server peer's socket is
@@ -126,10 +120,10 @@ static uint64_t remote_errors(const dp_endpoint *ep)
 static void tell_unreachable(dp_endpoint *ep, uint64_t handle, dp_conn *conn, uint64_t before,
                              int64_t now_ms, dp_link_result *res)
 {
-    uint64_t after = remote_errors(ep);
+    uint64_t after = dp_ep_remote_errors(ep);
     res->remote_errors = after;
     if (handle == 0 && after > before) {
-        (void)dp_conn_note_unreachable(conn, dp_endpoint_last_remote_error(ep), now_ms);
+        (void)dp_conn_note_unreachable(conn, dp_ep_last_remote_error(ep), now_ms);
     }
 }
 
@@ -187,7 +181,7 @@ int dp_link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_gate
     int64_t gate_now = gate_clock(now_ms);
     now_ms = dp_resolve_now(now_ms);
     result_init(res);
-    uint64_t errors_before = remote_errors(ep);
+    uint64_t errors_before = dp_ep_remote_errors(ep);
     if (handle == 0) {
         int rc = dp_endpoint_poll(ep, now_ms); /* CLIENT: read the socket once */
         if (rc < 0) {
@@ -276,7 +270,7 @@ int dp_link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, dp_co
     if (conn == NULL) {
         return 0;
     }
-    finish(ep, handle, conn, remote_errors(ep), now_ms, res);
+    finish(ep, handle, conn, dp_ep_remote_errors(ep), now_ms, res);
     *out = conn;
     return 1;
 }
@@ -288,7 +282,7 @@ int dp_link_write(dp_endpoint *ep, uint64_t handle, dp_conn *conn, const uint8_t
         return DP_ERR_INVALID_ARGUMENT;
     }
     result_init(res);
-    uint64_t errors_before = remote_errors(ep);
+    uint64_t errors_before = dp_ep_remote_errors(ep);
     int rc = dp_conn_write(conn, data, len, now_ms);
     if (rc >= 0) {
         flush_output(ep, handle, conn, res);
@@ -306,7 +300,7 @@ int dp_link_flush(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_link_resul
         return DP_ERR_INVALID_ARGUMENT;
     }
     result_init(res);
-    uint64_t errors_before = remote_errors(ep);
+    uint64_t errors_before = dp_ep_remote_errors(ep);
     flush_output(ep, handle, conn, res);
     tell_unreachable(ep, handle, conn, errors_before, DP_NOW, res);
     res->status = dp_conn_status(conn);

@@ -702,14 +702,18 @@ typedef int (*dp_endpoint_sink_fn)(void *ctx, uint64_t handle, const dp_addr *sr
                                    const uint8_t *data, size_t len, int64_t now_ms);
 int dp_endpoint_set_sink(dp_endpoint *ep, dp_endpoint_sink_fn sink, void *ctx);
 /* Remote (ICMP-induced) socket errors, with the slot they concern (0 when
- * the socket is not connected: then the kernel names no address). */
+ * the socket is not connected: then the kernel names no address). The
+ * dp_ep_* hooks take no lock of their own: callers already serialise every
+ * use of the endpoint. */
 typedef void (*dp_endpoint_error_fn)(void *ctx, uint64_t handle, const dp_addr *peer, int err,
                                      int64_t now_ms);
-int dp_endpoint_set_error_sink(dp_endpoint *ep, dp_endpoint_error_fn fn, void *ctx);
-/* errno of the last remote error the socket reported (0: none yet). */
-int dp_endpoint_last_remote_error(const dp_endpoint *ep);
+int dp_ep_set_error_sink(dp_endpoint *ep, dp_endpoint_error_fn fn, void *ctx);
+/* errno of the last remote error the socket reported (0: none yet), and how
+ * many it reported so far (stats.recv_errors). */
+int dp_ep_last_remote_error(const dp_endpoint *ep);
+uint64_t dp_ep_remote_errors(const dp_endpoint *ep);
 /* SERVER: connect() the socket to peer (NULL: dissolve). */
-int dp_endpoint_connect_socket(dp_endpoint *ep, const dp_addr *peer);
+int dp_ep_connect_socket(dp_endpoint *ep, const dp_addr *peer);
 /* 1 if errno err is an ICMP-induced error, and its words ("port unreachable"). */
 int dp_is_remote_error(int err);
 const char *dp_remote_error_text(int err);
