@@ -10,6 +10,8 @@ What happens, in order:
    ``vendor/`` (the sdist case) -> cached tarball under ``vendor/`` -> the
    upstream release URL -> the OS source packages (``apt-get source``).
    If all fail, ``SourceError`` lists each place and what happened there.
+   A ``$DTLSPEER_MBEDTLS_SOURCE`` that is set but missing or fails
+   verification raises ``SourceError`` at once: no other place is tried.
 2. ``ffibuilder`` declares our small C API (``src/native/dtlspeer.h``) to cffi.
 3. ``BuildExt`` (a setuptools ``build_ext``) compiles the Mbed TLS library and
    our ``src/native/*.c`` in parallel, caching Mbed TLS objects by a digest of
@@ -407,6 +409,9 @@ def resolve_source(
             attempts.append((place, "no such file or directory"))
         except VerificationError as exc:
             attempts.append((place, str(exc)))
+        # An explicit choice that fails stops here: building from another
+        # source than the one asked for would hide the failure.
+        raise SourceError(lock, attempts)
     else:
         attempts.append((f"${SOURCE_ENV}", "not set"))
 

@@ -366,6 +366,22 @@ def test_connect_to_a_silent_port_times_out_and_cancel_frees_the_socket() -> Non
     run(main())
 
 
+def test_connect_to_a_closed_port_fails_at_once() -> None:
+    """Issue 16.8: ICMP port unreachable during the handshake fails connect()
+    at once (it took the whole handshake timeout, ~16 s by default)."""
+
+    async def main() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+        with pytest.raises(aio.HandshakeError) as info:
+            await aio.connect("127.0.0.1", port, psk=CLIENT_PSK)
+        assert info.value.reason == DisconnectReason.HANDSHAKE_FAILED
+        assert "unreachable" in str(info.value)
+
+    run(main())
+
+
 def test_hostname_mismatch_is_a_readable_certificate_error(identity: Identity) -> None:
     async def main() -> None:
         async with await aio.serve(echo, "127.0.0.1", 0, TLSOptions.server(*identity)) as server:

@@ -360,3 +360,28 @@ def test_hot_sources_exist_and_get_o3_outside_msvc(monkeypatch: pytest.MonkeyPat
     assert bm.per_file_flags("ssl_tls.c") == []
     monkeypatch.setattr(bm, "_is_msvc", lambda: True)
     assert bm.per_file_flags("ecp.c") == []
+
+
+def test_explicit_source_that_fails_verification_stops_the_build(tmp_path: Path) -> None:
+    """An explicit $DTLSPEER_MBEDTLS_SOURCE that fails verification is the
+    error: a valid cached tarball elsewhere is not used instead (issue 11)."""
+    tarball, lock = make_release(tmp_path)
+    vendor = tmp_path / "vendor"
+    vendor.mkdir()
+    shutil.copyfile(tarball, vendor / lock.tarball)  # a good source further down the list
+    forged = tmp_path / "forged.tar.bz2"
+    forged.write_bytes(b"not the release")
+    with pytest.raises(bm.SourceError) as info:
+        resolve(lock, vendor, env={bm.SOURCE_ENV: str(forged)})
+    assert "sha256 mismatch" in str(info.value)
+    assert len(info.value.attempts) == 1  # nothing else was tried
+    assert not (vendor / TOP).exists()
+
+
+def test_explicit_source_that_does_not_exist_stops_the_build(tmp_path: Path) -> None:
+    tarball, lock = make_release(tmp_path)
+    vendor = tmp_path / "vendor"
+    vendor.mkdir()
+    shutil.copyfile(tarball, vendor / lock.tarball)
+    with pytest.raises(bm.SourceError, match="no such file or directory"):
+        resolve(lock, vendor, env={bm.SOURCE_ENV: str(tmp_path / "nope")})

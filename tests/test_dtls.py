@@ -24,7 +24,7 @@ from dtlspeer import (
 )
 from dtlspeer._binding import lib
 from identities import Identity, make_identity
-from udp_helpers import alloc_bytes, has_ipv6, until
+from udp_helpers import alloc_bytes, can_inject_icmp, has_ipv6, inject_icmp, until
 
 Status = PacketPeerDTLS.Status
 BADCERT_CN_MISMATCH = 0x04
@@ -362,6 +362,33 @@ def test_icmp_port_unreachable_becomes_an_error_status() -> None:
     assert "unreachable" in client.get_last_error()
 
 
+@pytest.mark.skipif(not can_inject_icmp(), reason="forging ICMP needs a raw socket (root)")
+@pytest.mark.parametrize("kind", ["port unreachable", "protocol unreachable", "host isolated"])
+def test_forged_icmp_after_the_handshake_is_only_counted(ec_identity: Identity, kind: str) -> None:
+    """Issue 11.3: ICMP is unauthenticated. After the handshake a forged
+    port unreachable (or any other ICMP error) is counted and shown in
+    get_last_error(); the session lives on (Godot ends it: STATUS_ERROR)."""
+    server = EchoServer(ec_identity)
+    client = connect_client(server.port, options=TLSOptions.client_unsafe())
+    handshake(server, client)
+    udp = client._udp
+    assert udp is not None and udp._ep is not None
+    me = udp._ep.sock.getsockname()
+    for _ in range(2):
+        before = udp.get_stats()["recv_errors"]
+        inject_icmp(me, ("127.0.0.1", server.port), kind)
+        assert run(lambda: udp.get_stats()["recv_errors"] > before, server, client)  # noqa: B023
+        client.poll()
+        assert client.get_status() == Status.STATUS_CONNECTED, client.get_last_error()
+    assert client.get_stats()["icmp_ignored"] == 2
+    assert "ICMP" in client.get_last_error() and kind in client.get_last_error()
+    client.put_packet(b"still talking")
+    assert run(lambda: client.get_available_packet_count() > 0, server, client)
+    assert client.get_packet() == b"still talking"
+    assert client.get_status() == Status.STATUS_CONNECTED
+    server.stop()
+
+
 def test_handshake_gives_up_on_a_silent_server() -> None:
     """§2.4: Godot retries for ~123 s; our retransmission timers are settings."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
@@ -391,10 +418,55 @@ def test_idle_connected_peer_times_out(
     )
     client = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))
     peer = handshake(server, client)
+    # Issue 11: connection timers run on the monotonic clock even with a
+    # shared secret (only the cookie gate reads the wall clock).
+    assert peer._conn is not None
+    due = peer._conn.next_timeout()
+    assert due is not None and 0 <= due - int(lib.dp_clock_ms(0)) <= 200, due
     assert run(lambda: peer.get_status() != Status.STATUS_CONNECTED, server)
     assert peer.get_status() == Status.STATUS_ERROR
     assert "idle timeout" in peer.get_last_error()
     server.stop()
+
+
+@pytest.mark.parametrize("park_after_ms", [0, 50], ids=["active", "parked"])
+def test_server_idle_timeout_tells_the_client(ec_identity: Identity, park_after_ms: int) -> None:
+    """Issue 11 (dead peers): when the server's idle timeout ends a peer it
+    sends close_notify (a parked peer gets its keys back for it), so the
+    Godot-style client sees STATUS_DISCONNECTED at once instead of waiting
+    for its own idle timeout (60 s by default)."""
+    server = EchoServer(ec_identity)
+    server.dtls.setup(
+        TLSOptions.server(*ec_identity),
+        settings=DTLSSettings(idle_timeout_ms=300, park_after_ms=park_after_ms),
+    )
+    client = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))
+    peer = handshake(server, client)
+    client.put_packet(b"one record, then silence")  # lets the server park
+    assert run(lambda: peer.get_status() != Status.STATUS_CONNECTED, server, client)
+    assert run(lambda: client.get_status() != Status.STATUS_CONNECTED, server, client)
+    assert client.get_status() == Status.STATUS_DISCONNECTED
+    assert "close_notify" in client.get_last_error()
+    assert "idle timeout" in peer.get_last_error() and "close_notify" in peer.get_last_error()
+    server.stop()
+
+
+def test_client_learns_that_its_server_vanished(ec_identity: Identity) -> None:
+    """Issue 11 (dead peers): clients have an idle timeout too (the same
+    DTLSSettings default, 60 s): a server that disappears without a word is
+    noticed (Godot: never)."""
+    server = EchoServer(ec_identity)
+    client = connect_client(
+        server.port,
+        options=TLSOptions.client(ec_identity[1]),
+        settings=DTLSSettings(idle_timeout_ms=300),
+    )
+    handshake(server, client)
+    assert DTLSSettings().idle_timeout_ms == 60_000  # on by default, both roles
+    server.udp.stop()  # gone: no close_notify, no ICMP (nothing polls)
+    assert run(lambda: client.get_status() != Status.STATUS_CONNECTED, client)
+    assert client.get_status() == Status.STATUS_ERROR
+    assert "idle timeout" in client.get_last_error()
 
 
 def test_idle_server_peer_parks_and_wakes_transparently(ec_identity: Identity) -> None:

@@ -18,6 +18,7 @@ from _dtls_sim import (
     psk_configs,
 )
 from dtlspeer import errors
+from dtlspeer._binding import check, ffi, lib
 from dtlspeer._engine import Connection, CookieGate, EngineConfig, EngineStatus, Group, Verify
 
 BADCERT_EXPIRED = 0x01
@@ -497,3 +498,54 @@ def test_measure_handshake_cpu_and_idle_heap(capsys: pytest.CaptureFixture[str])
                   f"{name}: {ms:.3f} ms")
         print(f"  heap of an established client+server pair: {both} B; "
               f"a fresh client conn: {fresh_client} B")
+
+
+def test_received_records_are_bounded_in_bytes() -> None:
+    """Issue 11: records the application has not read were bounded by count
+    (256 x 16 KiB = 4 MiB per connection). Now by bytes (64 KiB including a
+    small per-record header); beyond it records are dropped and counted."""
+    link = _connected_pair()
+    server = link.server
+    payload = bytes(1000)
+    server.read_all()
+    before = server.stats()
+    for _ in range(100):  # ~100 KB unread
+        server.feed(_record_to_server(link, payload), link.now)
+    stats = server.stats()
+    kept = server.pending_count()
+    assert stats["records_in"] - before["records_in"] == 100
+    assert kept * len(payload) <= 64 * 1024 and kept >= 60
+    assert stats["dropped_in_full"] - before["dropped_in_full"] == 100 - kept
+    assert server.read_all() == [payload] * kept
+    server.feed(_record_to_server(link, b"room again"), link.now)
+    assert server.read_all() == [b"room again"]
+    link.close()
+
+
+def test_a_large_certificate_flight_fits_the_outgoing_queue_at_a_small_mtu() -> None:
+    """Issue 11: the outgoing queue held 64 datagrams, but a ~12.5 KB
+    certificate fragmented to MTU 200 takes ~72 (a 16 KB chain at MTU 256:
+    ~71): every transmission of the flight was cut short the same way and
+    the handshake could never finish. The queue is now sized to a whole
+    flight at the configured MTU."""
+    key = native_key("ec")
+    names = b""
+    for i in range(lib.DP_CERT_MAX_SANS):
+        name = b".".join([b"%02d" % i + b"x" * 58] * 3) + b".example"  # 188 bytes
+        names += bytes([lib.DP_SAN_DNS, 0, len(name)]) + name
+    cert = ffi.gc(lib.dp_cert_new(), lib.dp_cert_free)
+    check(
+        lib.dp_cert_generate_self_signed(
+            cert, key, b"CN=big", b"20240101000000", b"20991231235959", names, len(names)
+        )
+    )
+    gate = CookieGate()
+    server_cfg = EngineConfig.server(gate=gate, key=key, certificate=cert, mtu=200)
+    client_cfg = EngineConfig.client(verify=Verify.NONE, mtu=200)
+    link = Link(client_cfg, server_cfg, gate)
+    link.handshake(max_ms=20_000)
+    assert link.server is not None
+    assert link.client.status == link.server.status == EngineStatus.CONNECTED
+    assert link.server.stats()["dropped_out_full"] == 0
+    assert link.server.stats()["datagrams_out"] > 64  # one flight, more than the old bound
+    link.close()

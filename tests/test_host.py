@@ -30,7 +30,7 @@ from dtlspeer import (
 )
 from dtlspeer._binding import lib
 from identities import Identity, make_identity
-from udp_helpers import alloc_bytes, until
+from udp_helpers import alloc_bytes, can_inject_icmp, inject_icmp, until
 
 Status = PacketPeerDTLS.Status
 SERVER_PSK = {PSK_IDENTITY: PSK_KEY}
@@ -252,6 +252,43 @@ def test_handshake_timeout_against_a_silent_address() -> None:
     event = rec.of(client, HostEventType.DISCONNECT)[0]
     assert event.peer is peer and event.reason == DisconnectReason.HANDSHAKE_TIMEOUT
     assert hellos > 1  # the ClientHello was retransmitted by the timer heap first
+    client.close()
+
+
+def test_client_to_a_closed_port_fails_at_once() -> None:
+    """Issue 16.8: a client-only host connect()s its socket to its one peer,
+    so ICMP port unreachable ends the handshake at once (like a Godot-style
+    client) instead of after the handshake timers (here: 30 s)."""
+    settings = DTLSSettings(handshake_timeout_min_ms=10_000, handshake_timeout_max_ms=30_000)
+    client = psk_client(settings=settings)
+    rec = Recorder(client)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    peer = client.connect("127.0.0.1", port)
+    assert rec.run(lambda: len(rec.of(client, HostEventType.DISCONNECT)) == 1)
+    event = rec.of(client, HostEventType.DISCONNECT)[0]
+    assert event.peer is peer and event.reason == DisconnectReason.HANDSHAKE_FAILED
+    assert "unreachable" in peer.get_last_error()
+    client.close()
+
+
+@pytest.mark.skipif(not can_inject_icmp(), reason="forging ICMP needs a raw socket (root)")
+def test_forged_icmp_after_the_handshake_is_only_counted_by_a_host_client() -> None:
+    """Issue 11.3 on the batch API: the client's connected socket reports the
+    ICMP error, the connection counts it and lives on."""
+    server, client = psk_server(), psk_client()
+    rec = Recorder(server, client)
+    _, to_server = connected_pair(rec, server, client)
+    me = ("127.0.0.1", client.get_local_port())
+    inject_icmp(me, ("127.0.0.1", server.get_local_port()), "port unreachable")
+    assert rec.run(lambda: to_server.get_stats()["icmp_ignored"] >= 1)
+    assert to_server.get_status() == Status.STATUS_CONNECTED
+    assert "ICMP" in to_server.get_last_error()
+    to_server.put_packet(b"after the forgery")
+    assert rec.run(lambda: len(rec.of(server, HostEventType.RECEIVE)) == 1)
+    assert rec.of(client, HostEventType.DISCONNECT) == []
+    server.close()
     client.close()
 
 
@@ -725,10 +762,10 @@ def test_service_waits_its_timeout_and_wakes_for_a_datagram() -> None:
     server.close()
 
 
-def test_a_host_with_a_shared_cookie_secret_runs_on_the_wall_clock() -> None:
-    """With cookie_secret (servers sharing cookies across processes) the host's
-    native calls read the wall clock: handshakes, records and timers work,
-    and next_timeout() is measured on that same clock (seconds, not years)."""
+def test_a_host_with_a_shared_cookie_secret_keeps_timers_on_the_monotonic_clock() -> None:
+    """With cookie_secret (servers sharing cookies across processes) the gate
+    reads the wall clock for cookies: handshakes, records and timers work,
+    and next_timeout() is measured on the timers' clock (seconds, not years)."""
     server = psk_server(cookie_secret=bytes(range(32)))
     client = psk_client()
     rec = Recorder(server, client)
@@ -739,5 +776,10 @@ def test_a_host_with_a_shared_cookie_secret_runs_on_the_wall_clock() -> None:
     assert rec.run(lambda: [e.data for e in rec.of(client, HostEventType.RECEIVE)] == [b"pong"])
     wait = server.next_timeout()
     assert wait is not None and 0 <= wait <= 60  # the idle timer (60 s default)
+    # Issue 11: only the cookie gate reads the wall clock; every connection
+    # timer runs on the monotonic clock (a wall-clock step of idle_timeout
+    # used to disconnect everyone, a backward step froze every timer).
+    due = int(lib.dp_host_next_timeout(server._ptr))
+    assert 0 <= due - int(lib.dp_clock_ms(0)) <= 60_000, (due, lib.dp_clock_ms(0))
     client.close()
     server.close()

@@ -5,6 +5,8 @@ bounds on heap per connection measured with dp_alloc_stats (bytes only)."""
 from __future__ import annotations
 
 import gc
+import os
+import time
 
 import pytest
 
@@ -22,9 +24,11 @@ from dtlspeer import errors
 from dtlspeer._engine import Connection, CookieGate, EngineConfig, EngineStatus
 
 PARK_MS = 1000
-# Measured: 914 B (dp_conn + the serialized context + allocator headers).
+# Measured: 1 906 B (dp_conn + the serialized context + the read guard, an
+# AEAD context of ~1 KB that rejects forged records without waking the
+# connection, issue 11.4 + allocator headers; 914 B before the guard).
 # An active connection with 16 KiB record buffers is about 36 000 B.
-PARKED_HEAP_MAX = 1200
+PARKED_HEAP_MAX = 2200
 
 
 def _link(
@@ -115,16 +119,111 @@ def test_replayed_pre_park_record_is_rejected_after_unpark() -> None:
     assert server.read_all() == [b"once"]
     _park(link, server)
     discarded = server.stats()["discarded"]
-    # The replay passes the cheap header check, so the context is restored;
-    # its anti-replay window came back from the blob and drops the record.
+    # The parked connection's guard holds the anti-replay window: the replay
+    # (authentic, but seen before) is dropped without restoring the context.
     assert server.feed(recorded, link.now) == EngineStatus.CONNECTED
     assert server.read_all() == []
     stats = server.stats()
     assert stats["discarded"] == discarded + 1
-    assert stats["unparks"] == 1
-    # Nothing authentic arrived: it parks again at once.
-    assert server.parked and stats["parks"] == 2
+    assert stats["unparks"] == 0 and stats["bad_mac"] == 0
+    assert server.parked and stats["parks"] == 1
     _deliver(link, link.client, server, b"fresh")
+    # Awake again, Mbed TLS's own window (restored from the blob) drops it too.
+    assert server.feed(recorded, link.now) == EngineStatus.CONNECTED
+    assert server.read_all() == []
+    link.close()
+
+
+def _forged(seq: int, body: int = 64, epoch: int = 1) -> bytes:
+    """An application-data record with a plausible header and random bytes
+    where the nonce, ciphertext and tag go: what a spoofer can send."""
+    payload = os.urandom(body)
+    return (
+        bytes([23, 0xFE, 0xFD]) + epoch.to_bytes(2, "big") + seq.to_bytes(6, "big")
+        + len(payload).to_bytes(2, "big") + payload
+    )
+
+
+def test_forged_record_does_not_wake_a_parked_connection() -> None:
+    """Issue 11.4: a record header alone used to restore the whole context
+    (~34 KB, key schedule, failed MAC, save, re-park). The guard checks the
+    record's AEAD tag first: a forgery costs one AEAD check, counts as a bad
+    MAC, and the connection stays parked."""
+    link = _link()
+    server = link.server
+    assert server is not None
+    _warm(link)
+    _park(link, server)
+    for seq in range(100, 110):
+        assert server.feed(_forged(seq), link.now) == EngineStatus.CONNECTED
+    stats = server.stats()
+    assert server.parked and stats["unparks"] == 0 and stats["parks"] == 1
+    assert stats["bad_mac"] == 10 and stats["discarded"] >= 10
+    _deliver(link, link.client, server, b"the real client")
+    assert server.stats()["unparks"] == 1
+    link.close()
+
+
+@pytest.mark.parametrize(
+    "suite",
+    [
+        "TLS-PSK-WITH-AES-128-GCM-SHA256",
+        "TLS-PSK-WITH-AES-256-GCM-SHA384",
+        "TLS-PSK-WITH-AES-128-CCM",
+        "TLS-PSK-WITH-AES-128-CCM-8",
+        "TLS-PSK-WITH-CHACHA20-POLY1305-SHA256",
+        "TLS-ECDHE-PSK-WITH-CHACHA20-POLY1305-SHA256",
+    ],
+)
+def test_guard_accepts_every_aead_suite(suite: str) -> None:
+    """The guard derives the peer's write key and IV itself (Mbed TLS's PRF
+    and AEAD): every compiled-in AEAD family, both PRF hashes, short tags.
+    A record the guard wrongly rejected would never wake the connection."""
+    link = _link(ciphersuites=[suite])
+    server = link.server
+    assert server is not None
+    _warm(link)
+    for round_ in range(3):
+        _park(link, server)
+        _deliver(link, link.client, server, b"wake %d" % round_)
+        assert server.stats()["bad_mac"] == 0
+    assert server.stats()["unparks"] == 3
+    link.close()
+
+
+def test_guard_of_a_parked_client_reads_the_server_direction() -> None:
+    """Clients park only when asked (park_after_ms): their guard takes the
+    server's write key and IV from the key block, not the client's."""
+    client_cfg = EngineConfig.client(psk=(PSK_ID, PSK_KEY), park_after_ms=PARK_MS)
+    _, server_cfg, gate = psk_configs(park_after_ms=0)
+    link = Link(client_cfg, server_cfg, gate)
+    link.handshake(max_ms=60_000)
+    server = link.server
+    assert server is not None
+    _deliver(link, link.client, server, b"warm-up")
+    _deliver(link, server, link.client, b"warm-up back")
+    _park(link, link.client)
+    link.client.feed(_forged(500), link.now)
+    assert link.client.parked and link.client.stats()["bad_mac"] == 1
+    _deliver(link, server, link.client, b"wake the client")
+    assert link.client.stats()["unparks"] == 1 and link.client.stats()["bad_mac"] == 1
+    link.close()
+
+
+def test_parked_bad_mac_limit_counts_while_parked() -> None:
+    """A bad-MAC limit counts forgeries to a parked connection too (they no
+    longer reach Mbed TLS), per session, across parks."""
+    link = _link(badmac_limit=5)
+    server = link.server
+    assert server is not None
+    _warm(link)
+    _park(link, server)
+    for seq in range(100, 104):
+        server.feed(_forged(seq), link.now)
+    assert server.status == EngineStatus.CONNECTED and server.parked
+    server.feed(_forged(200), link.now)
+    assert server.status == EngineStatus.ERROR
+    assert "bad MAC" in server.reason
     link.close()
 
 
@@ -145,12 +244,12 @@ def test_garbage_does_not_wake_a_parked_connection() -> None:
         assert server.feed(datagram, link.now) == EngineStatus.CONNECTED
     stats = server.stats()
     assert stats["unparks"] == 0 and stats["discarded"] == len(junk) and server.parked
-    # Epoch-1 garbage needs the keys to be told apart: it wakes the
-    # connection, fails authentication, and the connection parks again.
+    # Epoch-1 garbage fails the guard's AEAD check: counted as a bad MAC,
+    # the connection is not restored (issue 11.4; it used to be).
     forged = b"\x17\xfe\xfd\x00\x01" + b"\x00\x00\x00\x00\x10\x00" + b"\x00\x30" + bytes(48)
     assert server.feed(forged, link.now) == EngineStatus.CONNECTED
     stats = server.stats()
-    assert stats["unparks"] == 1 and stats["bad_mac"] == 1 and server.parked
+    assert stats["unparks"] == 0 and stats["bad_mac"] == 1 and server.parked
     _deliver(link, link.client, server, b"still fine")
     link.close()
 
@@ -192,7 +291,12 @@ def test_idle_timeout_while_parked() -> None:
     assert server.status == EngineStatus.CONNECTED and server.parked
     server.update(deadline)
     assert server.status == EngineStatus.ERROR and "idle timeout" in server.reason
-    assert not server.parked and server.stats()["unparks"] == 0
+    # The keys come back once, for the close_notify that tells the client.
+    assert not server.parked and server.stats()["unparks"] == 1
+    assert "close_notify sent" in server.reason
+    (notify,) = server.take_outgoing()
+    link.client.feed(notify, deadline)
+    assert link.client.status == EngineStatus.DISCONNECTED
     assert deadline - last_rx <= 8000
     with pytest.raises(errors.StateError):
         server.write(b"late", deadline)
@@ -354,3 +458,41 @@ def test_many_parked_connections_share_nothing() -> None:
     for link in links:
         link.close()
     assert CLIENT_ADDR  # the simulator's fixed client address: one per link object
+
+
+def test_many_parks_do_not_force_a_trim_within_a_second() -> None:
+    """Issue 11.4: every 256 parks used to force an immediate malloc_trim(0),
+    bypassing the once-a-second limit, so whoever could make connections
+    park (or, before the guard, re-park after a forgery) chose the trim rate.
+    Now: at most one trim per second, whatever the cause."""
+    from dtlspeer import DTLSHost
+    from dtlspeer._binding import lib
+
+    client_cfg, _, gate = psk_configs()
+    server_cfg = EngineConfig.server(gate=gate, psks={PSK_ID: PSK_KEY}, park_after_ms=PARK_MS)
+    servers = []
+    for _ in range(300):
+        link = Link(client_cfg, server_cfg, gate)
+        link.handshake(max_ms=60_000)
+        _warm(link)
+        assert link.server is not None
+        servers.append((link, link.server))
+    host = DTLSHost("127.0.0.1", 0)  # its service() is a per-tick trim point
+    for link, server in servers[:10]:
+        server.update(link.now + PARK_MS)
+        assert server.parked
+    before = lib.dp_trim_count()
+    deadline = time.monotonic() + 3
+    while lib.dp_trim_count() == before and time.monotonic() < deadline:
+        host.service(0.01)  # trims once the last trim is a second old
+    assert lib.dp_trim_count() > before
+    start, trims = time.monotonic(), lib.dp_trim_count()
+    for link, server in servers[10:]:  # 290 parks: more than the old threshold of 256
+        server.update(link.now + PARK_MS)
+        assert server.parked
+    host.service(0)
+    if time.monotonic() - start < 1.0:
+        assert lib.dp_trim_count() == trims
+    host.close()
+    for link, _ in servers:
+        link.close()

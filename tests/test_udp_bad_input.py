@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import gc
 import socket
+import time
 
 import pytest
 
@@ -17,7 +18,7 @@ from dtlspeer.errors import (
     SocketError,
     StateError,
 )
-from udp_helpers import alloc_bytes, until
+from udp_helpers import ICMP_ERRORS, alloc_bytes, can_inject_icmp, inject_icmp, until
 
 LOCAL = "127.0.0.1"
 MAX_V4 = 65507
@@ -326,3 +327,32 @@ def test_stale_handle_cannot_reach_reused_slot():
     srv.stop()
     a.close()
     b.close()
+
+
+@pytest.mark.skipif(not can_inject_icmp(), reason="forging ICMP needs a raw socket (root)")
+@pytest.mark.parametrize("kind", sorted(ICMP_ERRORS))
+def test_every_icmp_error_is_counted_not_raised(kind):
+    """Issue 11.3: each ICMP error Linux turns into an errno (ENOPROTOOPT, EHOSTDOWN,
+    ENONET, EPROTO, EMSGSIZE, EACCES...) is remote, unauthenticated news: receiving
+    and sending go on, the error is counted. 127.0.0.77: the kernel caches what a
+    forged "fragmentation needed" says per destination; keep it off 127.0.0.1."""
+    target = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    target.bind(("127.0.0.77", 0))
+    peer = PacketPeerUDP()
+    peer.connect_to_host("127.0.0.77", target.getsockname()[1])
+    peer.put_packet(b"hello")
+    assert target.recvfrom(100)[0] == b"hello"
+    assert peer._ep is not None
+    me = peer._ep.sock.getsockname()
+    inject_icmp(me, target.getsockname(), kind)
+    assert until(lambda: peer.get_stats()["recv_errors"] >= 1, peer.get_available_packet_count)
+    inject_icmp(me, target.getsockname(), kind)  # now consumed by the next send
+    time.sleep(0.05)
+    peer.put_packet(b"still here")  # sent, not lost to the pending error
+    assert target.recvfrom(100)[0] == b"still here"
+    target.sendto(b"answer", me)
+    assert until(lambda: peer.get_available_packet_count() == 1)
+    assert peer.get_packet() == b"answer"
+    assert peer.get_stats()["recv_errors"] == 2
+    peer.close()
+    target.close()

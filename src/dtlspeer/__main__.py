@@ -471,8 +471,9 @@ def cmd_connect(args: argparse.Namespace) -> int:
         options = TLSOptions.client(chain)  # None: the system CA store
     else:
         options = None  # PSK only: the key authenticates the server
-    settings = DTLSSettings(idle_timeout_ms=0)  # the server decides when we are idle
-    host = DTLSHost("*", 0, client_options=options, client_psk=psk, settings=settings)
+    # The default idle timeout (60 s), as every client: a server that vanished
+    # is noticed; one that timed us out says so (close_notify).
+    host = DTLSHost("*", 0, client_options=options, client_psk=psk)
     try:
         with _StopFlag() as stop:
             status = _run_client(args, host, stop)

@@ -12,7 +12,7 @@ from typing import Any
 from . import errors
 from ._native import ffi, lib
 
-__all__ = ["NOW", "NOW_WALL", "check", "error_text", "ffi", "lib", "monotonic_ms"]
+__all__ = ["NOW", "check", "error_text", "ffi", "lib", "monotonic_ms"]
 
 # Mbed TLS high-level error codes we map to specific exceptions.
 _MBEDTLS_PK_ERROR_RANGE = range(-0x3FFF, -0x3800 + 1)  # PK module
@@ -47,10 +47,9 @@ _DP_EXCEPTIONS: dict[int, type[errors.DTLSPeerError]] = {
 _init = lib.dp_init()
 
 # The library's one clock (native, so Python and C readings never mix two
-# clocks). Native calls take NOW / NOW_WALL (the wall clock, for cookie
-# secrets shared across processes) and read the clock themselves.
+# clocks). Native calls take NOW and read the monotonic clock themselves (a
+# cookie gate with a shared secret reads the wall clock, for cookies only).
 NOW: int = lib.DP_NOW
-NOW_WALL: int = lib.DP_NOW_WALL
 
 
 def monotonic_ms() -> int:

@@ -945,7 +945,9 @@ async def connect(
     ``close()`` is closed when garbage-collected, with a ResourceWarning.
 
     Raises :class:`HandshakeError` (reason HANDSHAKE_TIMEOUT or
-    HANDSHAKE_FAILED), :class:`CertificateVerifyError` for a certificate the
+    HANDSHAKE_FAILED; an ICMP port unreachable during the handshake fails at
+    once, "destination unreachable": the connection's socket is connected to
+    the server), :class:`CertificateVerifyError` for a certificate the
     client rejects (``hostname_mismatch``), ResolveError for an unknown name.
     """
     loop = asyncio.get_running_loop()

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import collections
 import enum
-import errno
 import threading
 import weakref
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from . import errors
-from ._binding import NOW, NOW_WALL, check, error_text, ffi, lib, to_bytes
+from ._binding import NOW, check, error_text, ffi, lib, to_bytes
 from ._engine import Connection, CookieGate, EngineConfig, Verify
 from .packet_peer import BytesLike, PacketPeer
 from .tls_options import TLSOptions
@@ -33,10 +32,6 @@ __all__ = ["DTLSServer", "DTLSSettings", "PacketPeerDTLS"]
 _CLOSED = lib.DP_ERR_CLOSED
 _link_write = lib.dp_link_write
 _link_pump = lib.dp_link_pump
-# Send failures that mean "nobody listens there" (ICMP port/host unreachable).
-_UNREACHABLE = {
-    lib.DP_ERR_ERRNO_BASE - e for e in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
-}
 
 
 @dataclass(frozen=True)
@@ -222,9 +217,13 @@ class PacketPeerDTLS(PacketPeer):
       freed at once and a server peer's UDP slot is released, so the
       client's next ClientHello is a new connection. Records that arrived
       before a peer's close_notify stay readable.
-    * An ICMP port-unreachable answer on a client becomes ``STATUS_ERROR``
-      with reason "destination unreachable" (Godot: the same status through
-      a socket error, with no reason).
+    * An ICMP error (port unreachable...) on a client that is still
+      handshaking becomes ``STATUS_ERROR`` with reason "destination
+      unreachable" (Godot: the same status through a socket error, with no
+      reason). Once connected, ICMP errors are only counted
+      (``get_stats()["icmp_ignored"]``) and mentioned in
+      :meth:`get_last_error`: anyone on the path can forge them, so the idle
+      timeout decides that the server is gone (Godot: ``STATUS_ERROR``).
     * Timers and sizes are configurable (:class:`DTLSSettings`), including
       idle and handshake timeouts (Godot: none).
     * Client port reuse (a client starting a new session from the same
@@ -257,7 +256,6 @@ class PacketPeerDTLS(PacketPeer):
         self._records: collections.deque[bytes] = collections.deque()
         self._conn_stats: dict[str, int] = {}
         self._link_stats = {"send_dropped": 0, "hvr_sent": 0, "gate_dropped": 0}
-        self._remote_errors_base = 0
         self._result = ffi.new("dp_link_result *")
         self._packet_error: Optional[errors.DTLSPeerError] = None
         # Ending (disconnect_from_peer on one thread, a poll() noticing the
@@ -265,9 +263,8 @@ class PacketPeerDTLS(PacketPeer):
         # that context outside the endpoint lock take this too. Never taken
         # on the per-packet paths.
         self._ending = threading.RLock()
-        # One clock per connection (its timers never run backwards), read by
-        # the native calls themselves: server peers use their DTLSServer's,
-        # the wall clock with a shared secret.
+        # One clock per connection (its timers never run backwards): the
+        # monotonic one, read by the native calls themselves.
         self._now = NOW
 
     # -- internals -----------------------------------------------------------
@@ -299,13 +296,11 @@ class PacketPeerDTLS(PacketPeer):
         )
         self._conn_stats = {}
         self._link_stats = {"send_dropped": 0, "hvr_sent": 0, "gate_dropped": 0}
-        ep = udp._ep
-        stats = ffi.new("dp_udp_stats *")
-        if ep is not None and lib.dp_endpoint_stats(ep.ptr, 0, stats) == 0:
-            self._remote_errors_base = int(stats.recv_errors)
 
-    def _absorb(self, res: Any, server_peer: bool) -> None:
-        """Apply the outcome of one link call: counters, ICMP, restarts, end."""
+    def _absorb(self, res: Any) -> None:
+        """Apply the outcome of one link call: counters, restarts, end. ICMP
+        errors are the connection's business (dp_conn_note_unreachable): a
+        client fails on one while handshaking, afterwards only counts it."""
         self._link_stats["send_dropped"] += res.send_dropped
         self._link_stats["hvr_sent"] += res.hvr_sent
         self._link_stats["gate_dropped"] += res.gate_dropped
@@ -314,18 +309,6 @@ class PacketPeerDTLS(PacketPeer):
                 _Status.STATUS_DISCONNECTED,
                 "the client started a new session from the same address and port; "
                 "it arrives as a new connection on the UDPServer",
-            )
-            return
-        if not server_peer and (
-            res.remote_errors > self._remote_errors_base or res.send_error in _UNREACHABLE
-        ):
-            ip, port = self.get_peer_address()
-            where = f" {ip}:{port}" if ip else ""
-            self._end(
-                _Status.STATUS_ERROR,
-                f"destination unreachable: ICMP port unreachable from{where} "
-                "(no DTLS server listening there)",
-                res.send_error,
             )
             return
         status = _Status(res.status)
@@ -376,9 +359,6 @@ class PacketPeerDTLS(PacketPeer):
         self._gate = None
         if udp is not None and udp._server_owned:
             udp.close()  # free the slot: this address is unknown again
-
-    def _server_peer(self) -> bool:
-        return self._gate is not None
 
     # -- Godot API -------------------------------------------------------------
 
@@ -446,7 +426,7 @@ class PacketPeerDTLS(PacketPeer):
         route = self._route()
         assert route is not None  # is_socket_connected() held above
         check(lib.dp_link_flush(route[0], route[1], conn._ptr, self._result), "connect_to_peer")
-        self._absorb(self._result, False)
+        self._absorb(self._result)
 
     def poll(self) -> None:
         """Drive the connection (Godot ``poll``): feed every datagram queued
@@ -465,9 +445,7 @@ class PacketPeerDTLS(PacketPeer):
         res = self._result
         gate_ptr = ffi.NULL if gate is None else gate.handle
         rc = _link_pump(route[0], route[1], conn._ptr, gate_ptr, self._now, res)
-        if rc == 0 and not res.notable and res.status == self._status and (
-            gate is not None or res.remote_errors <= self._remote_errors_base
-        ):
+        if rc == 0 and not res.notable and res.status == self._status:
             return  # the usual poll: nothing for _absorb to record
         if rc < 0:
             reason = (
@@ -477,7 +455,7 @@ class PacketPeerDTLS(PacketPeer):
             )
             self._end(_Status.STATUS_ERROR, reason, rc)
             return
-        self._absorb(self._result, self._server_peer())
+        self._absorb(self._result)
 
     def get_status(self) -> _Status:
         """The connection status (Godot ``get_status``), as of the last call."""
@@ -575,7 +553,7 @@ class PacketPeerDTLS(PacketPeer):
             raise self._too_large(size)
         if rc in (lib.DP_ERR_INVALID_ARGUMENT, lib.DP_ERR_BAD_STATE):
             check(rc, "put_packet")
-        self._absorb(self._result, self._server_peer())  # a TLS failure shows in the status
+        self._absorb(self._result)  # a TLS failure shows in the status
 
     # -- ours -------------------------------------------------------------------
 
@@ -619,7 +597,8 @@ class PacketPeerDTLS(PacketPeer):
 
     def get_stats(self) -> dict[str, int]:
         """Counters (ours): datagrams and records in/out, drops by reason,
-        bad MACs, retransmission timer runs, datagrams the socket refused
+        bad MACs, retransmission timer runs, parks, ICMP errors ignored after
+        the handshake (``icmp_ignored``), datagrams the socket refused
         (``send_dropped``), HelloVerifyRequests sent for this peer's address."""
         stats = dict(self._conn.stats() if self._conn is not None else self._conn_stats)
         stats.update(self._link_stats)
@@ -693,7 +672,9 @@ class DTLSServer:
         connections (Godot ``setup``). InvalidArgumentError if they are not
         server options (Godot ``ERR_INVALID_PARAMETER``). ``settings`` and
         ``cookie_secret`` (16..64 bytes shared by every process that must
-        accept the same cookies; they then use their wall clocks) are ours.
+        accept the same cookies; their gates then use the wall clock for
+        cookies, so keep those clocks in sync; connection timers stay on the
+        monotonic clock) are ours.
         Calling it again replaces the configuration (see the class notes)."""
         if server_options is None:  # Godot: null options are ERR_INVALID_PARAMETER
             raise errors.InvalidArgumentError("server_options must be TLSOptions.server(...)")
@@ -748,8 +729,9 @@ class DTLSServer:
         if not udp_peer._server_owned or ep is None or ep.closed:
             raise errors.InvalidArgumentError("udp_peer must be taken from a listening UDPServer")
         peer = PacketPeerDTLS()
-        # Cookies carry the gate's time: a shared secret needs a shared clock.
-        peer._now = NOW_WALL if self._secret is not None else NOW
+        # Connection timers run on the monotonic clock; a gate with a shared
+        # secret reads the wall clock for its cookies itself.
+        peer._now = NOW
         rc = lib.dp_link_accept(
             ep.ptr,
             udp_peer._handle,
@@ -764,7 +746,7 @@ class DTLSServer:
             self._created += 1
             conn = Connection._adopt(self._out[0])
             peer._start(udp_peer, conn, self._settings, self._gate)
-            peer._absorb(res, True)
+            peer._absorb(res)
             return peer
         peer._udp = udp_peer
         peer._link_stats["hvr_sent"] += res.hvr_sent

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Union
 
 from . import errors
-from ._binding import NOW, NOW_WALL, check, ffi, lib, to_bytes
+from ._binding import NOW, check, ffi, lib, to_bytes
 from ._engine import CookieGate, EngineConfig, _struct_to_dict
 from .dtls import (
     _NO_SIZE_CAP,
@@ -367,7 +367,8 @@ class DTLSHost:
     ``ciphersuites`` restricts both roles (Mbed TLS names). ``max_peers``
     bounds the connections (handshaking + connected); clients beyond it are
     not admitted. ``cookie_secret`` (16..64 bytes) lets several processes
-    accept each other's cookies (they then run on the wall clock).
+    accept each other's cookies (their gates then use the wall clock for
+    cookies; connection timers stay on the monotonic clock).
 
     Events per call are bounded by ``max_events`` and ``payload_buffer_size``
     bytes of payload; what does not fit stays queued in C for the next call
@@ -418,9 +419,9 @@ class DTLSHost:
             cookie_secret = to_bytes(cookie_secret, "cookie_secret")
             if not 16 <= len(cookie_secret) <= 64:
                 raise errors.InvalidArgumentError("cookie_secret must be 16..64 bytes")
-        # The native calls read the clock themselves: the wall clock when a
-        # cookie secret is shared across processes, else the monotonic one.
-        self._now = NOW_WALL if cookie_secret is not None else NOW
+        # The native calls read the monotonic clock themselves (a gate with a
+        # shared cookie secret reads the wall clock for its cookies only).
+        self._now = NOW
         suites = list(ciphersuites) if ciphersuites is not None else None
         server_config = self._server_config(server_options, server_psk, cookie_secret, suites)
         self._client_options = client_options
@@ -742,7 +743,7 @@ class DTLSHost:
     def next_timeout(self) -> float | None:
         """Seconds until the earliest peer timer (None if no timer runs)."""
         due = int(lib.dp_host_next_timeout(self._require()))
-        now = int(lib.dp_clock_ms(self._now == NOW_WALL))
+        now = int(lib.dp_clock_ms(0))
         return None if due < 0 else max(0.0, (due - now) / 1000)
 
     def get_stats(self) -> dict[str, int]:

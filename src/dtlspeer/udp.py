@@ -287,8 +287,11 @@ class PacketPeerUDP(PacketPeer):
       as Godot does. ``get_packet_into`` fills a caller's buffer.
     * Sockets are non-blocking: a full OS send buffer raises
       ``WouldBlockError`` (Godot's blocking peers retry in a busy loop).
-    * Remote ICMP errors (``ECONNREFUSED`` after port unreachable) never
-      raise; they are counted (``recv_errors``). Godot reports them as errors.
+    * Remote ICMP errors never raise, whichever errno the system turns them
+      into (``ECONNREFUSED``, ``EHOSTUNREACH``, ``ENOPROTOOPT``, ``EHOSTDOWN``,
+      ``ENONET``, ``EPROTO``, ``EMSGSIZE``, ``EACCES``...); they are counted
+      (``recv_errors``), and a ``put_packet`` that the pending error was
+      reported on is sent again. Godot reports them as errors.
     * Peers taken from a :class:`UDPServer` stay routed to this object until
       ``close()`` or garbage collection; ``close()`` detaches from the server
       like Godot's. After ``UDPServer.stop()`` they are detached: unbound,

@@ -140,13 +140,13 @@ void dp_alloc_stats(int64_t *bytes, int64_t *blocks)
  * not show parking until new connections reuse them. dp_conn counts every
  * park here, whichever API drives it (DTLSHost or the Godot-style classes),
  * and the engine's per-tick calls (dp_host_service, dp_link_pump) hand the
- * free pages back: at once after DP_TRIM_PARKS parks, else at most once per
- * DP_TRIM_MS (malloc_trim walks the free lists: milliseconds for a heap of
- * 10 000 connections). Process-wide, like the heap. Two threads may both
- * trim at once: harmless. Other C libraries: nothing to hand back. */
+ * free pages back at most once per DP_TRIM_MS, whatever the number of parks
+ * (malloc_trim walks the free lists: milliseconds for a heap of 10 000
+ * connections; a peer that can make connections park must not be able to
+ * make us trim more often). Process-wide, like the heap. Two threads may
+ * both trim at once: harmless. Other C libraries: nothing to hand back. */
 
-#define DP_TRIM_PARKS 256 /* parks (~9 MB freed) that trigger a trim at once */
-#define DP_TRIM_MS 1000   /* ...or any parks, at most once per second */
+#define DP_TRIM_MS 1000 /* after any parks, at most once per second */
 
 static volatile int64_t g_parks_untrimmed;
 static volatile int64_t g_last_trim_ms;
@@ -164,7 +164,7 @@ void dp_trim_after_parks(void)
         return; /* the per-tick case: one load, no clock */
     }
     int64_t now_ms = dp_clock_ms(0);
-    if (parks < DP_TRIM_PARKS && now_ms - DP_ATOMIC_LOAD(&g_last_trim_ms) < DP_TRIM_MS) {
+    if (now_ms - DP_ATOMIC_LOAD(&g_last_trim_ms) < DP_TRIM_MS) {
         return;
     }
     DP_ATOMIC_ADD(&g_parks_untrimmed, -parks); /* parks noted meanwhile stay counted */

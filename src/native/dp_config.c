@@ -469,6 +469,29 @@ static size_t append_suites(int *dst, size_t count, const int *src)
     return count;
 }
 
+/* Datagrams a connection's outgoing queue must hold: a whole handshake
+ * flight fragmented to the MTU. The largest is the server's: our
+ * Certificate message (up to the 16 KiB out buffer) plus ServerHello,
+ * ServerKeyExchange and ServerHelloDone (well under 2 KiB), each datagram
+ * carrying MTU minus a record header (13) and a handshake header (12).
+ * At MTU 256 that is 80 datagrams: the fixed 64 used to cut such a flight
+ * short, so the handshake could never finish. At least 64 (several
+ * records written between two flushes). */
+static uint32_t out_queue_for_mtu(uint16_t mtu)
+{
+    const uint32_t flight = MBEDTLS_SSL_OUT_CONTENT_LEN + 2048;
+    const uint32_t headers = 13 + 12;
+    uint32_t need = 64;
+    if (mtu > headers) {
+        uint32_t per = (uint32_t)mtu - headers;
+        uint32_t datagrams = (flight + per - 1) / per + 8;
+        if (datagrams > need) {
+            need = datagrams;
+        }
+    }
+    return need;
+}
+
 int dp_config_finish(dp_config *cfg)
 {
     int ret = check_mutable(cfg);
@@ -479,6 +502,7 @@ int dp_config_finish(dp_config *cfg)
     if (server && (cfg->gate == NULL || (!cfg->has_own_cert && cfg->psk_count == 0))) {
         return DP_ERR_BAD_STATE; /* a server needs a cookie gate and credentials */
     }
+    cfg->out_queue_max = out_queue_for_mtu(cfg->mtu);
     ret = mbedtls_ssl_config_defaults(&cfg->conf,
                                       server ? MBEDTLS_SSL_IS_SERVER : MBEDTLS_SSL_IS_CLIENT,
                                       MBEDTLS_SSL_TRANSPORT_DATAGRAM, MBEDTLS_SSL_PRESET_DEFAULT);
@@ -535,8 +559,9 @@ int dp_config_finish(dp_config *cfg)
     mbedtls_ssl_conf_dtls_anti_replay(&cfg->conf, MBEDTLS_SSL_ANTI_REPLAY_ENABLED);
     /* Mbed TLS only counts bad records when a limit is set, so "unlimited"
      * becomes the largest limit: the count stays available for statistics. */
-    mbedtls_ssl_conf_dtls_badmac_limit(&cfg->conf,
-                                       cfg->badmac_limit != 0 ? cfg->badmac_limit : UINT_MAX);
+    /* Mbed TLS counts bad MACs only with a limit set; dp_conn.c collects
+     * the count after every call and applies cfg->badmac_limit itself. */
+    mbedtls_ssl_conf_dtls_badmac_limit(&cfg->conf, UINT_MAX);
     cfg->finished = 1;
     return DP_OK;
 }

@@ -27,14 +27,40 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "mbedtls/cipher.h"
 #include "mbedtls/error.h"
 #include "mbedtls/platform_util.h"
+#include "mbedtls/ssl_ciphersuites.h"
 #include "mbedtls/x509.h"
 
-#define DP_OUT_QUEUE_MAX 64  /* a handshake flight at a small MTU fits easily */
-#define DP_APP_QUEUE_MAX 256 /* records waiting for the application */
+/* Received records waiting for the application, in bytes (payload + node
+ * header each, so empty records count too). 64 KiB: four full-size 16 KiB
+ * records, or ~45 of ENet's 1 392-byte datagrams, per connection; a peer
+ * whose application stops reading cannot make it hold more (it was 256
+ * records: up to 4 MiB per connection). Beyond it records are dropped and
+ * counted (stats.dropped_in_full), as a full socket buffer would. */
+#define DP_APP_QUEUE_BYTES (64u * 1024u)
 #define DP_READ_LOOP_MAX 4096
 #define DP_REASON_LEN 320
+#define DP_MASTER_LEN 48
+#define DP_RECORD_HEADER_LEN 13
+
+/* While parked: the peer's write direction (our read key and IV, derived
+ * from the master secret with Mbed TLS's PRF), the epoch and the
+ * anti-replay window, so a record is authenticated (Mbed TLS's AEAD) and
+ * checked for replay BEFORE the connection is restored: a forgery or a
+ * replay costs one AEAD check, as it does on an active connection. */
+typedef struct dp_read_guard {
+    mbedtls_cipher_context_t cipher; /* AEAD, decrypt direction */
+    unsigned char iv[12];            /* implicit IV: 4 bytes (GCM, CCM) or 12 (ChaCha20) */
+    size_t fixed_ivlen;
+    size_t explicit_ivlen;           /* 8 (GCM, CCM: in the record) or 0 */
+    size_t taglen;                   /* 16, or 8 for the CCM_8 suites */
+    uint16_t epoch;
+    uint64_t window_top;             /* Mbed TLS's in_window_top / in_window */
+    uint64_t window;
+    int anti_replay;
+} dp_read_guard;
 
 typedef struct dp_node {
     struct dp_node *next;
@@ -46,12 +72,22 @@ typedef struct dp_queue {
     dp_node *head;
     dp_node *tail;
     size_t count;
+    size_t bytes; /* payload + node header of every entry */
 } dp_queue;
 
 struct dp_conn {
     mbedtls_ssl_context *ssl; /* own heap; NULL while parked */
     unsigned char *parked;    /* serialized context while parked (keys!) */
     size_t parked_len;
+    dp_read_guard *guard;     /* while parked: authenticates records first */
+    /* The session's master secret and randoms (server || client), from Mbed
+     * TLS's key export callback at each key derivation (handshake, context
+     * load); needed at park time to build the guard, wiped then. */
+    unsigned char master[DP_MASTER_LEN];
+    unsigned char randbytes[64];
+    int prf_type;             /* mbedtls_tls_prf_types */
+    int have_master;
+    uint64_t bad_mac_session; /* records that failed authentication, this session */
     dp_config *cfg;
     int status;
     int last_error;
@@ -101,6 +137,7 @@ static void queue_push(dp_queue *q, dp_node *n)
     }
     q->tail = n;
     q->count++;
+    q->bytes += sizeof(dp_node) + n->len;
 }
 
 static void queue_clear(dp_queue *q, int wipe)
@@ -116,6 +153,7 @@ static void queue_clear(dp_queue *q, int wipe)
     }
     q->head = q->tail = NULL;
     q->count = 0;
+    q->bytes = 0;
 }
 
 /* Copy the head into buf and remove it. */
@@ -137,6 +175,7 @@ static int queue_pop(dp_queue *q, unsigned char *buf, size_t cap, int wipe)
         q->tail = NULL;
     }
     q->count--;
+    q->bytes -= sizeof(dp_node) + n->len;
     if (wipe) {
         mbedtls_platform_zeroize(n->data, n->len);
     }
@@ -149,7 +188,7 @@ static int queue_pop(dp_queue *q, unsigned char *buf, size_t cap, int wipe)
 static int bio_send(void *ctx, const unsigned char *buf, size_t len)
 {
     dp_conn *c = ctx;
-    if (c->out.count >= DP_OUT_QUEUE_MAX) {
+    if (c->out.count >= c->cfg->out_queue_max) { /* a whole flight fits (dp_config.c) */
         /* Like a full socket buffer: the datagram is lost, DTLS retransmits. */
         c->stats.dropped_out_full++;
         return (int)len;
@@ -365,7 +404,8 @@ static void read_records(dp_conn *c)
             c->stats.records_in++;
             if (over_limit) {
                 c->stats.dropped_over_limit++;
-            } else if (n == NULL || left != 0 || c->app.count >= DP_APP_QUEUE_MAX) {
+            } else if (n == NULL || left != 0 ||
+                       c->app.bytes + sizeof(dp_node) + avail > DP_APP_QUEUE_BYTES) {
                 c->stats.dropped_in_full++;
                 if (n != NULL) {
                     mbedtls_platform_zeroize(n->data, n->len);
@@ -387,6 +427,7 @@ static void read_records(dp_conn *c)
              * TLS has reset the context. The peer must be re-authenticated:
              * the caller sees HANDSHAKING again and stats.reconnects grow. */
             c->stats.reconnects++;
+            c->bad_mac_session = 0;
             c->status = DP_STATUS_HANDSHAKING;
             c->hs_start_ms = c->now_ms;
             c->verify_flags = 0;
@@ -398,12 +439,32 @@ static void read_records(dp_conn *c)
     }
 }
 
-static unsigned bad_mac_seen(const dp_conn *c)
+/* The bad-MAC limit is ours (dp_config_set_badmac_limit; 0 = unlimited):
+ * the count lives here, so it survives parking (the guard counts too) and
+ * unlimited really is unlimited. */
+static void check_bad_mac_limit(dp_conn *c)
 {
-    /* DTLS contexts keep the count of records that failed authentication
-     * here (ssl.h: "DTLS: records with a bad MAC received"); no getter is
-     * public in 3.6. It only counts because dp_config always sets a limit. */
-    return c->ssl->MBEDTLS_PRIVATE(badmac_seen_or_in_hsfraglen);
+    unsigned limit = c->cfg->badmac_limit;
+    if (limit != 0 && c->status == DP_STATUS_CONNECTED && c->bad_mac_session >= limit) {
+        fail(c, MBEDTLS_ERR_SSL_INVALID_MAC);
+        set_reason(c, "too many records failed authentication (bad MAC limit)");
+    }
+}
+
+/* Move Mbed TLS's count of records that failed authentication into ours.
+ * DTLS contexts keep it in this private field (ssl.h: "DTLS: records with
+ * a bad MAC received"; no getter in 3.6), counted only because dp_config
+ * sets Mbed TLS's own limit to UINT_MAX; reset after every call, it never
+ * gets near that. */
+static void collect_bad_macs(dp_conn *c)
+{
+    unsigned seen = c->ssl->MBEDTLS_PRIVATE(badmac_seen_or_in_hsfraglen);
+    if (seen != 0) {
+        c->ssl->MBEDTLS_PRIVATE(badmac_seen_or_in_hsfraglen) = 0;
+        c->stats.bad_mac += seen;
+        c->bad_mac_session += seen;
+    }
+    check_bad_mac_limit(c);
 }
 
 static void drive(dp_conn *c)
@@ -417,9 +478,8 @@ static void drive(dp_conn *c)
     if (c->status == DP_STATUS_CONNECTED) {
         read_records(c);
     }
-    unsigned seen = bad_mac_seen(c);
-    if (seen > c->stats.bad_mac) {
-        c->stats.bad_mac = seen;
+    if (c->ssl != NULL) {
+        collect_bad_macs(c);
     }
 }
 
@@ -437,6 +497,30 @@ static int ended(const dp_conn *c)
 }
 
 /* ---- Mbed TLS context and parking ----------------------------------------- */
+
+/* Mbed TLS calls this whenever it derives a TLS 1.2 key block (end of a
+ * handshake, mbedtls_ssl_context_load): keep what park() needs. */
+static void export_keys(void *ctx, mbedtls_ssl_key_export_type type, const unsigned char *secret,
+                        size_t secret_len, const unsigned char client_random[32],
+                        const unsigned char server_random[32], mbedtls_tls_prf_types prf)
+{
+    dp_conn *c = ctx;
+    if (type != MBEDTLS_SSL_KEY_EXPORT_TLS12_MASTER_SECRET || secret_len != DP_MASTER_LEN) {
+        return;
+    }
+    memcpy(c->master, secret, DP_MASTER_LEN);
+    memcpy(c->randbytes, server_random, 32); /* the order of the key expansion */
+    memcpy(c->randbytes + 32, client_random, 32);
+    c->prf_type = (int)prf;
+    c->have_master = 1;
+}
+
+static void master_wipe(dp_conn *c)
+{
+    mbedtls_platform_zeroize(c->master, sizeof(c->master));
+    mbedtls_platform_zeroize(c->randbytes, sizeof(c->randbytes));
+    c->have_master = 0;
+}
 
 /* A fresh Mbed TLS context on the connection's config, with our callbacks.
  * Server: bound to the peer's transport id (cookies on reconnects). */
@@ -458,6 +542,7 @@ static int ssl_open(dp_conn *c)
     }
     mbedtls_ssl_set_bio(ssl, c, bio_send, bio_recv, NULL);
     mbedtls_ssl_set_timer_cb(ssl, c, timer_set, timer_get);
+    mbedtls_ssl_set_export_keys_cb(ssl, export_keys, c);
     if (c->cfg->mtu != 0) {
         mbedtls_ssl_set_mtu(ssl, c->cfg->mtu);
     }
@@ -484,6 +569,8 @@ static void blob_release(dp_conn *c)
     }
 }
 
+static void guard_free(dp_conn *c);
+
 /* An ended connection needs no keys or record buffers any more: only its
  * status, reason, stats and queued datagrams (a close_notify) remain. */
 static void settle(dp_conn *c)
@@ -491,14 +578,184 @@ static void settle(dp_conn *c)
     if (ended(c)) {
         ssl_release(c);
         blob_release(c);
+        guard_free(c);
+        master_wipe(c);
     }
+}
+
+static void guard_free(dp_conn *c)
+{
+    if (c->guard != NULL) {
+        mbedtls_cipher_free(&c->guard->cipher); /* zeroizes the key schedule */
+        mbedtls_platform_zeroize(c->guard, sizeof(*c->guard));
+        dp_free(c->guard);
+        c->guard = NULL;
+    }
+}
+
+/* The read direction of the live context as a guard (see dp_read_guard):
+ * the key block again from the master secret (mbedtls_ssl_tls_prf, "key
+ * expansion", as ssl_tls12_populate_transform does), the peer's write key
+ * and IV set up in an Mbed TLS AEAD cipher context. NULL when something is
+ * missing (then a parked connection wakes for any plausible record, as
+ * before the guard existed). */
+static dp_read_guard *guard_new(const dp_conn *c)
+{
+    if (!c->have_master || c->ssl == NULL) {
+        return NULL;
+    }
+    const mbedtls_ssl_ciphersuite_t *suite =
+        mbedtls_ssl_ciphersuite_from_id(mbedtls_ssl_get_ciphersuite_id_from_ssl(c->ssl));
+    if (suite == NULL) {
+        return NULL;
+    }
+    const mbedtls_cipher_info_t *info =
+        mbedtls_cipher_info_from_type((mbedtls_cipher_type_t)suite->MBEDTLS_PRIVATE(cipher));
+    if (info == NULL) {
+        return NULL;
+    }
+    size_t keylen = mbedtls_cipher_info_get_key_bitlen(info) / 8;
+    size_t fixed;
+    mbedtls_cipher_mode_t mode = mbedtls_cipher_info_get_mode(info);
+    if (mode == MBEDTLS_MODE_GCM || mode == MBEDTLS_MODE_CCM) {
+        fixed = 4; /* + an 8-byte explicit nonce in each record */
+    } else if (mode == MBEDTLS_MODE_CHACHAPOLY) {
+        fixed = 12; /* RFC 7905: IV xor the record sequence number */
+    } else {
+        return NULL; /* only AEAD suites are compiled in */
+    }
+    unsigned char block[2 * 32 + 2 * 12] = {0};
+    size_t need = 2 * keylen + 2 * fixed;
+    if (keylen == 0 || keylen > 32 || need > sizeof(block)) {
+        return NULL;
+    }
+    dp_read_guard *g = dp_calloc(1, sizeof(*g));
+    if (g == NULL) {
+        return NULL;
+    }
+    mbedtls_cipher_init(&g->cipher);
+    int ret = mbedtls_ssl_tls_prf((mbedtls_tls_prf_types)c->prf_type, c->master, DP_MASTER_LEN,
+                                  "key expansion", c->randbytes, sizeof(c->randbytes), block,
+                                  need);
+    /* Key block (RFC 5246 6.3, no MAC keys with AEAD): client write key,
+     * server write key, client write IV, server write IV. */
+    int server = c->cfg->role == DP_ROLE_SERVER;
+    const unsigned char *key = block + (server ? 0 : keylen);
+    const unsigned char *iv = block + 2 * keylen + (server ? 0 : fixed);
+    if (ret == 0) {
+        ret = mbedtls_cipher_setup(&g->cipher, info);
+    }
+    if (ret == 0) {
+        ret = mbedtls_cipher_setkey(&g->cipher, key, (int)(keylen * 8), MBEDTLS_DECRYPT);
+    }
+    memcpy(g->iv, iv, fixed);
+    mbedtls_platform_zeroize(block, sizeof(block));
+    if (ret != 0) {
+        mbedtls_cipher_free(&g->cipher);
+        mbedtls_platform_zeroize(g, sizeof(*g));
+        dp_free(g);
+        return NULL;
+    }
+    g->fixed_ivlen = fixed;
+    g->explicit_ivlen = 12 - fixed;
+    g->taglen = (suite->MBEDTLS_PRIVATE(flags) & MBEDTLS_CIPHERSUITE_SHORT_TAG) ? 8 : 16;
+    /* Private fields of the pinned Mbed TLS 3.6 (no getters): the epoch and
+     * the anti-replay window that context_save just put in the blob. */
+    g->epoch = c->ssl->MBEDTLS_PRIVATE(in_epoch);
+    g->window_top = c->ssl->MBEDTLS_PRIVATE(in_window_top);
+    g->window = c->ssl->MBEDTLS_PRIVATE(in_window);
+    g->anti_replay = c->cfg->conf.MBEDTLS_PRIVATE(anti_replay) != MBEDTLS_SSL_ANTI_REPLAY_DISABLED;
+    return g;
+}
+
+/* As mbedtls_ssl_dtls_replay_check: 1 if seq was already seen or is older
+ * than the window. */
+static int guard_replayed(const dp_read_guard *g, uint64_t seq)
+{
+    if (!g->anti_replay || seq > g->window_top) {
+        return 0;
+    }
+    uint64_t bit = g->window_top - seq;
+    return bit >= 64 || (g->window & ((uint64_t)1 << bit)) != 0;
+}
+
+#define DP_GUARD_PLAIN_MAX (MBEDTLS_SSL_IN_CONTENT_LEN + 256)
+
+#if defined(_MSC_VER)
+#define DP_CONN_THREAD_LOCAL __declspec(thread)
+#else
+#define DP_CONN_THREAD_LOCAL _Thread_local
+#endif
+
+/* Where a guarded record is decrypted (the plaintext is wiped at once; Mbed
+ * TLS decrypts it again after the wake-up). Per thread: cffi releases the
+ * GIL, so two threads may feed two connections at once. */
+static DP_CONN_THREAD_LOCAL unsigned char guard_plain[DP_GUARD_PLAIN_MAX];
+
+enum { GUARD_OTHER, GUARD_REPLAY, GUARD_BAD_MAC, GUARD_AUTHENTIC };
+
+/* Judge the record at r (whole, header included) for the parked session:
+ * GUARD_AUTHENTIC when Mbed TLS's AEAD accepts it (the RFC 5246/6347
+ * nonce and additional data, as mbedtls_ssl_decrypt_buf builds them) and
+ * it is no replay; GUARD_OTHER for what Mbed TLS drops before decrypting
+ * (another epoch or version, unknown type, too short). */
+static int guard_check(dp_read_guard *g, const unsigned char *r, size_t rec_len)
+{
+    unsigned char type = r[0];
+    if (type != MBEDTLS_SSL_MSG_CHANGE_CIPHER_SPEC && type != MBEDTLS_SSL_MSG_ALERT &&
+        type != MBEDTLS_SSL_MSG_HANDSHAKE && type != MBEDTLS_SSL_MSG_APPLICATION_DATA) {
+        return GUARD_OTHER;
+    }
+    if (r[1] != 0xfe || r[2] != 0xfd || (((uint16_t)r[3] << 8) | r[4]) != g->epoch) {
+        return GUARD_OTHER;
+    }
+    uint64_t seq = 0;
+    for (int i = 5; i < 11; i++) {
+        seq = (seq << 8) | r[i];
+    }
+    if (guard_replayed(g, seq)) {
+        return GUARD_REPLAY;
+    }
+    size_t body = rec_len - DP_RECORD_HEADER_LEN;
+    if (body < g->explicit_ivlen + g->taglen) {
+        return GUARD_OTHER;
+    }
+    size_t plain = body - g->explicit_ivlen - g->taglen;
+    if (plain > DP_GUARD_PLAIN_MAX) {
+        return GUARD_OTHER; /* larger than any record Mbed TLS accepts */
+    }
+    const unsigned char *p = r + DP_RECORD_HEADER_LEN;
+    unsigned char nonce[12];
+    memcpy(nonce, g->iv, g->fixed_ivlen);
+    if (g->explicit_ivlen != 0) {
+        memcpy(nonce + g->fixed_ivlen, p, g->explicit_ivlen);
+    } else {
+        for (int i = 0; i < 8; i++) {
+            nonce[4 + i] ^= r[3 + i]; /* epoch || sequence number */
+        }
+    }
+    unsigned char ad[13];
+    memcpy(ad, r + 3, 8); /* epoch || sequence number */
+    ad[8] = type;
+    ad[9] = r[1];
+    ad[10] = r[2];
+    ad[11] = (unsigned char)(plain >> 8);
+    ad[12] = (unsigned char)(plain & 0xFF);
+    size_t out_len = 0;
+    int ret = mbedtls_cipher_auth_decrypt_ext(&g->cipher, nonce,
+                                              sizeof(nonce), ad, sizeof(ad),
+                                              p + g->explicit_ivlen, plain + g->taglen,
+                                              guard_plain, sizeof(guard_plain), &out_len,
+                                              g->taglen);
+    mbedtls_platform_zeroize(guard_plain, out_len);
+    return ret == 0 ? GUARD_AUTHENTIC : GUARD_BAD_MAC;
 }
 
 /* Serialize an idle established connection and free its Mbed TLS context.
  * Mbed TLS refuses while anything is in flight (e.g. the server still keeps
  * its last flight because the peer sent nothing since the handshake): then
  * try again one period later. */
-static void park(dp_conn *c)
+static void park(dp_conn *c, int count_for_trim)
 {
     size_t need = 0;
     int ret = mbedtls_ssl_context_save(c->ssl, NULL, 0, &need);
@@ -515,31 +772,42 @@ static void park(dp_conn *c)
     }
     int suite = mbedtls_ssl_get_ciphersuite_id_from_ssl(c->ssl);
     int max = mbedtls_ssl_get_max_out_record_payload(c->ssl);
+    /* Before the save: it ends with a session reset (no suite, epoch or
+     * window any more). */
+    dp_read_guard *guard = guard_new(c);
     size_t len = 0;
     /* The sizing call checked every precondition: from here on save only
      * fails if the session reset it ends with fails, and then the context
      * no longer holds the connection. */
     ret = mbedtls_ssl_context_save(c->ssl, blob, need, &len);
+    c->guard = guard;
     if (ret != 0 || len != need) {
         mbedtls_platform_zeroize(blob, need);
         dp_free(blob);
+        guard_free(c);
         fail(c, ret != 0 ? ret : MBEDTLS_ERR_SSL_INTERNAL_ERROR);
         return;
     }
+    master_wipe(c);          /* the blob has it; loading it brings it back */
     ssl_release(c);
     c->parked = blob;
     c->parked_len = len;
     c->suite_id = suite;
     c->max_payload = max;
     c->stats.parks++;
-    dp_note_park();
+    if (count_for_trim) {
+        dp_note_park();
+    }
 }
 
-static void maybe_park(dp_conn *c)
+/* count_for_trim 0: parking again right after a wake-up that brought
+ * nothing authentic gives back the memory that wake-up took; it does not
+ * call for a malloc_trim. */
+static void maybe_park(dp_conn *c, int count_for_trim)
 {
     if (c->status == DP_STATUS_CONNECTED && c->ssl != NULL && c->park_due_ms >= 0 &&
         c->now_ms >= c->park_due_ms) {
-        park(c);
+        park(c, count_for_trim);
     }
 }
 
@@ -557,6 +825,7 @@ static int unpark(dp_conn *c)
     }
     ret = mbedtls_ssl_context_load(c->ssl, c->parked, c->parked_len);
     blob_release(c);
+    guard_free(c);
     if (ret != 0) {
         fail(c, ret);
         set_reason(c, "could not restore the parked connection");
@@ -588,8 +857,6 @@ static int may_hold_record(const unsigned char *d, size_t len)
 }
 
 /* ---- Datagrams Mbed TLS must not see ---------------------------------------- */
-
-#define DP_RECORD_HEADER_LEN 13
 
 static size_t record_len_at(const unsigned char *d)
 {
@@ -646,6 +913,77 @@ static int has_bad_reconnect_hello(const unsigned char *d, size_t len)
         size_t rec = record_len_at(d + pos);
         if (rec > len - pos) {
             return 0;
+        }
+        pos += rec;
+    }
+    return 0;
+}
+
+/* ---- Parked connections: what may wake one ----------------------------------- */
+
+/* An epoch-0 ClientHello reaching a parked server: what Mbed TLS's
+ * reconnect check (RFC 6347 4.2.8) would do, without waking: a hello
+ * without a valid cookie gets the gate's HelloVerifyRequest (the same
+ * cookie Mbed TLS would send, never larger than the hello), one with a
+ * valid cookie wakes the connection for Mbed TLS to handle. */
+static int parked_hello_wakes(dp_conn *c, const unsigned char *d, size_t len)
+{
+    dp_cookie_gate *gate = c->cfg->gate;
+    if (gate == NULL) {
+        return 1;
+    }
+    unsigned char reply[DP_HVR_LEN];
+    size_t reply_len = 0;
+    /* The gate's time, as the cookie callbacks Mbed TLS would use awake:
+     * a shared-secret gate runs on the wall clock, connections do not. */
+    int verdict = dp_cookie_gate_check(gate, c->transport_id, c->transport_id_len, d, len,
+                                       dp_cookie_gate_time(gate), reply, sizeof(reply),
+                                       &reply_len);
+    if (verdict == DP_GATE_ADMIT) {
+        return 1;
+    }
+    if (verdict == DP_GATE_REPLY) {
+        (void)bio_send(c, reply, reply_len);
+    }
+    return 0;
+}
+
+/* 1 if the datagram holds a record worth waking a parked connection for:
+ * one the guard authenticates (not a replay), or a reconnecting client's
+ * cookie-verified hello. Records that fail authentication count as bad
+ * MACs, as they would awake. Without a guard (see guard_new), any
+ * plausible record header wakes it. */
+static int parked_wakes(dp_conn *c, const unsigned char *d, size_t len)
+{
+    if (c->guard == NULL) {
+        return may_hold_record(d, len);
+    }
+    int server = c->cfg->role == DP_ROLE_SERVER;
+    size_t pos = 0;
+    while (d != NULL && len - pos >= DP_RECORD_HEADER_LEN) {
+        const unsigned char *r = d + pos;
+        if (r[0] == MBEDTLS_SSL_MSG_CID) {
+            return 0; /* no CID is negotiated: Mbed TLS drops the rest too */
+        }
+        size_t rec = record_len_at(r);
+        if (rec > len - pos) {
+            return 0;
+        }
+        if (r[3] == 0 && r[4] == 0) {
+            if (server && r[0] == MBEDTLS_SSL_MSG_HANDSHAKE && rec > DP_RECORD_HEADER_LEN &&
+                r[DP_RECORD_HEADER_LEN] == MBEDTLS_SSL_HS_CLIENT_HELLO &&
+                parked_hello_wakes(c, r, len - pos)) {
+                return 1;
+            }
+        } else {
+            int verdict = guard_check(c->guard, r, rec);
+            if (verdict == GUARD_AUTHENTIC) {
+                return 1;
+            }
+            if (verdict == GUARD_BAD_MAC) {
+                c->stats.bad_mac++;
+                c->bad_mac_session++;
+            }
         }
         pos += rec;
     }
@@ -719,6 +1057,8 @@ void dp_conn_free(dp_conn *c)
     }
     ssl_release(c);
     blob_release(c);
+    guard_free(c);
+    master_wipe(c);
     queue_clear(&c->out, 0);
     queue_clear(&c->app, 1);
     dp_config_free(c->cfg);
@@ -747,9 +1087,12 @@ int dp_conn_feed(dp_conn *c, const unsigned char *datagram, size_t len, int64_t 
             return c->status;
         }
     }
+    int woke = 0;
     if (c->parked != NULL) {
-        if (!may_hold_record(datagram, len)) {
+        if (!parked_wakes(c, datagram, len)) {
             c->stats.discarded++;
+            check_bad_mac_limit(c);
+            settle(c);
             return c->status;
         }
         if (unpark(c) != 0) {
@@ -758,6 +1101,7 @@ int dp_conn_feed(dp_conn *c, const unsigned char *datagram, size_t len, int64_t 
             }
             return c->status;
         }
+        woke = 1;
     }
     int was_connected = c->status == DP_STATUS_CONNECTED;
     uint64_t records_before = c->stats.records_in;
@@ -774,7 +1118,7 @@ int dp_conn_feed(dp_conn *c, const unsigned char *datagram, size_t len, int64_t 
     }
     /* A datagram with nothing authentic in it does not keep the connection
      * awake: it parks again at once if it was due. */
-    maybe_park(c);
+    maybe_park(c, !woke);
     settle(c);
     return c->status;
 }
@@ -794,16 +1138,50 @@ int dp_conn_update(dp_conn *c, int64_t now_ms)
         set_reason(c, "handshake deadline passed");
     } else if (c->status == DP_STATUS_CONNECTED && idle != 0 &&
                c->now_ms - c->last_rx_ms >= (int64_t)idle) {
+        /* Tell the peer, so it does not wait for its own timeout (a Godot
+         * client sees STATUS_DISCONNECTED). A parked connection needs its
+         * keys back for that; without memory for them it ends silently. */
+        int told = unpark(c) == 0 && c->ssl != NULL && mbedtls_ssl_close_notify(c->ssl) == 0;
         fail(c, MBEDTLS_ERR_SSL_TIMEOUT);
-        set_reason(c, "idle timeout: no record received from the peer");
+        set_reason(c, told ? "idle timeout: no record received from the peer (close_notify sent)"
+                           : "idle timeout: no record received from the peer");
     } else if (!ended(c)) {
         if (timer_get(c) == 2) {
             c->stats.retransmit_updates++;
         }
         drive(c);
     }
-    maybe_park(c);
+    maybe_park(c, 1);
     settle(c);
+    return c->status;
+}
+
+int dp_conn_note_unreachable(dp_conn *c, int err, int64_t now_ms)
+{
+    now_ms = dp_resolve_now(now_ms);
+    if (c == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    advance_clock(c, now_ms);
+    const char *what = dp_remote_error_text(err);
+    if (c->status == DP_STATUS_HANDSHAKING && c->cfg->role == DP_ROLE_CLIENT) {
+        /* Godot's client fails here too: nothing listens at the address. */
+        c->last_error = DP_ERR_ERRNO_BASE - err;
+        c->status = DP_STATUS_ERROR;
+        snprintf(c->reason, sizeof(c->reason),
+                 "destination unreachable: ICMP %s while handshaking "
+                 "(no DTLS server listening there?)",
+                 what);
+        settle(c);
+    } else if (!ended(c)) {
+        c->stats.icmp_ignored++;
+        if (c->status == DP_STATUS_CONNECTED) {
+            snprintf(c->reason, sizeof(c->reason),
+                     "connected; ignored %llu ICMP error(s), last: %s (unauthenticated: "
+                     "only the idle timeout ends the session)",
+                     (unsigned long long)c->stats.icmp_ignored, what);
+        }
+    }
     return c->status;
 }
 

@@ -41,6 +41,7 @@ struct dp_cookie_gate {
     unsigned char secret[DP_GATE_SECRET_MAX];
     size_t secret_len;
     uint32_t slot_ms;
+    int wall_clock;       /* shared secret: DP_NOW reads the wall clock (see below) */
     int64_t last_now_ms;  /* newest time seen; used by the connection callbacks */
     dp_slot_key keys[2];  /* current and previous slot */
     dp_cookie_stats stats;
@@ -76,6 +77,11 @@ int dp_cookie_gate_new(const unsigned char *secret, size_t secret_len, uint32_t 
     mbedtls_mutex_init(&gate->lock);
     gate->refcount = 1;
     gate->slot_ms = slot_ms != 0 ? slot_ms : DP_DEFAULT_SLOT_MS;
+    /* Gates sharing a secret (several processes or machines) must agree on
+     * the time slot: they read the wall clock. Only the gate does: every
+     * connection timer stays on the monotonic clock, so a clock step moves
+     * cookie slots, never idle timeouts, retransmissions or parking. */
+    gate->wall_clock = secret != NULL;
     gate->keys[0].slot = -1;
     gate->keys[1].slot = -1;
     *out = gate;
@@ -146,7 +152,7 @@ static int cookie_mac(dp_cookie_gate *gate, int64_t slot, const unsigned char *i
                       unsigned char mac[DP_COOKIE_MAC_LEN])
 {
     unsigned char key[DP_GATE_KEY_LEN];
-    unsigned char full[32];
+    unsigned char full[32] = {0};
     int ret = slot_key(gate, slot, key);
     if (ret == 0) {
         const mbedtls_md_info_t *md = mbedtls_md_info_from_type(MBEDTLS_MD_SHA256);
@@ -167,7 +173,14 @@ static int cookie_mac(dp_cookie_gate *gate, int64_t slot, const unsigned char *i
             ret = mbedtls_md_hmac_finish(&ctx, full);
         }
         mbedtls_md_free(&ctx);
-        memcpy(mac, full, DP_COOKIE_MAC_LEN);
+        if (ret == 0) {
+            memcpy(mac, full, DP_COOKIE_MAC_LEN);
+        }
+    }
+    if (ret != 0) {
+        /* Never hand out whatever was on the stack: callers drop the
+         * datagram on an error, but the output is defined either way. */
+        memset(mac, 0, DP_COOKIE_MAC_LEN);
     }
     mbedtls_platform_zeroize(key, sizeof(key));
     mbedtls_platform_zeroize(full, sizeof(full));
@@ -372,10 +385,21 @@ static void build_hvr(const unsigned char *hello, const unsigned char *message_s
     memcpy(hs + 15, cookie, DP_COOKIE_LEN);
 }
 
+int64_t dp_cookie_gate_time(dp_cookie_gate *gate)
+{
+    mbedtls_mutex_lock(&gate->lock);
+    int64_t t = gate->last_now_ms;
+    mbedtls_mutex_unlock(&gate->lock);
+    return t;
+}
+
 int dp_cookie_gate_check(dp_cookie_gate *gate, const unsigned char *transport_id,
                          size_t transport_id_len, const unsigned char *datagram, size_t len,
                          int64_t now_ms, unsigned char *reply, size_t cap, size_t *reply_len)
 {
+    if (now_ms == DP_NOW && gate != NULL) {
+        now_ms = dp_clock_ms(gate->wall_clock); /* the gate's own clock */
+    }
     now_ms = dp_resolve_now(now_ms);
     if (gate == NULL || transport_id == NULL || transport_id_len == 0 ||
         transport_id_len > DP_TRANSPORT_ID_MAX || (datagram == NULL && len != 0) ||

@@ -284,6 +284,13 @@ struct dp_endpoint {
     dp_endpoint_sink_fn sink;
     void *sink_ctx;
     int sink_stop;
+    /* Remote (ICMP-induced) errors: told to error_sink with the slot they
+     * concern (the connected slot on a connected socket, else 0). A send
+     * that consumed one keeps it here until the next receive tells it. */
+    dp_endpoint_error_fn error_sink;
+    void *error_ctx;
+    int remote_errno;       /* last one seen, 0 if none */
+    int remote_unreported;  /* consumed by a send, not told yet */
 
     /* receive buffers, allocated on first receive */
     int batch;
@@ -967,14 +974,124 @@ static void route(dp_endpoint *ep, const struct sockaddr *sa, const uint8_t *dat
     }
 }
 
-/* A recv error a remote host caused (ICMP): skip it, the socket stays usable. */
-static int is_remote_error(int err)
+/* A socket error a remote host caused (an ICMP error the kernel turned into
+ * errno on the next receive or send): skip it, the socket stays usable.
+ * Linux's mapping (icmp_err_convert, icmpv6_err_convert): port unreachable
+ * ECONNREFUSED, protocol unreachable ENOPROTOOPT, net/host unreachable and
+ * time exceeded ENETUNREACH/EHOSTUNREACH, host unknown EHOSTDOWN, host
+ * isolated ENONET, administratively prohibited EACCES, source route failed
+ * EOPNOTSUPP, fragmentation needed / packet too big EMSGSIZE, parameter
+ * problem EPROTO. ICMP is unauthenticated: none of them may end anything. */
+int dp_is_remote_error(int err)
 {
 #if defined(_WIN32)
-    return err == WSAECONNRESET || err == WSAENETRESET;
+    return err == WSAECONNRESET || err == WSAENETRESET || err == WSAEHOSTUNREACH ||
+           err == WSAENETUNREACH;
 #else
-    return err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH || err == ECONNRESET;
+    switch (err) {
+    case ECONNREFUSED:
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+    case ECONNRESET:
+    case ENOPROTOOPT:
+    case EHOSTDOWN:
+#if defined(ENONET)
+    case ENONET:
 #endif
+    case EPROTO:
+    case EMSGSIZE:
+    case EACCES:
+    case EOPNOTSUPP:
+        return 1;
+    default:
+        return 0;
+    }
+#endif
+}
+
+/* Of the remote errors, those a send can also fail with for a reason of
+ * its own (a datagram too large, broadcast not allowed, no route): a send
+ * retried after one that fails again the same way keeps its error. The
+ * others (port/protocol unreachable...) can only come from an ICMP error. */
+static int send_error_may_be_local(int err)
+{
+#if defined(_WIN32)
+    (void)err;
+    return 1;
+#else
+    return err == EMSGSIZE || err == EACCES || err == EHOSTUNREACH || err == ENETUNREACH ||
+           err == EOPNOTSUPP;
+#endif
+}
+
+const char *dp_remote_error_text(int err)
+{
+#if defined(_WIN32)
+    switch (err) {
+    case WSAECONNRESET: return "port unreachable";
+    case WSAENETRESET: return "TTL expired";
+    case WSAEHOSTUNREACH: return "host unreachable";
+    case WSAENETUNREACH: return "network unreachable";
+    default: return "destination unreachable";
+    }
+#else
+    switch (err) {
+    case ECONNREFUSED: return "port unreachable";
+    case ECONNRESET: return "port unreachable";
+    case EHOSTUNREACH: return "host unreachable";
+    case ENETUNREACH: return "network unreachable";
+    case ENOPROTOOPT: return "protocol unreachable";
+    case EHOSTDOWN: return "host unknown";
+#if defined(ENONET)
+    case ENONET: return "host isolated";
+#endif
+    case EPROTO: return "parameter problem";
+    case EMSGSIZE: return "fragmentation needed";
+    case EACCES: return "communication administratively prohibited";
+    case EOPNOTSUPP: return "source route failed";
+    default: return "destination unreachable";
+    }
+#endif
+}
+
+/* Count a remote error and tell the error sink which slot it concerns: on a
+ * connected socket the kernel only reports errors for the connected address;
+ * an unconnected one reports none (no IP_RECVERR: its queue would be one
+ * more thing a spoofer fills). from_send: a send consumed it; it is told at
+ * the next receive (a send may run in the middle of the sink's own work). */
+static void tell_remote_error(dp_endpoint *ep, int err, int64_t now_ms)
+{
+    ep->remote_unreported = 0;
+    if (ep->error_sink == NULL) {
+        return;
+    }
+    uint64_t handle = 0;
+    if (ep->connected && ep->mode == DP_ENDPOINT_SERVER) {
+        uint32_t index = table_find(ep, &ep->connected_addr);
+        if (index != DP_NO_INDEX) {
+            ep->slots[index].stats.recv_errors++;
+            handle = slot_handle(ep, index);
+        }
+    }
+    ep->error_sink(ep->error_ctx, handle, &ep->connected_addr, err, now_ms);
+}
+
+static void note_remote_error(dp_endpoint *ep, int err, int from_send, int64_t now_ms)
+{
+    ep->stats.recv_errors++;
+    ep->remote_errno = err;
+    if (from_send) {
+        ep->remote_unreported = err;
+    } else {
+        tell_remote_error(ep, err, now_ms);
+    }
+}
+
+static void report_unreported(dp_endpoint *ep, int64_t now_ms)
+{
+    if (ep->remote_unreported != 0) {
+        tell_remote_error(ep, ep->remote_unreported, now_ms);
+    }
 }
 
 static void expire_pending(dp_endpoint *ep, int64_t now_ms)
@@ -1011,7 +1128,7 @@ static void prepare_rx_batch(dp_endpoint *ep, int want)
  * bound), or fail with the error. */
 enum { DP_RX_STOP, DP_RX_RETRY, DP_RX_FAIL };
 
-static int rx_error_action(dp_endpoint *ep, int err, int *errors_skipped)
+static int rx_error_action(dp_endpoint *ep, int err, int *errors_skipped, int64_t now_ms)
 {
 #if !defined(_WIN32)
     if (err == EWOULDBLOCK) {
@@ -1024,8 +1141,8 @@ static int rx_error_action(dp_endpoint *ep, int err, int *errors_skipped)
     if (err == DP_EINTR) {
         return DP_RX_RETRY;
     }
-    if (is_remote_error(err) && *errors_skipped < DP_POLL_MAX_DATAGRAMS) {
-        ep->stats.recv_errors++;
+    if (dp_is_remote_error(err) && *errors_skipped < DP_POLL_MAX_DATAGRAMS) {
+        note_remote_error(ep, err, 0, now_ms);
         (*errors_skipped)++;
         return DP_RX_RETRY;
     }
@@ -1043,6 +1160,7 @@ static int drain(dp_endpoint *ep, int64_t now_ms)
     }
     int total = 0;
     int errors_skipped = 0;
+    report_unreported(ep, now_ms);
     while (total < DP_POLL_MAX_DATAGRAMS) {
 #if defined(DP_USE_MMSG)
         int want = ep->batch;
@@ -1053,7 +1171,7 @@ static int drain(dp_endpoint *ep, int64_t now_ms)
         int got = recvmmsg(ep->fd, ep->msgs, (unsigned int)want, MSG_DONTWAIT, NULL);
         if (got < 0) {
             int err = errno;
-            int action = rx_error_action(ep, err, &errors_skipped);
+            int action = rx_error_action(ep, err, &errors_skipped, now_ms);
             if (action == DP_RX_STOP) {
                 break;
             }
@@ -1097,7 +1215,7 @@ static int drain(dp_endpoint *ep, int64_t now_ms)
 #endif
         if (n < 0) {
             int err = DP_LAST_ERROR();
-            int action = rx_error_action(ep, err, &errors_skipped);
+            int action = rx_error_action(ep, err, &errors_skipped, now_ms);
             if (action == DP_RX_STOP) {
                 break;
             }
@@ -1283,6 +1401,7 @@ static int blocking_wait(dp_endpoint *ep, int timeout_ms, int64_t *now_ms)
     if (rc < 0) {
         return rc;
     }
+    report_unreported(ep, *now_ms);
     int block_ms = -1;
     if (timeout_ms >= 0) {
         int most = timeout_ms - timeout_ms / 8 - 10; /* >= 25 for >= 40 */
@@ -1324,10 +1443,10 @@ static int blocking_wait(dp_endpoint *ep, int timeout_ms, int64_t *now_ms)
             *now_ms += waited > 0 ? waited : 0;
             return rc;
         }
-        if (!is_remote_error(err)) {
+        if (!dp_is_remote_error(err)) {
             return dp_os_error(err); /* EINTR included */
         }
-        ep->stats.recv_errors++; /* skipped, as drain() does */
+        note_remote_error(ep, err, 0, *now_ms); /* skipped, as drain() does */
         got = 0;
     }
     ep->sink_stop = 0;
@@ -1568,6 +1687,8 @@ int dp_ep_send(dp_endpoint *ep, uint64_t handle, const dp_addr *dst, const uint8
     } else if (!ep->connected) {
         return DP_ERR_BAD_STATE; /* no destination */
     }
+    int remote_skipped = 0;
+    int last_remote = 0;
     for (int attempt = 0; attempt < 8; attempt++) {
 #if defined(_WIN32)
         int n = dst ? sendto(ep->fd, (const char *)data, (int)len, 0, (const struct sockaddr *)&ss,
@@ -1598,7 +1719,22 @@ int dp_ep_send(dp_endpoint *ep, uint64_t handle, const dp_addr *dst, const uint8
         if (err == DP_EAGAIN) {
             return DP_ERR_WOULD_BLOCK;
         }
+        if (dp_is_remote_error(err) && (!remote_skipped || !send_error_may_be_local(err))) {
+            /* A pending ICMP error is reported by (and consumed with) the
+             * next send, which sent nothing: count it and send again. An
+             * error a send can also have for itself (EMSGSIZE, EACCES...)
+             * twice in a row is this datagram's own. */
+            remote_skipped = 1;
+            last_remote = err;
+            note_remote_error(ep, err, 1, 0);
+            continue;
+        }
         return dp_os_error(err);
+    }
+    if (last_remote != 0 && !send_error_may_be_local(last_remote)) {
+        /* ICMP errors arriving faster than we can send (a forged flood):
+         * the datagram is lost, as UDP datagrams are; never an error. */
+        return (int)len;
     }
     return dp_os_error(DP_EINTR);
 }
@@ -1662,6 +1798,74 @@ int dp_ep_inject(dp_endpoint *ep, const dp_addr *src, const uint8_t *data, size_
 }
 
 /* ---- Hooks for the DTLS host (dp_host.c) ---------------------------------- */
+
+int dp_ep_set_error_sink(dp_endpoint *ep, dp_endpoint_error_fn fn, void *ctx)
+{
+    if (ep == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    ep->error_sink = fn;
+    ep->error_ctx = ctx;
+    return DP_OK;
+}
+
+int dp_ep_last_remote_error(const dp_endpoint *ep)
+{
+    return ep == NULL ? DP_ERR_INVALID_ARGUMENT : ep->remote_errno;
+}
+
+uint64_t dp_ep_remote_errors(const dp_endpoint *ep)
+{
+    return ep == NULL ? 0 : ep->stats.recv_errors;
+}
+
+/* SERVER endpoint of a host whose only association is one it started:
+ * connect() the socket to that peer so the kernel reports its ICMP errors
+ * (a fast failure while handshaking) and drops datagrams from anyone else.
+ * peer NULL dissolves the association (AF_UNSPEC). */
+int dp_ep_connect_socket(dp_endpoint *ep, const dp_addr *peer)
+{
+    if (ep == NULL || ep->mode != DP_ENDPOINT_SERVER) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (ep->closed) {
+        return DP_ERR_CLOSED;
+    }
+    struct sockaddr_storage ss;
+    dp_socklen_t sslen = 0;
+    if (peer != NULL) {
+        int rc = addr_to_sockaddr(ep, peer, &ss, &sslen);
+        if (rc < 0) {
+            return rc;
+        }
+    } else {
+        if (!ep->connected) {
+            return DP_OK;
+        }
+        memset(&ss, 0, sizeof(ss));
+        ss.ss_family = AF_UNSPEC;
+        sslen = (dp_socklen_t)sizeof(ss);
+    }
+    if (connect(ep->fd, (const struct sockaddr *)&ss, sslen) != 0) {
+        int err = DP_LAST_ERROR();
+#if !defined(_WIN32)
+        if (peer == NULL && err == EAFNOSUPPORT) {
+            err = 0; /* some systems dissolve and still report this */
+        }
+#endif
+        if (err != 0) {
+            return dp_os_error(err);
+        }
+    }
+    ep->connected = peer != NULL;
+    if (peer != NULL) {
+        ep->connected_addr = *peer;
+        ep->connected_addr.reserved = 0;
+    } else {
+        memset(&ep->connected_addr, 0, sizeof(ep->connected_addr));
+    }
+    return DP_OK;
+}
 
 int dp_ep_set_sink(dp_endpoint *ep, dp_endpoint_sink_fn sink, void *ctx)
 {
@@ -1777,6 +1981,7 @@ int dp_ep_send_batch(dp_endpoint *ep, const dp_endpoint_out *msgs, size_t count,
             fill++;
         }
         unsigned off = 0;
+        unsigned remote_retries = 0; /* of the datagram at off, after ICMP errors */
         int interrupted = 0;
         /* Every pass advances off or ends the batch; EINTR retries are bounded. */
         while (off < fill) {
@@ -1788,12 +1993,22 @@ int dp_ep_send_batch(dp_endpoint *ep, const dp_endpoint_out *msgs, size_t count,
                 }
                 sent += (size_t)n;
                 off += (unsigned)n;
+                remote_retries = 0;
                 continue;
             }
             int err = n < 0 ? errno : EAGAIN;
             if (err == EINTR && interrupted++ < 8) {
                 continue;
             }
+            if (dp_is_remote_error(err) &&
+                remote_retries < (send_error_may_be_local(err) ? 1u : 8u)) {
+                /* A pending ICMP error, consumed by this send (see
+                 * dp_endpoint_send): count it and send this datagram again. */
+                remote_retries++;
+                note_remote_error(ep, err, 1, 0);
+                continue;
+            }
+            remote_retries = 0;
             if (err == EAGAIN || err == EWOULDBLOCK) {
                 /* The send buffer is full: the rest of the batch is lost like
                  * any UDP datagram (DTLS retransmits handshakes). */

@@ -51,6 +51,7 @@ struct dp_config {
     uint32_t park_after_ms;    /* 0 = never park (dp_config_set_park_after) */
     uint16_t mtu;              /* 0 = no limit */
     uint32_t max_record_in;    /* 0 = no limit (dp_config_set_max_record_in) */
+    uint32_t out_queue_max;    /* datagrams a connection may queue (dp_config_finish) */
     unsigned badmac_limit;     /* 0 = unlimited (still counted) */
     dp_cookie_gate *gate;      /* server: cookie keys (referenced) */
 };
@@ -65,6 +66,9 @@ int dp_cookie_gate_write_cb(void *gate, unsigned char **p, unsigned char *end,
                             const unsigned char *id, size_t id_len);
 int dp_cookie_gate_check_cb(void *gate, const unsigned char *cookie, size_t cookie_len,
                             const unsigned char *id, size_t id_len);
+
+/* The newest time the gate has judged by (what the callbacks above use). */
+int64_t dp_cookie_gate_time(dp_cookie_gate *gate);
 
 /* 1 if the first record of d[0..len) is a well-formed, unfragmented epoch-0
  * ClientHello (the gate's own bounded parser), else 0. */

@@ -108,6 +108,7 @@ struct dp_host {
     dp_host_peer *peers; /* indexed by slot index */
     uint32_t peers_cap;
     uint32_t live;      /* entries in use */
+    int clock_injected; /* this service() was given a time (tests), not DP_NOW */
     uint32_t connected; /* connected_seen and not ended */
     uint32_t ended;     /* ended, not released */
 
@@ -478,6 +479,14 @@ static void release_reported(dp_host *h)
     }
 }
 
+/* What the gate judges by: an injected time as it is, else DP_NOW, which
+ * the gate reads from its own clock (the wall clock for a shared secret;
+ * connections always run on the monotonic one). */
+static int64_t gate_clock(const dp_host *h, int64_t now_ms)
+{
+    return h->clock_injected ? now_ms : DP_NOW;
+}
+
 /* After any call into a peer's connection: note what it now needs. */
 static void after_conn(dp_host *h, dp_host_peer *p, int exact_timer)
 {
@@ -511,7 +520,8 @@ static void port_reuse(dp_host *h, dp_host_peer *p, const dp_addr *src, const ui
     unsigned char reply[DP_HVR_LEN];
     size_t reply_len = 0;
     size_t tid_len = dp_addr_transport_id(src, tid);
-    int verdict = dp_cookie_gate_check(h->gate, tid, tid_len, data, len, now_ms, reply,
+    int verdict = dp_cookie_gate_check(h->gate, tid, tid_len, data, len, gate_clock(h, now_ms),
+                                       reply,
                                        sizeof(reply), &reply_len);
     if (verdict == DP_GATE_REPLY) {
         if (dp_ep_send(h->ep, p->handle, NULL, reply, reply_len) >= 0) {
@@ -544,7 +554,8 @@ static void accept_new(dp_host *h, const dp_addr *src, const uint8_t *data, size
     unsigned char reply[DP_HVR_LEN];
     size_t reply_len = 0;
     size_t tid_len = dp_addr_transport_id(src, tid);
-    int verdict = dp_cookie_gate_check(h->gate, tid, tid_len, data, len, now_ms, reply,
+    int verdict = dp_cookie_gate_check(h->gate, tid, tid_len, data, len, gate_clock(h, now_ms),
+                                       reply,
                                        sizeof(reply), &reply_len);
     if (verdict == DP_GATE_REPLY) {
         if (dp_ep_send(h->ep, 0, src, reply, reply_len) >= 0) {
@@ -736,6 +747,22 @@ static void run_timers(dp_host *h, int64_t now_ms)
     }
 }
 
+/* The endpoint's error sink: an ICMP error for a peer (only a connected
+ * socket names one, see dp_host_connect). The connection decides: a
+ * handshaking client fails at once, anything else only counts it. */
+static void host_unreachable(void *ctx, uint64_t handle, const dp_addr *peer, int err,
+                             int64_t now_ms)
+{
+    (void)peer;
+    dp_host *h = ctx;
+    dp_host_peer *p = peer_get(h, handle);
+    if (p == NULL || p->conn == NULL) {
+        return;
+    }
+    (void)dp_conn_note_unreachable(p->conn, err, now_ms);
+    after_conn(h, p, 0);
+}
+
 /* ---- Public API ------------------------------------------------------------------- */
 
 int dp_host_new(int64_t fd, int family, uint32_t max_peers, dp_host **out)
@@ -755,6 +782,9 @@ int dp_host_new(int64_t fd, int family, uint32_t max_peers, dp_host **out)
     }
     if (rc == DP_OK) {
         rc = dp_ep_set_sink(h->ep, host_sink, h);
+    }
+    if (rc == DP_OK) {
+        rc = dp_ep_set_error_sink(h->ep, host_unreachable, h);
     }
     h->arena = dp_calloc(1, DP_HOST_ARENA);
     h->batch = dp_calloc(DP_HOST_BATCH, sizeof(dp_endpoint_out));
@@ -851,6 +881,10 @@ static int host_set_server(dp_host *h, dp_config *cfg, dp_cookie_gate *gate)
         dp_config_ref(cfg);
         dp_cookie_gate_ref(gate);
     }
+    if (cfg != NULL) {
+        /* Serving: datagrams come from anyone (see dp_host_connect). */
+        (void)dp_ep_connect_socket(h->ep, NULL);
+    }
     dp_config_free(h->server_cfg);
     dp_cookie_gate_free(h->gate);
     h->server_cfg = cfg;
@@ -894,6 +928,17 @@ static int host_connect(dp_host *h, const dp_addr *addr, const char *hostname, i
     if (h->live >= h->max_peers) {
         return DP_ERR_LIMIT;
     }
+    /* A client-only host with this one association connect()s its socket:
+     * the kernel then reports the peer's ICMP errors (port unreachable ends
+     * the handshake at once, as a Godot-style client's connected socket
+     * does, instead of after the handshake timeout) and drops datagrams
+     * from any other address. A second association, or serving, needs the
+     * socket unconnected again. Best effort: without it, no fast fail. */
+    if (h->server_cfg == NULL && h->live == h->ended) {
+        (void)dp_ep_connect_socket(h->ep, addr);
+    } else {
+        (void)dp_ep_connect_socket(h->ep, NULL);
+    }
     uint64_t handle = 0;
     int rc = dp_ep_slot_open(h->ep, addr, now_ms, &handle);
     if (rc < 0) {
@@ -932,6 +977,7 @@ static int host_service(dp_host *h, int64_t now_ms, int timeout_ms, dp_host_even
     if (h->closed) {
         return DP_ERR_CLOSED;
     }
+    h->clock_injected = now_ms >= 0;
     now_ms = dp_resolve_now(now_ms);
     h->stats.services++;
     dp_out o = {events, max_events, 0, payload_buf, payload_cap, 0};

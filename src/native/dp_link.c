@@ -38,6 +38,14 @@ static DP_THREAD_LOCAL unsigned char dp_link_buf[DP_LINK_BUF];
 #define DP_CT_HANDSHAKE 22
 #define DP_HS_CLIENT_HELLO 1
 
+/* What the gate judges by: an injected time as it is, else DP_NOW, which
+ * the gate reads from its own clock (the wall clock for a shared secret;
+ * connections always run on the monotonic one). */
+static int64_t gate_clock(int64_t now_ms)
+{
+    return now_ms >= 0 ? now_ms : DP_NOW;
+}
+
 static void result_init(dp_link_result *res)
 {
     memset(res, 0, sizeof(*res));
@@ -89,7 +97,7 @@ static void send_one(dp_endpoint *ep, uint64_t handle, const unsigned char *data
 
 static void flush_output(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_link_result *res)
 {
-    /* Bounded by the connection's outgoing queue (64 datagrams). */
+    /* Bounded by the connection's outgoing queue (one flight, dp_config.c). */
     for (;;) {
         int n = dp_conn_pop_outgoing(conn, dp_link_buf, sizeof(dp_link_buf));
         if (n == DP_ERR_WOULD_BLOCK) {
@@ -112,17 +120,28 @@ static void run_timers(dp_conn *conn, int64_t now_ms)
     }
 }
 
-static void finish(dp_endpoint *ep, uint64_t handle, dp_conn *conn, int64_t now_ms,
-                   dp_link_result *res)
+/* A client's own (connected) socket reports ICMP errors only for its one
+ * peer: tell the connection about those that arrived since `before` (on a
+ * receive or consumed by a send of this call). A server peer's socket is
+ * shared and unconnected: the kernel names no address, nothing to tell. */
+static void tell_unreachable(dp_endpoint *ep, uint64_t handle, dp_conn *conn, uint64_t before,
+                             int64_t now_ms, dp_link_result *res)
+{
+    uint64_t after = dp_ep_remote_errors(ep);
+    res->remote_errors = after;
+    if (handle == 0 && after > before) {
+        (void)dp_conn_note_unreachable(conn, dp_ep_last_remote_error(ep), now_ms);
+    }
+}
+
+static void finish(dp_endpoint *ep, uint64_t handle, dp_conn *conn, uint64_t errors_before,
+                   int64_t now_ms, dp_link_result *res)
 {
     run_timers(conn, now_ms);
     dp_trim_after_parks(); /* a timer may have parked the connection */
     flush_output(ep, handle, conn, res);
+    tell_unreachable(ep, handle, conn, errors_before, now_ms, res);
     res->status = dp_conn_status(conn);
-    dp_udp_stats st;
-    if (dp_ep_stats(ep, 0, &st) == DP_OK) {
-        res->remote_errors = st.recv_errors;
-    }
     note_notable(res);
 }
 
@@ -130,7 +149,7 @@ static void finish(dp_endpoint *ep, uint64_t handle, dp_conn *conn, int64_t now_
  * the session restarted (slot freed, hello re-queued as a pending peer). */
 static int client_port_reuse(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate,
                              const unsigned char *data, size_t len, int64_t now_ms,
-                             dp_link_result *res)
+                             int64_t gate_now, dp_link_result *res)
 {
     dp_addr addr;
     unsigned char tid[32];
@@ -140,7 +159,7 @@ static int client_port_reuse(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *g
         return 0;
     }
     size_t tid_len = dp_addr_transport_id(&addr, tid);
-    int verdict = dp_cookie_gate_check(gate, tid, tid_len, data, len, now_ms, reply,
+    int verdict = dp_cookie_gate_check(gate, tid, tid_len, data, len, gate_now, reply,
                                        sizeof(reply), &reply_len);
     if (verdict == DP_GATE_REPLY) {
         send_one(ep, handle, reply, reply_len, res);
@@ -166,8 +185,10 @@ static int link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_
     if (ep == NULL || conn == NULL || res == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
     }
+    int64_t gate_now = gate_clock(now_ms);
     now_ms = dp_resolve_now(now_ms);
     result_init(res);
+    uint64_t errors_before = dp_ep_remote_errors(ep);
     if (handle == 0) {
         int rc = dp_ep_poll(ep, now_ms); /* CLIENT: read the socket once */
         if (rc < 0) {
@@ -187,7 +208,8 @@ static int link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_
         }
         if (handle != 0 && gate != NULL && dp_conn_status(conn) == DP_STATUS_CONNECTED &&
             dp_is_initial_client_hello(dp_link_buf, (size_t)n)) {
-            if (client_port_reuse(ep, handle, gate, dp_link_buf, (size_t)n, now_ms, res)) {
+            if (client_port_reuse(ep, handle, gate, dp_link_buf, (size_t)n, now_ms, gate_now,
+                                  res)) {
                 res->status = dp_conn_status(conn);
                 note_notable(res);
                 return DP_OK; /* the slot is gone: nothing left to send to */
@@ -197,13 +219,14 @@ static int link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_
         (void)dp_conn_feed(conn, dp_link_buf, (size_t)n, now_ms);
         res->fed++;
     }
-    finish(ep, handle, conn, now_ms, res);
+    finish(ep, handle, conn, errors_before, now_ms, res);
     return DP_OK;
 }
 
 static int link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, dp_config *cfg,
                    int64_t now_ms, dp_conn **out, dp_link_result *res)
 {
+    int64_t gate_now = gate_clock(now_ms);
     now_ms = dp_resolve_now(now_ms);
     if (ep == NULL || handle == 0 || gate == NULL || cfg == NULL || out == NULL || res == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
@@ -235,7 +258,7 @@ static int link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, d
         }
         unsigned char reply[DP_HVR_LEN];
         size_t reply_len = 0;
-        int verdict = dp_cookie_gate_check(gate, tid, tid_len, dp_link_buf, (size_t)n, now_ms,
+        int verdict = dp_cookie_gate_check(gate, tid, tid_len, dp_link_buf, (size_t)n, gate_now,
                                            reply, sizeof(reply), &reply_len);
         if (verdict == DP_GATE_REPLY) {
             send_one(ep, handle, reply, reply_len, res);
@@ -254,7 +277,7 @@ static int link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, d
     if (conn == NULL) {
         return 0;
     }
-    finish(ep, handle, conn, now_ms, res);
+    finish(ep, handle, conn, dp_ep_remote_errors(ep), now_ms, res);
     *out = conn;
     return 1;
 }
@@ -266,9 +289,11 @@ static int link_write(dp_endpoint *ep, uint64_t handle, dp_conn *conn, const uin
         return DP_ERR_INVALID_ARGUMENT;
     }
     result_init(res);
+    uint64_t errors_before = dp_ep_remote_errors(ep);
     int rc = dp_conn_write(conn, data, len, now_ms);
     if (rc >= 0) {
         flush_output(ep, handle, conn, res);
+        tell_unreachable(ep, handle, conn, errors_before, now_ms, res);
     }
     res->status = dp_conn_status(conn);
     note_notable(res);
@@ -282,7 +307,9 @@ static int link_flush(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_link_r
         return DP_ERR_INVALID_ARGUMENT;
     }
     result_init(res);
+    uint64_t errors_before = dp_ep_remote_errors(ep);
     flush_output(ep, handle, conn, res);
+    tell_unreachable(ep, handle, conn, errors_before, DP_NOW, res);
     res->status = dp_conn_status(conn);
     return DP_OK;
 }

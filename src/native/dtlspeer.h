@@ -65,10 +65,13 @@ int dp_ciphersuite_names(char *buf, size_t buflen);
 int dp_random(unsigned char *buf, size_t len);
 
 /* The one clock of the library, in milliseconds: monotonic (wall = 0), or
- * the wall clock (wall = 1: Unix time, for cookie secrets shared across
- * processes). Every now_ms argument below comes from it, and every function
- * taking one also accepts DP_NOW / DP_NOW_WALL and reads the clock itself:
- * the binding passes those, which saves it a clock call per packet. */
+ * the wall clock (wall = 1: Unix time). Every now_ms argument below comes
+ * from it, and every function taking one also accepts DP_NOW / DP_NOW_WALL
+ * and reads the clock itself: the binding passes DP_NOW, which saves it a
+ * clock call per packet. Connections run on the monotonic clock; only a
+ * cookie gate with a shared secret resolves DP_NOW to the wall clock (gates
+ * of several processes must agree on the time slot), so a clock step moves
+ * cookie slots, never connection timers. */
 enum { DP_NOW = -1, DP_NOW_WALL = -2 };
 int64_t dp_clock_ms(int wall);
 
@@ -416,6 +419,8 @@ typedef struct dp_conn_stats {
     uint64_t unparks;             /* times it was restored */
     uint64_t park_refused;        /* park attempts Mbed TLS refused (retried later) */
     uint64_t dropped_over_limit;  /* authentic records above max_record_in: dropped */
+    uint64_t icmp_ignored;        /* ICMP errors (port unreachable...) for this peer after
+                                     the handshake: counted only, never fatal */
 } dp_conn_stats;
 
 /* hostname: client only (SNI + name check), NULL = none. transport_id:
@@ -428,6 +433,12 @@ int dp_conn_feed(dp_conn *conn, const unsigned char *datagram, size_t len, int64
 /* Run timers (retransmission, deadlines, idle) and start a client's
  * handshake; returns the status afterwards. */
 int dp_conn_update(dp_conn *conn, int64_t now_ms);
+/* The socket reported an ICMP error (errno err: port unreachable...) for
+ * this connection's peer. A client still handshaking fails at once (nobody
+ * listens there); afterwards it is unauthenticated news: counted
+ * (stats.icmp_ignored) and shown in the reason, never fatal (the idle
+ * timeout decides). Servers only count. Returns the status afterwards. */
+int dp_conn_note_unreachable(dp_conn *conn, int err, int64_t now_ms);
 /* Absolute time (ms) at which dp_conn_update must be called next, or -1. */
 int64_t dp_conn_next_timeout(const dp_conn *conn);
 int dp_conn_outgoing_count(const dp_conn *conn);
@@ -739,6 +750,22 @@ void dp_ep_own_fd(dp_endpoint *ep);
 typedef int (*dp_endpoint_sink_fn)(void *ctx, uint64_t handle, const dp_addr *src,
                                    const uint8_t *data, size_t len, int64_t now_ms);
 int dp_ep_set_sink(dp_endpoint *ep, dp_endpoint_sink_fn sink, void *ctx);
+/* Remote (ICMP-induced) socket errors, with the slot they concern (0 when
+ * the socket is not connected: then the kernel names no address). The
+ * dp_ep_* hooks take no lock of their own: callers already serialise every
+ * use of the endpoint. */
+typedef void (*dp_endpoint_error_fn)(void *ctx, uint64_t handle, const dp_addr *peer, int err,
+                                     int64_t now_ms);
+int dp_ep_set_error_sink(dp_endpoint *ep, dp_endpoint_error_fn fn, void *ctx);
+/* errno of the last remote error the socket reported (0: none yet), and how
+ * many it reported so far (stats.recv_errors). */
+int dp_ep_last_remote_error(const dp_endpoint *ep);
+uint64_t dp_ep_remote_errors(const dp_endpoint *ep);
+/* SERVER: connect() the socket to peer (NULL: dissolve). */
+int dp_ep_connect_socket(dp_endpoint *ep, const dp_addr *peer);
+/* 1 if errno err is an ICMP-induced error, and its words ("port unreachable"). */
+int dp_is_remote_error(int err);
+const char *dp_remote_error_text(int err);
 /* Wait up to timeout_ms for datagrams on a SERVER endpoint with a sink,
  * moving *now_ms on by the time waited. 2: datagrams were read and handed to
  * the sink, 1: readable (dp_ep_poll reads), 0: timed out, DP_ERR_CLOSED:
