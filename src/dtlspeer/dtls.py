@@ -289,8 +289,8 @@ class PacketPeerDTLS(PacketPeer):
         if res.restarted:
             self._end(
                 _Status.STATUS_DISCONNECTED,
-                "the client started a new session from the same address and port; "
-                "it arrives as a new connection on the UDPServer",
+                "the client completed a new session from the same address and port "
+                "(a new connection of the UDPServer)",
             )
             return
         if not server_peer and (
@@ -705,6 +705,13 @@ class DTLSServer:
         peer = PacketPeerDTLS()
         # Cookies carry the gate's time: a shared secret needs a shared clock.
         peer._now = NOW_WALL if self._secret is not None else NOW
+        if ep.gate is not self._gate:
+            # From now on the UDPServer's endpoint judges unknown senders with
+            # this gate in C before any pending slot exists (issue 11 item 5),
+            # and routes new handshakes from live peers' addresses to
+            # successor slots (RFC 6347 4.2.8).
+            check(lib.dp_endpoint_set_gate(ep.ptr, self._gate.handle, peer._now), "gate")
+            ep.gate = self._gate
         rc = lib.dp_link_accept(
             ep.ptr,
             udp_peer._handle,

@@ -358,9 +358,16 @@ class DTLSHost:
     :meth:`connect` (default: ``TLSOptions.client()``). ``settings``
     (:class:`DTLSSettings`) sets timers, idle timeout and MTU for every peer.
     ``ciphersuites`` restricts both roles (Mbed TLS names). ``max_peers``
-    bounds the connections (handshaking + connected); clients beyond it are
-    not admitted. ``cookie_secret`` (16..64 bytes) lets several processes
-    accept each other's cookies (they then run on the wall clock).
+    bounds the connections (handshaking + connected). Handshakes admitted
+    by the cookie gate are bounded too: ``max_handshaking`` in total
+    (default ``min(max_peers, 1024)``) and ``max_handshaking_per_address``
+    per client IP address (default 16). When a bound or ``max_peers`` is
+    reached, a client with a valid cookie evicts the oldest handshake whose
+    client never sent its key exchange (no event: it was never reported);
+    connected peers are never evicted; otherwise it is not admitted
+    (``get_stats()`` counts each reason). ``cookie_secret`` (16..64 bytes)
+    lets several processes accept each other's cookies (they then run on
+    the wall clock).
 
     Events per call are bounded by ``max_events`` and ``payload_buffer_size``
     bytes of payload; what does not fit stays queued in C for the next call
@@ -383,6 +390,8 @@ class DTLSHost:
         settings: DTLSSettings | None = None,
         ciphersuites: Sequence[str] | None = None,
         max_peers: int = 4096,
+        max_handshaking: int | None = None,
+        max_handshaking_per_address: int = lib.DP_HOST_DEFAULT_MAX_HANDSHAKING_PER_ADDRESS,
         cookie_secret: bytes | None = None,
         max_events: int = 4096,
         payload_buffer_size: int = 1 << 20,
@@ -398,6 +407,14 @@ class DTLSHost:
         socket_buffer_size = _check_int(socket_buffer_size, "socket_buffer_size")
         if not 1 <= max_peers < 2**31:
             raise errors.InvalidArgumentError("max_peers must be in 1 .. 2**31-1")
+        if max_handshaking is None:
+            max_handshaking = min(max_peers, lib.DP_HOST_DEFAULT_MAX_HANDSHAKING)
+        max_handshaking = _check_int(max_handshaking, "max_handshaking")
+        per_address = _check_int(max_handshaking_per_address, "max_handshaking_per_address")
+        if not 1 <= max_handshaking < 2**31 or not 1 <= per_address < 2**31:
+            raise errors.InvalidArgumentError(
+                "max_handshaking and max_handshaking_per_address must be in 1 .. 2**31-1"
+            )
         if not 1 <= max_events <= 1 << 20:
             raise errors.InvalidArgumentError("max_events must be in 1 .. 2**20")
         if not lib.DP_HOST_MIN_PAYLOAD <= payload_buffer_size <= 1 << 30:
@@ -430,6 +447,10 @@ class DTLSHost:
             family = 6 if sock.family == socket.AF_INET6 else 4
             check(lib.dp_host_new(sock.fileno(), family, max_peers, out), "DTLSHost")
             self._ptr = ffi.gc(out[0], lib.dp_host_free)
+            check(
+                lib.dp_host_set_handshake_limits(self._ptr, max_handshaking, per_address),
+                "handshake limits",
+            )
             if server_config is not None:
                 config, gate = server_config
                 check(lib.dp_host_set_server(self._ptr, config.handle, gate.handle), "server")

@@ -56,7 +56,6 @@ struct dp_config {
 
 /* Reference counting of shared engine objects. */
 void dp_config_ref(dp_config *cfg);
-void dp_cookie_gate_ref(dp_cookie_gate *gate);
 
 /* Mbed TLS cookie callbacks over a gate (mbedtls_ssl_conf_dtls_cookies), so
  * a live connection handles RFC 6347 4.2.8 reconnects with the same keys. */
@@ -68,5 +67,9 @@ int dp_cookie_gate_check_cb(void *gate, const unsigned char *cookie, size_t cook
 /* 1 if the first record of d[0..len) is a well-formed, unfragmented epoch-0
  * ClientHello (the gate's own bounded parser), else 0. */
 int dp_cookie_hello_well_formed(const unsigned char *d, size_t len);
+
+/* 1 if a server connection is past waiting for the client's key exchange
+ * (or no longer handshaking): the client proved more than a cookie. */
+int dp_conn_handshake_progressed(const dp_conn *c);
 
 #endif /* DTLSPEER_DP_ENGINE_H */

@@ -228,6 +228,12 @@ typedef struct {
     uint64_t pending_created;   /* new pending peers */
     uint64_t pending_expired;   /* pending peers dropped by pending_timeout */
     uint64_t recv_errors;       /* ICMP-induced recv errors skipped (ECONNREFUSED...) */
+    /* Endpoints with a cookie gate (dp_endpoint_set_gate) only: */
+    uint64_t hvr_sent;          /* HelloVerifyRequests sent statelessly */
+    uint64_t gate_dropped;      /* unknown senders' datagrams the gate dropped */
+    uint64_t drop_pending_per_address; /* verified sender, but its IP holds enough pending slots */
+    uint64_t pending_evicted;   /* oldest pending slot dropped for a verified newcomer */
+    uint64_t successors;        /* new-session slots opened for a live peer's address */
 } dp_udp_stats;
 
 enum {
@@ -396,7 +402,6 @@ typedef struct dp_conn_stats {
     uint64_t discarded;           /* connected, datagram had no usable record
                                      (replay, duplicate, garbage, bad MAC) */
     uint64_t bad_mac;             /* records that failed authentication */
-    uint64_t reconnects;          /* server: RFC 6347 4.2.8 client reconnects */
     uint64_t retransmit_updates;  /* timer expiries that ran the handshake */
     uint64_t parks;               /* times the idle connection was parked */
     uint64_t unparks;             /* times it was restored */
@@ -510,6 +515,16 @@ int dp_link_write(dp_endpoint *ep, uint64_t handle, dp_conn *conn, const uint8_t
                   size_t len, int64_t now_ms, dp_link_result *res);
 /* Send every datagram the connection has queued (after update/close). */
 int dp_link_flush(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_link_result *res);
+/* SERVER endpoint a DTLSServer accepts from: from now on every datagram of
+ * an unknown sender is judged by the gate before a pending slot exists (a
+ * cookieless ClientHello is answered statelessly, garbage dropped, only a
+ * valid cookie makes a pending slot; at most 4 per IP address, the oldest
+ * pending slot evicted for a newcomer when the list is full), and a new
+ * handshake from an established peer's address becomes a successor slot
+ * (see route_known in dp_endpoint.c). clock: DP_NOW or DP_NOW_WALL, the
+ * gate's clock. gate NULL: back to plain UDP. The endpoint holds a
+ * reference to the gate. */
+int dp_endpoint_set_gate(dp_endpoint *ep, dp_cookie_gate *gate, int64_t clock);
 /* SERVER: route a datagram as if it had just arrived from src (a new
  * pending slot when src is unknown). Returns 1 if it was queued, else 0. */
 int dp_endpoint_inject(dp_endpoint *ep, const dp_addr *src, const uint8_t *data, size_t len,
@@ -559,7 +574,9 @@ enum {
 
 enum {
     DP_HOST_MIN_PAYLOAD = 16384, /* payload_cap must hold the largest record */
-    DP_HOST_DEFAULT_MAX_PEERS = 4096
+    DP_HOST_DEFAULT_MAX_PEERS = 4096,
+    DP_HOST_DEFAULT_MAX_HANDSHAKING = 1024,           /* also at most max_peers */
+    DP_HOST_DEFAULT_MAX_HANDSHAKING_PER_ADDRESS = 16  /* per IP address, any port */
 };
 
 typedef struct dp_host_event {
@@ -598,6 +615,12 @@ typedef struct dp_host_stats {
     uint64_t dropped_ended;      /* datagram for a peer that already ended */
     uint64_t send_to_ended;      /* dp_host_send to an ended or released peer (dropped) */
     uint64_t carried_over;       /* calls that left events for the next call (buffer full) */
+    uint64_t dropped_handshake_per_address; /* valid cookie, but its IP had enough handshakes */
+    uint64_t dropped_handshake_limit; /* valid cookie, max handshakes in progress, none stalled */
+    uint64_t evicted_handshakes; /* stalled handshakes dropped for a newcomer */
+    uint64_t successors;         /* new handshakes from a connected peer's address (4.2.8) */
+    uint64_t successors_failed;  /* ... that failed, timed out or ended with the old session */
+    uint64_t reconnects;         /* ... that completed: old peer ended (RECONNECT), new peer */
     int32_t last_send_error;     /* code of the last refused datagram, 0 if none */
     int32_t reserved;
 } dp_host_stats;
@@ -617,6 +640,13 @@ typedef struct dp_host_peer_info {
 /* fd: a bound, non-blocking UDP socket the caller keeps open until
  * dp_host_close; family 4 or 6; max_peers 0 = DP_HOST_DEFAULT_MAX_PEERS. */
 int dp_host_new(int64_t fd, int family, uint32_t max_peers, dp_host **out);
+/* Bounds on admitted handshakes (server peers not yet connected, and new
+ * handshakes from connected peers' addresses): in total and per IP address.
+ * When the total (or max_peers) is reached, a newcomer with a valid cookie
+ * evicts the oldest handshake whose client never sent its key exchange;
+ * connected peers are never evicted. Defaults: min(max_peers,
+ * DP_HOST_DEFAULT_MAX_HANDSHAKING), DP_HOST_DEFAULT_MAX_HANDSHAKING_PER_ADDRESS. */
+int dp_host_set_handshake_limits(dp_host *h, uint32_t max_handshaking, uint32_t per_address);
 /* dp_host_close, then free everything. NULL is fine. */
 void dp_host_free(dp_host *host);
 /* Send close_notify to every connected peer, free every connection and the
@@ -698,6 +728,19 @@ int dp_endpoint_sink_wait(dp_endpoint *ep, int timeout_ms, int64_t *now_ms);
 /* SERVER: route addr to a new TAKEN slot (an association we start).
  * DP_ERR_BAD_STATE if addr already has a slot. */
 int dp_endpoint_slot_open(dp_endpoint *ep, const dp_addr *addr, int64_t now_ms, uint64_t *handle);
+/* Session succession (RFC 6347 4.2.8). The link marks a slot whose server
+ * connection is CONNECTED (established); a successor slot whose connection
+ * connected takes the address over (promote: 1 if it had a predecessor,
+ * which is then superseded, i.e. unrouted and over); the host moves an
+ * address to a new TAKEN slot (rebind: the old slot stays, unrouted and
+ * superseded, until it is closed). */
+void dp_endpoint_slot_mark_established(dp_endpoint *ep, uint64_t handle);
+/* 1 if the slot was opened for a ClientHello the endpoint's gate admitted
+ * (its first queued datagram): dp_link_accept does not judge it again. */
+int dp_endpoint_slot_admitted(const dp_endpoint *ep, uint64_t handle);
+int dp_endpoint_slot_superseded(const dp_endpoint *ep, uint64_t handle);
+int dp_endpoint_slot_promote(dp_endpoint *ep, uint64_t handle);
+int dp_endpoint_slot_rebind(dp_endpoint *ep, uint64_t handle, int64_t now_ms, uint64_t *out);
 typedef struct dp_endpoint_out {
     uint64_t handle; /* SERVER slot */
     const uint8_t *data;
@@ -708,11 +751,16 @@ typedef struct dp_endpoint_out {
 int dp_endpoint_send_batch(dp_endpoint *ep, const dp_endpoint_out *msgs, size_t count,
                            size_t *failed, int *last_error);
 
-/* Shared by the DTLS link and host (dp_link.c): the bytes a server's cookies
- * are bound to (out holds >= 22), and whether a datagram is an epoch-0
- * ClientHello (a client starting over on a live association). */
+/* Shared by the DTLS link, endpoint and host (dp_link.c): the bytes a
+ * server's cookies are bound to (out holds >= 22); the offset of the first
+ * epoch-0 ClientHello record of a datagram (a client starting over on a live
+ * association), or -1; whether the first record is of epoch 0. */
 size_t dp_addr_transport_id(const dp_addr *a, unsigned char *out);
-int dp_is_initial_client_hello(const unsigned char *d, size_t len);
+long dp_find_client_hello(const unsigned char *d, size_t len);
+int dp_first_record_epoch0(const unsigned char *d, size_t len);
+/* Cookie gate reference counting (dp_cookie.c): an endpoint with a gate
+ * holds a reference. */
+void dp_cookie_gate_ref(dp_cookie_gate *gate);
 /* now_ms, or the clock's reading for DP_NOW / DP_NOW_WALL (dp_common.c). */
 int64_t dp_resolve_now(int64_t now_ms);
 

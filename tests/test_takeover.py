@@ -1,0 +1,388 @@
+"""Session takeover from a known address (issue 11 item 1, RFC 6347 4.2.8).
+
+A new handshake from an established peer's address must never reset the live
+association: the old one lives until the new handshake's Finished is
+verified, then the application sees the old peer end and a NEW peer object.
+Every epoch-0 ClientHello record goes to the cookie gate, wherever it sits in
+the datagram. Both APIs run the same scenarios through a small adapter.
+
+Spoofing the peer's address: the client socket is connected to the server
+and bound with SO_REUSEPORT; the "attacker" binds the same address and port
+(SO_REUSEPORT) unconnected, so the kernel delivers the server's replies to
+the connected client socket, as an off-path attacker would see it. Cookies
+are computed with a CookieGate holding the server's shared secret (the
+attacker is assumed to have read one, the worst case for the gate).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from typing import Callable, Optional
+
+import pytest
+
+from dtlspeer import (
+    DisconnectReason,
+    DTLSHost,
+    DTLSServer,
+    HostEventType,
+    HostPeer,
+    PacketPeerDTLS,
+    TLSOptions,
+    UDPServer,
+)
+from dtlspeer._engine import Connection, CookieGate, EngineConfig, EngineStatus, GateVerdict, Verify
+from identities import Identity, make_identity
+from udp_helpers import until
+
+SECRET = b"takeover test secret, 32 bytes.."
+Status = PacketPeerDTLS.Status
+
+
+@pytest.fixture(scope="module")
+def ec_identity() -> Identity:
+    return make_identity("ec")
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def client_config() -> EngineConfig:
+    return EngineConfig.client(verify=Verify.NONE, handshake_timeout_ms=(200, 4000), mtu=1200)
+
+
+# ---- record surgery ------------------------------------------------------------------
+
+
+def transport_id(ip: str, port: int) -> bytes:
+    """dp_addr_transport_id: IPv6(-mapped) address, port, scope id."""
+    mapped = socket.inet_pton(socket.AF_INET6, "::ffff:" + ip)
+    return mapped + struct.pack(">HI", port, 0)
+
+
+def cookie_for(ip: str, port: int, hello: bytes) -> bytes:
+    """The cookie the server's gate expects from (ip, port) right now."""
+    verdict, reply = CookieGate(SECRET).check(transport_id(ip, port), hello, wall_ms())
+    assert verdict == GateVerdict.REPLY
+    return reply[13 + 12 + 3 : 13 + 12 + 3 + reply[13 + 12 + 2]]
+
+
+def with_cookie(hello: bytes, cookie: bytes, message_seq: int = 1) -> bytes:
+    """A ClientHello record (first record of ``hello``) carrying ``cookie``."""
+    body = hello[13 + 12 :]
+    pos = 2 + 32
+    pos += 1 + body[pos]  # session id
+    old_cookie_len = body[pos]
+    new_body = body[:pos] + bytes([len(cookie)]) + cookie + body[pos + 1 + old_cookie_len :]
+    n = len(new_body)
+    hs = bytes([1]) + n.to_bytes(3, "big") + message_seq.to_bytes(2, "big") + b"\0\0\0"
+    hs += n.to_bytes(3, "big") + new_body
+    return hello[:11] + len(hs).to_bytes(2, "big") + hs
+
+
+def ccs_epoch0(seq: int = 7) -> bytes:
+    """A ChangeCipherSpec record of epoch 0 (what Mbed TLS skipped before
+    looking at the next record, the ClientHello, with the reconnect check)."""
+    return bytes([20, 0xFE, 0xFD, 0, 0]) + seq.to_bytes(6, "big") + b"\x00\x01\x01"
+
+
+def first_hello() -> bytes:
+    conn = Connection(client_config(), 0)
+    conn.update(0)
+    (hello,) = conn.take_outgoing()
+    conn.close()
+    return hello
+
+
+# ---- a client whose address can be spoofed -----------------------------------------
+
+
+class SpoofableClient:
+    """An engine client on a SO_REUSEPORT socket connected to the server,
+    plus an unconnected socket on the same address and port for forgeries."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        self.sock.setblocking(False)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.connect(("127.0.0.1", port))
+        self.port = port
+        self.addr = self.sock.getsockname()
+        self.forger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.forger.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        self.forger.bind(self.addr)
+        self.conn: Optional[Connection] = None
+        self.received: list[bytes] = []
+        self.rewrite: Optional[Callable[[bytes], bytes]] = None
+
+    def now(self) -> int:
+        return int(time.monotonic() * 1000)
+
+    def start(self) -> None:
+        """A new session from the same socket (the game restarted)."""
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = Connection(client_config(), self.now())
+        self.conn.update(self.now())
+        self._send()
+
+    def _send(self) -> None:
+        assert self.conn is not None
+        for datagram in self.conn.take_outgoing():
+            if self.rewrite is not None:
+                datagram = self.rewrite(datagram)
+            if datagram:  # b"": held back
+                self.sock.send(datagram)
+
+    def pump(self) -> None:
+        assert self.conn is not None
+        now = self.now()
+        for _ in range(64):
+            try:
+                self.conn.feed(self.sock.recv(65535), now)
+            except (BlockingIOError, ConnectionRefusedError):
+                break
+        while (record := self.conn.read()) is not None:
+            self.received.append(record)
+        due = self.conn.next_timeout()
+        if due is not None and due <= now:
+            self.conn.update(now)
+        self._send()
+
+    def write(self, data: bytes) -> None:
+        assert self.conn is not None
+        self.conn.write(data, self.now())
+        self._send()
+
+    def forge(self, datagram: bytes) -> None:
+        self.forger.sendto(datagram, ("127.0.0.1", self.port))
+
+    def connected(self) -> bool:
+        return self.conn is not None and self.conn.status == EngineStatus.CONNECTED
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.sock.close()
+        self.forger.close()
+
+
+def add_ccs_before_cookie_hello(datagram: bytes) -> bytes:
+    """The takeover datagram: [epoch-0 CCS][ClientHello with a cookie]."""
+    if datagram[0] == 22 and datagram[13] == 1 and len(datagram) > 13 + 12 + 35:
+        body = datagram[13 + 12 :]
+        sid = body[34]
+        if body[35 + sid] != 0:  # carries a cookie
+            return ccs_epoch0() + datagram
+    return datagram
+
+
+# ---- the two server APIs behind one adapter ----------------------------------------
+
+
+class HostSide:
+    """DTLSHost server: peers are the HostPeer objects of CONNECT events."""
+
+    def __init__(self, identity: Identity) -> None:
+        self.host = DTLSHost(
+            "127.0.0.1", 0, server_options=TLSOptions.server(*identity), cookie_secret=SECRET
+        )
+        self.port = self.host.get_local_port()
+        self.connects: list[HostPeer] = []
+        self.disconnects: list[tuple[HostPeer, DisconnectReason]] = []
+        self.received: dict[int, list[bytes]] = {}
+
+    def step(self) -> None:
+        for event in self.host.service(0):
+            if event.type == HostEventType.CONNECT:
+                self.connects.append(event.peer)
+            elif event.type == HostEventType.DISCONNECT:
+                self.disconnects.append((event.peer, DisconnectReason(event.reason)))
+            elif event.type == HostEventType.RECEIVE:
+                self.received.setdefault(id(event.peer), []).append(event.data)
+
+    def received_by(self, peer: PacketPeerDTLS) -> list[bytes]:
+        return self.received.get(id(peer), [])
+
+    def ended(self, peer: PacketPeerDTLS) -> bool:
+        return any(p is peer and r == DisconnectReason.RECONNECT for p, r in self.disconnects)
+
+    def close(self) -> None:
+        self.host.close()
+
+
+class GodotSide:
+    """UDPServer + DTLSServer + PacketPeerDTLS, run like a Godot script."""
+
+    def __init__(self, identity: Identity) -> None:
+        self.udp = UDPServer()
+        self.udp.listen(0, "127.0.0.1")
+        self.dtls = DTLSServer()
+        self.dtls.setup(TLSOptions.server(*identity), cookie_secret=SECRET)
+        self.port = self.udp.get_local_port()
+        self.all: list[PacketPeerDTLS] = []
+        self.received: dict[int, list[bytes]] = {}
+
+    def step(self) -> None:
+        self.udp.poll()
+        while self.udp.is_connection_available():
+            udp_peer = self.udp.take_connection()
+            assert udp_peer is not None
+            peer = self.dtls.take_connection(udp_peer)
+            if peer.get_status() == Status.STATUS_HANDSHAKING:
+                self.all.append(peer)
+        for peer in self.all:
+            peer.poll()
+            while peer.get_available_packet_count() > 0:
+                self.received.setdefault(id(peer), []).append(peer.get_packet())
+
+    def connected_peers(self) -> list[PacketPeerDTLS]:
+        return [p for p in self.all if p.get_status() == Status.STATUS_CONNECTED]
+
+    def received_by(self, peer: PacketPeerDTLS) -> list[bytes]:
+        return self.received.get(id(peer), [])
+
+    def ended(self, peer: PacketPeerDTLS) -> bool:
+        return peer.get_status() == Status.STATUS_DISCONNECTED
+
+    def close(self) -> None:
+        for peer in self.all:
+            peer.disconnect_from_peer()
+        self.udp.stop()
+
+
+Side = HostSide | GodotSide
+
+
+def make_side(api: str, identity: Identity) -> Side:
+    return HostSide(identity) if api == "host" else GodotSide(identity)
+
+
+def connected(side: Side) -> list[PacketPeerDTLS]:
+    if isinstance(side, HostSide):
+        return [p for p in side.connects if p.get_status() == Status.STATUS_CONNECTED]
+    return side.connected_peers()
+
+
+def establish(side: Side) -> tuple[SpoofableClient, PacketPeerDTLS]:
+    client = SpoofableClient(side.port)
+    client.start()
+
+    def step() -> None:
+        side.step()
+        client.pump()
+
+    assert until(lambda: client.connected() and len(connected(side)) == 1, step)
+    return client, connected(side)[0]
+
+
+def exchange(side: Side, client: SpoofableClient, peer: PacketPeerDTLS, tag: bytes) -> None:
+    """Both directions of the session between ``client`` and ``peer`` work."""
+    client.write(b"up " + tag)
+
+    def step() -> None:
+        side.step()
+        client.pump()
+
+    assert until(lambda: b"up " + tag in side.received_by(peer), step), "server side got nothing"
+    peer.put_packet(b"down " + tag)
+    assert until(lambda: b"down " + tag in client.received, step), "client got nothing"
+
+
+APIS = ["host", "godot"]
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_multi_record_hello_does_not_reset_the_live_session(
+    api: str, ec_identity: Identity
+) -> None:
+    """A forged [epoch-0 CCS][ClientHello with a valid cookie] from an
+    established peer's address: the live session is untouched (same status,
+    records both ways), no new peer appears, nothing reports a reconnect."""
+    side = make_side(api, ec_identity)
+    client, peer = establish(side)
+    try:
+        hello = first_hello()
+        cookie = cookie_for(client.addr[0], client.addr[1], hello)
+        client.forge(ccs_epoch0() + with_cookie(hello, cookie))
+        for _ in range(20):
+            side.step()
+            time.sleep(0.002)
+        assert peer.get_status() == Status.STATUS_CONNECTED
+        exchange(side, client, peer, b"after forgery")
+        assert connected(side) == [peer]
+        assert not side.ended(peer)
+        # The forged handshake never completes: the old session still lives
+        # on, whatever the successor did in the meantime.
+        exchange(side, client, peer, b"still")
+    finally:
+        client.close()
+        side.close()
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_reconnect_in_a_multi_record_datagram_is_a_new_peer(
+    api: str, ec_identity: Identity
+) -> None:
+    """The client restarts from the same port and sends its cookie'd hello
+    behind an epoch-0 CCS record. The old peer lives until the new Finished
+    is verified, then ends (RECONNECT / STATUS_DISCONNECTED) and the new
+    session is a NEW peer object."""
+    side = make_side(api, ec_identity)
+    client, old = establish(side)
+    try:
+        client.rewrite = add_ccs_before_cookie_hello
+        client.start()
+
+        def step() -> None:
+            side.step()
+            client.pump()
+
+        assert until(lambda: client.connected() and len(connected(side)) == 1
+                     and connected(side)[0] is not old, step)
+        new = connected(side)[0]
+        assert new is not old
+        assert until(lambda: side.ended(old), step)
+        assert old.get_status() == Status.STATUS_DISCONNECTED
+        exchange(side, client, new, b"new session")
+        assert side.received_by(old) == []
+    finally:
+        client.close()
+        side.close()
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_old_session_lives_until_the_new_finished(api: str, ec_identity: Identity) -> None:
+    """While a reconnecting client's handshake is in flight (its flights are
+    held back after the cookie'd hello), the old peer stays CONNECTED."""
+    side = make_side(api, ec_identity)
+    client, old = establish(side)
+    try:
+        sent: list[bytes] = []
+
+        def hold_after_hello(datagram: bytes) -> bytes:
+            sent.append(datagram)
+            return datagram if len(sent) <= 2 else b""
+
+        client.rewrite = hold_after_hello
+        client.start()
+
+        def step() -> None:
+            side.step()
+            client.pump()
+
+        # cookieless hello, cookie'd hello; then the server's flight arrives
+        # and the client's answer (its key exchange and Finished) is held.
+        assert until(lambda: len(sent) >= 3, step)
+        for _ in range(10):
+            step()
+        assert old.get_status() == Status.STATUS_CONNECTED
+        assert not side.ended(old)
+        assert connected(side) == [old]
+    finally:
+        client.close()
+        side.close()
