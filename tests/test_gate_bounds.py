@@ -1,0 +1,235 @@
+"""Issue 11 items 5 and 6: per-peer state only after the cookie gate, and
+bounded half-open handshakes.
+
+Item 5: once a DTLSServer took a connection from a UDPServer, the endpoint
+judges unknown senders in C before any pending slot exists: spoofed
+cookieless hellos are answered statelessly, garbage is dropped, and only
+cookie-verified senders become pending connections (the flood benchmark,
+``python -m benchmarks --only flood``, measures the latency part).
+
+Item 6: admitted handshakes are bounded per IP address and in total; when
+the table is full, a new verified client evicts the oldest handshake that
+made no progress; connected peers are never evicted.
+"""
+
+from __future__ import annotations
+
+import socket
+from contextlib import ExitStack
+
+import pytest
+
+from _host_clients import PSK_IDENTITY, PSK_KEY, EngineClients, client_config
+from _records import first_hello, half_open
+from dtlspeer import (
+    DTLSHost,
+    DTLSServer,
+    HostEventType,
+    PacketPeerDTLS,
+    PacketPeerUDP,
+    TLSOptions,
+    UDPServer,
+)
+from identities import Identity, make_identity
+from udp_helpers import until
+
+Status = PacketPeerDTLS.Status
+
+
+@pytest.fixture(scope="module")
+def ec_identity() -> Identity:
+    return make_identity("ec")
+
+
+def udp_socket(stack: ExitStack, ip: str) -> socket.socket:
+    sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    sock.setblocking(False)
+    sock.bind((ip, 0))
+    return sock
+
+
+class GodotServer:
+    """UDPServer + DTLSServer run like a Godot script; keeps every peer."""
+
+    def __init__(self, identity: Identity) -> None:
+        self.udp = UDPServer()
+        self.udp.listen(0, "127.0.0.1")
+        self.dtls = DTLSServer()
+        self.dtls.setup(TLSOptions.server(*identity))
+        self.port = self.udp.get_local_port()
+        self.handshaking: list[PacketPeerDTLS] = []
+        self.taken = 0
+
+    def step(self, take: bool = True) -> None:
+        self.udp.poll()
+        while take and self.udp.is_connection_available():
+            udp_peer = self.udp.take_connection()
+            assert udp_peer is not None
+            self.taken += 1
+            peer = self.dtls.take_connection(udp_peer)
+            if peer.get_status() == Status.STATUS_HANDSHAKING:
+                self.handshaking.append(peer)
+        for peer in self.handshaking:
+            peer.poll()
+
+    def connect_client(self) -> PacketPeerDTLS:
+        udp = PacketPeerUDP()
+        udp.connect_to_host("127.0.0.1", self.port)
+        client = PacketPeerDTLS()
+        client.connect_to_peer(udp, "game.test", TLSOptions.client_unsafe())
+        return client
+
+    def stop(self) -> None:
+        for peer in self.handshaking:
+            peer.disconnect_from_peer()
+        self.udp.stop()
+
+
+def install_gate(server: GodotServer) -> None:
+    """A first client connects: DTLSServer.take_connection installs its gate."""
+    client = server.connect_client()
+
+    def step() -> None:
+        server.step()
+        client.poll()
+
+    assert until(lambda: client.get_status() == Status.STATUS_CONNECTED, step)
+    client.disconnect_from_peer()
+
+
+def test_spoofed_hellos_take_no_pending_slot(ec_identity: Identity) -> None:
+    """Cookieless hellos from 64 unknown sources and garbage: answered or
+    dropped in C, no pending slot; a legitimate client still becomes a
+    pending connection and connects (Godot: every datagram takes a slot)."""
+    server = GodotServer(ec_identity)
+    install_gate(server)
+    before = server.udp.get_stats()
+    hello = first_hello()
+    with ExitStack() as stack:
+        for i in range(64):
+            sock = udp_socket(stack, f"127.0.{10 + i // 16}.{1 + i % 16}")
+            sock.sendto(hello, ("127.0.0.1", server.port))
+            sock.sendto(b"\x17garbage" * 4, ("127.0.0.1", server.port))
+        assert until(lambda: server.udp.get_stats()["packets_in"] >= before["packets_in"] + 128,
+                     lambda: server.step(take=False))
+    stats = server.udp.get_stats()
+    assert stats["pending_created"] == before["pending_created"]
+    assert not server.udp.is_connection_available()
+    assert stats["hvr_sent"] - before["hvr_sent"] == 64
+    assert stats["gate_dropped"] - before["gate_dropped"] == 64
+    taken = server.taken
+    client = server.connect_client()
+
+    def step() -> None:
+        server.step()
+        client.poll()
+
+    assert until(lambda: client.get_status() == Status.STATUS_CONNECTED, step)
+    assert server.taken == taken + 1  # only the cookie-verified hello was pending
+    assert server.handshaking[-1].get_status() == Status.STATUS_CONNECTED
+    client.disconnect_from_peer()
+    server.stop()
+
+
+def test_godot_pending_slots_per_address_and_eviction(ec_identity: Identity) -> None:
+    """Verified senders: at most 4 pending slots per IP address; when the 16
+    pending slots are full, the oldest makes room for a newcomer."""
+    server = GodotServer(ec_identity)
+    install_gate(server)
+    created = server.udp.get_stats()["pending_created"]
+
+    def step() -> None:
+        server.step(take=False)
+
+    with ExitStack() as stack:
+        for _ in range(6):
+            assert half_open(udp_socket(stack, "127.0.0.9"), server.port, step)
+        assert until(lambda: server.udp.get_stats()["drop_pending_per_address"] == 2, step)
+        assert server.udp.get_stats()["pending_created"] == created + 4
+        for ip in range(4):
+            for _ in range(4):
+                assert half_open(udp_socket(stack, f"127.0.9.{ip + 1}"), server.port, step)
+        assert until(lambda: server.udp.get_stats()["pending_evicted"] == 4, step)
+    assert server.udp.get_stats()["drop_pending_full"] == 0
+    server.stop()
+
+
+def psk_host(**kwargs: object) -> DTLSHost:
+    return DTLSHost(
+        "127.0.0.1", 0, server_psk={PSK_IDENTITY: PSK_KEY}, **kwargs  # type: ignore[arg-type]
+    )
+
+
+def test_half_open_handshakes_per_address_are_bounded() -> None:
+    """One IP with 24 source ports completes the cookie exchange and goes
+    silent: 16 are admitted, 8 dropped (counted); other clients connect."""
+    host = psk_host()
+
+    def step() -> None:
+        host.service(0)
+
+    try:
+        with ExitStack() as stack:
+            for _ in range(24):
+                assert half_open(
+                    udp_socket(stack, "127.0.0.7"), host.get_local_port(), step, client_config()
+                )
+            assert until(lambda: host.get_stats()["dropped_handshake_per_address"] == 8, step)
+            assert host.get_stats()["handshaking"] == 16
+            clients = EngineClients(1, host.get_local_port(), sources=1)
+            try:
+                clients.start(0, 1)
+                connected: list[object] = []
+
+                def pump() -> None:
+                    for event in host.service(0):
+                        if event.type == HostEventType.CONNECT:
+                            connected.append(event.peer)
+                    clients.pump()
+
+                assert until(lambda: len(connected) == 1, pump)
+            finally:
+                clients.close()
+    finally:
+        host.close()
+
+
+def test_full_table_evicts_the_oldest_stalled_handshake_never_a_connected_peer() -> None:
+    """max_peers 6: one connected peer plus 5 half-open handshakes (2 IPs)
+    fill the table; a legitimate client evicts the oldest stalled
+    handshake and connects; the connected peer is untouched."""
+    host = psk_host(max_peers=6)
+    events: list[tuple[HostEventType, object]] = []
+
+    def step() -> None:
+        events.extend((e.type, e.peer) for e in host.service(0))
+
+    clients = EngineClients(2, host.get_local_port(), sources=2)
+    try:
+        clients.start(0, 1)
+
+        def pump() -> None:
+            step()
+            clients.pump()
+
+        assert until(lambda: sum(t == HostEventType.CONNECT for t, _ in events) == 1, pump)
+        first = events[0][1]
+        with ExitStack() as stack:
+            for i in range(5):
+                assert half_open(
+                    udp_socket(stack, f"127.0.8.{1 + i % 2}"),
+                    host.get_local_port(),
+                    step,
+                    client_config(),
+                )
+            assert until(lambda: host.get_stats()["peers"] == 6, step)
+            clients.start(1, 2)
+            assert until(lambda: sum(t == HostEventType.CONNECT for t, _ in events) == 2, pump)
+        stats = host.get_stats()
+        assert stats["evicted_handshakes"] == 1
+        assert stats["dropped_peer_limit"] == 0
+        assert first.get_status() == Status.STATUS_CONNECTED  # type: ignore[attr-defined]
+        assert all(t != HostEventType.ERROR for t, _ in events)  # evictions are silent
+    finally:
+        clients.close()
+        host.close()
