@@ -10,10 +10,12 @@ the harness's self-signed P-256 key (ECDHE-ECDSA); the client verifies it
 from __future__ import annotations
 
 import gc
+import os
 import socket
 import time
 from typing import Any, Callable
 
+from .. import flood
 from ..harness import (
     HOST,
     RCVBUF,
@@ -345,3 +347,27 @@ def memory_client(cfg: Cfg, port: int, stop: Any) -> Result:
     rate = (len(keep) - 1) / max(1e-9, time.perf_counter() - start)
     stop.wait(cfg.timeout)  # stay connected until the server has measured
     return {"established": len(keep), "handshakes_per_s": rate}
+
+
+# -- spoofed flood ----------------------------------------------------------------------
+
+
+def flood_server(cfg: Cfg, ready: Callable[[Any], None], stop: Any) -> Result:
+    """The Godot loop under a spoofed-hello flood (benchmarks/flood.py);
+    Godot's default 16 pending connections."""
+    srv = Server(cfg, max_pending=16)
+    ready((srv.port, os.getpid(), True))
+    guard = Stop(stop, cfg.timeout)
+    while True:
+        if not wait_readable([srv.sock], 0.05) and guard.now():
+            break
+        srv.accept()
+        for peer in srv.peers:
+            peer.poll()
+        srv.prune()
+        if guard.every(256):
+            break
+    return {"peers": len(srv.peers)}
+
+
+flood_client = flood.flood_client
