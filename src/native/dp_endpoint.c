@@ -91,6 +91,16 @@ typedef socklen_t dp_socklen_t;
 /* Pending slots one IP address may hold once a gate judges new senders
  * (ports differ): one host cannot fill a Godot-sized pending list (16). */
 #define DP_PENDING_PER_ADDRESS 4u
+/* HelloVerifyRequests queued while a receive batch is routed, then sent
+ * with one sendmmsg (a spoofed flood costs one syscall per batch, not one
+ * per hello). */
+#define DP_REPLY_BATCH 32
+
+typedef struct dp_reply {
+    dp_addr dst;
+    uint32_t len;
+    uint8_t data[DP_HVR_LEN];
+} dp_reply;
 
 /* ---- Byte ring of datagrams ---------------------------------------------- */
 
@@ -265,6 +275,10 @@ struct dp_endpoint {
      * through the cookie gate before any pending slot exists. */
     dp_cookie_gate *gate;
     int64_t gate_clock; /* DP_NOW or DP_NOW_WALL: the gate's clock */
+
+    /* stateless replies waiting for the end of the receive batch */
+    dp_reply replies[DP_REPLY_BATCH];
+    uint32_t n_replies;
 
     /* receive buffers, allocated on first receive */
     int batch;
@@ -631,6 +645,7 @@ int dp_endpoint_close(dp_endpoint *ep)
     free_rx(ep);
     dp_cookie_gate_free(ep->gate);
     ep->gate = NULL;
+    ep->n_replies = 0;
     return DP_OK;
 }
 
@@ -664,6 +679,84 @@ int dp_endpoint_set_limits(dp_endpoint *ep, uint32_t max_pending, int64_t pendin
     while (ep->pending_count > max_pending) {
         slot_free(ep, ep->pending_tail);
     }
+    return DP_OK;
+}
+
+/* ---- Stateless replies ------------------------------------------------------ */
+
+static void count_out(dp_endpoint *ep, uint64_t handle, size_t len);
+
+/* Send the queued replies (one sendmmsg on Linux). A reply the socket
+ * refuses is lost like any datagram: the client retransmits its hello. */
+static void flush_replies(dp_endpoint *ep)
+{
+    uint32_t n = ep->n_replies;
+    ep->n_replies = 0;
+    if (n == 0 || ep->closed) {
+        return;
+    }
+#if defined(DP_USE_MMSG)
+    struct mmsghdr vec[DP_REPLY_BATCH];
+    struct iovec iov[DP_REPLY_BATCH];
+    struct sockaddr_storage names[DP_REPLY_BATCH];
+    unsigned fill = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        dp_socklen_t sslen = 0;
+        if (addr_to_sockaddr(ep, &ep->replies[i].dst, &names[fill], &sslen) < 0) {
+            continue;
+        }
+        iov[fill].iov_base = ep->replies[i].data;
+        iov[fill].iov_len = ep->replies[i].len;
+        memset(&vec[fill], 0, sizeof(vec[fill]));
+        vec[fill].msg_hdr.msg_name = &names[fill];
+        vec[fill].msg_hdr.msg_namelen = sslen;
+        vec[fill].msg_hdr.msg_iov = &iov[fill];
+        vec[fill].msg_hdr.msg_iovlen = 1;
+        fill++;
+    }
+    unsigned off = 0;
+    int interrupted = 0;
+    while (off < fill) {
+        int sent = sendmmsg(ep->fd, vec + off, fill - off, MSG_DONTWAIT);
+        if (sent > 0) {
+            for (int i = 0; i < sent; i++) {
+                count_out(ep, 0, vec[off + (unsigned)i].msg_len);
+            }
+            off += (unsigned)sent;
+            continue;
+        }
+        if (sent < 0 && errno == EINTR && interrupted++ < 8) {
+            continue;
+        }
+        if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            off++; /* this reply alone was refused */
+            continue;
+        }
+        break; /* the send buffer is full: the rest is lost */
+    }
+#else
+    for (uint32_t i = 0; i < n; i++) {
+        (void)dp_endpoint_send(ep, 0, &ep->replies[i].dst, ep->replies[i].data,
+                               ep->replies[i].len);
+    }
+#endif
+}
+
+int dp_endpoint_queue_reply(dp_endpoint *ep, const dp_addr *dst, const uint8_t *data, size_t len)
+{
+    if (ep == NULL || dst == NULL || data == NULL || len > DP_HVR_LEN) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (ep->closed) {
+        return DP_ERR_CLOSED;
+    }
+    if (ep->n_replies == DP_REPLY_BATCH) {
+        flush_replies(ep);
+    }
+    dp_reply *r = &ep->replies[ep->n_replies++];
+    r->dst = *dst;
+    r->len = (uint32_t)len;
+    memcpy(r->data, data, len);
     return DP_OK;
 }
 
@@ -737,8 +830,7 @@ static void push_slot(dp_endpoint *ep, uint32_t index, const dp_addr *src, const
 
 /* Judge a datagram (or the tail from its ClientHello record) with the gate:
  * a HelloVerifyRequest goes straight back to src, garbage is counted. */
-static int gate_judge(dp_endpoint *ep, uint64_t handle, const dp_addr *src, const uint8_t *data,
-                      uint32_t len)
+static int gate_judge(dp_endpoint *ep, const dp_addr *src, const uint8_t *data, uint32_t len)
 {
     unsigned char tid[32];
     unsigned char reply[DP_HVR_LEN];
@@ -747,7 +839,7 @@ static int gate_judge(dp_endpoint *ep, uint64_t handle, const dp_addr *src, cons
     int verdict = dp_cookie_gate_check(ep->gate, tid, tid_len, data, len, ep->gate_clock, reply,
                                        sizeof(reply), &reply_len);
     if (verdict == DP_GATE_REPLY) {
-        if (dp_endpoint_send(ep, handle, handle != 0 ? NULL : src, reply, reply_len) >= 0) {
+        if (dp_endpoint_queue_reply(ep, src, reply, reply_len) == DP_OK) {
             ep->stats.hvr_sent++;
         }
     } else if (verdict != DP_GATE_ADMIT) {
@@ -858,8 +950,7 @@ static void route_known(dp_endpoint *ep, uint32_t index, const dp_addr *src, con
     if (hello >= 0) {
         const uint8_t *h = data + hello;
         uint32_t hlen = len - (uint32_t)hello;
-        uint64_t handle = slot_handle(ep, index);
-        if (gate_judge(ep, handle, src, h, hlen) != DP_GATE_ADMIT) {
+        if (gate_judge(ep, src, h, hlen) != DP_GATE_ADMIT) {
             return;
         }
         if (succ != DP_NO_INDEX) {
@@ -922,7 +1013,7 @@ static void route_server(dp_endpoint *ep, const dp_addr *src, const uint8_t *dat
         ep->stats.drop_truncated++;
         return;
     }
-    if (ep->gate != NULL && gate_judge(ep, 0, src, data, len) != DP_GATE_ADMIT) {
+    if (ep->gate != NULL && gate_judge(ep, src, data, len) != DP_GATE_ADMIT) {
         return; /* answered or dropped statelessly: no slot, no memory */
     }
     (void)open_pending(ep, src, data, len, now_ms, DP_NO_INDEX);
@@ -1038,6 +1129,7 @@ static int drain(dp_endpoint *ep, int64_t now_ms)
                   ep->rx + (size_t)i * DP_MAX_DATAGRAM, ep->msgs[i].msg_len,
                   (ep->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0, now_ms);
         }
+        flush_replies(ep);
         total += got;
         if (got < want || ep->sink_stop) {
             break; /* the socket had no more, or the sink is full */
@@ -1078,6 +1170,7 @@ static int drain(dp_endpoint *ep, int64_t now_ms)
             return total > 0 ? total : dp_os_error(err);
         }
         route(ep, (const struct sockaddr *)&name, ep->rx, (size_t)n, truncated, now_ms);
+        flush_replies(ep);
         total++;
         if (ep->sink_stop) {
             break;
@@ -1233,6 +1326,7 @@ static int blocking_wait(dp_endpoint *ep, int timeout_ms, int64_t *now_ms)
         route(ep, (const struct sockaddr *)&ep->names[i], ep->rx + (size_t)i * DP_MAX_DATAGRAM,
               ep->msgs[i].msg_len, (ep->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0, *now_ms);
     }
+    flush_replies(ep);
     if ((got == 0 || got == want) && !ep->sink_stop) {
         rc = drain(ep, *now_ms); /* read whatever else is waiting, without blocking */
         if (rc < 0 && got == 0) {
@@ -1552,6 +1646,7 @@ int dp_endpoint_inject(dp_endpoint *ep, const dp_addr *src, const uint8_t *data,
     uint32_t index = table_find(ep, src);
     uint32_t queued = index != DP_NO_INDEX ? ep->slots[index].queue.count : 0;
     route_server(ep, src, data, (uint32_t)len, 0, now_ms);
+    flush_replies(ep);
     if (index != DP_NO_INDEX) {
         return ep->slots[index].queue.count > queued;
     }

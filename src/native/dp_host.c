@@ -795,9 +795,9 @@ static void accept_new(dp_host *h, const dp_addr *src, const uint8_t *data, size
     int verdict = dp_cookie_gate_check(h->gate, tid, tid_len, data, len, now_ms, reply,
                                        sizeof(reply), &reply_len);
     if (verdict == DP_GATE_REPLY) {
-        if (dp_endpoint_send(h->ep, 0, src, reply, reply_len) >= 0) {
+        /* Sent with the rest of the receive batch's replies (one sendmmsg). */
+        if (dp_endpoint_queue_reply(h->ep, src, reply, reply_len) == DP_OK) {
             h->stats.hvr_sent++;
-            h->stats.datagrams_out++;
         }
         return;
     }

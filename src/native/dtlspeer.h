@@ -229,7 +229,7 @@ typedef struct {
     uint64_t pending_expired;   /* pending peers dropped by pending_timeout */
     uint64_t recv_errors;       /* ICMP-induced recv errors skipped (ECONNREFUSED...) */
     /* Endpoints with a cookie gate (dp_endpoint_set_gate) only: */
-    uint64_t hvr_sent;          /* HelloVerifyRequests sent statelessly */
+    uint64_t hvr_sent;          /* HelloVerifyRequests handed to the socket statelessly */
     uint64_t gate_dropped;      /* unknown senders' datagrams the gate dropped */
     uint64_t drop_pending_per_address; /* verified sender, but its IP holds enough pending slots */
     uint64_t pending_evicted;   /* oldest pending slot dropped for a verified newcomer */
@@ -597,7 +597,8 @@ typedef struct dp_host_stats {
     uint32_t timers;             /* peers in the timer heap */
     uint64_t services;           /* dp_host_service calls */
     uint64_t datagrams_in;       /* datagrams the endpoint delivered to the host */
-    uint64_t datagrams_out;      /* datagrams the socket took */
+    uint64_t datagrams_out;      /* connections' datagrams the socket took (HelloVerifyRequests
+                                    to unknown senders: hvr_sent) */
     uint64_t send_batches;       /* batches handed to sendmmsg */
     uint64_t send_dropped;       /* datagrams the socket refused (lost) */
     uint64_t events;             /* events returned */
@@ -607,7 +608,7 @@ typedef struct dp_host_stats {
     uint64_t disconnects;        /* DISCONNECT events */
     uint64_t errors;             /* ERROR events */
     uint64_t timer_runs;         /* connection timers run (dp_conn_update) */
-    uint64_t hvr_sent;           /* HelloVerifyRequests sent by the gate */
+    uint64_t hvr_sent;           /* HelloVerifyRequests the gate handed to the socket */
     uint64_t gate_dropped;       /* unknown senders' datagrams the gate dropped */
     uint64_t admitted;           /* connections created for valid cookies */
     uint64_t dropped_not_accepting; /* unknown sender while the host accepts nobody */
@@ -741,6 +742,10 @@ int dp_endpoint_slot_admitted(const dp_endpoint *ep, uint64_t handle);
 int dp_endpoint_slot_superseded(const dp_endpoint *ep, uint64_t handle);
 int dp_endpoint_slot_promote(dp_endpoint *ep, uint64_t handle);
 int dp_endpoint_slot_rebind(dp_endpoint *ep, uint64_t handle, int64_t now_ms, uint64_t *out);
+/* SERVER: queue a stateless reply (a HelloVerifyRequest, at most DP_HVR_LEN
+ * bytes) to dst; the endpoint sends every queued reply with one sendmmsg at
+ * the end of the receive batch being routed. */
+int dp_endpoint_queue_reply(dp_endpoint *ep, const dp_addr *dst, const uint8_t *data, size_t len);
 typedef struct dp_endpoint_out {
     uint64_t handle; /* SERVER slot */
     const uint8_t *data;
