@@ -431,7 +431,7 @@ class Connection:
 
     def stats(self) -> dict[str, int]:
         """Counters: datagrams/records in and out, drops by reason, bad MACs,
-        reconnects, parks/unparks."""
+        parks/unparks."""
         out = ffi.new("dp_conn_stats *")
         lib.dp_conn_get_stats(self._conn, out)
         return _struct_to_dict("dp_conn_stats", out[0])

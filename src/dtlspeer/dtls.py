@@ -209,12 +209,16 @@ class PacketPeerDTLS(PacketPeer):
       a socket error, with no reason).
     * Timers and sizes are configurable (:class:`DTLSSettings`), including
       idle and handshake timeouts (Godot: none).
-    * Client port reuse (a client starting a new session from the same
-      address and port, with a valid cookie) ends the old server peer with
-      ``STATUS_DISCONNECTED`` (reason says so) and the new session arrives
-      as a NEW connection on the ``UDPServer``, fully re-authenticated;
-      application state never carries over. A cookieless hello from that
-      address only gets a HelloVerifyRequest: the live session is untouched.
+    * Client port reuse (RFC 6347 4.2.8: a client starting a new session
+      from the same address and port): its ClientHello never reaches the
+      live session, wherever it sits in a datagram. A cookieless one gets a
+      HelloVerifyRequest; one with a valid cookie becomes a NEW pending
+      connection of the ``UDPServer`` (taken and polled as usual) while the
+      old peer stays ``STATUS_CONNECTED``. Only when the new handshake's
+      Finished is verified does the old peer end, ``STATUS_DISCONNECTED``
+      on its next ``poll()`` (reason says so); application state never
+      carries over. A forged hello that never completes leaves the old
+      session working.
     """
 
     Status = _Status
@@ -612,13 +616,21 @@ class DTLSServer:
         for peer in peers:
             peer.poll()
 
-    A client's first ClientHello has no cookie: ``take_connection`` answers
-    with a HelloVerifyRequest from a stateless gate (no TLS state is
-    created), releases the UDP peer and returns a peer in ``STATUS_ERROR``;
-    the client's second ClientHello then shows up as a new pending
-    connection and is returned ``STATUS_HANDSHAKING`` ("50% of the
-    connections are invalid due to cookie exchange", as Godot documents).
-    Spoofed floods therefore cost CPU, never memory.
+    Cookies (differs from Godot): the first ``take_connection`` installs
+    this server's cookie gate on the ``UDPServer``'s socket, in C. From then
+    on a datagram from an unknown sender is judged before any pending
+    connection exists: a cookieless ClientHello gets a HelloVerifyRequest at
+    ``UDPServer.poll()``, garbage is dropped (``UDPServer.get_stats()``:
+    ``hvr_sent``, ``gate_dropped``), and only a ClientHello with a valid
+    cookie becomes a pending connection, at most 4 per client IP address;
+    when the pending list is full, the oldest verified one makes room. So
+    ``take_connection`` returns ``STATUS_HANDSHAKING`` for every connection
+    after the first, and a spoofed flood takes no pending slot (Godot: every
+    datagram takes one of 16 and new clients are locked out). Only before
+    the first ``take_connection`` does Godot's behaviour remain: the
+    cookieless hello is a pending connection that ``take_connection``
+    answers with a HelloVerifyRequest and returns in ``STATUS_ERROR`` ("50%
+    of the connections are invalid due to cookie exchange").
 
     Differences from Godot: a second ``setup()`` replaces the configuration
     for new connections (Godot fails with ``ERR_ALREADY_IN_USE``); cookies

@@ -91,8 +91,9 @@ class DisconnectReason(enum.IntEnum):
     TLS_ERROR = lib.DP_HOST_REASON_TLS_ERROR
     """A TLS failure or fatal alert while connected."""
     RECONNECT = lib.DP_HOST_REASON_RECONNECT
-    """The client began a new session from the same address and port; the
-    new session arrives as a new peer."""
+    """The client completed a new session from the same address and port
+    (RFC 6347 4.2.8): this peer lived until the new handshake's Finished was
+    verified; the new session is a NEW peer whose CONNECT follows."""
 
 
 _TYPES = {int(t): t for t in HostEventType}

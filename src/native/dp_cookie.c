@@ -240,7 +240,13 @@ static void note_time(dp_cookie_gate *gate, int64_t now_ms)
     }
 }
 
-/* ---- Callbacks for live connections (mbedtls_ssl_conf_dtls_cookies) ------- */
+/* ---- Callbacks for new connections (mbedtls_ssl_conf_dtls_cookies) -------- */
+
+/* Mbed TLS calls these while a new server connection parses its first
+ * ClientHello, which dp_cookie_gate_check admitted just before: the gate's
+ * newest time is that call's. Live connections never call them (client port
+ * reuse is compiled out), so cookie age is always judged against the real
+ * time of a gate check, never against a stale one. */
 
 int dp_cookie_gate_write_cb(void *ctx, unsigned char **p, unsigned char *end,
                             const unsigned char *id, size_t id_len)

@@ -477,11 +477,12 @@ void dp_cookie_gate_get_stats(dp_cookie_gate *gate, dp_cookie_stats *out);
 /* Joins a UDP endpoint slot to a dp_conn so one call per poll moves every
  * queued datagram into the connection, runs its timers and sends its output.
  * handle: a SERVER slot, or 0 for a CLIENT endpoint (whose socket is read
- * first). gate (SERVER slots, may be NULL): a connected peer's epoch-0
- * ClientHello (client port reuse) is judged by it instead of the
- * connection: a cookieless one is answered with a HelloVerifyRequest, one
- * with a valid cookie ends the session (restarted = 1): the slot is freed
- * and the hello re-queued as a NEW pending slot of the endpoint. */
+ * first). gate (SERVER slots; NULL for clients): marks the slot established
+ * once the connection is CONNECTED, so the endpoint's gate sends new
+ * handshakes from its address to a successor slot (RFC 6347 4.2.8, see
+ * dp_endpoint_set_gate); a successor that connected takes the address over,
+ * and the old slot's next pump reports restarted = 1 (the session is over,
+ * nothing is sent). */
 
 typedef struct dp_link_result {
     int status;              /* connection status afterwards (DP_STATUS_*) */
@@ -491,7 +492,7 @@ typedef struct dp_link_result {
     int send_error;          /* code of the last failed send, 0 if none */
     uint32_t hvr_sent;       /* HelloVerifyRequests sent for the gate */
     uint32_t gate_dropped;   /* datagrams the gate dropped (no connection yet) */
-    uint32_t restarted;      /* 1: peer began a new session (see above) */
+    uint32_t restarted;      /* 1: the client completed a new session (see above) */
     uint64_t remote_errors;  /* endpoint total of ICMP-induced recv errors */
     uint32_t notable;        /* 0: no drop, send error, HelloVerifyRequest, gate drop or
                                 restart (the binding then only compares the status);
