@@ -19,16 +19,13 @@ from contextlib import ExitStack
 
 import pytest
 
+from _godot_server import GodotServer
 from _host_clients import PSK_IDENTITY, PSK_KEY, EngineClients, client_config
 from _records import first_hello, half_open
 from dtlspeer import (
     DTLSHost,
-    DTLSServer,
     HostEventType,
     PacketPeerDTLS,
-    PacketPeerUDP,
-    TLSOptions,
-    UDPServer,
 )
 from identities import Identity, make_identity
 from udp_helpers import until
@@ -46,43 +43,6 @@ def udp_socket(stack: ExitStack, ip: str) -> socket.socket:
     sock.setblocking(False)
     sock.bind((ip, 0))
     return sock
-
-
-class GodotServer:
-    """UDPServer + DTLSServer run like a Godot script; keeps every peer."""
-
-    def __init__(self, identity: Identity) -> None:
-        self.udp = UDPServer()
-        self.udp.listen(0, "127.0.0.1")
-        self.dtls = DTLSServer()
-        self.dtls.setup(TLSOptions.server(*identity))
-        self.port = self.udp.get_local_port()
-        self.handshaking: list[PacketPeerDTLS] = []
-        self.taken = 0
-
-    def step(self, take: bool = True) -> None:
-        self.udp.poll()
-        while take and self.udp.is_connection_available():
-            udp_peer = self.udp.take_connection()
-            assert udp_peer is not None
-            self.taken += 1
-            peer = self.dtls.take_connection(udp_peer)
-            if peer.get_status() == Status.STATUS_HANDSHAKING:
-                self.handshaking.append(peer)
-        for peer in self.handshaking:
-            peer.poll()
-
-    def connect_client(self) -> PacketPeerDTLS:
-        udp = PacketPeerUDP()
-        udp.connect_to_host("127.0.0.1", self.port)
-        client = PacketPeerDTLS()
-        client.connect_to_peer(udp, "game.test", TLSOptions.client_unsafe())
-        return client
-
-    def stop(self) -> None:
-        for peer in self.handshaking:
-            peer.disconnect_from_peer()
-        self.udp.stop()
 
 
 def install_gate(server: GodotServer) -> None:
@@ -126,7 +86,7 @@ def test_spoofed_hellos_take_no_pending_slot(ec_identity: Identity) -> None:
 
     assert until(lambda: client.get_status() == Status.STATUS_CONNECTED, step)
     assert server.taken == taken + 1  # only the cookie-verified hello was pending
-    assert server.handshaking[-1].get_status() == Status.STATUS_CONNECTED
+    assert server.peers[-1].get_status() == Status.STATUS_CONNECTED
     client.disconnect_from_peer()
     server.stop()
 

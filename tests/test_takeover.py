@@ -22,16 +22,15 @@ from typing import Callable, Optional
 
 import pytest
 
+from _godot_server import GodotServer
 from _records import SECRET, ccs_epoch0, client_config, cookie_for, first_hello, with_cookie
 from dtlspeer import (
     DisconnectReason,
     DTLSHost,
-    DTLSServer,
     HostEventType,
     HostPeer,
     PacketPeerDTLS,
     TLSOptions,
-    UDPServer,
 )
 from dtlspeer._engine import Connection, EngineStatus
 from identities import Identity, make_identity
@@ -163,44 +162,17 @@ class HostSide:
         self.host.close()
 
 
-class GodotSide:
+class GodotSide(GodotServer):
     """UDPServer + DTLSServer + PacketPeerDTLS, run like a Godot script."""
 
     def __init__(self, identity: Identity) -> None:
-        self.udp = UDPServer()
-        self.udp.listen(0, "127.0.0.1")
-        self.dtls = DTLSServer()
-        self.dtls.setup(TLSOptions.server(*identity), cookie_secret=SECRET)
-        self.port = self.udp.get_local_port()
-        self.all: list[PacketPeerDTLS] = []
-        self.received: dict[int, list[bytes]] = {}
-
-    def step(self) -> None:
-        self.udp.poll()
-        while self.udp.is_connection_available():
-            udp_peer = self.udp.take_connection()
-            assert udp_peer is not None
-            peer = self.dtls.take_connection(udp_peer)
-            if peer.get_status() == Status.STATUS_HANDSHAKING:
-                self.all.append(peer)
-        for peer in self.all:
-            peer.poll()
-            while peer.get_available_packet_count() > 0:
-                self.received.setdefault(id(peer), []).append(peer.get_packet())
-
-    def connected_peers(self) -> list[PacketPeerDTLS]:
-        return [p for p in self.all if p.get_status() == Status.STATUS_CONNECTED]
-
-    def received_by(self, peer: PacketPeerDTLS) -> list[bytes]:
-        return self.received.get(id(peer), [])
+        super().__init__(identity, cookie_secret=SECRET)
 
     def ended(self, peer: PacketPeerDTLS) -> bool:
         return peer.get_status() == Status.STATUS_DISCONNECTED
 
     def close(self) -> None:
-        for peer in self.all:
-            peer.disconnect_from_peer()
-        self.udp.stop()
+        self.stop()
 
 
 Side = HostSide | GodotSide

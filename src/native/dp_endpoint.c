@@ -684,7 +684,6 @@ int dp_endpoint_set_limits(dp_endpoint *ep, uint32_t max_pending, int64_t pendin
 
 /* ---- Stateless replies ------------------------------------------------------ */
 
-static void count_out(dp_endpoint *ep, uint64_t handle, size_t len);
 
 /* Send the queued replies (one sendmmsg on Linux). A reply the socket
  * refuses is lost like any datagram: the client retransmits its hello. */
@@ -695,51 +694,16 @@ static void flush_replies(dp_endpoint *ep)
     if (n == 0 || ep->closed) {
         return;
     }
-#if defined(DP_USE_MMSG)
-    struct mmsghdr vec[DP_REPLY_BATCH];
-    struct iovec iov[DP_REPLY_BATCH];
-    struct sockaddr_storage names[DP_REPLY_BATCH];
-    unsigned fill = 0;
+    dp_endpoint_out out[DP_REPLY_BATCH];
     for (uint32_t i = 0; i < n; i++) {
-        dp_socklen_t sslen = 0;
-        if (addr_to_sockaddr(ep, &ep->replies[i].dst, &names[fill], &sslen) < 0) {
-            continue;
-        }
-        iov[fill].iov_base = ep->replies[i].data;
-        iov[fill].iov_len = ep->replies[i].len;
-        memset(&vec[fill], 0, sizeof(vec[fill]));
-        vec[fill].msg_hdr.msg_name = &names[fill];
-        vec[fill].msg_hdr.msg_namelen = sslen;
-        vec[fill].msg_hdr.msg_iov = &iov[fill];
-        vec[fill].msg_hdr.msg_iovlen = 1;
-        fill++;
+        out[i].handle = 0;
+        out[i].dst = &ep->replies[i].dst;
+        out[i].data = ep->replies[i].data;
+        out[i].len = ep->replies[i].len;
     }
-    unsigned off = 0;
-    int interrupted = 0;
-    while (off < fill) {
-        int sent = sendmmsg(ep->fd, vec + off, fill - off, MSG_DONTWAIT);
-        if (sent > 0) {
-            for (int i = 0; i < sent; i++) {
-                count_out(ep, 0, vec[off + (unsigned)i].msg_len);
-            }
-            off += (unsigned)sent;
-            continue;
-        }
-        if (sent < 0 && errno == EINTR && interrupted++ < 8) {
-            continue;
-        }
-        if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            off++; /* this reply alone was refused */
-            continue;
-        }
-        break; /* the send buffer is full: the rest is lost */
-    }
-#else
-    for (uint32_t i = 0; i < n; i++) {
-        (void)dp_endpoint_send(ep, 0, &ep->replies[i].dst, ep->replies[i].data,
-                               ep->replies[i].len);
-    }
-#endif
+    size_t failed = 0;
+    int last_error = 0;
+    (void)dp_endpoint_send_batch(ep, out, n, &failed, &last_error);
 }
 
 int dp_endpoint_queue_reply(dp_endpoint *ep, const dp_addr *dst, const uint8_t *data, size_t len)
@@ -1750,12 +1714,13 @@ int dp_endpoint_send_batch(dp_endpoint *ep, const dp_endpoint_out *msgs, size_t 
         unsigned fill = 0;
         for (; next < count && fill < DP_SEND_BATCH; next++) {
             const dp_endpoint_out *m = &msgs[next];
-            dp_slot *s = slot_get(ep, m->handle);
+            dp_slot *s = m->handle != 0 ? slot_get(ep, m->handle) : NULL;
+            const dp_addr *dst = s != NULL ? &s->addr : (m->handle == 0 ? m->dst : NULL);
             dp_socklen_t sslen = 0;
-            if (s == NULL || m->len > DP_MAX_DATAGRAM ||
-                addr_to_sockaddr(ep, &s->addr, &names[fill], &sslen) < 0) {
+            if (dst == NULL || m->len > DP_MAX_DATAGRAM ||
+                addr_to_sockaddr(ep, dst, &names[fill], &sslen) < 0) {
                 (*failed)++;
-                *last_error = s == NULL ? DP_ERR_CLOSED : DP_ERR_INVALID_ARGUMENT;
+                *last_error = dst == NULL ? DP_ERR_CLOSED : DP_ERR_INVALID_ARGUMENT;
                 continue;
             }
             iov[fill].iov_base = (void *)(uintptr_t)m->data;
@@ -1801,7 +1766,8 @@ int dp_endpoint_send_batch(dp_endpoint *ep, const dp_endpoint_out *msgs, size_t 
     }
 #else
     for (size_t i = 0; i < count; i++) {
-        int rc = dp_endpoint_send(ep, msgs[i].handle, NULL, msgs[i].data, msgs[i].len);
+        int rc = dp_endpoint_send(ep, msgs[i].handle, msgs[i].handle == 0 ? msgs[i].dst : NULL,
+                                  msgs[i].data, msgs[i].len);
         if (rc >= 0) {
             sent++;
         } else {

@@ -392,6 +392,7 @@ static void flush_conn(dp_host *h, dp_host_peer *p, dp_conn *c)
         }
         dp_endpoint_out *m = &h->batch[h->batch_len++];
         m->handle = p->handle;
+        m->dst = NULL;
         m->data = h->arena + h->arena_used;
         m->len = (size_t)n;
         h->arena_used += (size_t)n;
@@ -602,13 +603,15 @@ static uint32_t hs_from(const dp_host *h, const dp_addr *src)
 /* Drop the oldest admitted handshake that made no progress (the client's key
  * exchange never arrived: SYN-queue pruning). Connected peers are never
  * touched; an evicted server handshake was never reported, so it goes
- * without an event. 1 if one was evicted. */
-static int evict_stalled(dp_host *h)
+ * without an event. entries_only: only a handshake that holds a peer entry
+ * (a successor lives in its connected peer's entry: dropping it frees no
+ * entry). 1 if one was evicted. */
+static int evict_stalled(dp_host *h, int entries_only)
 {
     for (uint32_t i = h->hs_head; i != DP_NONE; i = h->peers[i].hs_next) {
         dp_host_peer *p = &h->peers[i];
         if (p->successor != NULL) {
-            if (dp_conn_handshake_progressed(p->successor)) {
+            if (entries_only || dp_conn_handshake_progressed(p->successor)) {
                 continue;
             }
             dp_conn_free(p->successor);
@@ -636,7 +639,7 @@ static int make_room(dp_host *h, const dp_addr *src, int needs_entry)
         return 0;
     }
     while (h->hs_count >= h->max_handshaking || (needs_entry && h->live >= h->max_peers)) {
-        if (!evict_stalled(h)) {
+        if (!evict_stalled(h, needs_entry && h->live >= h->max_peers)) {
             if (needs_entry && h->live >= h->max_peers) {
                 h->stats.dropped_peer_limit++;
             } else {

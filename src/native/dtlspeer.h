@@ -748,7 +748,8 @@ int dp_endpoint_slot_rebind(dp_endpoint *ep, uint64_t handle, int64_t now_ms, ui
  * the end of the receive batch being routed. */
 int dp_endpoint_queue_reply(dp_endpoint *ep, const dp_addr *dst, const uint8_t *data, size_t len);
 typedef struct dp_endpoint_out {
-    uint64_t handle; /* SERVER slot */
+    uint64_t handle;    /* SERVER slot, or 0: send to dst */
+    const dp_addr *dst; /* with handle 0 only */
     const uint8_t *data;
     size_t len;
 } dp_endpoint_out;
