@@ -535,6 +535,25 @@ static void slot_unroute(dp_endpoint *ep, uint32_t index)
     }
 }
 
+/* A fresh slot off the free list (slots_reserve and table_reserve ran),
+ * unlinked and unrouted. */
+static uint32_t slot_take_free(dp_endpoint *ep, const dp_addr *addr, uint8_t state, int64_t now_ms)
+{
+    uint32_t index = ep->free_head;
+    dp_slot *s = &ep->slots[index];
+    ep->free_head = s->next;
+    uint32_t gen = s->gen;
+    memset(s, 0, sizeof(*s));
+    s->gen = gen;
+    s->addr = *addr;
+    s->state = state;
+    s->created_ms = now_ms;
+    s->queue.limit = ep->peer_recv_buf_size;
+    s->prev = s->next = s->succ = s->pred = DP_NO_INDEX;
+    ep->slots_used++;
+    return index;
+}
+
 static void slot_free(dp_endpoint *ep, uint32_t index)
 {
     dp_slot *s = &ep->slots[index];
@@ -851,19 +870,9 @@ static int open_pending(dp_endpoint *ep, const dp_addr *src, const uint8_t *data
         ep->stats.drop_no_memory++;
         return -1;
     }
-    uint32_t index = ep->free_head;
+    uint32_t index = slot_take_free(ep, src, DP_SLOT_PENDING, now_ms);
     dp_slot *s = &ep->slots[index];
-    ep->free_head = s->next;
-    uint32_t gen = s->gen;
-    memset(s, 0, sizeof(*s));
-    s->gen = gen;
-    s->addr = *src;
-    s->state = DP_SLOT_PENDING;
-    s->created_ms = now_ms;
-    s->queue.limit = ep->peer_recv_buf_size;
-    s->succ = s->pred = DP_NO_INDEX;
     s->prev = ep->pending_tail;
-    s->next = DP_NO_INDEX;
     if (ep->pending_tail != DP_NO_INDEX) {
         ep->slots[ep->pending_tail].next = index;
     } else {
@@ -871,7 +880,6 @@ static int open_pending(dp_endpoint *ep, const dp_addr *src, const uint8_t *data
     }
     ep->pending_tail = index;
     ep->pending_count++;
-    ep->slots_used++;
     s->admitted = ep->gate != NULL;
     if (pred == DP_NO_INDEX) {
         slot_route(ep, index);
@@ -1658,18 +1666,7 @@ int dp_endpoint_slot_open(dp_endpoint *ep, const dp_addr *addr, int64_t now_ms, 
     if (rc < 0) {
         return rc;
     }
-    uint32_t index = ep->free_head;
-    dp_slot *s = &ep->slots[index];
-    ep->free_head = s->next;
-    uint32_t gen = s->gen;
-    memset(s, 0, sizeof(*s));
-    s->gen = gen;
-    s->addr = key;
-    s->state = DP_SLOT_TAKEN;
-    s->created_ms = now_ms;
-    s->queue.limit = ep->peer_recv_buf_size;
-    s->prev = s->next = s->succ = s->pred = DP_NO_INDEX;
-    ep->slots_used++;
+    uint32_t index = slot_take_free(ep, &key, DP_SLOT_TAKEN, now_ms);
     slot_route(ep, index);
     *handle = slot_handle(ep, index);
     return DP_OK;
