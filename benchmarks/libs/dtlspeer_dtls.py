@@ -355,22 +355,26 @@ def memory_client(cfg: Cfg, port: int, stop: Any) -> Result:
 
 def flood_server(cfg: Cfg, ready: Callable[[Any], None], stop: Any) -> Result:
     """The Godot loop under a spoofed-hello flood (benchmarks/flood.py);
-    Godot's default 16 pending connections. Woken by the socket (one
-    persistent poll object), like an event-driven game server."""
+    Godot's default 16 pending connections. A frame loop: it sleeps until
+    the socket is readable, at most ``flood.FRAME_HZ`` frames per second
+    (Godot games poll in ``_process``, 60-240 times a second)."""
     srv = Server(cfg, max_pending=16)
     ready((srv.port, os.getpid(), True))
     guard = Stop(stop, cfg.timeout)
     poller = select.poll()
     poller.register(srv.sock.fileno(), select.POLLIN)
+    frame = 1.0 / flood.FRAME_HZ
     while True:
         if not poller.poll(50) and guard.now():
             break
+        start = time.perf_counter()
         srv.accept()
         for peer in srv.peers:
             peer.poll()
         srv.prune()
         if guard.every(256):
             break
+        flood.sleep_rest_of_frame(start, frame)
     return {"peers": len(srv.peers)}
 
 
