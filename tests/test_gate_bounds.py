@@ -22,11 +22,7 @@ import pytest
 from _godot_server import GodotServer
 from _host_clients import PSK_IDENTITY, PSK_KEY, EngineClients, client_config
 from _records import first_hello, half_open
-from dtlspeer import (
-    DTLSHost,
-    HostEventType,
-    PacketPeerDTLS,
-)
+from dtlspeer import DTLSHost, HostEventType, PacketPeerDTLS, TLSOptions
 from identities import Identity, make_identity
 from udp_helpers import until
 
@@ -193,3 +189,66 @@ def test_full_table_evicts_the_oldest_stalled_handshake_never_a_connected_peer()
     finally:
         clients.close()
         host.close()
+
+
+def test_godot_handshakes_in_progress_per_address_are_bounded(ec_identity: Identity) -> None:
+    """One IP, 20 source ports, each completes the cookie exchange and goes
+    silent; the script takes every connection: 16 handshakes in progress,
+    the rest refused without TLS state (counted); other clients connect."""
+    server = GodotServer(ec_identity)
+    install_gate(server)
+    created = server.dtls.get_stats()["connections_created"]
+    with ExitStack() as stack:
+        for _ in range(20):
+            assert half_open(udp_socket(stack, "127.0.0.11"), server.port, server.step)
+        assert until(
+            lambda: server.dtls.get_stats()["handshakes_refused_per_address"] == 4, server.step
+        )
+        assert server.dtls.get_stats()["connections_created"] - created == 16
+        client = server.connect_client()
+
+        def step() -> None:
+            server.step()
+            client.poll()
+
+        assert until(lambda: client.get_status() == Status.STATUS_CONNECTED, step)
+        client.disconnect_from_peer()
+    server.stop()
+
+
+def test_godot_full_handshake_table_evicts_the_oldest_stalled(ec_identity: Identity) -> None:
+    """max_handshaking 4: four half-open handshakes (two IPs) fill it; a
+    legitimate client ends the oldest (STATUS_ERROR, evicted) and connects;
+    a connected peer is never touched."""
+    server = GodotServer(ec_identity)
+    server.dtls.setup(TLSOptions.server(*ec_identity), max_handshaking=4)
+    install_gate(server)
+    keeper = server.connect_client()
+
+    def keep() -> None:
+        server.step()
+        keeper.poll()
+
+    assert until(lambda: keeper.get_status() == Status.STATUS_CONNECTED, keep)
+    first = server.peers[-1]
+    assert until(lambda: first.get_status() == Status.STATUS_CONNECTED, keep)
+    with ExitStack() as stack:
+        for i in range(4):
+            assert half_open(udp_socket(stack, f"127.0.12.{1 + i % 2}"), server.port, keep)
+        assert until(lambda: len(server.peers) == 6, keep)
+        stalled = server.peers[2]
+        client = server.connect_client()
+
+        def step() -> None:
+            keep()
+            client.poll()
+
+        assert until(lambda: client.get_status() == Status.STATUS_CONNECTED, step)
+        client.disconnect_from_peer()
+    stats = server.dtls.get_stats()
+    assert stats["handshakes_evicted"] == 1
+    assert stats["handshakes_refused_limit"] == 0
+    assert stalled.get_status() == Status.STATUS_ERROR
+    assert "evicted" in stalled.get_last_error()
+    assert first.get_status() == Status.STATUS_CONNECTED
+    server.stop()

@@ -398,6 +398,13 @@ class Connection:
         return EngineStatus(lib.dp_conn_status(self._conn))
 
     @property
+    def handshake_progressed(self) -> bool:
+        """False while a server connection still waits for the client's key
+        exchange after its first flight (a half-open handshake); True
+        otherwise, and for clients."""
+        return bool(lib.dp_conn_handshake_progressed(self._conn))
+
+    @property
     def last_error(self) -> int:
         """Mbed TLS / dtlspeer code behind an error status (0 if none)."""
         return int(lib.dp_conn_last_error(self._conn))

@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from . import errors
 from ._binding import NOW, NOW_WALL, check, error_text, ffi, lib, to_bytes
-from ._engine import Connection, CookieGate, EngineConfig, Verify
+from ._engine import Connection, CookieGate, EngineConfig, EngineStatus, Verify
 from .packet_peer import BytesLike, PacketPeer
 from .tls_options import TLSOptions
 from .udp import PacketPeerUDP, _addr_text
@@ -603,6 +603,11 @@ class PacketPeerDTLS(PacketPeer):
         return f"<PacketPeerDTLS {self._status.name} {ip}:{port}>"
 
 
+# Handshakes a DTLSServer keeps in progress (DTLSServer.setup).
+_MAX_HANDSHAKING = 1024
+_MAX_HANDSHAKING_PER_ADDRESS = 16
+
+
 class DTLSServer:
     """Accepts DTLS clients arriving on a ``UDPServer`` (Godot ``DTLSServer``).
 
@@ -632,6 +637,15 @@ class DTLSServer:
     answers with a HelloVerifyRequest and returns in ``STATUS_ERROR`` ("50%
     of the connections are invalid due to cookie exchange").
 
+    Half-open handshakes (ours): a client that echoed a cookie and went
+    silent holds ~40 KiB until the handshake deadline. ``take_connection``
+    keeps at most ``max_handshaking_per_address`` (16) handshakes in
+    progress per client IP address and ``max_handshaking`` (1024) in total
+    (``setup`` arguments); beyond them it returns a peer in STATUS_ERROR
+    without creating TLS state, except that a full table first ends the
+    oldest handshake whose client never sent its key exchange (that peer
+    turns STATUS_ERROR, "evicted"). Connected peers are never touched.
+
     Differences from Godot: a second ``setup()`` replaces the configuration
     for new connections (Godot fails with ``ERR_ALREADY_IN_USE``); cookies
     stay valid across it unless a new ``cookie_secret`` is given. Several
@@ -648,6 +662,15 @@ class DTLSServer:
         self._created = 0
         self._result = ffi.new("dp_link_result *")
         self._out = ffi.new("dp_conn **")
+        # Handshakes this server started, oldest first: (peer, client IP).
+        self._handshakes: list[tuple[weakref.ref[PacketPeerDTLS], bytes]] = []
+        self._max_handshaking = _MAX_HANDSHAKING
+        self._max_handshaking_per_address = _MAX_HANDSHAKING_PER_ADDRESS
+        self._bound_stats = {
+            "handshakes_refused_per_address": 0,
+            "handshakes_refused_limit": 0,
+            "handshakes_evicted": 0,
+        }
 
     def setup(
         self,
@@ -655,12 +678,15 @@ class DTLSServer:
         *,
         settings: Optional[DTLSSettings] = None,
         cookie_secret: Optional[bytes] = None,
+        max_handshaking: int = _MAX_HANDSHAKING,
+        max_handshaking_per_address: int = _MAX_HANDSHAKING_PER_ADDRESS,
     ) -> None:
         """Use ``server_options`` (from ``TLSOptions.server``) for new
         connections (Godot ``setup``). InvalidArgumentError if they are not
         server options (Godot ``ERR_INVALID_PARAMETER``). ``settings`` and
         ``cookie_secret`` (16..64 bytes shared by every process that must
-        accept the same cookies; they then use their wall clocks) are ours.
+        accept the same cookies; they then use their wall clocks) are ours,
+        as are the bounds on handshakes in progress (see the class notes).
         Calling it again replaces the configuration (see the class notes)."""
         if server_options is None:  # Godot: null options are ERR_INVALID_PARAMETER
             raise errors.InvalidArgumentError("server_options must be TLSOptions.server(...)")
@@ -678,6 +704,14 @@ class DTLSServer:
             cookie_secret = to_bytes(cookie_secret, "cookie_secret")
             if not 16 <= len(cookie_secret) <= 64:
                 raise errors.InvalidArgumentError("cookie_secret must be 16..64 bytes")
+        for name, bound in (("max_handshaking", max_handshaking),
+                            ("max_handshaking_per_address", max_handshaking_per_address)):
+            if isinstance(bound, bool) or not isinstance(bound, int):
+                raise errors.ArgumentTypeError(f"{name} must be an int")
+            if not 1 <= bound < 2**31:
+                raise errors.InvalidArgumentError(f"{name} must be in 1 .. 2**31-1")
+        self._max_handshaking = max_handshaking
+        self._max_handshaking_per_address = max_handshaking_per_address
         gate = self._gate
         if gate is None or cookie_secret != self._secret:
             gate = CookieGate(cookie_secret)
@@ -717,6 +751,12 @@ class DTLSServer:
         peer = PacketPeerDTLS()
         # Cookies carry the gate's time: a shared secret needs a shared clock.
         peer._now = NOW_WALL if self._secret is not None else NOW
+        client_ip = bytes(ffi.buffer(udp_peer._dest.ip)) if udp_peer._dest is not None else b""
+        refused = self._make_room(client_ip)
+        if refused is not None:
+            peer._udp = udp_peer
+            peer._end(_Status.STATUS_ERROR, refused)
+            return peer
         if ep.gate is not self._gate:
             # From now on the UDPServer's endpoint judges unknown senders with
             # this gate in C before any pending slot exists (issue 11 item 5),
@@ -739,6 +779,7 @@ class DTLSServer:
             conn = Connection._adopt(self._out[0])
             peer._start(udp_peer, conn, self._settings, self._gate)
             peer._absorb(res, True)
+            self._handshakes.append((weakref.ref(peer), client_ip))
             return peer
         peer._udp = udp_peer
         peer._link_stats["hvr_sent"] += res.hvr_sent
@@ -755,13 +796,48 @@ class DTLSServer:
         peer._end(_Status.STATUS_ERROR, reason, min(rc, 0))
         return peer
 
+    def _make_room(self, client_ip: bytes) -> Optional[str]:
+        """Bound the handshakes in progress (half-open ones hold ~40 KiB for
+        up to the handshake deadline): None if one more from ``client_ip``
+        may start, else why not. When the total bound is reached, the
+        oldest handshake whose client never sent its key exchange is ended
+        (STATUS_ERROR) to make room; connected peers are never touched."""
+        live: list[tuple[PacketPeerDTLS, bytes]] = []
+        for ref, ip in self._handshakes:
+            peer = ref()
+            conn = None if peer is None else peer._conn
+            if peer is not None and conn is not None and conn.status == EngineStatus.HANDSHAKING:
+                live.append((peer, ip))
+        self._handshakes = [(weakref.ref(p), ip) for p, ip in live]
+        if sum(1 for _, ip in live if ip == client_ip) >= self._max_handshaking_per_address:
+            self._bound_stats["handshakes_refused_per_address"] += 1
+            return "refused: too many handshakes in progress from this address"
+        if len(live) < self._max_handshaking:
+            return None
+        for index, (victim, _) in enumerate(live):
+            conn = victim._conn
+            if conn is not None and not conn.handshake_progressed:
+                victim._end(
+                    _Status.STATUS_ERROR,
+                    "evicted: the server's handshake table was full and this client "
+                    "never sent its key exchange",
+                )
+                del self._handshakes[index]
+                self._bound_stats["handshakes_evicted"] += 1
+                return None
+        self._bound_stats["handshakes_refused_limit"] += 1
+        return "refused: the server's handshake table is full"
+
     def get_stats(self) -> dict[str, int]:
         """Cookie gate counters (ours): ``hellos_seen``, ``cookies_sent``,
-        ``cookies_rejected``, ``admitted``, drops by reason, and
-        ``connections_created`` (TLS connections made by take_connection).
-        StateError before ``setup``."""
+        ``cookies_rejected``, ``admitted``, drops by reason,
+        ``connections_created`` (TLS connections made by take_connection),
+        and the handshake bounds' ``handshakes_refused_per_address``,
+        ``handshakes_refused_limit``, ``handshakes_evicted``. StateError
+        before ``setup``."""
         if self._gate is None:
             raise errors.StateError("DTLSServer.setup() was not called")
         stats = self._gate.stats()
         stats["connections_created"] = self._created
+        stats.update(self._bound_stats)
         return stats

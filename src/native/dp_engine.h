@@ -72,8 +72,4 @@ int dp_cookie_gate_check_cb(void *gate, const unsigned char *cookie, size_t cook
  * ClientHello (the gate's own bounded parser), else 0. */
 int dp_cookie_hello_well_formed(const unsigned char *d, size_t len);
 
-/* 1 if a server connection is past waiting for the client's key exchange
- * (or no longer handshaking): the client proved more than a cookie. */
-int dp_conn_handshake_progressed(const dp_conn *c);
-
 #endif /* DTLSPEER_DP_ENGINE_H */

@@ -445,6 +445,10 @@ int dp_conn_reason(const dp_conn *conn, char *buf, size_t cap);
 int dp_conn_ciphersuite(const dp_conn *conn, char *buf, size_t cap);
 /* 1 while parked (see dp_config_set_park_after), else 0. */
 int dp_conn_parked(const dp_conn *conn);
+/* 1 unless a server connection still waits for the client's key exchange
+ * after its first flight (the client proved no more than a cookie): what
+ * half-open handshake eviction looks at. */
+int dp_conn_handshake_progressed(const dp_conn *conn);
 void dp_conn_get_stats(const dp_conn *conn, dp_conn_stats *out);
 
 typedef struct dp_cookie_stats {
