@@ -1,16 +1,16 @@
 """DTLS record surgery for tests that play a client by hand: cookieless
 ClientHellos, the cookie a gate expects, a hello carrying a cookie, stray
-epoch-0 records, and a half-open handshake (cookie exchange done, then
-silence)."""
+epoch-0 records, a half-open handshake (cookie exchange done, then
+silence), and a client whose address can be forged."""
 
 from __future__ import annotations
 
 import socket
 import struct
 import time
-from typing import Callable
+from typing import Callable, Optional
 
-from dtlspeer._engine import Connection, CookieGate, EngineConfig, GateVerdict, Verify
+from dtlspeer._engine import Connection, CookieGate, EngineConfig, EngineStatus, GateVerdict, Verify
 from udp_helpers import until
 
 SECRET = b"takeover test secret, 32 bytes.."
@@ -96,3 +96,74 @@ def half_open(
         return False
     sock.sendto(with_cookie(hello, hvr_cookie(replies[0])), ("127.0.0.1", port))
     return True
+
+
+class SpoofableClient:
+    """An engine client on a SO_REUSEPORT socket connected to the server,
+    plus an unconnected socket on the same address and port for forgeries."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        self.sock.setblocking(False)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.connect(("127.0.0.1", port))
+        self.port = port
+        self.addr = self.sock.getsockname()
+        self.forger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.forger.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        self.forger.bind(self.addr)
+        self.conn: Optional[Connection] = None
+        self.received: list[bytes] = []
+        self.rewrite: Optional[Callable[[bytes], bytes]] = None
+
+    def now(self) -> int:
+        return int(time.monotonic() * 1000)
+
+    def start(self) -> None:
+        """A new session from the same socket (the game restarted)."""
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = Connection(client_config(), self.now())
+        self.conn.update(self.now())
+        self._send()
+
+    def _send(self) -> None:
+        assert self.conn is not None
+        for datagram in self.conn.take_outgoing():
+            if self.rewrite is not None:
+                datagram = self.rewrite(datagram)
+            if datagram:  # b"": held back
+                self.sock.send(datagram)
+
+    def pump(self) -> None:
+        assert self.conn is not None
+        now = self.now()
+        for _ in range(64):
+            try:
+                self.conn.feed(self.sock.recv(65535), now)
+            except (BlockingIOError, ConnectionRefusedError):
+                break
+        while (record := self.conn.read()) is not None:
+            self.received.append(record)
+        due = self.conn.next_timeout()
+        if due is not None and due <= now:
+            self.conn.update(now)
+        self._send()
+
+    def write(self, data: bytes) -> None:
+        assert self.conn is not None
+        self.conn.write(data, self.now())
+        self._send()
+
+    def forge(self, datagram: bytes) -> None:
+        self.forger.sendto(datagram, ("127.0.0.1", self.port))
+
+    def connected(self) -> bool:
+        return self.conn is not None and self.conn.status == EngineStatus.CONNECTED
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.sock.close()
+        self.forger.close()

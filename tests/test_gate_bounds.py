@@ -21,7 +21,7 @@ import pytest
 
 from _godot_server import GodotServer
 from _host_clients import PSK_IDENTITY, PSK_KEY, EngineClients, client_config
-from _records import first_hello, half_open
+from _records import SECRET, SpoofableClient, cookie_for, first_hello, half_open, with_cookie
 from dtlspeer import DTLSHost, HostEventType, PacketPeerDTLS, TLSOptions
 from identities import Identity, make_identity
 from udp_helpers import until
@@ -252,3 +252,49 @@ def test_godot_full_handshake_table_evicts_the_oldest_stalled(ec_identity: Ident
     assert "evicted" in stalled.get_last_error()
     assert first.get_status() == Status.STATUS_CONNECTED
     server.stop()
+
+
+def test_a_full_table_keeps_a_connected_peers_successor(ec_identity: Identity) -> None:
+    """max_peers 3: a connected peer with a (stalled) successor handshake
+    from its address, plus two half-open handshakes, fill the table. A new
+    client needs a peer entry: exactly one half-open entry is evicted; the
+    successor (which holds no entry, so dropping it frees nothing) stays."""
+    host = DTLSHost(
+        "127.0.0.1", 0, server_options=TLSOptions.server(*ec_identity), cookie_secret=SECRET,
+        max_peers=3,
+    )
+    port = host.get_local_port()
+    live = SpoofableClient(port)
+    try:
+        live.start()
+
+        def step() -> None:
+            host.service(0)
+            live.pump()
+
+        assert until(lambda: live.connected() and host.get_stats()["connected"] == 1, step)
+        hello = first_hello()
+        live.forge(with_cookie(hello, cookie_for(live.addr[0], live.addr[1], hello)))
+        assert until(lambda: host.get_stats()["successors"] == 1, step)
+        with ExitStack() as stack:
+            for i in range(2):
+                assert half_open(udp_socket(stack, f"127.0.13.{1 + i}"), port, step)
+            assert until(lambda: host.get_stats()["peers"] == 3, step)
+            newcomer = SpoofableClient(port)
+            try:
+                newcomer.start()
+
+                def both() -> None:
+                    step()
+                    newcomer.pump()
+
+                assert until(newcomer.connected, both)
+            finally:
+                newcomer.close()
+        stats = host.get_stats()
+        assert stats["evicted_handshakes"] == 1
+        assert stats["successors_failed"] == 0
+        assert stats["dropped_peer_limit"] == 0
+    finally:
+        live.close()
+        host.close()

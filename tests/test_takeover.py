@@ -16,14 +16,12 @@ attacker is assumed to have read one, the worst case for the gate).
 
 from __future__ import annotations
 
-import socket
 import time
-from typing import Callable, Optional
 
 import pytest
 
 from _godot_server import GodotServer
-from _records import SECRET, ccs_epoch0, client_config, cookie_for, first_hello, with_cookie
+from _records import SECRET, SpoofableClient, ccs_epoch0, cookie_for, first_hello, with_cookie
 from dtlspeer import (
     DisconnectReason,
     DTLSHost,
@@ -32,7 +30,6 @@ from dtlspeer import (
     PacketPeerDTLS,
     TLSOptions,
 )
-from dtlspeer._engine import Connection, EngineStatus
 from identities import Identity, make_identity
 from udp_helpers import until
 
@@ -42,80 +39,6 @@ Status = PacketPeerDTLS.Status
 @pytest.fixture(scope="module")
 def ec_identity() -> Identity:
     return make_identity("ec")
-
-
-# ---- a client whose address can be spoofed -----------------------------------------
-
-
-class SpoofableClient:
-    """An engine client on a SO_REUSEPORT socket connected to the server,
-    plus an unconnected socket on the same address and port for forgeries."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        self.sock.setblocking(False)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.connect(("127.0.0.1", port))
-        self.port = port
-        self.addr = self.sock.getsockname()
-        self.forger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.forger.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        self.forger.bind(self.addr)
-        self.conn: Optional[Connection] = None
-        self.received: list[bytes] = []
-        self.rewrite: Optional[Callable[[bytes], bytes]] = None
-
-    def now(self) -> int:
-        return int(time.monotonic() * 1000)
-
-    def start(self) -> None:
-        """A new session from the same socket (the game restarted)."""
-        if self.conn is not None:
-            self.conn.close()
-        self.conn = Connection(client_config(), self.now())
-        self.conn.update(self.now())
-        self._send()
-
-    def _send(self) -> None:
-        assert self.conn is not None
-        for datagram in self.conn.take_outgoing():
-            if self.rewrite is not None:
-                datagram = self.rewrite(datagram)
-            if datagram:  # b"": held back
-                self.sock.send(datagram)
-
-    def pump(self) -> None:
-        assert self.conn is not None
-        now = self.now()
-        for _ in range(64):
-            try:
-                self.conn.feed(self.sock.recv(65535), now)
-            except (BlockingIOError, ConnectionRefusedError):
-                break
-        while (record := self.conn.read()) is not None:
-            self.received.append(record)
-        due = self.conn.next_timeout()
-        if due is not None and due <= now:
-            self.conn.update(now)
-        self._send()
-
-    def write(self, data: bytes) -> None:
-        assert self.conn is not None
-        self.conn.write(data, self.now())
-        self._send()
-
-    def forge(self, datagram: bytes) -> None:
-        self.forger.sendto(datagram, ("127.0.0.1", self.port))
-
-    def connected(self) -> bool:
-        return self.conn is not None and self.conn.status == EngineStatus.CONNECTED
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-        self.sock.close()
-        self.forger.close()
 
 
 def add_ccs_before_cookie_hello(datagram: bytes) -> bytes:
