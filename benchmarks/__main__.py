@@ -30,9 +30,11 @@ LIBS: list[Lib] = [
     Lib("dtlspeer-udp", "dtlspeer UDP (PacketPeerUDP, no TLS)", f"{_PKG}.libs.dtlspeer_udp",
         ("pingpong", "fanin"), ("dtlspeer",)),
     Lib("dtlspeer", "dtlspeer DTLS (Godot-style classes)", f"{_PKG}.libs.dtlspeer_dtls",
-        ("pingpong", "fanin", "faninsrv", "handshake", "hsserver", "memory"), ("dtlspeer",)),
+        ("pingpong", "fanin", "faninsrv", "handshake", "hsserver", "memory", "flood"),
+        ("dtlspeer",)),
     Lib("dtlspeer-host", "dtlspeer DTLS (DTLSHost batch)", f"{_PKG}.libs.dtlspeer_host",
-        ("pingpong", "fanin", "faninsrv", "handshake", "hsserver", "memory"), ("dtlspeer.host",)),
+        ("pingpong", "fanin", "faninsrv", "handshake", "hsserver", "memory", "flood"),
+        ("dtlspeer.host",)),
     Lib("dtlspeer-host-unparked", "dtlspeer DTLSHost, parking off",
         f"{_PKG}.libs.dtlspeer_host_unparked", ("memory",), ("dtlspeer.host",)),
     Lib("pyopenssl", "pyOpenSSL DTLS (memory BIOs)", f"{_PKG}.libs.pyopenssl_dtls",
@@ -41,11 +43,13 @@ LIBS: list[Lib] = [
         ("pingpong", "fanin", "handshake", "memory"), ("trio", "OpenSSL")),
     Lib("python-mbedtls", "python-mbedtls DTLS", f"{_PKG}.libs.python_mbedtls",
         ("pingpong", "handshake"), ("mbedtls",)),
+    Lib("openssl-listen", "openssl s_server -dtls1_2 -listen (DTLSv1_listen)",
+        f"{_PKG}.libs.openssl_listen", ("flood",)),
 ]
 
 # Rows shown only for the metrics they drive: no TLS (handshakes, memory),
 # or a memory-only variant.
-LISTED_ONLY = ("plain", "dtlspeer-udp", "dtlspeer-host-unparked")
+LISTED_ONLY = ("plain", "dtlspeer-udp", "dtlspeer-host-unparked", "openssl-listen")
 
 METRICS: list[Metric] = [
     Metric("pingpong", "ping-pong round trips/s, 100 B, one client, one in flight", "rt/s",
@@ -64,6 +68,12 @@ METRICS: list[Metric] = [
            "pyopenssl", target_ratio=1.0,
            target_text="dtlspeer >= 1.0x pyOpenSSL (server side only; see README)",
            requires=("OpenSSL",)),
+    Metric("flood", "SERVER CPU per spoofed cookieless ClientHello, 20 000/s from 64 loopback "
+           "sources (benchmarks/flood.py); notes: RSS retained per hello, a legitimate "
+           "handshake's latency during the flood", "us/hello", "value", "openssl-listen",
+           higher_is_better=False, target_ratio=1.0,
+           target_text="dtlspeer <= 1.0x openssl s_server -listen, <= 1 B RSS/hello, "
+           "legit handshake < 100 ms"),
     Metric("memory", "server memory per idle established connection (RSS delta / N)",
            "KiB/conn", "server_value", "pyopenssl", higher_is_better=False, target_abs=12.0,
            target_text="dtlspeer <= 12 KiB (pyOpenSSL ~81 KB); ratio vs pyOpenSSL"),
@@ -165,6 +175,10 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, help="seconds per timed run (default 2, quick 1)")
     p.add_argument("--conns", type=int, help="idle connections for 'memory' "
                    "(default 10000, quick 500)")
+    p.add_argument("--flood-rate", type=float, default=20_000,
+                   help="spoofed hellos per second of the 'flood' metric (default 20000)")
+    p.add_argument("--flood-seconds", type=float, default=1.0,
+                   help="seconds of each 'flood' run (default 1: the machine may be shared)")
     p.add_argument("--memory-runs", type=int, default=1,
                    help="runs of the memory metric (default 1: it is deterministic and slow)")
     p.add_argument("--clients", type=int, default=64, help="fan-in senders (default 64)")
@@ -201,12 +215,14 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") 
     failed = False
     for metric in metrics:
         is_mem = metric.key == "memory"
-        cfg = Cfg(seconds=seconds, clients=args.clients, concurrency=args.concurrency,
+        cfg = Cfg(seconds=args.flood_seconds if metric.key == "flood" else seconds,
+                  clients=args.clients, concurrency=args.concurrency,
                   conns=conns, key_pem=key_pem, cert_pem=cert_pem,
-                  timeout=args.timeout or (300.0 if is_mem else 60.0))
+                  timeout=args.timeout or (300.0 if is_mem else 60.0),
+                  extra={"flood_rate": args.flood_rate})
         n = args.memory_runs if is_mem else runs
         rows = run_metric(metric, libs, cfg, n, args.verbose)
-        note = (f"{n} run(s), N={conns}" if is_mem else f"{n} runs x {seconds:g} s")
+        note = (f"{n} run(s), N={conns}" if is_mem else f"{n} runs x {cfg.seconds:g} s")
         print_table(metric, rows, n, note)
         failed |= any(p.startswith("FAILED") for r in rows for p in r.problems)
         report["metrics"][metric.key] = {

@@ -348,7 +348,8 @@ class Metric:
     value_key: str
     baseline: str  # Lib.key of the baseline row
     higher_is_better: bool = True
-    target_ratio: float | None = None  # dtlspeer rows: value/baseline >= this
+    target_ratio: float | None = None  # dtlspeer rows: value/baseline >= this (<= if lower
+    # is better)
     target_abs: float | None = None  # dtlspeer rows: value <= this (memory)
     target_text: str = ""
     requires: tuple[str, ...] = ()  # modules the metric's own load generator needs
@@ -386,7 +387,7 @@ class Row:
 def fmt_value(v: float | None, unit: str) -> str:
     if v is None:
         return "-"
-    if unit == "KiB/conn":
+    if unit in ("KiB/conn", "us/hello"):
         return f"{v:,.1f} {unit}"
     return f"{v:,.0f} {unit}"
 
@@ -398,7 +399,9 @@ def verdict(metric: Metric, row: Row) -> str:
     if metric.target_abs is not None and row.value is not None:
         return "ok" if row.value <= metric.target_abs else "MISS"
     if metric.target_ratio is not None and row.ratio is not None:
-        return "ok" if row.ratio >= metric.target_ratio else "MISS"
+        if metric.higher_is_better:
+            return "ok" if row.ratio >= metric.target_ratio else "MISS"
+        return "ok" if row.ratio <= metric.target_ratio else "MISS"
     return ""
 
 

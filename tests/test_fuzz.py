@@ -44,6 +44,7 @@ from fuzz.targets import (
     GateTarget,
     KeyTarget,
     ServerHandshakeTarget,
+    TakeoverTarget,
     _key_der,
     classify_hello,
 )
@@ -180,6 +181,30 @@ def test_fuzz_established_server(corpus: Corpus, kind: str, park_after_ms: Any) 
         assert totals["server.records_in"] > 0 and totals["server.discarded"] > 0
         if park_after_ms is not None:
             assert totals["server.parks"] > 0 and totals["server.unparks"] > 0
+
+
+def test_fuzz_takeover_from_a_known_address() -> None:
+    """Multi-record datagrams from an established Godot-style peer's address
+    (issue 11 item 1): epoch-0 CCS records, ClientHellos with a valid cookie
+    and the client's own records, mutated and spliced. The live peer stays
+    the same CONNECTED object, only its client's records are delivered, no
+    forged handshake connects, and the client's next record still arrives."""
+    rng = random.Random("takeover")
+    with NoLeaks():
+        target = TakeoverTarget()
+        for _ in budget(150):
+            pool = target.pool()
+            mutator = DatagramMutator(rng, pool)
+            pieces = [mutator.mutate(p) if rng.random() < 0.5 else p
+                      for p in rng.sample(pool, rng.randint(1, 3))]
+            target.run(b"".join(pieces))
+            if rng.random() < 0.1:
+                target.check_live()
+        target.check_live()
+        assert target.injected > 0 and target.successors > 0
+        target.close()
+        del target
+        gc.collect()
 
 
 # ---- (c) client connections ----------------------------------------------------------------

@@ -72,12 +72,15 @@ def test_malformed_client_hello_does_not_end_an_established_server(datagram: byt
     target.close()
 
 
-def test_well_formed_hello_with_valid_cookie_still_reconnects() -> None:
-    """The filter of finding 2 keeps RFC 6347 4.2.8 reconnects working."""
+def test_well_formed_hello_with_valid_cookie_is_discarded_too() -> None:
+    """A live connection never restarts in place (issue 11 item 1): even a
+    well-formed hello with a valid cookie is discarded; reconnects are a
+    successor connection above the engine (tests/test_takeover.py)."""
     transcript = capture("psk", None)
     target = _established("server")
     status = feed_checked(target.target, hello_with_cookie(transcript), target.link.now,
-                          server=True, authentic=target.sent, delivered=target.delivered)
-    assert status == EngineStatus.HANDSHAKING
-    assert target.target.stats()["reconnects"] == 1
+                          server=True, authentic=target.sent, delivered=target.delivered,
+                          unauthenticated=True)
+    assert status == CONNECTED
+    assert target.target.stats()["discarded"] == 1
     target.close()

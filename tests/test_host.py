@@ -639,6 +639,7 @@ def test_ten_thousand_connections() -> None:
         server_psk=SERVER_PSK,
         ciphersuites=[PSK_SUITE],
         max_peers=count + 16,
+        max_handshaking_per_address=count,  # 8 source addresses for 10 000 clients
         settings=DTLSSettings(handshake_timeout_min_ms=1000, handshake_timeout_max_ms=8000),
     )
     clients = EngineClients(count, server.get_local_port(), sources=8)

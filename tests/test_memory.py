@@ -303,7 +303,10 @@ def test_idle_timeout_while_parked() -> None:
     link.close()
 
 
-def test_client_reconnect_while_parked_is_a_new_session() -> None:
+def test_reconnecting_hello_does_not_unpark_or_reset() -> None:
+    """An epoch-0 ClientHello cannot change a parked connection any more
+    (in-context client port reuse is compiled out): it is discarded without
+    waking it, and the session still works afterwards."""
     client_cfg, _, gate = psk_configs()
     server_cfg = EngineConfig.server(gate=gate, psks={PSK_ID: PSK_KEY}, park_after_ms=PARK_MS)
     link = Link(client_cfg, server_cfg, gate)
@@ -312,13 +315,14 @@ def test_client_reconnect_while_parked_is_a_new_session() -> None:
     server = link.server
     assert server is not None
     _park(link, server)
-    link.client.close()
-    link.client = Connection(client_cfg, link.now)  # same address and port
-    link.client.update(link.now)
-    link.pump()
-    link.handshake()
-    assert link.server is server and server.stats()["reconnects"] == 1
-    _deliver(link, link.client, server, b"after reconnect")
+    restarted = Connection(client_cfg, link.now)  # same address and port
+    restarted.update(link.now)
+    for datagram in restarted.take_outgoing():
+        server.feed(datagram, link.now)
+    assert server.parked and server.stats()["unparks"] == 0
+    assert server.status == EngineStatus.CONNECTED
+    _deliver(link, link.client, server, b"old session")
+    restarted.close()
     link.close()
 
 

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "tools"]
 FUZZ_BUILD = ROOT / "build" / "fuzz"
 FUZZ_LIB = FUZZ_BUILD / "lib"
-TARGETS = ("gate", "server", "client", "established", "parked", "key", "cert")
+TARGETS = ("gate", "server", "client", "established", "parked", "takeover", "key", "cert")
 _REEXEC_MARK = "DTLSPEER_FUZZ_CHILD"
 
 
@@ -149,6 +149,12 @@ class Campaign:
                 self.live.run([data])
 
             self.run = run_established
+        elif name == "takeover":
+            # Multi-record datagrams from an established Godot-style peer's
+            # address (issue 11 item 1), injected in process.
+            takeover = targets.TakeoverTarget()
+            self.seeds = takeover.pool() + self.datagrams
+            self.run = takeover.run
         elif name in ("key", "cert"):
             rsa = __import__("_dtls_sim").native_key("rsa")
             if name == "key":
@@ -166,7 +172,7 @@ class Campaign:
 
     def test_one_input(self, data: bytes) -> None:
         """libFuzzer's entry: one input; an AssertionError is a finding."""
-        if self.name not in ("gate", "established", "parked") and not data:
+        if self.name not in ("gate", "established", "parked", "takeover") and not data:
             return
         if self.name in ("key", "cert") and len(data) < 2:
             return
@@ -184,7 +190,7 @@ class Campaign:
         if self.name in ("key", "cert"):
             body = m.PemDerMutator(rng, self.pem_pool).mutate(data[1:] if data else b"")
             return (data[:1] or b"\x00") + body[:max_size - 1]
-        prefix, body = (b"", data) if self.name in ("gate", "established", "parked") \
+        prefix, body = (b"", data) if self.name in ("gate", "established", "parked", "takeover") \
             else (data[:1] or b"\x00", data[1:])
         pool = self.datagrams
         if self.live is not None and self.live.link is not None and rng.random() < 0.4:

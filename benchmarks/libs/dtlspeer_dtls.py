@@ -10,10 +10,13 @@ the harness's self-signed P-256 key (ECDHE-ECDSA); the client verifies it
 from __future__ import annotations
 
 import gc
+import os
+import select
 import socket
 import time
 from typing import Any, Callable
 
+from .. import flood
 from ..harness import (
     HOST,
     RCVBUF,
@@ -345,3 +348,34 @@ def memory_client(cfg: Cfg, port: int, stop: Any) -> Result:
     rate = (len(keep) - 1) / max(1e-9, time.perf_counter() - start)
     stop.wait(cfg.timeout)  # stay connected until the server has measured
     return {"established": len(keep), "handshakes_per_s": rate}
+
+
+# -- spoofed flood ----------------------------------------------------------------------
+
+
+def flood_server(cfg: Cfg, ready: Callable[[Any], None], stop: Any) -> Result:
+    """The Godot loop under a spoofed-hello flood (benchmarks/flood.py);
+    Godot's default 16 pending connections. A frame loop: it sleeps until
+    the socket is readable, at most ``flood.FRAME_HZ`` frames per second
+    (Godot games poll in ``_process``, 60-240 times a second)."""
+    srv = Server(cfg, max_pending=16)
+    ready((srv.port, os.getpid(), True))
+    guard = Stop(stop, cfg.timeout)
+    poller = select.poll()
+    poller.register(srv.sock.fileno(), select.POLLIN)
+    frame = 1.0 / flood.FRAME_HZ
+    while True:
+        if not poller.poll(50) and guard.now():
+            break
+        start = time.perf_counter()
+        srv.accept()
+        for peer in srv.peers:
+            peer.poll()
+        srv.prune()
+        if guard.every(256):
+            break
+        flood.sleep_rest_of_frame(start, frame)
+    return {"peers": len(srv.peers)}
+
+
+flood_client = flood.flood_client

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import collections
 import gc
+import os
 import time
 from typing import Any, Callable
 
+from .. import flood
 from ..harness import (
     HOST,
     RCVBUF,
@@ -245,3 +247,26 @@ def memory_server(cfg: Cfg, ready: Callable[[int], None], stop: Any, park: bool 
 
 
 memory_client = dtlspeer_dtls.memory_client
+
+
+# -- spoofed flood ----------------------------------------------------------------------
+
+
+def flood_server(cfg: Cfg, ready: Callable[[Any], None], stop: Any) -> Result:
+    """DTLSHost under a spoofed-hello flood (benchmarks/flood.py): the
+    usual service loop, events ignored, at most ``flood.FRAME_HZ`` service
+    calls per second (a game server's tick is far coarser)."""
+    host = make_host(cfg)
+    ready((host.get_local_port(), os.getpid(), True))
+    guard = Stop(stop, cfg.timeout)
+    frame = 1.0 / flood.FRAME_HZ
+    while not guard.every(64):
+        start = time.perf_counter()
+        host.service(0.05)
+        flood.sleep_rest_of_frame(start, frame)
+    stats = host.get_stats()
+    host.close()
+    return {"hvr_sent": stats["hvr_sent"]}
+
+
+flood_client = flood.flood_client

@@ -400,6 +400,13 @@ class Connection:
         return EngineStatus(lib.dp_conn_status(self._conn))
 
     @property
+    def handshake_progressed(self) -> bool:
+        """False while a server connection still waits for the client's key
+        exchange after its first flight (a half-open handshake); True
+        otherwise, and for clients."""
+        return bool(lib.dp_conn_handshake_progressed(self._conn))
+
+    @property
     def last_error(self) -> int:
         """Mbed TLS / dtlspeer code behind an error status (0 if none)."""
         return int(lib.dp_conn_last_error(self._conn))
@@ -433,7 +440,7 @@ class Connection:
 
     def stats(self) -> dict[str, int]:
         """Counters: datagrams/records in and out, drops by reason, bad MACs,
-        reconnects, parks/unparks."""
+        parks/unparks."""
         out = ffi.new("dp_conn_stats *")
         lib.dp_conn_get_stats(self._conn, out)
         return _struct_to_dict("dp_conn_stats", out[0])

@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 from . import errors
 from ._binding import NOW, check, error_text, ffi, lib, to_bytes
-from ._engine import Connection, CookieGate, EngineConfig, Verify
+from ._engine import Connection, CookieGate, EngineConfig, EngineStatus, Verify
 from .packet_peer import BytesLike, PacketPeer
 from .tls_options import TLSOptions
 from .udp import PacketPeerUDP, _addr_text
@@ -226,12 +226,16 @@ class PacketPeerDTLS(PacketPeer):
       timeout decides that the server is gone (Godot: ``STATUS_ERROR``).
     * Timers and sizes are configurable (:class:`DTLSSettings`), including
       idle and handshake timeouts (Godot: none).
-    * Client port reuse (a client starting a new session from the same
-      address and port, with a valid cookie) ends the old server peer with
-      ``STATUS_DISCONNECTED`` (reason says so) and the new session arrives
-      as a NEW connection on the ``UDPServer``, fully re-authenticated;
-      application state never carries over. A cookieless hello from that
-      address only gets a HelloVerifyRequest: the live session is untouched.
+    * Client port reuse (RFC 6347 4.2.8: a client starting a new session
+      from the same address and port): its ClientHello never reaches the
+      live session, wherever it sits in a datagram. A cookieless one gets a
+      HelloVerifyRequest; one with a valid cookie becomes a NEW pending
+      connection of the ``UDPServer`` (taken and polled as usual) while the
+      old peer stays ``STATUS_CONNECTED``. Only when the new handshake's
+      Finished is verified does the old peer end, ``STATUS_DISCONNECTED``
+      on its next ``poll()`` (reason says so); application state never
+      carries over. A forged hello that never completes leaves the old
+      session working.
     """
 
     Status = _Status
@@ -307,8 +311,8 @@ class PacketPeerDTLS(PacketPeer):
         if res.restarted:
             self._end(
                 _Status.STATUS_DISCONNECTED,
-                "the client started a new session from the same address and port; "
-                "it arrives as a new connection on the UDPServer",
+                "the client completed a new session from the same address and port "
+                "(a new connection of the UDPServer)",
             )
             return
         status = _Status(res.status)
@@ -623,6 +627,11 @@ class PacketPeerDTLS(PacketPeer):
         return f"<PacketPeerDTLS {self._status.name} {ip}:{port}>"
 
 
+# Handshakes a DTLSServer keeps in progress (DTLSServer.setup).
+_MAX_HANDSHAKING = 1024
+_MAX_HANDSHAKING_PER_ADDRESS = 16
+
+
 class DTLSServer:
     """Accepts DTLS clients arriving on a ``UDPServer`` (Godot ``DTLSServer``).
 
@@ -636,13 +645,30 @@ class DTLSServer:
         for peer in peers:
             peer.poll()
 
-    A client's first ClientHello has no cookie: ``take_connection`` answers
-    with a HelloVerifyRequest from a stateless gate (no TLS state is
-    created), releases the UDP peer and returns a peer in ``STATUS_ERROR``;
-    the client's second ClientHello then shows up as a new pending
-    connection and is returned ``STATUS_HANDSHAKING`` ("50% of the
-    connections are invalid due to cookie exchange", as Godot documents).
-    Spoofed floods therefore cost CPU, never memory.
+    Cookies (differs from Godot): the first ``take_connection`` installs
+    this server's cookie gate on the ``UDPServer``'s socket, in C. From then
+    on a datagram from an unknown sender is judged before any pending
+    connection exists: a cookieless ClientHello gets a HelloVerifyRequest at
+    ``UDPServer.poll()``, garbage is dropped (``UDPServer.get_stats()``:
+    ``hvr_sent``, ``gate_dropped``), and only a ClientHello with a valid
+    cookie becomes a pending connection, at most 4 per client IP address;
+    when the pending list is full, the oldest verified one makes room. So
+    ``take_connection`` returns ``STATUS_HANDSHAKING`` for every connection
+    after the first, and a spoofed flood takes no pending slot (Godot: every
+    datagram takes one of 16 and new clients are locked out). Only before
+    the first ``take_connection`` does Godot's behaviour remain: the
+    cookieless hello is a pending connection that ``take_connection``
+    answers with a HelloVerifyRequest and returns in ``STATUS_ERROR`` ("50%
+    of the connections are invalid due to cookie exchange").
+
+    Half-open handshakes (ours): a client that echoed a cookie and went
+    silent holds ~40 KiB until the handshake deadline. ``take_connection``
+    keeps at most ``max_handshaking_per_address`` (16) handshakes in
+    progress per client IP address and ``max_handshaking`` (1024) in total
+    (``setup`` arguments); beyond them it returns a peer in STATUS_ERROR
+    without creating TLS state, except that a full table first ends the
+    oldest handshake whose client never sent its key exchange (that peer
+    turns STATUS_ERROR, "evicted"). Connected peers are never touched.
 
     Differences from Godot: a second ``setup()`` replaces the configuration
     for new connections (Godot fails with ``ERR_ALREADY_IN_USE``); cookies
@@ -660,6 +686,15 @@ class DTLSServer:
         self._created = 0
         self._result = ffi.new("dp_link_result *")
         self._out = ffi.new("dp_conn **")
+        # Handshakes this server started, oldest first: (peer, client IP).
+        self._handshakes: list[tuple[weakref.ref[PacketPeerDTLS], bytes]] = []
+        self._max_handshaking = _MAX_HANDSHAKING
+        self._max_handshaking_per_address = _MAX_HANDSHAKING_PER_ADDRESS
+        self._bound_stats = {
+            "handshakes_refused_per_address": 0,
+            "handshakes_refused_limit": 0,
+            "handshakes_evicted": 0,
+        }
 
     def setup(
         self,
@@ -667,6 +702,8 @@ class DTLSServer:
         *,
         settings: Optional[DTLSSettings] = None,
         cookie_secret: Optional[bytes] = None,
+        max_handshaking: int = _MAX_HANDSHAKING,
+        max_handshaking_per_address: int = _MAX_HANDSHAKING_PER_ADDRESS,
     ) -> None:
         """Use ``server_options`` (from ``TLSOptions.server``) for new
         connections (Godot ``setup``). InvalidArgumentError if they are not
@@ -674,7 +711,8 @@ class DTLSServer:
         ``cookie_secret`` (16..64 bytes shared by every process that must
         accept the same cookies; their gates then use the wall clock for
         cookies, so keep those clocks in sync; connection timers stay on the
-        monotonic clock) are ours.
+        monotonic clock) are ours, as are the bounds on handshakes in
+        progress (see the class notes).
         Calling it again replaces the configuration (see the class notes)."""
         if server_options is None:  # Godot: null options are ERR_INVALID_PARAMETER
             raise errors.InvalidArgumentError("server_options must be TLSOptions.server(...)")
@@ -692,6 +730,14 @@ class DTLSServer:
             cookie_secret = to_bytes(cookie_secret, "cookie_secret")
             if not 16 <= len(cookie_secret) <= 64:
                 raise errors.InvalidArgumentError("cookie_secret must be 16..64 bytes")
+        for name, bound in (("max_handshaking", max_handshaking),
+                            ("max_handshaking_per_address", max_handshaking_per_address)):
+            if isinstance(bound, bool) or not isinstance(bound, int):
+                raise errors.ArgumentTypeError(f"{name} must be an int")
+            if not 1 <= bound < 2**31:
+                raise errors.InvalidArgumentError(f"{name} must be in 1 .. 2**31-1")
+        self._max_handshaking = max_handshaking
+        self._max_handshaking_per_address = max_handshaking_per_address
         gate = self._gate
         if gate is None or cookie_secret != self._secret:
             gate = CookieGate(cookie_secret)
@@ -730,8 +776,21 @@ class DTLSServer:
             raise errors.InvalidArgumentError("udp_peer must be taken from a listening UDPServer")
         peer = PacketPeerDTLS()
         # Connection timers run on the monotonic clock; a gate with a shared
-        # secret reads the wall clock for its cookies itself.
+        # secret reads the wall clock for its cookies itself (DP_NOW).
         peer._now = NOW
+        client_ip = bytes(ffi.buffer(udp_peer._dest.ip)) if udp_peer._dest is not None else b""
+        refused = self._make_room(client_ip)
+        if refused is not None:
+            peer._udp = udp_peer
+            peer._end(_Status.STATUS_ERROR, refused)
+            return peer
+        if ep.gate is not self._gate:
+            # From now on the UDPServer's endpoint judges unknown senders with
+            # this gate in C before any pending slot exists (issue 11 item 5),
+            # and routes new handshakes from live peers' addresses to
+            # successor slots (RFC 6347 4.2.8).
+            check(lib.dp_endpoint_set_gate(ep.ptr, self._gate.handle, peer._now), "gate")
+            ep.gate = self._gate
         rc = lib.dp_link_accept(
             ep.ptr,
             udp_peer._handle,
@@ -747,6 +806,7 @@ class DTLSServer:
             conn = Connection._adopt(self._out[0])
             peer._start(udp_peer, conn, self._settings, self._gate)
             peer._absorb(res)
+            self._handshakes.append((weakref.ref(peer), client_ip))
             return peer
         peer._udp = udp_peer
         peer._link_stats["hvr_sent"] += res.hvr_sent
@@ -763,13 +823,48 @@ class DTLSServer:
         peer._end(_Status.STATUS_ERROR, reason, min(rc, 0))
         return peer
 
+    def _make_room(self, client_ip: bytes) -> Optional[str]:
+        """Bound the handshakes in progress (half-open ones hold ~40 KiB for
+        up to the handshake deadline): None if one more from ``client_ip``
+        may start, else why not. When the total bound is reached, the
+        oldest handshake whose client never sent its key exchange is ended
+        (STATUS_ERROR) to make room; connected peers are never touched."""
+        live: list[tuple[PacketPeerDTLS, bytes]] = []
+        for ref, ip in self._handshakes:
+            peer = ref()
+            conn = None if peer is None else peer._conn
+            if peer is not None and conn is not None and conn.status == EngineStatus.HANDSHAKING:
+                live.append((peer, ip))
+        self._handshakes = [(weakref.ref(p), ip) for p, ip in live]
+        if sum(1 for _, ip in live if ip == client_ip) >= self._max_handshaking_per_address:
+            self._bound_stats["handshakes_refused_per_address"] += 1
+            return "refused: too many handshakes in progress from this address"
+        if len(live) < self._max_handshaking:
+            return None
+        for index, (victim, _) in enumerate(live):
+            conn = victim._conn
+            if conn is not None and not conn.handshake_progressed:
+                victim._end(
+                    _Status.STATUS_ERROR,
+                    "evicted: the server's handshake table was full and this client "
+                    "never sent its key exchange",
+                )
+                del self._handshakes[index]
+                self._bound_stats["handshakes_evicted"] += 1
+                return None
+        self._bound_stats["handshakes_refused_limit"] += 1
+        return "refused: the server's handshake table is full"
+
     def get_stats(self) -> dict[str, int]:
         """Cookie gate counters (ours): ``hellos_seen``, ``cookies_sent``,
-        ``cookies_rejected``, ``admitted``, drops by reason, and
-        ``connections_created`` (TLS connections made by take_connection).
-        StateError before ``setup``."""
+        ``cookies_rejected``, ``admitted``, drops by reason,
+        ``connections_created`` (TLS connections made by take_connection),
+        and the handshake bounds' ``handshakes_refused_per_address``,
+        ``handshakes_refused_limit``, ``handshakes_evicted``. StateError
+        before ``setup``."""
         if self._gate is None:
             raise errors.StateError("DTLSServer.setup() was not called")
         stats = self._gate.stats()
         stats["connections_created"] = self._created
+        stats.update(self._bound_stats)
         return stats

@@ -96,8 +96,9 @@ class DisconnectReason(enum.IntEnum):
     TLS_ERROR = lib.DP_HOST_REASON_TLS_ERROR
     """A TLS failure or fatal alert while connected."""
     RECONNECT = lib.DP_HOST_REASON_RECONNECT
-    """The client began a new session from the same address and port; the
-    new session arrives as a new peer."""
+    """The client completed a new session from the same address and port
+    (RFC 6347 4.2.8): this peer lived until the new handshake's Finished was
+    verified; the new session is a NEW peer whose CONNECT follows."""
 
 
 _TYPES = {int(t): t for t in HostEventType}
@@ -365,10 +366,17 @@ class DTLSHost:
     :meth:`connect` (default: ``TLSOptions.client()``). ``settings``
     (:class:`DTLSSettings`) sets timers, idle timeout and MTU for every peer.
     ``ciphersuites`` restricts both roles (Mbed TLS names). ``max_peers``
-    bounds the connections (handshaking + connected); clients beyond it are
-    not admitted. ``cookie_secret`` (16..64 bytes) lets several processes
-    accept each other's cookies (their gates then use the wall clock for
-    cookies; connection timers stay on the monotonic clock).
+    bounds the connections (handshaking + connected). Handshakes admitted
+    by the cookie gate are bounded too: ``max_handshaking`` in total
+    (default ``min(max_peers, 1024)``) and ``max_handshaking_per_address``
+    per client IP address (default 16). When a bound or ``max_peers`` is
+    reached, a client with a valid cookie evicts the oldest handshake whose
+    client never sent its key exchange (no event: it was never reported);
+    connected peers are never evicted; otherwise it is not admitted
+    (``get_stats()`` counts each reason). ``cookie_secret`` (16..64 bytes)
+    lets several processes accept each other's cookies (their gates then
+    use the wall clock for cookies; connection timers stay on the monotonic
+    clock).
 
     Events per call are bounded by ``max_events`` and ``payload_buffer_size``
     bytes of payload; what does not fit stays queued in C for the next call
@@ -391,6 +399,8 @@ class DTLSHost:
         settings: DTLSSettings | None = None,
         ciphersuites: Sequence[str] | None = None,
         max_peers: int = 4096,
+        max_handshaking: int | None = None,
+        max_handshaking_per_address: int = lib.DP_HOST_DEFAULT_MAX_HANDSHAKING_PER_ADDRESS,
         cookie_secret: bytes | None = None,
         max_events: int = 4096,
         payload_buffer_size: int = 1 << 20,
@@ -408,6 +418,14 @@ class DTLSHost:
         socket_buffer_size = _check_int(socket_buffer_size, "socket_buffer_size")
         if not 1 <= max_peers < 2**31:
             raise errors.InvalidArgumentError("max_peers must be in 1 .. 2**31-1")
+        if max_handshaking is None:
+            max_handshaking = min(max_peers, lib.DP_HOST_DEFAULT_MAX_HANDSHAKING)
+        max_handshaking = _check_int(max_handshaking, "max_handshaking")
+        per_address = _check_int(max_handshaking_per_address, "max_handshaking_per_address")
+        if not 1 <= max_handshaking < 2**31 or not 1 <= per_address < 2**31:
+            raise errors.InvalidArgumentError(
+                "max_handshaking and max_handshaking_per_address must be in 1 .. 2**31-1"
+            )
         if not 1 <= max_events <= 1 << 20:
             raise errors.InvalidArgumentError("max_events must be in 1 .. 2**20")
         if not lib.DP_HOST_MIN_PAYLOAD <= payload_buffer_size <= 1 << 30:
@@ -446,6 +464,10 @@ class DTLSHost:
             # the garbage collector in any order) can close it under the host.
             self._fd = sock.detach()
             self._ptr = ffi.gc(out[0], lib.dp_host_free)
+            check(
+                lib.dp_host_set_handshake_limits(self._ptr, max_handshaking, per_address),
+                "handshake limits",
+            )
             if server_config is not None:
                 config, gate = server_config
                 check(lib.dp_host_set_server(self._ptr, config.handle, gate.handle), "server")

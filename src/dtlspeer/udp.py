@@ -60,6 +60,13 @@ _STAT_FIELDS = (
     "pending_created",
     "pending_expired",
     "recv_errors",
+    # Once a DTLSServer took a connection from the UDPServer (its cookie gate
+    # runs in C before pending peers exist):
+    "hvr_sent",
+    "gate_dropped",
+    "drop_pending_per_address",
+    "pending_evicted",
+    "successors",
 )
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -224,7 +231,7 @@ def _open_socket(bind_address: str, port: int) -> socket.socket:
 class _Endpoint:
     """Owns one socket and its native dp_endpoint (freed by the GC hook)."""
 
-    __slots__ = ("__weakref__", "closed", "family", "ptr", "sock")
+    __slots__ = ("__weakref__", "closed", "family", "gate", "ptr", "sock")
 
     def __init__(self, sock: socket.socket, mode: int, recv_buf_size: int) -> None:
         out = ffi.new("dp_endpoint **")
@@ -234,6 +241,9 @@ class _Endpoint:
         self.sock = sock
         self.family = sock.family
         self.closed = False
+        # The DTLSServer cookie gate installed in C (dp_endpoint_set_gate),
+        # kept alive here; None: plain UDP.
+        self.gate: Any = None
 
     def close(self) -> None:
         if not self.closed:

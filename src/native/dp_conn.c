@@ -422,17 +422,6 @@ static void read_records(dp_conn *c)
             c->status = DP_STATUS_DISCONNECTED;
             c->last_rx_ms = c->now_ms;
             set_reason(c, "peer closed the connection (close_notify)");
-        } else if (ret == MBEDTLS_ERR_SSL_CLIENT_RECONNECT) {
-            /* A new ClientHello with a valid cookie from this address: Mbed
-             * TLS has reset the context. The peer must be re-authenticated:
-             * the caller sees HANDSHAKING again and stats.reconnects grow. */
-            c->stats.reconnects++;
-            c->bad_mac_session = 0;
-            c->status = DP_STATUS_HANDSHAKING;
-            c->hs_start_ms = c->now_ms;
-            c->verify_flags = 0;
-            set_reason(c, "client reconnected from the same address: new session");
-            handshake_step(c);
         } else {
             fail(c, ret);
         }
@@ -523,7 +512,7 @@ static void master_wipe(dp_conn *c)
 }
 
 /* A fresh Mbed TLS context on the connection's config, with our callbacks.
- * Server: bound to the peer's transport id (cookies on reconnects). */
+ * Server: bound to the peer's transport id (the cookie of its first hello). */
 static int ssl_open(dp_conn *c)
 {
     mbedtls_ssl_context *ssl = dp_calloc(1, sizeof(*ssl));
@@ -836,8 +825,8 @@ static int unpark(dp_conn *c)
     return DP_OK;
 }
 
-/* Only a DTLS 1.2 record of epoch 0 (a reconnecting client's hello) or 1
- * (this session: renegotiation is compiled out) can change a parked
+/* Only a DTLS 1.2 record of epoch 1 (this session: renegotiation and
+ * in-context client port reuse are compiled out) can change a parked
  * connection; Mbed TLS drops everything else, so it does not unpark. */
 static int may_hold_record(const unsigned char *d, size_t len)
 {
@@ -853,7 +842,7 @@ static int may_hold_record(const unsigned char *d, size_t len)
     if (d[1] != 0xfe || (d[2] != 0xfd && d[2] != 0xff)) {
         return 0;
     }
-    return d[3] == 0 && d[4] <= 1;
+    return d[3] == 0 && d[4] == 1;
 }
 
 /* ---- Datagrams Mbed TLS must not see ---------------------------------------- */
@@ -888,77 +877,19 @@ static size_t whole_records_len(const unsigned char *d, size_t len)
     return pos == 0 ? len : pos;
 }
 
-/* An established server hands every epoch-0 record whose 14th byte is a
- * ClientHello type to Mbed TLS's reconnect check (RFC 6347 4.2.8), which
- * fails the connection with MBEDTLS_ERR_SSL_DECODE_ERROR when the hello is
- * malformed (shorter than 61 bytes, fragmented, lengths past the end): a
- * forged datagram, no key or cookie needed. A real client's reconnecting
- * hello is always well formed, so a datagram holding a record that Mbed TLS
- * would check and the gate's parser rejects is dropped whole. Mirrors the
- * condition of ssl_check_client_reconnect (Mbed TLS 3.6, ssl_msg.c), which
- * runs on every record of the datagram with the rest of the datagram. */
-static int has_bad_reconnect_hello(const unsigned char *d, size_t len)
-{
-    size_t pos = 0;
-    while (len - pos >= DP_RECORD_HEADER_LEN) {
-        if (d[pos] == MBEDTLS_SSL_MSG_HANDSHAKE && d[pos + 3] == 0 && d[pos + 4] == 0 &&
-            len - pos > DP_RECORD_HEADER_LEN &&
-            d[pos + DP_RECORD_HEADER_LEN] == MBEDTLS_SSL_HS_CLIENT_HELLO &&
-            !dp_cookie_hello_well_formed(d + pos, len - pos)) {
-            return 1;
-        }
-        if (d[pos] == MBEDTLS_SSL_MSG_CID) {
-            return 0;
-        }
-        size_t rec = record_len_at(d + pos);
-        if (rec > len - pos) {
-            return 0;
-        }
-        pos += rec;
-    }
-    return 0;
-}
-
 /* ---- Parked connections: what may wake one ----------------------------------- */
 
-/* An epoch-0 ClientHello reaching a parked server: what Mbed TLS's
- * reconnect check (RFC 6347 4.2.8) would do, without waking: a hello
- * without a valid cookie gets the gate's HelloVerifyRequest (the same
- * cookie Mbed TLS would send, never larger than the hello), one with a
- * valid cookie wakes the connection for Mbed TLS to handle. */
-static int parked_hello_wakes(dp_conn *c, const unsigned char *d, size_t len)
-{
-    dp_cookie_gate *gate = c->cfg->gate;
-    if (gate == NULL) {
-        return 1;
-    }
-    unsigned char reply[DP_HVR_LEN];
-    size_t reply_len = 0;
-    /* The gate's time, as the cookie callbacks Mbed TLS would use awake:
-     * a shared-secret gate runs on the wall clock, connections do not. */
-    int verdict = dp_cookie_gate_check(gate, c->transport_id, c->transport_id_len, d, len,
-                                       dp_cookie_gate_time(gate), reply, sizeof(reply),
-                                       &reply_len);
-    if (verdict == DP_GATE_ADMIT) {
-        return 1;
-    }
-    if (verdict == DP_GATE_REPLY) {
-        (void)bio_send(c, reply, reply_len);
-    }
-    return 0;
-}
-
 /* 1 if the datagram holds a record worth waking a parked connection for:
- * one the guard authenticates (not a replay), or a reconnecting client's
- * cookie-verified hello. Records that fail authentication count as bad
- * MACs, as they would awake. Without a guard (see guard_new), any
- * plausible record header wakes it. */
+ * one the guard authenticates (not a replay). Epoch-0 records never wake
+ * it: a reconnecting client's ClientHello is the host's or the endpoint's
+ * business (a successor session, RFC 6347 4.2.8), never this context's.
+ * Records that fail authentication count as bad MACs, as they would awake.
+ * Without a guard (see guard_new), any plausible record header wakes it. */
 static int parked_wakes(dp_conn *c, const unsigned char *d, size_t len)
 {
     if (c->guard == NULL) {
         return may_hold_record(d, len);
     }
-    int server = c->cfg->role == DP_ROLE_SERVER;
     size_t pos = 0;
     while (d != NULL && len - pos >= DP_RECORD_HEADER_LEN) {
         const unsigned char *r = d + pos;
@@ -969,13 +900,7 @@ static int parked_wakes(dp_conn *c, const unsigned char *d, size_t len)
         if (rec > len - pos) {
             return 0;
         }
-        if (r[3] == 0 && r[4] == 0) {
-            if (server && r[0] == MBEDTLS_SSL_MSG_HANDSHAKE && rec > DP_RECORD_HEADER_LEN &&
-                r[DP_RECORD_HEADER_LEN] == MBEDTLS_SSL_HS_CLIENT_HELLO &&
-                parked_hello_wakes(c, r, len - pos)) {
-                return 1;
-            }
-        } else {
+        if (r[3] != 0 || r[4] != 0) {
             int verdict = guard_check(c->guard, r, rec);
             if (verdict == GUARD_AUTHENTIC) {
                 return 1;
@@ -1081,11 +1006,6 @@ int dp_conn_feed(dp_conn *c, const unsigned char *datagram, size_t len, int64_t 
     }
     if (datagram != NULL) {
         len = whole_records_len(datagram, len);
-        if (c->status == DP_STATUS_CONNECTED && c->cfg->role == DP_ROLE_SERVER &&
-            has_bad_reconnect_hello(datagram, len)) {
-            c->stats.discarded++;
-            return c->status;
-        }
     }
     int woke = 0;
     if (c->parked != NULL) {
@@ -1105,7 +1025,6 @@ int dp_conn_feed(dp_conn *c, const unsigned char *datagram, size_t len, int64_t 
     }
     int was_connected = c->status == DP_STATUS_CONNECTED;
     uint64_t records_before = c->stats.records_in;
-    uint64_t reconnects_before = c->stats.reconnects;
     c->in_data = datagram;
     c->in_len = len;
     c->in_pending = 1;
@@ -1113,7 +1032,7 @@ int dp_conn_feed(dp_conn *c, const unsigned char *datagram, size_t len, int64_t 
     c->in_pending = 0;
     c->in_data = NULL;
     if (was_connected && c->status == DP_STATUS_CONNECTED &&
-        c->stats.records_in == records_before && c->stats.reconnects == reconnects_before) {
+        c->stats.records_in == records_before) {
         c->stats.discarded++;
     }
     /* A datagram with nothing authentic in it does not keep the connection
@@ -1352,6 +1271,16 @@ int dp_conn_ciphersuite(const dp_conn *c, char *buf, size_t cap)
      * the session ended: callers report it from disconnect handlers. */
     const char *name = c->suite_id != 0 ? mbedtls_ssl_get_ciphersuite_name(c->suite_id) : "";
     return copy_text(name, buf, cap);
+}
+
+int dp_conn_handshake_progressed(const dp_conn *c)
+{
+    if (c == NULL || c->status != DP_STATUS_HANDSHAKING) {
+        return 1;
+    }
+    /* A server waits in CLIENT_CERTIFICATE (client auth) or
+     * CLIENT_KEY_EXCHANGE after its first flight (Mbed TLS 3.6 states). */
+    return c->ssl != NULL && c->ssl->MBEDTLS_PRIVATE(state) > MBEDTLS_SSL_CLIENT_KEY_EXCHANGE;
 }
 
 int dp_conn_parked(const dp_conn *c)

@@ -33,6 +33,10 @@ static const unsigned char DP_COOKIE_SALT[] = "dtlspeer cookie key v1";
 typedef struct dp_slot_key {
     int64_t slot; /* -1 = empty */
     unsigned char key[DP_GATE_KEY_LEN];
+    /* HMAC context keyed with `key` (set up once per gate, re-keyed when the
+     * slot changes): a cookie costs hmac_reset/update/finish, no allocation
+     * and no key schedule per hello. */
+    mbedtls_md_context_t hmac;
 } dp_slot_key;
 
 struct dp_cookie_gate {
@@ -67,12 +71,28 @@ int dp_cookie_gate_new(const unsigned char *secret, size_t secret_len, uint32_t 
         memcpy(gate->secret, secret, secret_len);
         gate->secret_len = secret_len;
     } else {
-        int ret = dp_random(gate->secret, 32);
-        if (ret != 0) {
+        int rnd = dp_random(gate->secret, 32);
+        if (rnd != 0) {
             dp_free(gate);
-            return ret;
+            return rnd;
         }
         gate->secret_len = 32;
+    }
+    const mbedtls_md_info_t *md = mbedtls_md_info_from_type(MBEDTLS_MD_SHA256);
+    int ret = 0;
+    for (int i = 0; i < 2; i++) {
+        mbedtls_md_init(&gate->keys[i].hmac);
+        gate->keys[i].slot = -1;
+        if (ret == 0) {
+            ret = mbedtls_md_setup(&gate->keys[i].hmac, md, 1);
+        }
+    }
+    if (ret != 0) {
+        mbedtls_md_free(&gate->keys[0].hmac);
+        mbedtls_md_free(&gate->keys[1].hmac);
+        mbedtls_platform_zeroize(gate, sizeof(*gate));
+        dp_free(gate);
+        return ret;
     }
     mbedtls_mutex_init(&gate->lock);
     gate->refcount = 1;
@@ -82,8 +102,6 @@ int dp_cookie_gate_new(const unsigned char *secret, size_t secret_len, uint32_t 
      * connection timer stays on the monotonic clock, so a clock step moves
      * cookie slots, never idle timeouts, retransmissions or parking. */
     gate->wall_clock = secret != NULL;
-    gate->keys[0].slot = -1;
-    gate->keys[1].slot = -1;
     *out = gate;
     return DP_OK;
 }
@@ -107,6 +125,8 @@ void dp_cookie_gate_free(dp_cookie_gate *gate)
         return;
     }
     mbedtls_mutex_free(&gate->lock);
+    mbedtls_md_free(&gate->keys[0].hmac); /* zeroizes the keyed pads */
+    mbedtls_md_free(&gate->keys[1].hmac);
     mbedtls_platform_zeroize(gate, sizeof(*gate));
     dp_free(gate);
 }
@@ -123,66 +143,65 @@ void dp_cookie_gate_get_stats(dp_cookie_gate *gate, dp_cookie_stats *out)
 
 /* ---- Cookies (callers hold gate->lock) ------------------------------------ */
 
-static int slot_key(dp_cookie_gate *gate, int64_t slot, unsigned char key[DP_GATE_KEY_LEN])
+/* The keyed HMAC context of a slot (current or previous), deriving and
+ * keying it on first use; NULL if the derivation failed. */
+static dp_slot_key *slot_key(dp_cookie_gate *gate, int64_t slot)
 {
     for (int i = 0; i < 2; i++) {
         if (gate->keys[i].slot == slot) {
-            memcpy(key, gate->keys[i].key, DP_GATE_KEY_LEN);
-            return 0;
+            return &gate->keys[i];
         }
     }
     unsigned char info[8];
     for (int i = 0; i < 8; i++) {
         info[i] = (unsigned char)((uint64_t)slot >> (56 - 8 * i));
     }
+    /* Replace the older entry: keeps the current and the previous slot. */
+    dp_slot_key *k = &gate->keys[gate->keys[0].slot <= gate->keys[1].slot ? 0 : 1];
+    k->slot = -1;
     int ret = mbedtls_hkdf(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), DP_COOKIE_SALT,
                            sizeof(DP_COOKIE_SALT) - 1, gate->secret, gate->secret_len, info,
-                           sizeof(info), key, DP_GATE_KEY_LEN);
-    if (ret != 0) {
-        return ret;
+                           sizeof(info), k->key, DP_GATE_KEY_LEN);
+    if (ret == 0) {
+        ret = mbedtls_md_hmac_starts(&k->hmac, k->key, DP_GATE_KEY_LEN);
     }
-    /* Replace the older entry: keeps the current and the previous slot. */
-    int victim = gate->keys[0].slot <= gate->keys[1].slot ? 0 : 1;
-    gate->keys[victim].slot = slot;
-    memcpy(gate->keys[victim].key, key, DP_GATE_KEY_LEN);
-    return 0;
+    if (ret != 0) {
+        mbedtls_platform_zeroize(k->key, sizeof(k->key));
+        return NULL;
+    }
+    k->slot = slot;
+    return k;
 }
 
+/* mac = HMAC-SHA-256(K_slot, tag || id)[0..16). Nonzero (mac zeroed) if
+ * the HMAC failed. */
 static int cookie_mac(dp_cookie_gate *gate, int64_t slot, const unsigned char *id, size_t id_len,
                       unsigned char mac[DP_COOKIE_MAC_LEN])
 {
-    unsigned char key[DP_GATE_KEY_LEN];
-    unsigned char full[32] = {0};
-    int ret = slot_key(gate, slot, key);
-    if (ret == 0) {
-        const mbedtls_md_info_t *md = mbedtls_md_info_from_type(MBEDTLS_MD_SHA256);
-        mbedtls_md_context_t ctx;
-        unsigned char tag = (unsigned char)(slot & 0xFF);
-        mbedtls_md_init(&ctx);
-        ret = mbedtls_md_setup(&ctx, md, 1);
-        if (ret == 0) {
-            ret = mbedtls_md_hmac_starts(&ctx, key, sizeof(key));
-        }
-        if (ret == 0) {
-            ret = mbedtls_md_hmac_update(&ctx, &tag, 1);
-        }
-        if (ret == 0) {
-            ret = mbedtls_md_hmac_update(&ctx, id, id_len);
-        }
-        if (ret == 0) {
-            ret = mbedtls_md_hmac_finish(&ctx, full);
-        }
-        mbedtls_md_free(&ctx);
-        if (ret == 0) {
-            memcpy(mac, full, DP_COOKIE_MAC_LEN);
-        }
+    dp_slot_key *k = slot_key(gate, slot);
+    if (k == NULL) {
+        memset(mac, 0, DP_COOKIE_MAC_LEN); /* defined output, as below */
+        return MBEDTLS_ERR_MD_BAD_INPUT_DATA;
     }
-    if (ret != 0) {
+    unsigned char full[32] = {0};
+    unsigned char tag = (unsigned char)(slot & 0xFF);
+    int ret = mbedtls_md_hmac_reset(&k->hmac);
+    if (ret == 0) {
+        ret = mbedtls_md_hmac_update(&k->hmac, &tag, 1);
+    }
+    if (ret == 0) {
+        ret = mbedtls_md_hmac_update(&k->hmac, id, id_len);
+    }
+    if (ret == 0) {
+        ret = mbedtls_md_hmac_finish(&k->hmac, full);
+    }
+    if (ret == 0) {
+        memcpy(mac, full, DP_COOKIE_MAC_LEN);
+    } else {
         /* Never hand out whatever was on the stack: callers drop the
          * datagram on an error, but the output is defined either way. */
         memset(mac, 0, DP_COOKIE_MAC_LEN);
     }
-    mbedtls_platform_zeroize(key, sizeof(key));
     mbedtls_platform_zeroize(full, sizeof(full));
     return ret;
 }
@@ -232,7 +251,13 @@ static void note_time(dp_cookie_gate *gate, int64_t now_ms)
     }
 }
 
-/* ---- Callbacks for live connections (mbedtls_ssl_conf_dtls_cookies) ------- */
+/* ---- Callbacks for new connections (mbedtls_ssl_conf_dtls_cookies) -------- */
+
+/* Mbed TLS calls these while a new server connection parses its first
+ * ClientHello, which dp_cookie_gate_check admitted just before: the gate's
+ * newest time is that call's. Live connections never call them (client port
+ * reuse is compiled out), so cookie age is always judged against the real
+ * time of a gate check, never against a stale one. */
 
 int dp_cookie_gate_write_cb(void *ctx, unsigned char **p, unsigned char *end,
                             const unsigned char *id, size_t id_len)

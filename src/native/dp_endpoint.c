@@ -117,6 +117,19 @@ typedef socklen_t dp_socklen_t;
 #define DP_SLOT_TAKEN 2
 #define DP_NO_INDEX UINT32_MAX
 #define DP_MAX_SLOTS (1u << 30)
+/* Pending slots one IP address may hold once a gate judges new senders
+ * (ports differ): one host cannot fill a Godot-sized pending list (16). */
+#define DP_PENDING_PER_ADDRESS 4u
+/* HelloVerifyRequests queued while a receive batch is routed, then sent
+ * with one sendmmsg (a spoofed flood costs one syscall per batch, not one
+ * per hello). */
+#define DP_REPLY_BATCH 32
+
+typedef struct dp_reply {
+    dp_addr dst;
+    uint32_t len;
+    uint8_t data[DP_HVR_LEN];
+} dp_reply;
 
 /* ---- Byte ring of datagrams ---------------------------------------------- */
 
@@ -244,6 +257,17 @@ typedef struct {
     int64_t created_ms;
     dp_queue queue;
     dp_udp_stats stats;
+    /* New session from a live address (RFC 6347 4.2.8, see route_known):
+     * `succ` is the slot of the handshake that may replace this one, `pred`
+     * the live slot it may replace. A successor is not in the hash table
+     * until it connects (dp_ep_slot_promote) or its predecessor is
+     * freed. */
+    uint32_t succ;
+    uint32_t pred;
+    uint8_t routed;      /* in the hash table */
+    uint8_t established; /* the link's connection is CONNECTED */
+    uint8_t superseded;  /* a successor connected: this session is over */
+    uint8_t admitted;    /* its first datagram is a hello the gate admitted */
 } dp_slot;
 
 struct dp_endpoint {
@@ -291,6 +315,15 @@ struct dp_endpoint {
     void *error_ctx;
     int remote_errno;       /* last one seen, 0 if none */
     int remote_unreported;  /* consumed by a send, not told yet */
+
+    /* SERVER used by a DTLSServer (dp_endpoint_set_gate): unknown senders go
+     * through the cookie gate before any pending slot exists. */
+    dp_cookie_gate *gate;
+    int64_t gate_clock; /* DP_NOW or DP_NOW_WALL: the gate's clock */
+
+    /* stateless replies waiting for the end of the receive batch */
+    dp_reply replies[DP_REPLY_BATCH];
+    uint32_t n_replies;
 
     /* receive buffers, allocated on first receive */
     int batch;
@@ -636,13 +669,61 @@ static void pending_unlink(dp_endpoint *ep, uint32_t index)
     ep->pending_count--;
 }
 
+static void slot_route(dp_endpoint *ep, uint32_t index)
+{
+    /* table_reserve ran when the slot was made: a free cell exists */
+    dp_slot *s = &ep->slots[index];
+    table_insert_raw(ep->table, ep->table_cap, addr_hash(ep, &s->addr), index);
+    s->routed = 1;
+}
+
+static void slot_unroute(dp_endpoint *ep, uint32_t index)
+{
+    if (ep->slots[index].routed) {
+        table_remove(ep, index);
+        ep->slots[index].routed = 0;
+    }
+}
+
+/* A fresh slot off the free list (slots_reserve and table_reserve ran),
+ * unlinked and unrouted. */
+static uint32_t slot_take_free(dp_endpoint *ep, const dp_addr *addr, uint8_t state, int64_t now_ms)
+{
+    uint32_t index = ep->free_head;
+    dp_slot *s = &ep->slots[index];
+    ep->free_head = s->next;
+    uint32_t gen = s->gen;
+    memset(s, 0, sizeof(*s));
+    s->gen = gen;
+    s->addr = *addr;
+    s->state = state;
+    s->created_ms = now_ms;
+    s->queue.limit = ep->peer_recv_buf_size;
+    s->prev = s->next = s->succ = s->pred = DP_NO_INDEX;
+    ep->slots_used++;
+    return index;
+}
+
 static void slot_free(dp_endpoint *ep, uint32_t index)
 {
     dp_slot *s = &ep->slots[index];
     if (s->state == DP_SLOT_PENDING) {
         pending_unlink(ep, index);
     }
-    table_remove(ep, index);
+    slot_unroute(ep, index);
+    if (s->succ != DP_NO_INDEX) {
+        /* The live session is gone: the new one owns the address now. */
+        dp_slot *n = &ep->slots[s->succ];
+        n->pred = DP_NO_INDEX;
+        if (!n->routed) {
+            slot_route(ep, s->succ);
+        }
+        s->succ = DP_NO_INDEX;
+    }
+    if (s->pred != DP_NO_INDEX) {
+        ep->slots[s->pred].succ = DP_NO_INDEX;
+        s->pred = DP_NO_INDEX;
+    }
     queue_release(&s->queue);
     if (s->waiters > 0) {
         wake_signal(ep, s->waiters); /* each wakes, finds its handle stale, takes one */
@@ -775,6 +856,9 @@ int dp_ep_close(dp_endpoint *ep)
     ep->slots_cap = ep->table_cap = 0;
     ep->free_head = DP_NO_INDEX;
     free_rx(ep);
+    dp_cookie_gate_free(ep->gate);
+    ep->gate = NULL;
+    ep->n_replies = 0;
     return DP_OK;
 }
 
@@ -816,6 +900,48 @@ int dp_ep_set_limits(dp_endpoint *ep, uint32_t max_pending, int64_t pending_time
     while (ep->pending_count > max_pending) {
         slot_free(ep, ep->pending_tail);
     }
+    return DP_OK;
+}
+
+/* ---- Stateless replies ------------------------------------------------------ */
+
+
+/* Send the queued replies (one sendmmsg on Linux). A reply the socket
+ * refuses is lost like any datagram: the client retransmits its hello. */
+static void flush_replies(dp_endpoint *ep)
+{
+    uint32_t n = ep->n_replies;
+    ep->n_replies = 0;
+    if (n == 0 || ep->closed) {
+        return;
+    }
+    dp_endpoint_out out[DP_REPLY_BATCH];
+    for (uint32_t i = 0; i < n; i++) {
+        out[i].handle = 0;
+        out[i].dst = &ep->replies[i].dst;
+        out[i].data = ep->replies[i].data;
+        out[i].len = ep->replies[i].len;
+    }
+    size_t failed = 0;
+    int last_error = 0;
+    (void)dp_ep_send_batch(ep, out, n, &failed, &last_error);
+}
+
+int dp_ep_queue_reply(dp_endpoint *ep, const dp_addr *dst, const uint8_t *data, size_t len)
+{
+    if (ep == NULL || dst == NULL || data == NULL || len > DP_HVR_LEN) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (ep->closed) {
+        return DP_ERR_CLOSED;
+    }
+    if (ep->n_replies == DP_REPLY_BATCH) {
+        flush_replies(ep);
+    }
+    dp_reply *r = &ep->replies[ep->n_replies++];
+    r->dst = *dst;
+    r->len = (uint32_t)len;
+    memcpy(r->data, data, len);
     return DP_OK;
 }
 
@@ -873,6 +999,151 @@ static void route_client(dp_endpoint *ep, const dp_addr *src, const uint8_t *dat
     }
 }
 
+static void push_slot(dp_endpoint *ep, uint32_t index, const dp_addr *src, const uint8_t *data,
+                      uint32_t len)
+{
+    dp_slot *s = &ep->slots[index];
+    int rc = queue_push(&s->queue, src, data, len);
+    if (rc == 1) {
+        s->stats.drop_queue_full++;
+        ep->stats.drop_queue_full++;
+    } else if (rc < 0) {
+        s->stats.drop_no_memory++;
+        ep->stats.drop_no_memory++;
+    }
+}
+
+/* Judge a datagram (or the tail from its ClientHello record) with the gate:
+ * a HelloVerifyRequest goes straight back to src, garbage is counted. */
+static int gate_judge(dp_endpoint *ep, const dp_addr *src, const uint8_t *data, uint32_t len)
+{
+    unsigned char tid[32];
+    unsigned char reply[DP_HVR_LEN];
+    size_t reply_len = 0;
+    size_t tid_len = dp_addr_transport_id(src, tid);
+    int verdict = dp_cookie_gate_check(ep->gate, tid, tid_len, data, len, ep->gate_clock, reply,
+                                       sizeof(reply), &reply_len);
+    if (verdict == DP_GATE_REPLY) {
+        if (dp_ep_queue_reply(ep, src, reply, reply_len) == DP_OK) {
+            ep->stats.hvr_sent++;
+        }
+    } else if (verdict != DP_GATE_ADMIT) {
+        ep->stats.gate_dropped++;
+    }
+    return verdict;
+}
+
+/* Pending slots from one IP address (any port): a bound per address keeps
+ * one host from filling the pending list (SYN-queue style). Linear in the
+ * pending list, which max_pending bounds; runs only for admitted senders. */
+static uint32_t pending_from(const dp_endpoint *ep, const dp_addr *src)
+{
+    uint32_t n = 0;
+    for (uint32_t i = ep->pending_head; i != DP_NO_INDEX; i = ep->slots[i].next) {
+        n += memcmp(ep->slots[i].addr.ip, src->ip, sizeof(src->ip)) == 0;
+    }
+    return n;
+}
+
+/* A new PENDING slot holding its first datagram. pred: the live slot of the
+ * same address it may replace (then it is not routed), or DP_NO_INDEX. */
+static int open_pending(dp_endpoint *ep, const dp_addr *src, const uint8_t *data, uint32_t len,
+                        int64_t now_ms, uint32_t pred)
+{
+    if (ep->gate != NULL && pending_from(ep, src) >= DP_PENDING_PER_ADDRESS) {
+        ep->stats.drop_pending_per_address++;
+        return -1;
+    }
+    if (ep->pending_count >= ep->max_pending) {
+        if (ep->gate == NULL || ep->pending_head == DP_NO_INDEX) {
+            ep->stats.drop_pending_full++;
+            return -1;
+        }
+        /* Every pending slot passed the gate and none was taken yet: the
+         * oldest makes room for a verified newcomer (SYN-queue pruning). */
+        ep->stats.pending_evicted++;
+        slot_free(ep, ep->pending_head);
+    }
+    if ((uint64_t)DP_QUEUE_ENTRY_OVERHEAD + len > ep->peer_recv_buf_size) {
+        ep->stats.drop_queue_full++; /* no empty pending peers */
+        return -1;
+    }
+    if (slots_reserve(ep) < 0 || table_reserve(ep) < 0) {
+        ep->stats.drop_no_memory++;
+        return -1;
+    }
+    uint32_t index = slot_take_free(ep, src, DP_SLOT_PENDING, now_ms);
+    dp_slot *s = &ep->slots[index];
+    s->prev = ep->pending_tail;
+    if (ep->pending_tail != DP_NO_INDEX) {
+        ep->slots[ep->pending_tail].next = index;
+    } else {
+        ep->pending_head = index;
+    }
+    ep->pending_tail = index;
+    ep->pending_count++;
+    s->admitted = ep->gate != NULL;
+    if (pred == DP_NO_INDEX) {
+        slot_route(ep, index);
+    } else {
+        s->pred = pred;
+        ep->slots[pred].succ = index;
+        ep->stats.successors++;
+    }
+    count_in(&s->stats, len);
+    if (queue_push(&s->queue, src, data, len) != 0) {
+        ep->stats.drop_no_memory++;
+        slot_free(ep, index); /* could not store the first datagram */
+        return -1;
+    }
+    ep->stats.pending_created++;
+    return (int)index;
+}
+
+/* A datagram from the address of an established DTLS session (Godot-style
+ * server). RFC 6347 4.2.8: a new handshake from that address must not
+ * touch the live association before it completes.
+ *   - Any epoch-0 ClientHello record, wherever it sits, goes to the gate
+ *     (from that record on): a cookieless one gets a HelloVerifyRequest, a
+ *     valid cookie opens (or feeds) a successor slot, a NEW pending
+ *     connection that is not routed; the live slot never sees it.
+ *   - With a successor: a datagram whose first record is of epoch 0 (the new
+ *     handshake's flight) goes to the successor only; any other goes to the
+ *     live slot AND a copy to the successor, because both sessions use epoch
+ *     1 (the new Finished) and only the keys tell them apart. The live
+ *     session thus never loses a record to a forged handshake; the
+ *     successor discards the old session's records (bad MAC, counted).
+ *   - The successor's connection reaching CONNECTED (its Finished verified)
+ *     makes it the routed slot and marks the old one superseded (the link
+ *     then ends the old session: dp_ep_slot_promote). */
+static void route_known(dp_endpoint *ep, uint32_t index, const dp_addr *src, const uint8_t *data,
+                        uint32_t len, int64_t now_ms)
+{
+    long hello = dp_find_client_hello(data, len);
+    uint32_t succ = ep->slots[index].succ;
+    if (hello >= 0) {
+        const uint8_t *h = data + hello;
+        uint32_t hlen = len - (uint32_t)hello;
+        if (gate_judge(ep, src, h, hlen) != DP_GATE_ADMIT) {
+            return;
+        }
+        if (succ != DP_NO_INDEX) {
+            push_slot(ep, succ, src, h, hlen); /* a retransmitted hello */
+        } else {
+            (void)open_pending(ep, src, h, hlen, now_ms, index);
+        }
+        return;
+    }
+    if (succ != DP_NO_INDEX && dp_first_record_epoch0(data, len)) {
+        push_slot(ep, succ, src, data, len);
+        return;
+    }
+    push_slot(ep, index, src, data, len);
+    if (succ != DP_NO_INDEX) {
+        push_slot(ep, succ, src, data, len);
+    }
+}
+
 static void route_server(dp_endpoint *ep, const dp_addr *src, const uint8_t *data, uint32_t len,
                          int truncated, int64_t now_ms)
 {
@@ -905,60 +1176,21 @@ static void route_server(dp_endpoint *ep, const dp_addr *src, const uint8_t *dat
             ep->stats.drop_truncated++;
             return;
         }
-        int rc = queue_push(&s->queue, src, data, len);
-        if (rc == 1) {
-            s->stats.drop_queue_full++;
-            ep->stats.drop_queue_full++;
-        } else if (rc < 0) {
-            s->stats.drop_no_memory++;
-            ep->stats.drop_no_memory++;
+        if (ep->gate != NULL && s->established) {
+            route_known(ep, index, src, data, len, now_ms);
+            return;
         }
+        push_slot(ep, index, src, data, len);
         return;
     }
     if (truncated) {
         ep->stats.drop_truncated++;
         return;
     }
-    if (ep->pending_count >= ep->max_pending) {
-        ep->stats.drop_pending_full++;
-        return;
+    if (ep->gate != NULL && gate_judge(ep, src, data, len) != DP_GATE_ADMIT) {
+        return; /* answered or dropped statelessly: no slot, no memory */
     }
-    if ((uint64_t)DP_QUEUE_ENTRY_OVERHEAD + len > ep->peer_recv_buf_size) {
-        ep->stats.drop_queue_full++; /* no empty pending peers */
-        return;
-    }
-    if (slots_reserve(ep) < 0 || table_reserve(ep) < 0) {
-        ep->stats.drop_no_memory++;
-        return;
-    }
-    index = ep->free_head;
-    dp_slot *s = &ep->slots[index];
-    ep->free_head = s->next;
-    uint32_t gen = s->gen;
-    memset(s, 0, sizeof(*s));
-    s->gen = gen;
-    s->addr = *src;
-    s->state = DP_SLOT_PENDING;
-    s->created_ms = now_ms;
-    s->queue.limit = ep->peer_recv_buf_size;
-    s->prev = ep->pending_tail;
-    s->next = DP_NO_INDEX;
-    if (ep->pending_tail != DP_NO_INDEX) {
-        ep->slots[ep->pending_tail].next = index;
-    } else {
-        ep->pending_head = index;
-    }
-    ep->pending_tail = index;
-    ep->pending_count++;
-    ep->slots_used++;
-    table_insert_raw(ep->table, ep->table_cap, addr_hash(ep, src), index);
-    count_in(&s->stats, len);
-    if (queue_push(&s->queue, src, data, len) != 0) {
-        ep->stats.drop_no_memory++;
-        slot_free(ep, index); /* could not store the first datagram */
-        return;
-    }
-    ep->stats.pending_created++;
+    (void)open_pending(ep, src, data, len, now_ms, DP_NO_INDEX);
 }
 
 static void route(dp_endpoint *ep, const struct sockaddr *sa, const uint8_t *data, size_t n,
@@ -1185,6 +1417,7 @@ static int drain(dp_endpoint *ep, int64_t now_ms)
                   ep->rx + (size_t)i * DP_MAX_DATAGRAM, ep->msgs[i].msg_len,
                   (ep->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0, now_ms);
         }
+        flush_replies(ep);
         total += got;
         if (got < want || ep->sink_stop) {
             break; /* the socket had no more, or the sink is full */
@@ -1225,6 +1458,7 @@ static int drain(dp_endpoint *ep, int64_t now_ms)
             return total > 0 ? total : dp_os_error(err);
         }
         route(ep, (const struct sockaddr *)&name, ep->rx, (size_t)n, truncated, now_ms);
+        flush_replies(ep);
         total++;
         if (ep->sink_stop) {
             break;
@@ -1454,6 +1688,7 @@ static int blocking_wait(dp_endpoint *ep, int timeout_ms, int64_t *now_ms)
         route(ep, (const struct sockaddr *)&ep->names[i], ep->rx + (size_t)i * DP_MAX_DATAGRAM,
               ep->msgs[i].msg_len, (ep->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0, *now_ms);
     }
+    flush_replies(ep);
     if ((got == 0 || got == want) && !ep->sink_stop) {
         rc = drain(ep, *now_ms); /* read whatever else is waiting, without blocking */
         if (rc < 0 && got == 0) {
@@ -1791,6 +2026,7 @@ int dp_ep_inject(dp_endpoint *ep, const dp_addr *src, const uint8_t *data, size_
     uint32_t index = table_find(ep, src);
     uint32_t queued = index != DP_NO_INDEX ? ep->slots[index].queue.count : 0;
     route_server(ep, src, data, (uint32_t)len, 0, now_ms);
+    flush_replies(ep);
     if (index != DP_NO_INDEX) {
         return ep->slots[index].queue.count > queued;
     }
@@ -1906,19 +2142,8 @@ int dp_ep_slot_open(dp_endpoint *ep, const dp_addr *addr, int64_t now_ms, uint64
     if (rc < 0) {
         return rc;
     }
-    uint32_t index = ep->free_head;
-    dp_slot *s = &ep->slots[index];
-    ep->free_head = s->next;
-    uint32_t gen = s->gen;
-    memset(s, 0, sizeof(*s));
-    s->gen = gen;
-    s->addr = key;
-    s->state = DP_SLOT_TAKEN;
-    s->created_ms = now_ms;
-    s->queue.limit = ep->peer_recv_buf_size;
-    s->prev = s->next = DP_NO_INDEX;
-    ep->slots_used++;
-    table_insert_raw(ep->table, ep->table_cap, addr_hash(ep, &key), index);
+    uint32_t index = slot_take_free(ep, &key, DP_SLOT_TAKEN, now_ms);
+    slot_route(ep, index);
     *handle = slot_handle(ep, index);
     return DP_OK;
 }
@@ -1962,12 +2187,13 @@ int dp_ep_send_batch(dp_endpoint *ep, const dp_endpoint_out *msgs, size_t count,
         unsigned fill = 0;
         for (; next < count && fill < DP_SEND_BATCH; next++) {
             const dp_endpoint_out *m = &msgs[next];
-            dp_slot *s = slot_get(ep, m->handle);
+            dp_slot *s = m->handle != 0 ? slot_get(ep, m->handle) : NULL;
+            const dp_addr *dst = s != NULL ? &s->addr : (m->handle == 0 ? m->dst : NULL);
             dp_socklen_t sslen = 0;
-            if (s == NULL || m->len > DP_MAX_DATAGRAM ||
-                addr_to_sockaddr(ep, &s->addr, &names[fill], &sslen) < 0) {
+            if (dst == NULL || m->len > DP_MAX_DATAGRAM ||
+                addr_to_sockaddr(ep, dst, &names[fill], &sslen) < 0) {
                 (*failed)++;
-                *last_error = s == NULL ? DP_ERR_CLOSED : DP_ERR_INVALID_ARGUMENT;
+                *last_error = dst == NULL ? DP_ERR_CLOSED : DP_ERR_INVALID_ARGUMENT;
                 continue;
             }
             iov[fill].iov_base = (void *)(uintptr_t)m->data;
@@ -2024,7 +2250,8 @@ int dp_ep_send_batch(dp_endpoint *ep, const dp_endpoint_out *msgs, size_t count,
     }
 #else
     for (size_t i = 0; i < count; i++) {
-        int rc = dp_ep_send(ep, msgs[i].handle, NULL, msgs[i].data, msgs[i].len);
+        int rc = dp_ep_send(ep, msgs[i].handle, msgs[i].handle == 0 ? msgs[i].dst : NULL,
+                            msgs[i].data, msgs[i].len);
         if (rc >= 0) {
             sent++;
         } else {
@@ -2034,6 +2261,87 @@ int dp_ep_send_batch(dp_endpoint *ep, const dp_endpoint_out *msgs, size_t count,
     }
 #endif
     return (int)sent;
+}
+
+/* ---- Cookie gate and session succession (DTLSServer, dp_link.c) ----------- */
+
+static int dp_ep_set_gate(dp_endpoint *ep, dp_cookie_gate *gate, int64_t clock)
+{
+    if (ep == NULL || ep->mode != DP_ENDPOINT_SERVER ||
+        (clock != DP_NOW && clock != DP_NOW_WALL)) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (ep->closed) {
+        return DP_ERR_CLOSED;
+    }
+    if (gate != NULL) {
+        dp_cookie_gate_ref(gate);
+    }
+    dp_cookie_gate_free(ep->gate);
+    ep->gate = gate;
+    ep->gate_clock = clock;
+    return DP_OK;
+}
+
+void dp_ep_slot_mark_established(dp_endpoint *ep, uint64_t handle)
+{
+    dp_slot *s = ep != NULL && !ep->closed ? slot_get(ep, handle) : NULL;
+    if (s != NULL) {
+        s->established = 1;
+    }
+}
+
+int dp_ep_slot_admitted(const dp_endpoint *ep, uint64_t handle)
+{
+    const dp_slot *s = ep != NULL && !ep->closed ? slot_get(ep, handle) : NULL;
+    return s != NULL && s->admitted;
+}
+
+int dp_ep_slot_superseded(const dp_endpoint *ep, uint64_t handle)
+{
+    const dp_slot *s = ep != NULL && !ep->closed ? slot_get(ep, handle) : NULL;
+    return s != NULL && s->superseded;
+}
+
+int dp_ep_slot_promote(dp_endpoint *ep, uint64_t handle)
+{
+    dp_slot *s = ep != NULL && !ep->closed ? slot_get(ep, handle) : NULL;
+    if (s == NULL) {
+        return DP_ERR_CLOSED;
+    }
+    uint32_t index = (uint32_t)(handle & 0xFFFFFFFFu);
+    if (s->pred == DP_NO_INDEX) {
+        return 0;
+    }
+    dp_slot *old = &ep->slots[s->pred];
+    slot_unroute(ep, s->pred);
+    old->superseded = 1;
+    old->succ = DP_NO_INDEX;
+    s->pred = DP_NO_INDEX;
+    slot_route(ep, index);
+    return 1;
+}
+
+int dp_ep_slot_rebind(dp_endpoint *ep, uint64_t handle, int64_t now_ms, uint64_t *out)
+{
+    if (ep == NULL || out == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    *out = 0;
+    dp_slot *s = !ep->closed ? slot_get(ep, handle) : NULL;
+    if (s == NULL || !s->routed) {
+        return DP_ERR_CLOSED;
+    }
+    uint32_t index = (uint32_t)(handle & 0xFFFFFFFFu);
+    dp_addr addr = s->addr;
+    slot_unroute(ep, index);
+    int rc = dp_ep_slot_open(ep, &addr, now_ms, out);
+    if (rc < 0) {
+        slot_route(ep, index); /* nothing changed */
+        return rc;
+    }
+    ep->slots[index].superseded = 1;
+    return DP_OK;
 }
 
 /* ---- The public calls: the same under the endpoint's lock ------------------ */
@@ -2139,4 +2447,9 @@ int dp_endpoint_inject(dp_endpoint *ep, const dp_addr *src, const uint8_t *data,
                        int64_t now_ms)
 {
     DP_EP_LOCKED(ep, dp_ep_inject(ep, src, data, len, now_ms));
+}
+
+int dp_endpoint_set_gate(dp_endpoint *ep, dp_cookie_gate *gate, int64_t clock)
+{
+    DP_EP_LOCKED(ep, dp_ep_set_gate(ep, gate, clock));
 }

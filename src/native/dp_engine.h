@@ -58,10 +58,13 @@ struct dp_config {
 
 /* Reference counting of shared engine objects. */
 void dp_config_ref(dp_config *cfg);
-void dp_cookie_gate_ref(dp_cookie_gate *gate);
 
-/* Mbed TLS cookie callbacks over a gate (mbedtls_ssl_conf_dtls_cookies), so
- * a live connection handles RFC 6347 4.2.8 reconnects with the same keys. */
+/* Mbed TLS cookie callbacks over a gate (mbedtls_ssl_conf_dtls_cookies): a
+ * new server connection checks the cookie of its first ClientHello with the
+ * gate's keys, at the gate's newest time (the gate admitted that hello just
+ * before). Live connections never check cookies (client port reuse is
+ * compiled out: reconnects are successors, judged by dp_cookie_gate_check
+ * with the caller's clock). */
 int dp_cookie_gate_write_cb(void *gate, unsigned char **p, unsigned char *end,
                             const unsigned char *id, size_t id_len);
 int dp_cookie_gate_check_cb(void *gate, const unsigned char *cookie, size_t cookie_len,

@@ -81,6 +81,9 @@ typedef struct dp_host_final {
 typedef struct dp_host_peer {
     uint64_t handle;      /* slot handle = peer id; 0 = free entry */
     dp_conn *conn;        /* NULL once ended */
+    dp_conn *successor;   /* a new handshake from this connected peer's address */
+    uint32_t hs_prev;     /* handshake FIFO links (see hs_sync) */
+    uint32_t hs_next;
     dp_host_final *final; /* set once ended */
     int64_t due_ms;       /* heap key */
     uint32_t heap_pos;    /* DP_NONE: not in the heap */
@@ -95,6 +98,7 @@ typedef struct dp_host_peer {
     uint8_t end_reported;     /* DISCONNECT/ERROR event written */
     uint8_t excluded;         /* scratch flag of dp_host_broadcast */
     uint8_t reason;           /* DP_HOST_REASON_* once ended */
+    uint8_t in_hs;            /* in the handshake FIFO */
 } dp_host_peer;
 
 struct dp_host {
@@ -117,6 +121,13 @@ struct dp_host {
 
     uint32_t ready_head, ready_tail;
     uint32_t dirty_head;
+
+    /* Handshakes the gate admitted (server peers still handshaking, and
+     * successors), oldest first: bounded in total and per IP address; the
+     * oldest without progress makes room for a newcomer. */
+    uint32_t hs_head, hs_tail, hs_count;
+    uint32_t max_handshaking;
+    uint32_t max_handshaking_per_address;
     uint32_t release_head;
 
     /* outgoing batch */
@@ -290,6 +301,58 @@ static void mark_dirty(dp_host *h, dp_host_peer *p)
     }
 }
 
+/* ---- Handshake FIFO ------------------------------------------------------------ */
+
+static int hs_member(const dp_host_peer *p)
+{
+    if (p->successor != NULL) {
+        return 1;
+    }
+    return p->conn != NULL && !p->outgoing && dp_conn_status(p->conn) == DP_STATUS_HANDSHAKING;
+}
+
+static void hs_unlink(dp_host *h, dp_host_peer *p)
+{
+    if (!p->in_hs) {
+        return;
+    }
+    if (p->hs_prev != DP_NONE) {
+        h->peers[p->hs_prev].hs_next = p->hs_next;
+    } else {
+        h->hs_head = p->hs_next;
+    }
+    if (p->hs_next != DP_NONE) {
+        h->peers[p->hs_next].hs_prev = p->hs_prev;
+    } else {
+        h->hs_tail = p->hs_prev;
+    }
+    p->hs_prev = p->hs_next = DP_NONE;
+    p->in_hs = 0;
+    h->hs_count--;
+}
+
+/* Put the entry in the FIFO (at the tail: newest) or take it out, as its
+ * connections say. */
+static void hs_sync(dp_host *h, dp_host_peer *p)
+{
+    int member = hs_member(p);
+    if (member && !p->in_hs) {
+        uint32_t i = peer_index(p->handle);
+        p->in_hs = 1;
+        p->hs_next = DP_NONE;
+        p->hs_prev = h->hs_tail;
+        if (h->hs_tail != DP_NONE) {
+            h->peers[h->hs_tail].hs_next = i;
+        } else {
+            h->hs_head = i;
+        }
+        h->hs_tail = i;
+        h->hs_count++;
+    } else if (!member && p->in_hs) {
+        hs_unlink(h, p);
+    }
+}
+
 /* ---- Sending ------------------------------------------------------------------ */
 
 static void send_batch(dp_host *h)
@@ -313,9 +376,9 @@ static void send_batch(dp_host *h)
 }
 
 /* Move every datagram the peer's connection produced into the batch. */
-static void flush_peer(dp_host *h, dp_host_peer *p)
+static void flush_conn(dp_host *h, dp_host_peer *p, dp_conn *c)
 {
-    if (p->conn == NULL) {
+    if (c == NULL) {
         return;
     }
     /* Bounded by the connection's outgoing queue; one retry per datagram
@@ -324,7 +387,7 @@ static void flush_peer(dp_host *h, dp_host_peer *p)
         if (h->batch_len == DP_HOST_BATCH) {
             send_batch(h);
         }
-        int n = dp_conn_pop_outgoing(p->conn, h->arena + h->arena_used,
+        int n = dp_conn_pop_outgoing(c, h->arena + h->arena_used,
                                      DP_HOST_ARENA - h->arena_used);
         if (n == DP_ERR_WOULD_BLOCK) {
             break;
@@ -339,10 +402,17 @@ static void flush_peer(dp_host *h, dp_host_peer *p)
         }
         dp_endpoint_out *m = &h->batch[h->batch_len++];
         m->handle = p->handle;
+        m->dst = NULL;
         m->data = h->arena + h->arena_used;
         m->len = (size_t)n;
         h->arena_used += (size_t)n;
     }
+}
+
+static void flush_peer(dp_host *h, dp_host_peer *p)
+{
+    flush_conn(h, p, p->conn);
+    flush_conn(h, p, p->successor); /* same address: the new session's flight */
 }
 
 static void flush_dirty(dp_host *h)
@@ -403,7 +473,7 @@ static dp_host_peer *peer_add(dp_host *h, uint64_t handle)
     memset(p, 0, sizeof(*p));
     p->handle = handle;
     p->heap_pos = DP_NONE;
-    p->ready_next = p->dirty_next = p->release_next = DP_NONE;
+    p->ready_next = p->dirty_next = p->release_next = p->hs_prev = p->hs_next = DP_NONE;
     h->live++;
     return p;
 }
@@ -412,6 +482,8 @@ static dp_host_peer *peer_add(dp_host *h, uint64_t handle)
 static void peer_drop(dp_host *h, dp_host_peer *p)
 {
     heap_remove(h, p);
+    hs_unlink(h, p);
+    dp_conn_free(p->successor);
     dp_conn_free(p->conn);
     dp_free(p->final);
     memset(p, 0, sizeof(*p));
@@ -456,6 +528,14 @@ static int finalize(dp_host *h, dp_host_peer *p, uint8_t reason, const char *tex
     }
     flush_peer(h, p); /* copies close_notify / alerts into the batch */
     heap_remove(h, p);
+    if (p->successor != NULL) {
+        /* The live session ended first (idle timeout, close, error): the
+         * half-done new one goes with it; the client retries as a new peer. */
+        dp_conn_free(p->successor);
+        p->successor = NULL;
+        h->stats.successors_failed++;
+    }
+    hs_unlink(h, p);
     if (p->connected_seen) {
         h->connected--;
     }
@@ -488,10 +568,21 @@ static int64_t gate_clock(const dp_host *h, int64_t now_ms)
 }
 
 /* After any call into a peer's connection: note what it now needs. */
+static int64_t peer_due(const dp_host_peer *p)
+{
+    int64_t a = dp_conn_next_timeout(p->conn);
+    int64_t b = p->successor != NULL ? dp_conn_next_timeout(p->successor) : -1;
+    if (a < 0) {
+        return b;
+    }
+    return (b >= 0 && b < a) ? b : a;
+}
+
 static void after_conn(dp_host *h, dp_host_peer *p, int exact_timer)
 {
     dp_conn *c = p->conn;
     int st = dp_conn_status(c);
+    hs_sync(h, p);
     if (st == DP_STATUS_CONNECTED && !p->connected_seen) {
         p->connected_seen = 1;
         h->connected++;
@@ -508,13 +599,134 @@ static void after_conn(dp_host *h, dp_host_peer *p, int exact_timer)
     if (dp_conn_pending_count(c) > 0) {
         mark_ready(h, p);
     }
-    heap_schedule(h, p, dp_conn_next_timeout(c), exact_timer);
+    heap_schedule(h, p, peer_due(p), exact_timer);
 }
 
 /* ---- Receiving -------------------------------------------------------------------- */
 
-static void port_reuse(dp_host *h, dp_host_peer *p, const dp_addr *src, const uint8_t *data,
-                       size_t len, int64_t now_ms)
+/* Handshaking entries and successors from src's IP address (any port). */
+static uint32_t hs_from(const dp_host *h, const dp_addr *src)
+{
+    uint32_t n = 0;
+    for (uint32_t i = h->hs_head; i != DP_NONE; i = h->peers[i].hs_next) {
+        dp_addr a;
+        if (dp_ep_slot_addr(h->ep, h->peers[i].handle, &a) == DP_OK &&
+            memcmp(a.ip, src->ip, sizeof(a.ip)) == 0) {
+            n++;
+        }
+    }
+    return n;
+}
+
+/* Drop the oldest admitted handshake that made no progress (the client's key
+ * exchange never arrived: SYN-queue pruning). Connected peers are never
+ * touched; an evicted server handshake was never reported, so it goes
+ * without an event. entries_only: only a handshake that holds a peer entry
+ * (a successor lives in its connected peer's entry: dropping it frees no
+ * entry). 1 if one was evicted. */
+static int evict_stalled(dp_host *h, int entries_only)
+{
+    for (uint32_t i = h->hs_head; i != DP_NONE; i = h->peers[i].hs_next) {
+        dp_host_peer *p = &h->peers[i];
+        if (p->successor != NULL) {
+            if (entries_only || dp_conn_handshake_progressed(p->successor)) {
+                continue;
+            }
+            dp_conn_free(p->successor);
+            p->successor = NULL;
+            hs_sync(h, p);
+        } else {
+            if (p->in_ready || p->in_dirty || dp_conn_handshake_progressed(p->conn)) {
+                continue;
+            }
+            (void)dp_ep_slot_close(h->ep, p->handle);
+            peer_drop(h, p);
+        }
+        h->stats.evicted_handshakes++;
+        return 1;
+    }
+    return 0;
+}
+
+/* Room for one more admitted handshake from src (needs_entry: it takes a
+ * peer entry, i.e. it is not a successor). 0: refused, counted. */
+static int make_room(dp_host *h, const dp_addr *src, int needs_entry)
+{
+    if (hs_from(h, src) >= h->max_handshaking_per_address) {
+        h->stats.dropped_handshake_per_address++;
+        return 0;
+    }
+    while (h->hs_count >= h->max_handshaking || (needs_entry && h->live >= h->max_peers)) {
+        if (!evict_stalled(h, needs_entry && h->live >= h->max_peers)) {
+            if (needs_entry && h->live >= h->max_peers) {
+                h->stats.dropped_peer_limit++;
+            } else {
+                h->stats.dropped_handshake_limit++;
+            }
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The successor connected (its Finished was verified): the old peer ends
+ * (RECONNECT; nothing sent, the address is the new session's) and the new
+ * session becomes a NEW peer with its own id. p is invalid afterwards. */
+static void takeover(dp_host *h, dp_host_peer *p, int64_t now_ms)
+{
+    uint32_t old_index = peer_index(p->handle);
+    uint64_t handle = 0;
+    int rc = dp_ep_slot_rebind(h->ep, p->handle, now_ms, &handle);
+    if (rc == DP_OK && reserve_peers(h, peer_index(handle)) < 0) {
+        (void)dp_ep_slot_close(h->ep, handle);
+        rc = DP_ERR_NO_MEMORY; /* rebind left the old slot superseded */
+    }
+    p = &h->peers[old_index]; /* reserve_peers may have moved the table */
+    dp_conn *succ = p->successor;
+    p->successor = NULL;
+    hs_sync(h, p);
+    if (rc != DP_OK) {
+        dp_conn_free(succ); /* no memory: the client retries as a new peer */
+        h->stats.successors_failed++;
+        return;
+    }
+    if (finalize(h, p, DP_HOST_REASON_RECONNECT,
+                 "the client completed a new session from the same address and port") == DP_OK) {
+        mark_ready(h, p);
+    }
+    dp_host_peer *np = peer_add(h, handle); /* reserved above: cannot fail */
+    np->conn = succ;
+    h->stats.reconnects++;
+    after_conn(h, np, 1);
+}
+
+/* After feeding or updating a successor. p is invalid afterwards. */
+static void after_successor(dp_host *h, dp_host_peer *p, int64_t now_ms)
+{
+    dp_conn *c = p->successor;
+    int st = dp_conn_status(c);
+    if (dp_conn_outgoing_count(c) > 0) {
+        mark_dirty(h, p);
+    }
+    if (st == DP_STATUS_CONNECTED) {
+        takeover(h, p, now_ms);
+        return;
+    }
+    if (status_ended(st)) {
+        flush_conn(h, p, c); /* its alert, if any */
+        dp_conn_free(c);
+        p->successor = NULL;
+        h->stats.successors_failed++;
+        hs_sync(h, p);
+    }
+    heap_schedule(h, p, peer_due(p), 0);
+}
+
+/* An epoch-0 ClientHello record from a connected peer's address (RFC 6347
+ * 4.2.8): judged by the gate, never given to the live connection. A valid
+ * cookie starts (or feeds) the peer's successor. */
+static void successor_hello(dp_host *h, dp_host_peer *p, const dp_addr *src, const uint8_t *data,
+                            size_t len, int64_t now_ms)
 {
     unsigned char tid[32];
     unsigned char reply[DP_HVR_LEN];
@@ -534,12 +746,76 @@ static void port_reuse(dp_host *h, dp_host_peer *p, const dp_addr *src, const ui
         h->stats.gate_dropped++;
         return;
     }
-    /* The address proved it is the client's: the old session is over. The
-     * hello is dropped; the client retransmits it after the old entry is
-     * released and it then arrives as a new peer, fully re-authenticated. */
-    if (finalize(h, p, DP_HOST_REASON_RECONNECT,
-                 "the client started a new session from the same address and port") == DP_OK) {
-        mark_ready(h, p);
+    if (p->successor == NULL) {
+        uint32_t index = peer_index(p->handle);
+        if (!make_room(h, src, 0)) {
+            return;
+        }
+        p = &h->peers[index];
+        if (p->handle == 0 || p->conn == NULL) {
+            return; /* cannot happen: connected entries are never evicted */
+        }
+        if (dp_conn_new(h->server_cfg, NULL, tid, tid_len, now_ms, &p->successor) < 0) {
+            h->stats.dropped_peer_limit++;
+            return;
+        }
+        h->stats.successors++;
+        hs_sync(h, p);
+    }
+    (void)dp_conn_feed(p->successor, data, len, now_ms);
+    after_successor(h, p, now_ms);
+}
+
+/* A datagram for a peer's live connection: its records dropped above the
+ * receive limit join the host's total. */
+static void feed_live(dp_host *h, dp_host_peer *p, const uint8_t *data, size_t len,
+                      int64_t now_ms)
+{
+    uint64_t over_limit = dp_conn_dropped_over_limit(p->conn);
+    (void)dp_conn_feed(p->conn, data, len, now_ms);
+    h->stats.dropped_over_limit += dp_conn_dropped_over_limit(p->conn) - over_limit;
+    after_conn(h, p, 0);
+    /* Plaintext is never longer than the datagram: a conservative estimate
+     * of what this datagram adds to the payload buffer. */
+    h->fed_events++;
+    h->fed_bytes += len;
+}
+
+/* A datagram from a connected server peer's address. Routing while a
+ * successor exists: a datagram whose first record is of epoch 0 is the new
+ * handshake's (successor only); any other goes to the live connection
+ * first, and to the successor only if the live one found nothing authentic
+ * in it (both sessions use epoch 1: the new Finished, the old data; only
+ * the keys tell them apart). A forged handshake can thus never take a
+ * record from the live session. */
+static void route_known(dp_host *h, dp_host_peer *p, const dp_addr *src, const uint8_t *data,
+                        size_t len, int64_t now_ms)
+{
+    long hello = dp_find_client_hello(data, len);
+    if (hello >= 0) {
+        successor_hello(h, p, src, data + hello, len - (size_t)hello, now_ms);
+        return;
+    }
+    if (p->successor != NULL && dp_first_record_epoch0(data, len)) {
+        (void)dp_conn_feed(p->successor, data, len, now_ms);
+        after_successor(h, p, now_ms);
+        return;
+    }
+    /* The live connection's counters matter only with a successor beside
+     * it: no copy of them per datagram otherwise. */
+    dp_conn_stats before = {0};
+    if (p->successor != NULL) {
+        dp_conn_get_stats(p->conn, &before);
+    }
+    feed_live(h, p, data, len, now_ms);
+    if (p->successor != NULL && p->conn != NULL &&
+        dp_conn_status(p->conn) == DP_STATUS_CONNECTED) {
+        dp_conn_stats after;
+        dp_conn_get_stats(p->conn, &after);
+        if (after.discarded > before.discarded) {
+            (void)dp_conn_feed(p->successor, data, len, now_ms);
+            after_successor(h, p, now_ms);
+        }
     }
 }
 
@@ -558,9 +834,9 @@ static void accept_new(dp_host *h, const dp_addr *src, const uint8_t *data, size
                                        reply,
                                        sizeof(reply), &reply_len);
     if (verdict == DP_GATE_REPLY) {
-        if (dp_ep_send(h->ep, 0, src, reply, reply_len) >= 0) {
+        /* Sent with the rest of the receive batch's replies (one sendmmsg). */
+        if (dp_ep_queue_reply(h->ep, src, reply, reply_len) == DP_OK) {
             h->stats.hvr_sent++;
-            h->stats.datagrams_out++;
         }
         return;
     }
@@ -568,8 +844,7 @@ static void accept_new(dp_host *h, const dp_addr *src, const uint8_t *data, size
         h->stats.gate_dropped++;
         return;
     }
-    if (h->live >= h->max_peers) {
-        h->stats.dropped_peer_limit++;
+    if (!make_room(h, src, 1)) {
         return;
     }
     uint64_t handle = 0;
@@ -605,18 +880,10 @@ static int host_sink(void *ctx, uint64_t handle, const dp_addr *src, const uint8
         if (p == NULL || p->conn == NULL) {
             h->stats.dropped_ended++;
         } else if (!p->outgoing && h->gate != NULL &&
-                   dp_conn_status(p->conn) == DP_STATUS_CONNECTED &&
-                   dp_is_initial_client_hello(data, len)) {
-            port_reuse(h, p, src, data, len, now_ms);
+                   dp_conn_status(p->conn) == DP_STATUS_CONNECTED) {
+            route_known(h, p, src, data, len, now_ms);
         } else {
-            uint64_t over_limit = dp_conn_dropped_over_limit(p->conn);
-            (void)dp_conn_feed(p->conn, data, len, now_ms);
-            h->stats.dropped_over_limit += dp_conn_dropped_over_limit(p->conn) - over_limit;
-            after_conn(h, p, 0);
-            /* Plaintext is never longer than the datagram: a conservative
-             * estimate of what this datagram adds to the payload buffer. */
-            h->fed_events++;
-            h->fed_bytes += len;
+            feed_live(h, p, data, len, now_ms);
         }
     }
     return h->fed_events >= h->room_events || h->fed_bytes >= h->room_bytes;
@@ -724,11 +991,12 @@ static void run_timers(dp_host *h, int64_t now_ms)
 {
     /* Each entry runs at most once per call, whatever the connection says. */
     for (uint32_t guard = h->heap_len; guard > 0 && h->heap_len > 0; guard--) {
-        dp_host_peer *p = &h->peers[h->heap[0]];
+        uint32_t index = h->heap[0];
+        dp_host_peer *p = &h->peers[index];
         if (p->due_ms > now_ms) {
             break;
         }
-        int64_t due = dp_conn_next_timeout(p->conn);
+        int64_t due = peer_due(p);
         if (due > now_ms) {
             heap_schedule(h, p, due, 1); /* a lazily raised key: nothing to run */
             continue;
@@ -737,8 +1005,21 @@ static void run_timers(dp_host *h, int64_t now_ms)
             heap_remove(h, p);
             continue;
         }
-        (void)dp_conn_update(p->conn, now_ms);
-        h->stats.timer_runs++;
+        int64_t succ_due = p->successor != NULL ? dp_conn_next_timeout(p->successor) : -1;
+        if (succ_due >= 0 && succ_due <= now_ms) {
+            (void)dp_conn_update(p->successor, now_ms);
+            h->stats.timer_runs++;
+            after_successor(h, p, now_ms);
+            p = &h->peers[index]; /* a takeover may have moved the table */
+            if (p->conn == NULL) {
+                continue; /* the old session ended (takeover) */
+            }
+        }
+        int64_t own_due = dp_conn_next_timeout(p->conn);
+        if (own_due >= 0 && own_due <= now_ms) {
+            (void)dp_conn_update(p->conn, now_ms);
+            h->stats.timer_runs++;
+        }
         after_conn(h, p, 1);
         if (p->heap_pos == 0 && p->due_ms <= now_ms) {
             /* The connection asks again at once: wait for the next call. */
@@ -800,6 +1081,11 @@ int dp_host_new(int64_t fd, int family, uint32_t max_peers, dp_host **out)
     }
     dp_ep_own_fd(h->ep); /* closed by dp_host_close, after the last close_notify */
     h->max_peers = max_peers ? max_peers : DP_HOST_DEFAULT_MAX_PEERS;
+    h->max_handshaking = h->max_peers < DP_HOST_DEFAULT_MAX_HANDSHAKING
+                             ? h->max_peers
+                             : DP_HOST_DEFAULT_MAX_HANDSHAKING;
+    h->max_handshaking_per_address = DP_HOST_DEFAULT_MAX_HANDSHAKING_PER_ADDRESS;
+    h->hs_head = h->hs_tail = DP_NONE;
     h->ready_head = h->ready_tail = DP_NONE;
     h->dirty_head = DP_NONE;
     h->release_head = DP_NONE;
@@ -842,6 +1128,8 @@ static int host_close(dp_host *h, int64_t now_ms)
     h->heap = NULL;
     h->peers_cap = h->heap_cap = h->heap_len = 0;
     h->connected = h->ended = 0;
+    h->hs_count = 0;
+    h->hs_head = h->hs_tail = DP_NONE;
     h->ready_head = h->ready_tail = h->dirty_head = h->release_head = DP_NONE;
     dp_config_free(h->server_cfg);
     dp_config_free(h->client_cfg);
@@ -889,6 +1177,19 @@ static int host_set_server(dp_host *h, dp_config *cfg, dp_cookie_gate *gate)
     dp_cookie_gate_free(h->gate);
     h->server_cfg = cfg;
     h->gate = cfg != NULL ? gate : NULL;
+    return DP_OK;
+}
+
+static int host_set_handshake_limits(dp_host *h, uint32_t max_handshaking, uint32_t per_address)
+{
+    if (h == NULL || max_handshaking == 0 || per_address == 0) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (h->closed) {
+        return DP_ERR_CLOSED;
+    }
+    h->max_handshaking = max_handshaking;
+    h->max_handshaking_per_address = per_address;
     return DP_OK;
 }
 
@@ -1278,6 +1579,11 @@ int dp_host_set_server(dp_host *h, dp_config *cfg, dp_cookie_gate *gate)
 int dp_host_set_client(dp_host *h, dp_config *cfg)
 {
     DP_HOST_LOCKED(int, h, host_set_client(h, cfg));
+}
+
+int dp_host_set_handshake_limits(dp_host *h, uint32_t max_handshaking, uint32_t per_address)
+{
+    DP_HOST_LOCKED(int, h, host_set_handshake_limits(h, max_handshaking, per_address));
 }
 
 int dp_host_connect(dp_host *h, const dp_addr *addr, const char *hostname, int64_t now_ms,

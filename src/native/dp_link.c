@@ -58,14 +58,46 @@ static void note_notable(dp_link_result *res)
                    res->gate_dropped != 0 || res->restarted != 0;
 }
 
-/* An initial ClientHello: handshake record of epoch 0 whose first message is
- * a ClientHello. On a connected association this can only be a client that
- * started over from the same address and port (RFC 6347 4.2.8); everything
- * else about the datagram is judged by the gate. */
-int dp_is_initial_client_hello(const unsigned char *d, size_t len)
+/* Record walking shared by the link, the endpoint and the host. A record
+ * header is 13 bytes (type, version, epoch, sequence number, length); a CID
+ * record's header is longer and no connection negotiates one, so the walk
+ * stops there, as it does at an incomplete record. */
+#define DP_CT_CID 25
+
+static size_t record_len_at(const unsigned char *d)
 {
-    return len > DP_RECORD_HEADER && d[0] == DP_CT_HANDSHAKE && d[3] == 0 && d[4] == 0 &&
-           d[DP_RECORD_HEADER] == DP_HS_CLIENT_HELLO;
+    return DP_RECORD_HEADER + (((size_t)d[11] << 8) | d[12]);
+}
+
+/* Offset of the first epoch-0 ClientHello record (RFC 6347 4.2.8: a client
+ * starting over) anywhere in the datagram, or -1. On a live association
+ * every such record goes to the cookie gate, never to the connection. */
+long dp_find_client_hello(const unsigned char *d, size_t len)
+{
+    size_t pos = 0;
+    while (len - pos > DP_RECORD_HEADER) {
+        const unsigned char *r = d + pos;
+        if (r[0] == DP_CT_HANDSHAKE && r[3] == 0 && r[4] == 0 &&
+            r[DP_RECORD_HEADER] == DP_HS_CLIENT_HELLO) {
+            return (long)pos;
+        }
+        if (r[0] == DP_CT_CID) {
+            return -1;
+        }
+        size_t rec = record_len_at(r);
+        if (rec > len - pos) {
+            return -1;
+        }
+        pos += rec;
+    }
+    return -1;
+}
+
+/* 1 if the datagram's first record is of epoch 0 (handshake traffic before
+ * the ChangeCipherSpec: a new session's), else 0 (epoch >= 1, or no record). */
+int dp_first_record_epoch0(const unsigned char *d, size_t len)
+{
+    return len >= DP_RECORD_HEADER && d[0] != DP_CT_CID && d[3] == 0 && d[4] == 0;
 }
 
 /* The bytes a server's cookies are bound to: address, port, scope. */
@@ -145,47 +177,12 @@ static void finish(dp_endpoint *ep, uint64_t handle, dp_conn *conn, uint64_t err
     note_notable(res);
 }
 
-/* Judge a connected peer's epoch-0 ClientHello with the gate. Returns 1 when
- * the session restarted (slot freed, hello re-queued as a pending peer). */
-static int client_port_reuse(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate,
-                             const unsigned char *data, size_t len, int64_t now_ms,
-                             int64_t gate_now, dp_link_result *res)
-{
-    dp_addr addr;
-    unsigned char tid[32];
-    unsigned char reply[DP_HVR_LEN];
-    size_t reply_len = 0;
-    if (dp_ep_slot_addr(ep, handle, &addr) != DP_OK) {
-        return 0;
-    }
-    size_t tid_len = dp_addr_transport_id(&addr, tid);
-    int verdict = dp_cookie_gate_check(gate, tid, tid_len, data, len, gate_now, reply,
-                                       sizeof(reply), &reply_len);
-    if (verdict == DP_GATE_REPLY) {
-        send_one(ep, handle, reply, reply_len, res);
-        res->hvr_sent++;
-        return 0;
-    }
-    if (verdict != DP_GATE_ADMIT) {
-        res->gate_dropped++;
-        return 0;
-    }
-    /* The address proved it is the client's: its old session is over. The
-     * rest of the old slot's queue belongs to the old session; the client
-     * retransmits whatever of the new one is lost with it. */
-    (void)dp_ep_slot_close(ep, handle);
-    (void)dp_ep_inject(ep, &addr, data, len, now_ms);
-    res->restarted = 1;
-    return 1;
-}
-
 static int link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_gate *gate,
-                 int64_t now_ms, dp_link_result *res)
+                     int64_t now_ms, dp_link_result *res)
 {
     if (ep == NULL || conn == NULL || res == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
     }
-    int64_t gate_now = gate_clock(now_ms);
     now_ms = dp_resolve_now(now_ms);
     result_init(res);
     uint64_t errors_before = dp_ep_remote_errors(ep);
@@ -195,29 +192,36 @@ static int link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_
             return rc;
         }
     }
+    if (handle != 0 && dp_ep_slot_superseded(ep, handle)) {
+        /* The same client completed a new handshake from this address (its
+         * Finished was verified): this session is over. Nothing is sent:
+         * the address belongs to the new session now. */
+        res->restarted = 1;
+        res->status = dp_conn_status(conn);
+        note_notable(res);
+        return DP_OK;
+    }
     int queued = dp_ep_queued(ep, handle);
     if (queued < 0) {
         return queued;
     }
     /* Only what was queued on entry: bounded even if the socket keeps
-     * delivering (CLIENT recv would otherwise read it again). */
+     * delivering (CLIENT recv would otherwise read it again). Epoch-0
+     * ClientHellos from a live peer's address never get here: the
+     * endpoint's gate judged them (route_known in dp_endpoint.c). */
     for (int i = 0; i < queued; i++) {
         int n = dp_ep_recv(ep, handle, dp_link_buf, sizeof(dp_link_buf), NULL);
         if (n < 0) {
             break; /* DP_ERR_WOULD_BLOCK: nothing more */
         }
-        if (handle != 0 && gate != NULL && dp_conn_status(conn) == DP_STATUS_CONNECTED &&
-            dp_is_initial_client_hello(dp_link_buf, (size_t)n)) {
-            if (client_port_reuse(ep, handle, gate, dp_link_buf, (size_t)n, now_ms, gate_now,
-                                  res)) {
-                res->status = dp_conn_status(conn);
-                note_notable(res);
-                return DP_OK; /* the slot is gone: nothing left to send to */
-            }
-            continue;
-        }
         (void)dp_conn_feed(conn, dp_link_buf, (size_t)n, now_ms);
         res->fed++;
+    }
+    if (handle != 0 && gate != NULL && dp_conn_status(conn) == DP_STATUS_CONNECTED) {
+        /* A server session: from now on its address's new handshakes go to
+         * a successor slot; a successor that connected takes over. */
+        dp_ep_slot_mark_established(ep, handle);
+        (void)dp_ep_slot_promote(ep, handle);
     }
     finish(ep, handle, conn, errors_before, now_ms, res);
     return DP_OK;
@@ -246,6 +250,9 @@ static int link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, d
         return queued;
     }
     dp_conn *conn = NULL;
+    /* The endpoint's gate admitted the first datagram already (counted
+     * there): judging it again would count it twice. */
+    int admitted = dp_ep_slot_admitted(ep, handle);
     for (int i = 0; i < queued; i++) {
         int n = dp_ep_recv(ep, handle, dp_link_buf, sizeof(dp_link_buf), NULL);
         if (n < 0) {
@@ -258,8 +265,11 @@ static int link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, d
         }
         unsigned char reply[DP_HVR_LEN];
         size_t reply_len = 0;
-        int verdict = dp_cookie_gate_check(gate, tid, tid_len, dp_link_buf, (size_t)n, gate_now,
+        int verdict = DP_GATE_ADMIT;
+        if (i != 0 || !admitted) {
+            verdict = dp_cookie_gate_check(gate, tid, tid_len, dp_link_buf, (size_t)n, gate_now,
                                            reply, sizeof(reply), &reply_len);
+        }
         if (verdict == DP_GATE_REPLY) {
             send_one(ep, handle, reply, reply_len, res);
             res->hvr_sent++;

@@ -234,6 +234,12 @@ typedef struct {
     uint64_t pending_created;   /* new pending peers */
     uint64_t pending_expired;   /* pending peers dropped by pending_timeout */
     uint64_t recv_errors;       /* ICMP-induced recv errors skipped (ECONNREFUSED...) */
+    /* Endpoints with a cookie gate (dp_endpoint_set_gate) only: */
+    uint64_t hvr_sent;          /* HelloVerifyRequests handed to the socket statelessly */
+    uint64_t gate_dropped;      /* unknown senders' datagrams the gate dropped */
+    uint64_t drop_pending_per_address; /* verified sender, but its IP holds enough pending slots */
+    uint64_t pending_evicted;   /* oldest pending slot dropped for a verified newcomer */
+    uint64_t successors;        /* new-session slots opened for a live peer's address */
 } dp_udp_stats;
 
 enum {
@@ -413,7 +419,6 @@ typedef struct dp_conn_stats {
     uint64_t discarded;           /* connected, datagram had no usable record
                                      (replay, duplicate, garbage, bad MAC) */
     uint64_t bad_mac;             /* records that failed authentication */
-    uint64_t reconnects;          /* server: RFC 6347 4.2.8 client reconnects */
     uint64_t retransmit_updates;  /* timer expiries that ran the handshake */
     uint64_t parks;               /* times the idle connection was parked */
     uint64_t unparks;             /* times it was restored */
@@ -466,6 +471,10 @@ int dp_conn_reason(const dp_conn *conn, char *buf, size_t cap);
 int dp_conn_ciphersuite(const dp_conn *conn, char *buf, size_t cap);
 /* 1 while parked (see dp_config_set_park_after), else 0. */
 int dp_conn_parked(const dp_conn *conn);
+/* 1 unless a server connection still waits for the client's key exchange
+ * after its first flight (the client proved no more than a cookie): what
+ * half-open handshake eviction looks at. */
+int dp_conn_handshake_progressed(const dp_conn *conn);
 void dp_conn_get_stats(const dp_conn *conn, dp_conn_stats *out);
 
 typedef struct dp_cookie_stats {
@@ -498,11 +507,12 @@ void dp_cookie_gate_get_stats(dp_cookie_gate *gate, dp_cookie_stats *out);
 /* Joins a UDP endpoint slot to a dp_conn so one call per poll moves every
  * queued datagram into the connection, runs its timers and sends its output.
  * handle: a SERVER slot, or 0 for a CLIENT endpoint (whose socket is read
- * first). gate (SERVER slots, may be NULL): a connected peer's epoch-0
- * ClientHello (client port reuse) is judged by it instead of the
- * connection: a cookieless one is answered with a HelloVerifyRequest, one
- * with a valid cookie ends the session (restarted = 1): the slot is freed
- * and the hello re-queued as a NEW pending slot of the endpoint. */
+ * first). gate (SERVER slots; NULL for clients): marks the slot established
+ * once the connection is CONNECTED, so the endpoint's gate sends new
+ * handshakes from its address to a successor slot (RFC 6347 4.2.8, see
+ * dp_endpoint_set_gate); a successor that connected takes the address over,
+ * and the old slot's next pump reports restarted = 1 (the session is over,
+ * nothing is sent). */
 
 typedef struct dp_link_result {
     int status;              /* connection status afterwards (DP_STATUS_*) */
@@ -512,7 +522,7 @@ typedef struct dp_link_result {
     int send_error;          /* code of the last failed send, 0 if none */
     uint32_t hvr_sent;       /* HelloVerifyRequests sent for the gate */
     uint32_t gate_dropped;   /* datagrams the gate dropped (no connection yet) */
-    uint32_t restarted;      /* 1: peer began a new session (see above) */
+    uint32_t restarted;      /* 1: the client completed a new session (see above) */
     uint64_t remote_errors;  /* endpoint total of ICMP-induced recv errors */
     uint32_t notable;        /* 0: no drop, send error, HelloVerifyRequest, gate drop or
                                 restart (the binding then only compares the status);
@@ -540,6 +550,16 @@ int dp_link_flush(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_link_resul
  * endpoint's lock: safe while another thread pumps the same connection. */
 int dp_link_close(dp_endpoint *ep, uint64_t handle, dp_conn *conn, int64_t now_ms,
                   dp_link_result *res);
+/* SERVER endpoint a DTLSServer accepts from: from now on every datagram of
+ * an unknown sender is judged by the gate before a pending slot exists (a
+ * cookieless ClientHello is answered statelessly, garbage dropped, only a
+ * valid cookie makes a pending slot; at most 4 per IP address, the oldest
+ * pending slot evicted for a newcomer when the list is full), and a new
+ * handshake from an established peer's address becomes a successor slot
+ * (see route_known in dp_endpoint.c). clock: DP_NOW or DP_NOW_WALL, the
+ * gate's clock. gate NULL: back to plain UDP. The endpoint holds a
+ * reference to the gate. */
+int dp_endpoint_set_gate(dp_endpoint *ep, dp_cookie_gate *gate, int64_t clock);
 /* SERVER: route a datagram as if it had just arrived from src (a new
  * pending slot when src is unknown). Returns 1 if it was queued, else 0. */
 int dp_endpoint_inject(dp_endpoint *ep, const dp_addr *src, const uint8_t *data, size_t len,
@@ -591,7 +611,9 @@ enum {
 
 enum {
     DP_HOST_MIN_PAYLOAD = 16384, /* payload_cap must hold the largest record */
-    DP_HOST_DEFAULT_MAX_PEERS = 4096
+    DP_HOST_DEFAULT_MAX_PEERS = 4096,
+    DP_HOST_DEFAULT_MAX_HANDSHAKING = 1024,           /* also at most max_peers */
+    DP_HOST_DEFAULT_MAX_HANDSHAKING_PER_ADDRESS = 16  /* per IP address, any port */
 };
 
 typedef struct dp_host_event {
@@ -612,7 +634,8 @@ typedef struct dp_host_stats {
     uint32_t timers;             /* peers in the timer heap */
     uint64_t services;           /* dp_host_service calls */
     uint64_t datagrams_in;       /* datagrams the endpoint delivered to the host */
-    uint64_t datagrams_out;      /* datagrams the socket took */
+    uint64_t datagrams_out;      /* connections' datagrams the socket took (HelloVerifyRequests
+                                    to unknown senders: hvr_sent) */
     uint64_t send_batches;       /* batches handed to sendmmsg */
     uint64_t send_dropped;       /* datagrams the socket refused (lost) */
     uint64_t events;             /* events returned */
@@ -622,7 +645,7 @@ typedef struct dp_host_stats {
     uint64_t disconnects;        /* DISCONNECT events */
     uint64_t errors;             /* ERROR events */
     uint64_t timer_runs;         /* connection timers run (dp_conn_update) */
-    uint64_t hvr_sent;           /* HelloVerifyRequests sent by the gate */
+    uint64_t hvr_sent;           /* HelloVerifyRequests the gate handed to the socket */
     uint64_t gate_dropped;       /* unknown senders' datagrams the gate dropped */
     uint64_t admitted;           /* connections created for valid cookies */
     uint64_t dropped_not_accepting; /* unknown sender while the host accepts nobody */
@@ -631,6 +654,12 @@ typedef struct dp_host_stats {
     uint64_t send_to_ended;      /* dp_host_send to an ended or released peer (dropped) */
     uint64_t carried_over;       /* calls that left events for the next call (buffer full) */
     uint64_t dropped_over_limit; /* records above the receive limit, all peers (dp_conn_stats) */
+    uint64_t dropped_handshake_per_address; /* valid cookie, but its IP had enough handshakes */
+    uint64_t dropped_handshake_limit; /* valid cookie, max handshakes in progress, none stalled */
+    uint64_t evicted_handshakes; /* stalled handshakes dropped for a newcomer */
+    uint64_t successors;         /* new handshakes from a connected peer's address (4.2.8) */
+    uint64_t successors_failed;  /* ... that failed, timed out or ended with the old session */
+    uint64_t reconnects;         /* ... that completed: old peer ended (RECONNECT), new peer */
     int32_t last_send_error;     /* code of the last refused datagram, 0 if none */
     int32_t reserved;
 } dp_host_stats;
@@ -652,6 +681,13 @@ typedef struct dp_host_peer_info {
  * it up, e.g. Python's socket.detach()). family 4 or 6; max_peers 0 =
  * DP_HOST_DEFAULT_MAX_PEERS. */
 int dp_host_new(int64_t fd, int family, uint32_t max_peers, dp_host **out);
+/* Bounds on admitted handshakes (server peers not yet connected, and new
+ * handshakes from connected peers' addresses): in total and per IP address.
+ * When the total (or max_peers) is reached, a newcomer with a valid cookie
+ * evicts the oldest handshake whose client never sent its key exchange;
+ * connected peers are never evicted. Defaults: min(max_peers,
+ * DP_HOST_DEFAULT_MAX_HANDSHAKING), DP_HOST_DEFAULT_MAX_HANDSHAKING_PER_ADDRESS. */
+int dp_host_set_handshake_limits(dp_host *h, uint32_t max_handshaking, uint32_t per_address);
 /* dp_host_close, then free everything. NULL is fine. Only when no call on
  * the host can be in flight (the binding: garbage collection). */
 void dp_host_free(dp_host *host);
@@ -775,8 +811,26 @@ int dp_ep_sink_wait(dp_endpoint *ep, int timeout_ms, int64_t *now_ms);
 /* SERVER: route addr to a new TAKEN slot (an association we start).
  * DP_ERR_BAD_STATE if addr already has a slot. */
 int dp_ep_slot_open(dp_endpoint *ep, const dp_addr *addr, int64_t now_ms, uint64_t *handle);
+/* Session succession (RFC 6347 4.2.8). The link marks a slot whose server
+ * connection is CONNECTED (established); a successor slot whose connection
+ * connected takes the address over (promote: 1 if it had a predecessor,
+ * which is then superseded, i.e. unrouted and over); the host moves an
+ * address to a new TAKEN slot (rebind: the old slot stays, unrouted and
+ * superseded, until it is closed). */
+void dp_ep_slot_mark_established(dp_endpoint *ep, uint64_t handle);
+/* 1 if the slot was opened for a ClientHello the endpoint's gate admitted
+ * (its first queued datagram): dp_link_accept does not judge it again. */
+int dp_ep_slot_admitted(const dp_endpoint *ep, uint64_t handle);
+int dp_ep_slot_superseded(const dp_endpoint *ep, uint64_t handle);
+int dp_ep_slot_promote(dp_endpoint *ep, uint64_t handle);
+int dp_ep_slot_rebind(dp_endpoint *ep, uint64_t handle, int64_t now_ms, uint64_t *out);
+/* SERVER: queue a stateless reply (a HelloVerifyRequest, at most DP_HVR_LEN
+ * bytes) to dst; the endpoint sends every queued reply with one sendmmsg at
+ * the end of the receive batch being routed. */
+int dp_ep_queue_reply(dp_endpoint *ep, const dp_addr *dst, const uint8_t *data, size_t len);
 typedef struct dp_endpoint_out {
-    uint64_t handle; /* SERVER slot */
+    uint64_t handle;    /* SERVER slot, or 0: send to dst */
+    const dp_addr *dst; /* with handle 0 only */
     const uint8_t *data;
     size_t len;
 } dp_endpoint_out;
@@ -785,14 +839,20 @@ typedef struct dp_endpoint_out {
 int dp_ep_send_batch(dp_endpoint *ep, const dp_endpoint_out *msgs, size_t count,
                      size_t *failed, int *last_error);
 
-/* Shared by the DTLS link and host (dp_link.c): the bytes a server's cookies
- * are bound to (out holds >= 22), and whether a datagram is an epoch-0
- * ClientHello (a client starting over on a live association). */
+/* Shared by the DTLS link, endpoint and host (dp_link.c): the bytes a
+ * server's cookies are bound to (out holds >= 22); the offset of the first
+ * epoch-0 ClientHello record of a datagram (a client starting over on a live
+ * association), or -1; whether the first record is of epoch 0. */
 size_t dp_addr_transport_id(const dp_addr *a, unsigned char *out);
 int dp_is_initial_client_hello(const unsigned char *d, size_t len);
 /* dp_conn_stats.dropped_over_limit without copying the stats (dp_conn.c),
  * for the host's running total. */
 uint64_t dp_conn_dropped_over_limit(const dp_conn *conn);
+long dp_find_client_hello(const unsigned char *d, size_t len);
+int dp_first_record_epoch0(const unsigned char *d, size_t len);
+/* Cookie gate reference counting (dp_cookie.c): an endpoint with a gate
+ * holds a reference. */
+void dp_cookie_gate_ref(dp_cookie_gate *gate);
 /* now_ms, or the clock's reading for DP_NOW / DP_NOW_WALL (dp_common.c). */
 int64_t dp_resolve_now(int64_t now_ms);
 

@@ -6,7 +6,7 @@
  * after it. Everything not named here keeps the upstream default, including the
  * parts DTLS 1.2 game traffic needs: DTLS + HelloVerify cookies
  * (SSL_DTLS_HELLO_VERIFY, SSL_COOKIE_C), anti-replay, RFC 9146 Connection ID,
- * client port reuse, session tickets, context serialization, max fragment
+ * session tickets, context serialization, max fragment
  * length, AES-NI/AESCE with run-time CPU detection, GCM, CCM, ChaCha20-Poly1305.
  *
  * Rule for every removal: a DTLS 1.2 game server or client never uses it and
@@ -23,6 +23,14 @@
 /* Renegotiation: no game peer needs it, context serialization refuses to work
  * with it, and CVE-2026-50713 lived in this path. */
 #undef MBEDTLS_SSL_RENEGOTIATION
+/* Client port reuse inside Mbed TLS resets a live context when an epoch-0
+ * ClientHello with a valid cookie arrives, whatever else the datagram holds:
+ * the session is replaced in place before the new handshake is verified
+ * (issue 11 item 1). RFC 6347 4.2.8 is implemented above it instead (the
+ * endpoint / host route such hellos to a successor connection; the old
+ * session ends only when the new Finished was verified), so a live context
+ * never sees an epoch-0 ClientHello and this code path is compiled out. */
+#undef MBEDTLS_SSL_DTLS_CLIENT_PORT_REUSE
 /* RFC 9146 CID padding: granularity 1 = no padding. Games pay per byte and
  * their traffic pattern is no secret. Saves up to 15 bytes per record. */
 #undef MBEDTLS_SSL_CID_TLS1_3_PADDING_GRANULARITY
