@@ -41,8 +41,8 @@ def udp_socket(stack: ExitStack, ip: str) -> socket.socket:
     return sock
 
 
-def install_gate(server: GodotServer) -> None:
-    """A first client connects: DTLSServer.take_connection installs its gate."""
+def connect_one(server: GodotServer) -> None:
+    """A client connects (and leaves): asserts the server still admits one."""
     client = server.connect_client()
 
     def step() -> None:
@@ -51,6 +51,11 @@ def install_gate(server: GodotServer) -> None:
 
     assert until(lambda: client.get_status() == Status.STATUS_CONNECTED, step)
     client.disconnect_from_peer()
+
+
+def install_gate(server: GodotServer) -> None:
+    """A first client connects: DTLSServer.take_connection installs its gate."""
+    connect_one(server)
 
 
 def test_spoofed_hellos_take_no_pending_slot(ec_identity: Identity) -> None:
@@ -205,14 +210,7 @@ def test_godot_handshakes_in_progress_per_address_are_bounded(ec_identity: Ident
             lambda: server.dtls.get_stats()["handshakes_refused_per_address"] == 4, server.step
         )
         assert server.dtls.get_stats()["connections_created"] - created == 16
-        client = server.connect_client()
-
-        def step() -> None:
-            server.step()
-            client.poll()
-
-        assert until(lambda: client.get_status() == Status.STATUS_CONNECTED, step)
-        client.disconnect_from_peer()
+        connect_one(server)
     server.stop()
 
 
