@@ -581,6 +581,7 @@ class TakeoverTarget:
         self.counter = 0
         self.successors = 0
         self.injected = 0
+        self.last_keepalive = self._wall()
 
     def _wall(self) -> int:
         import time
@@ -644,6 +645,16 @@ class TakeoverTarget:
         for peer in self.peers:
             assert peer is self.live or peer.get_status() != self.Status.STATUS_CONNECTED, \
                 "a forged handshake connected"
+        if self._wall() - self.last_keepalive > 5000:
+            self.keep_alive()
+
+    def keep_alive(self) -> None:
+        """Real traffic both ways, so that neither side's idle timeout (60 s,
+        wall clock) ends the session during a long campaign: only forged
+        input may be judged here, not the passing of time."""
+        self.live.put_packet(b"keep-alive")
+        self.check_live()
+        self.last_keepalive = self._wall()
 
     def check_live(self) -> None:
         """The real client's next record reaches the live peer, once."""
