@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from typing import Optional
 
-from dtlspeer import DTLSServer, PacketPeerDTLS, PacketPeerUDP, TLSOptions, UDPServer
+from dtlspeer import (
+    DTLSServer,
+    DTLSSettings,
+    PacketPeerDTLS,
+    PacketPeerUDP,
+    TLSOptions,
+    UDPServer,
+)
 from identities import Identity
 
 Status = PacketPeerDTLS.Status
@@ -16,11 +23,18 @@ class GodotServer:
     """Accepts on 127.0.0.1 (an ephemeral port); ``peers`` are the accepted
     (STATUS_HANDSHAKING when taken) PacketPeerDTLS objects, in order."""
 
-    def __init__(self, identity: Identity, cookie_secret: Optional[bytes] = None) -> None:
+    def __init__(
+        self,
+        identity: Identity,
+        cookie_secret: Optional[bytes] = None,
+        settings: Optional[DTLSSettings] = None,
+    ) -> None:
         self.udp = UDPServer()
         self.udp.listen(0, "127.0.0.1")
         self.dtls = DTLSServer()
-        self.dtls.setup(TLSOptions.server(*identity), cookie_secret=cookie_secret)
+        self.dtls.setup(
+            TLSOptions.server(*identity), settings=settings, cookie_secret=cookie_secret
+        )
         self.port = self.udp.get_local_port()
         self.peers: list[PacketPeerDTLS] = []
         self.received: dict[int, list[bytes]] = {}

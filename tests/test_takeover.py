@@ -16,6 +16,7 @@ attacker is assumed to have read one, the worst case for the gate).
 
 from __future__ import annotations
 
+import gc
 import time
 
 import pytest
@@ -25,13 +26,14 @@ from _records import SECRET, SpoofableClient, ccs_epoch0, cookie_for, first_hell
 from dtlspeer import (
     DisconnectReason,
     DTLSHost,
+    DTLSSettings,
     HostEventType,
     HostPeer,
     PacketPeerDTLS,
     TLSOptions,
 )
 from identities import Identity, make_identity
-from udp_helpers import until
+from udp_helpers import alloc_bytes, until
 
 Status = PacketPeerDTLS.Status
 
@@ -57,9 +59,13 @@ def add_ccs_before_cookie_hello(datagram: bytes) -> bytes:
 class HostSide:
     """DTLSHost server: peers are the HostPeer objects of CONNECT events."""
 
-    def __init__(self, identity: Identity) -> None:
+    def __init__(self, identity: Identity, settings: DTLSSettings | None = None) -> None:
         self.host = DTLSHost(
-            "127.0.0.1", 0, server_options=TLSOptions.server(*identity), cookie_secret=SECRET
+            "127.0.0.1",
+            0,
+            server_options=TLSOptions.server(*identity),
+            cookie_secret=SECRET,
+            settings=settings,
         )
         self.port = self.host.get_local_port()
         self.connects: list[HostPeer] = []
@@ -88,8 +94,8 @@ class HostSide:
 class GodotSide(GodotServer):
     """UDPServer + DTLSServer + PacketPeerDTLS, run like a Godot script."""
 
-    def __init__(self, identity: Identity) -> None:
-        super().__init__(identity, cookie_secret=SECRET)
+    def __init__(self, identity: Identity, settings: DTLSSettings | None = None) -> None:
+        super().__init__(identity, cookie_secret=SECRET, settings=settings)
 
     def ended(self, peer: PacketPeerDTLS) -> bool:
         return peer.get_status() == Status.STATUS_DISCONNECTED
@@ -101,8 +107,8 @@ class GodotSide(GodotServer):
 Side = HostSide | GodotSide
 
 
-def make_side(api: str, identity: Identity) -> Side:
-    return HostSide(identity) if api == "host" else GodotSide(identity)
+def make_side(api: str, identity: Identity, settings: DTLSSettings | None = None) -> Side:
+    return HostSide(identity, settings) if api == "host" else GodotSide(identity, settings)
 
 
 def connected(side: Side) -> list[PacketPeerDTLS]:
@@ -226,6 +232,104 @@ def test_old_session_lives_until_the_new_finished(api: str, ec_identity: Identit
         assert old.get_status() == Status.STATUS_CONNECTED
         assert not side.ended(old)
         assert connected(side) == [old]
+    finally:
+        client.close()
+        side.close()
+
+
+def is_client_hello(datagram: bytes) -> bool:
+    return len(datagram) > 13 and datagram[0] == 22 and datagram[13] == 1
+
+
+ENDINGS = ["idle_timeout", "closed_locally"]
+
+
+def end_old_session(side: Side, old: PacketPeerDTLS, ending: str) -> None:
+    """The server ends ``old`` by itself (``ending``) and we check it did."""
+    if ending == "closed_locally":
+        old.disconnect_from_peer()
+    assert until(lambda: old.get_status() != Status.STATUS_CONNECTED, side.step)
+    if isinstance(side, HostSide):
+        reason = (
+            DisconnectReason.IDLE_TIMEOUT if ending == "idle_timeout" else DisconnectReason.LOCAL
+        )
+        assert until(lambda: side.disconnects != [], side.step)
+        assert side.disconnects == [(old, reason)]
+    elif ending == "idle_timeout":
+        assert old.get_status() == Status.STATUS_ERROR
+        assert "idle" in old.get_last_error()
+    else:
+        assert old.get_status() == Status.STATUS_DISCONNECTED
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+@pytest.mark.parametrize("api", APIS)
+def test_reconnect_survives_the_old_session_ending_first(
+    api: str, ending: str, ec_identity: Identity
+) -> None:
+    """The soak's lost reconnect: client A goes silent; B (same address and
+    port) gets its cookie'd hello to the server (a successor exists) before
+    the server ends A (idle timeout, or the application closes it) while B's
+    key exchange is still on its way. B's handshake must go on as an
+    ordinary handshaking peer of the address: B connects, the server has a
+    NEW peer, A keeps its own reason. Nothing stays allocated."""
+    gc.collect()
+    baseline = alloc_bytes()
+    reconnect_after_the_old_session_ended(api, ending, ec_identity)
+    gc.collect()
+    assert alloc_bytes() == baseline
+
+
+def reconnect_after_the_old_session_ended(api: str, ending: str, ec_identity: Identity) -> None:
+    idle_ms = 500 if ending == "idle_timeout" else 60_000
+    side = make_side(api, ec_identity, DTLSSettings(idle_timeout_ms=idle_ms))
+    client, old = establish(side)  # A, silent from now on
+    held: list[bytes] = []
+    holding = True
+
+    def hold_after_hello(datagram: bytes) -> bytes:
+        if holding and not is_client_hello(datagram):
+            held.append(datagram)
+            return b""
+        return datagram
+
+    try:
+        client.rewrite = hold_after_hello
+        client.start()  # B: a new session from A's address and port
+
+        def step() -> None:
+            side.step()
+            client.pump()
+
+        # B's cookie'd hello reached the server and its flight came back:
+        # the successor exists, B's key exchange is held.
+        assert until(lambda: len(held) >= 1, step)
+        if isinstance(side, HostSide):
+            assert side.host.get_stats()["successors"] == 1
+            assert side.disconnects == [], "A ended before B's hello arrived"
+        else:
+            assert side.udp.get_stats()["successors"] == 1
+        assert old.get_status() == Status.STATUS_CONNECTED, "A ended before B's hello arrived"
+        end_old_session(side, old, ending)
+        # Now B's flight (and its retransmissions) may go.
+        holding = False
+        for datagram in held:
+            client.sock.send(datagram)
+        assert until(lambda: client.connected() and len(connected(side)) == 1, step), (
+            f"B did not connect: {side.host.get_stats() if isinstance(side, HostSide) else ''}"
+        )
+        new = connected(side)[0]
+        assert new is not old
+        exchange(side, client, new, b"after the orphaned handshake")
+        assert old.get_status() != Status.STATUS_CONNECTED
+        if isinstance(side, HostSide):
+            assert [p for p in side.connects if p is not old] == [new]
+            assert len(side.disconnects) == 1  # A's, with its own reason
+            stats = side.host.get_stats()
+            assert stats["successors"] == 1
+            assert stats["successors_failed"] == 0
+            assert stats["successors_orphaned"] == 1
+            assert stats["reconnects"] == 0  # A ended by itself, not by B
     finally:
         client.close()
         side.close()

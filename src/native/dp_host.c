@@ -82,6 +82,8 @@ typedef struct dp_host_peer {
     uint64_t handle;      /* slot handle = peer id; 0 = free entry */
     dp_conn *conn;        /* NULL once ended */
     dp_conn *successor;   /* a new handshake from this connected peer's address */
+    dp_conn *orphan;      /* the successor, once this peer ended first (promote_orphans) */
+    uint32_t orphan_next;
     uint32_t hs_prev;     /* handshake FIFO links (see hs_sync) */
     uint32_t hs_next;
     dp_host_final *final; /* set once ended */
@@ -129,6 +131,9 @@ struct dp_host {
     uint32_t max_handshaking;
     uint32_t max_handshaking_per_address;
     uint32_t release_head;
+    /* Ended entries whose successor waits to become a peer of its own
+     * (finalize -> promote_orphans, within the same API call). */
+    uint32_t orphan_head;
 
     /* outgoing batch */
     uint8_t *arena;
@@ -474,6 +479,7 @@ static dp_host_peer *peer_add(dp_host *h, uint64_t handle)
     p->handle = handle;
     p->heap_pos = DP_NONE;
     p->ready_next = p->dirty_next = p->release_next = p->hs_prev = p->hs_next = DP_NONE;
+    p->orphan_next = DP_NONE;
     h->live++;
     return p;
 }
@@ -484,6 +490,7 @@ static void peer_drop(dp_host *h, dp_host_peer *p)
     heap_remove(h, p);
     hs_unlink(h, p);
     dp_conn_free(p->successor);
+    dp_conn_free(p->orphan);
     dp_conn_free(p->conn);
     dp_free(p->final);
     memset(p, 0, sizeof(*p));
@@ -530,10 +537,14 @@ static int finalize(dp_host *h, dp_host_peer *p, uint8_t reason, const char *tex
     heap_remove(h, p);
     if (p->successor != NULL) {
         /* The live session ended first (idle timeout, close, error): the
-         * half-done new one goes with it; the client retries as a new peer. */
-        dp_conn_free(p->successor);
+         * client is past its hello, so the new handshake goes on as an
+         * ordinary handshaking peer of the address. Not here: the callers
+         * hold entry pointers and a new entry may move the table; every
+         * caller's API call ends with promote_orphans. */
+        p->orphan = p->successor;
         p->successor = NULL;
-        h->stats.successors_failed++;
+        p->orphan_next = h->orphan_head;
+        h->orphan_head = peer_index(p->handle);
     }
     hs_unlink(h, p);
     if (p->connected_seen) {
@@ -698,6 +709,38 @@ static void takeover(dp_host *h, dp_host_peer *p, int64_t now_ms)
     np->conn = succ;
     h->stats.reconnects++;
     after_conn(h, np, 1);
+}
+
+/* The successors whose old session ended first (finalize) become handshaking
+ * peers of their address, as takeover moves a connected one: a new slot
+ * takes the address (the old entry stays until its event is released), a
+ * new peer id, a place in the handshake FIFO; CONNECT when it connects.
+ * Called where no entry pointer is held, before the entries are released. */
+static void promote_orphans(dp_host *h, int64_t now_ms)
+{
+    while (h->orphan_head != DP_NONE) {
+        uint32_t old_index = h->orphan_head;
+        dp_host_peer *p = &h->peers[old_index];
+        h->orphan_head = p->orphan_next;
+        p->orphan_next = DP_NONE;
+        dp_conn *orphan = p->orphan;
+        p->orphan = NULL;
+        uint64_t handle = 0;
+        int rc = dp_ep_slot_rebind(h->ep, p->handle, now_ms, &handle);
+        if (rc == DP_OK && reserve_peers(h, peer_index(handle)) < 0) {
+            (void)dp_ep_slot_close(h->ep, handle);
+            rc = DP_ERR_NO_MEMORY; /* rebind left the old slot superseded */
+        }
+        if (rc != DP_OK) {
+            dp_conn_free(orphan); /* no memory: the client retries as a new peer */
+            h->stats.successors_failed++;
+            continue;
+        }
+        dp_host_peer *np = peer_add(h, handle); /* reserved above: cannot fail */
+        np->conn = orphan;
+        h->stats.successors_orphaned++;
+        after_conn(h, np, 1);
+    }
 }
 
 /* After feeding or updating a successor. p is invalid afterwards. */
@@ -1089,6 +1132,7 @@ int dp_host_new(int64_t fd, int family, uint32_t max_peers, dp_host **out)
     h->ready_head = h->ready_tail = DP_NONE;
     h->dirty_head = DP_NONE;
     h->release_head = DP_NONE;
+    h->orphan_head = DP_NONE;
     *out = h;
     return DP_OK;
 }
@@ -1131,6 +1175,7 @@ static int host_close(dp_host *h, int64_t now_ms)
     h->hs_count = 0;
     h->hs_head = h->hs_tail = DP_NONE;
     h->ready_head = h->ready_tail = h->dirty_head = h->release_head = DP_NONE;
+    h->orphan_head = DP_NONE; /* peer_drop freed the orphans */
     dp_config_free(h->server_cfg);
     dp_config_free(h->client_cfg);
     dp_cookie_gate_free(h->gate);
@@ -1285,6 +1330,7 @@ static int host_service(dp_host *h, int64_t now_ms, int timeout_ms, dp_host_even
     send_batch(h); /* datagrams of ended peers still reference their slots */
     release_reported(h);
     int full = !emit_ready(h, &o);
+    promote_orphans(h, now_ms); /* before the socket is read: the address is theirs */
     flush_dirty(h); /* sends queued since the last call go before any wait */
 
     if (!full) {
@@ -1326,6 +1372,7 @@ static int host_service(dp_host *h, int64_t now_ms, int timeout_ms, dp_host_even
     if (!full) {
         full = !emit_ready(h, &o);
     }
+    promote_orphans(h, now_ms);
     if (full || h->ready_head != DP_NONE) {
         h->stats.carried_over++;
     }
@@ -1444,6 +1491,7 @@ static int host_disconnect(dp_host *h, uint64_t peer, int64_t now_ms)
     }
     mark_ready(h, p);
     send_batch(h);
+    promote_orphans(h, now_ms);
     return DP_OK;
 }
 

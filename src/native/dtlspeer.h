@@ -658,8 +658,9 @@ typedef struct dp_host_stats {
     uint64_t dropped_handshake_limit; /* valid cookie, max handshakes in progress, none stalled */
     uint64_t evicted_handshakes; /* stalled handshakes dropped for a newcomer */
     uint64_t successors;         /* new handshakes from a connected peer's address (4.2.8) */
-    uint64_t successors_failed;  /* ... that failed, timed out or ended with the old session */
+    uint64_t successors_failed;  /* ... that failed or timed out (beside the old session) */
     uint64_t reconnects;         /* ... that completed: old peer ended (RECONNECT), new peer */
+    uint64_t successors_orphaned; /* ... whose old peer ended first: now handshaking peers */
     int32_t last_send_error;     /* code of the last refused datagram, 0 if none */
     int32_t reserved;
 } dp_host_stats;
