@@ -680,6 +680,29 @@ static int make_room(dp_host *h, const dp_addr *src, int needs_entry)
     return 1;
 }
 
+/* A new slot for a successor (dp_ep_slot_rebind: it takes the address; the
+ * old slot stays for the old peer's last datagrams and event) and a table
+ * entry reserved for it. On an error (no memory) the caller frees the
+ * successor: the client retries as a new peer. The table may move: the
+ * caller re-reads its entry pointers. */
+static int successor_slot(dp_host *h, uint64_t old_handle, int64_t now_ms, uint64_t *handle)
+{
+    int rc = dp_ep_slot_rebind(h->ep, old_handle, now_ms, handle);
+    if (rc == DP_OK && reserve_peers(h, peer_index(*handle)) < 0) {
+        (void)dp_ep_slot_close(h->ep, *handle);
+        rc = DP_ERR_NO_MEMORY; /* rebind left the old slot superseded */
+    }
+    return rc;
+}
+
+/* The successor's own peer entry (new id) at the slot successor_slot made. */
+static void successor_peer(dp_host *h, uint64_t handle, dp_conn *succ)
+{
+    dp_host_peer *np = peer_add(h, handle); /* reserved: cannot fail */
+    np->conn = succ;
+    after_conn(h, np, 1);
+}
+
 /* The successor connected (its Finished was verified): the old peer ends
  * (RECONNECT; nothing sent, the address is the new session's) and the new
  * session becomes a NEW peer with its own id. p is invalid afterwards. */
@@ -687,12 +710,8 @@ static void takeover(dp_host *h, dp_host_peer *p, int64_t now_ms)
 {
     uint32_t old_index = peer_index(p->handle);
     uint64_t handle = 0;
-    int rc = dp_ep_slot_rebind(h->ep, p->handle, now_ms, &handle);
-    if (rc == DP_OK && reserve_peers(h, peer_index(handle)) < 0) {
-        (void)dp_ep_slot_close(h->ep, handle);
-        rc = DP_ERR_NO_MEMORY; /* rebind left the old slot superseded */
-    }
-    p = &h->peers[old_index]; /* reserve_peers may have moved the table */
+    int rc = successor_slot(h, p->handle, now_ms, &handle);
+    p = &h->peers[old_index]; /* the table may have moved */
     dp_conn *succ = p->successor;
     p->successor = NULL;
     hs_sync(h, p);
@@ -705,10 +724,8 @@ static void takeover(dp_host *h, dp_host_peer *p, int64_t now_ms)
                  "the client completed a new session from the same address and port") == DP_OK) {
         mark_ready(h, p);
     }
-    dp_host_peer *np = peer_add(h, handle); /* reserved above: cannot fail */
-    np->conn = succ;
     h->stats.reconnects++;
-    after_conn(h, np, 1);
+    successor_peer(h, handle, succ);
 }
 
 /* The successors whose old session ended first (finalize) become handshaking
@@ -726,20 +743,13 @@ static void promote_orphans(dp_host *h, int64_t now_ms)
         dp_conn *orphan = p->orphan;
         p->orphan = NULL;
         uint64_t handle = 0;
-        int rc = dp_ep_slot_rebind(h->ep, p->handle, now_ms, &handle);
-        if (rc == DP_OK && reserve_peers(h, peer_index(handle)) < 0) {
-            (void)dp_ep_slot_close(h->ep, handle);
-            rc = DP_ERR_NO_MEMORY; /* rebind left the old slot superseded */
-        }
-        if (rc != DP_OK) {
-            dp_conn_free(orphan); /* no memory: the client retries as a new peer */
+        if (successor_slot(h, p->handle, now_ms, &handle) != DP_OK) {
+            dp_conn_free(orphan);
             h->stats.successors_failed++;
             continue;
         }
-        dp_host_peer *np = peer_add(h, handle); /* reserved above: cannot fail */
-        np->conn = orphan;
         h->stats.successors_orphaned++;
-        after_conn(h, np, 1);
+        successor_peer(h, handle, orphan);
     }
 }
 
