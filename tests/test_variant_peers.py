@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dtlspeer import DTLSHost, HostEventType, PacketPeerUDP, TLSOptions, UDPServer, errors
+from dtlspeer import HostEventType, PacketPeerUDP, TLSOptions, UDPServer, errors
 from dtlspeer.variant import (
     ContainerType,
     EncodedObject,
