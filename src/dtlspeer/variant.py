@@ -493,9 +493,7 @@ class TypedDictionary(dict):  # type: ignore[type-arg]
     __hash__ = None
 
     def __repr__(self) -> str:
-        return (
-            f"TypedDictionary({self.key_type!r}, {self.value_type!r}, {dict.__repr__(self)})"
-        )
+        return f"TypedDictionary({self.key_type!r}, {self.value_type!r}, {dict.__repr__(self)})"
 
 
 class _PackedList(list):  # type: ignore[type-arg]
@@ -646,9 +644,7 @@ def _flat_projection(v: Projection) -> tuple[float, ...]:
 
 
 def _make_basis(cls: type, f: tuple[float, ...]) -> Any:
-    return cls(
-        Vector3(f[0], f[3], f[6]), Vector3(f[1], f[4], f[7]), Vector3(f[2], f[5], f[8])
-    )
+    return cls(Vector3(f[0], f[3], f[6]), Vector3(f[1], f[4], f[7]), Vector3(f[2], f[5], f[8]))
 
 
 _REAL_LAYOUT: dict[type, tuple[int, _Fn[[Any], tuple[float, ...]], _Fn[[type, Any], Any]]] = {
@@ -741,7 +737,7 @@ _ENCODED_OBJECT_AS_ID = "EncodedObjectAsID"
 # Encoder
 # ---------------------------------------------------------------------------
 
-_Encoder = _Fn[[bytearray, Any, int], None]
+_Encoder = _Fn[[bytearray, Any, int, "_EncodeContext"], None]
 
 
 class _EncodeContext:
@@ -770,18 +766,17 @@ def _build_encoder(godot: int) -> _Fn[[Any, _EncodeContext], bytes]:
     f32_unpack = _F32.unpack
     f64_pack = _F64.pack
     table: dict[type, _Encoder] = {}
-    ctx_box: list[_EncodeContext] = []
 
     def need(name: str, what: str) -> int:
         if name not in ids:
             raise ArgumentTypeError(f"{what} does not exist in Godot {godot}")
         return ids[name]
 
-    def enc(buf: bytearray, v: Any, depth: int) -> None:
+    def enc(buf: bytearray, v: Any, depth: int, ctx: _EncodeContext) -> None:
         fn = table.get(type(v))
         if fn is None:
             fn = fallback(v)
-        fn(buf, v, depth)
+        fn(buf, v, depth, ctx)
 
     def fallback(v: Any) -> _Encoder:
         # Subclasses (IntEnum, user str/dict/list subclasses...) encode as their base.
@@ -796,17 +791,15 @@ def _build_encoder(godot: int) -> _Fn[[Any, _EncodeContext], bytes]:
             return table[TypedArray]
         if isinstance(v, list) and not isinstance(v, _PackedList):
             return table[list]
-        raise ArgumentTypeError(
-            f"{type(v).__name__} has no Godot {godot} Variant encoding"
-        )
+        raise ArgumentTypeError(f"{type(v).__name__} has no Godot {godot} Variant encoding")
 
-    def enc_nil(buf: bytearray, v: Any, depth: int) -> None:
+    def enc_nil(buf: bytearray, v: Any, depth: int, ctx: _EncodeContext) -> None:
         buf += hdr_nil
 
-    def enc_bool(buf: bytearray, v: Any, depth: int) -> None:
+    def enc_bool(buf: bytearray, v: Any, depth: int, ctx: _EncodeContext) -> None:
         buf += hdr_true if v else hdr_false
 
-    def enc_int(buf: bytearray, v: int, depth: int) -> None:
+    def enc_int(buf: bytearray, v: int, depth: int, ctx: _EncodeContext) -> None:
         if _INT32_MIN <= v <= _INT32_MAX:
             buf += hdr_i32(t_int, v)
         else:
@@ -815,13 +808,13 @@ def _build_encoder(godot: int) -> _Fn[[Any, _EncodeContext], bytes]:
             except struct.error:
                 raise InvalidArgumentError(f"int {v} does not fit in 64 bits") from None
 
-    def enc_int64(buf: bytearray, v: int, depth: int) -> None:
+    def enc_int64(buf: bytearray, v: int, depth: int, ctx: _EncodeContext) -> None:
         try:
             buf += hdr_i64(t_int | _FLAG_64, v)
         except struct.error:
             raise InvalidArgumentError(f"int {v} does not fit in 64 bits") from None
 
-    def enc_float(buf: bytearray, v: float, depth: int) -> None:
+    def enc_float(buf: bytearray, v: float, depth: int, ctx: _EncodeContext) -> None:
         # Godot: float32 when it holds the value exactly, else 64 bits (NaN always 64).
         try:
             p = f32_pack(v)
@@ -834,11 +827,11 @@ def _build_encoder(godot: int) -> _Fn[[Any, _EncodeContext], bytes]:
         buf += hdr_f64
         buf += f64_pack(v)
 
-    def enc_float64(buf: bytearray, v: float, depth: int) -> None:
+    def enc_float64(buf: bytearray, v: float, depth: int, ctx: _EncodeContext) -> None:
         buf += hdr_f64
         buf += f64_pack(v)
 
-    def enc_float32(buf: bytearray, v: float, depth: int) -> None:
+    def enc_float32(buf: bytearray, v: float, depth: int, ctx: _EncodeContext) -> None:
         buf += hdr_f32
         buf += _pack_f32(_F32, (v,))
 
@@ -868,18 +861,11 @@ def _build_encoder(godot: int) -> _Fn[[Any, _EncodeContext], bytes]:
         buf += b
         buf += _PAD[n & 3]
 
-    def enc_str(buf: bytearray, v: str, depth: int) -> None:
-        # Fast path for the common ASCII-without-NUL case.
-        if v.isascii() and "\0" not in v:
-            n = len(v)
-            buf += _HDR_U32.pack(t_string, n)
-            buf += v.encode("ascii")
-            buf += _PAD[n & 3]
-        else:
-            put_string(buf, v, t_string)
+    def enc_str(buf: bytearray, v: str, depth: int, ctx: _EncodeContext) -> None:
+        put_string(buf, v, t_string)
 
     def container_header(
-        base: int, ctype: Optional[ContainerType], shift: int
+        base: int, ctype: Optional[ContainerType], shift: int, ctx: _EncodeContext
     ) -> tuple[int, Optional[ContainerType]]:
         if ctype is None or ctype.kind == 0:
             return base, None
@@ -887,7 +873,7 @@ def _build_encoder(godot: int) -> _Fn[[Any, _EncodeContext], bytes]:
         if kind == 1:
             return base | (1 << shift), ctype
         if kind in (2, 3):
-            if not ctx_box[-1].full_objects:
+            if not ctx.full_objects:
                 return base | (2 << shift), ContainerType(2, 0, _ENCODED_OBJECT_AS_ID)
             return base | (kind << shift), ctype
         raise InvalidArgumentError(f"container type kind must be 0-3, not {kind}")
@@ -902,58 +888,75 @@ def _build_encoder(godot: int) -> _Fn[[Any, _EncodeContext], bytes]:
         else:
             put_plain_string(buf, ctype.name)
 
-    def check_depth(depth: int) -> None:
-        if depth > ctx_box[-1].max_depth:
-            raise InvalidArgumentError(
-                f"value nested deeper than {ctx_box[-1].max_depth} (a cycle?)"
-            )
+    def check_depth(depth: int, ctx: _EncodeContext) -> None:
+        if depth > ctx.max_depth:
+            raise InvalidArgumentError(f"value nested deeper than {ctx.max_depth} (a cycle?)")
 
-    def enc_dict(buf: bytearray, v: dict[Any, Any], depth: int) -> None:
-        if depth >= ctx_box[-1].max_depth:
-            check_depth(depth + 1)
-        buf += _HDR_U32.pack(t_dict, len(v))
+    pack_u32x2 = _HDR_U32.pack
+
+    def enc_dict(buf: bytearray, v: dict[Any, Any], depth: int, ctx: _EncodeContext) -> None:
+        if depth >= ctx.max_depth:
+            check_depth(depth + 1, ctx)
+        buf += pack_u32x2(t_dict, len(v))
         d = depth + 1
         get = table.get
         for key, val in v.items():
-            fn = get(type(key)) or fallback(key)
-            fn(buf, key, d)
-            fn = get(type(val)) or fallback(val)
-            fn(buf, val, d)
+            # Inline fast paths (no call per entry) for String keys and
+            # int32/String values; a UnicodeEncodeError becomes
+            # InvalidArgumentError in encode().
+            if type(key) is str and "\0" not in key:
+                b = key.encode()
+                n = len(b)
+                buf += pack_u32x2(t_string, n)
+                buf += b
+                buf += _PAD[n & 3]
+            else:
+                (get(type(key)) or fallback(key))(buf, key, d, ctx)
+            tv = type(val)
+            if tv is int and _INT32_MIN <= val <= _INT32_MAX:
+                buf += hdr_i32(t_int, val)
+            elif tv is str and "\0" not in val:
+                b = val.encode()
+                n = len(b)
+                buf += pack_u32x2(t_string, n)
+                buf += b
+                buf += _PAD[n & 3]
+            else:
+                (get(tv) or fallback(val))(buf, val, d, ctx)
 
-    def enc_typed_dict(buf: bytearray, v: TypedDictionary, depth: int) -> None:
+    def enc_typed_dict(buf: bytearray, v: TypedDictionary, depth: int, ctx: _EncodeContext) -> None:
         if godot == 3:
             raise ArgumentTypeError("typed Dictionaries do not exist in Godot 3")
-        check_depth(depth + 1)
-        hdr, kt = container_header(t_dict, v.key_type, 16)
-        hdr, vt = container_header(hdr, v.value_type, 18)
+        check_depth(depth + 1, ctx)
+        hdr, kt = container_header(t_dict, v.key_type, 16, ctx)
+        hdr, vt = container_header(hdr, v.value_type, 18, ctx)
         buf += u32(hdr)
         put_container_type(buf, kt)
         put_container_type(buf, vt)
         buf += u32(len(v))
         for key, val in v.items():
-            enc(buf, key, depth + 1)
-            enc(buf, val, depth + 1)
+            enc(buf, key, depth + 1, ctx)
+            enc(buf, val, depth + 1, ctx)
 
-    def enc_list(buf: bytearray, v: list[Any], depth: int) -> None:
-        if depth >= ctx_box[-1].max_depth:
-            check_depth(depth + 1)
-        buf += _HDR_U32.pack(t_array, len(v))
+    def enc_list(buf: bytearray, v: list[Any], depth: int, ctx: _EncodeContext) -> None:
+        if depth >= ctx.max_depth:
+            check_depth(depth + 1, ctx)
+        buf += pack_u32x2(t_array, len(v))
         d = depth + 1
         get = table.get
         for item in v:
-            fn = get(type(item)) or fallback(item)
-            fn(buf, item, d)
+            (get(type(item)) or fallback(item))(buf, item, d, ctx)
 
-    def enc_typed_list(buf: bytearray, v: TypedArray, depth: int) -> None:
+    def enc_typed_list(buf: bytearray, v: TypedArray, depth: int, ctx: _EncodeContext) -> None:
         if godot == 3:
             raise ArgumentTypeError("typed Arrays do not exist in Godot 3")
-        check_depth(depth + 1)
-        hdr, et = container_header(t_array, v.element_type, 16)
+        check_depth(depth + 1, ctx)
+        hdr, et = container_header(t_array, v.element_type, 16, ctx)
         buf += u32(hdr)
         put_container_type(buf, et)
         buf += u32(len(v))
         for item in v:
-            enc(buf, item, depth + 1)
+            enc(buf, item, depth + 1, ctx)
 
     def real_encoder(cls: type, wide: bool) -> _Encoder:
         n, flat, _ = _REAL_LAYOUT[cls]
@@ -961,7 +964,7 @@ def _build_encoder(godot: int) -> _Fn[[Any, _EncodeContext], bytes]:
             hdr = u32(ids[_REAL_TYPE_NAME[cls]] | _FLAG_64)
             packer = _F64N[n]
 
-            def enc_real64(buf: bytearray, v: Any, depth: int) -> None:
+            def enc_real64(buf: bytearray, v: Any, depth: int, ctx: _EncodeContext) -> None:
                 buf += hdr
                 buf += packer.pack(*flat(v))
 
@@ -969,7 +972,7 @@ def _build_encoder(godot: int) -> _Fn[[Any, _EncodeContext], bytes]:
         hdr = u32(ids[_REAL_TYPE_NAME[cls]])
         packer = _F32N[n]
 
-        def enc_real(buf: bytearray, v: Any, depth: int) -> None:
+        def enc_real(buf: bytearray, v: Any, depth: int, ctx: _EncodeContext) -> None:
             buf += hdr
             buf += _pack_f32(packer, flat(v))
 
@@ -980,7 +983,7 @@ def _build_encoder(godot: int) -> _Fn[[Any, _EncodeContext], bytes]:
         hdr = u32(ids[_INT_TYPE_NAME[cls]])
         packer = _I32N[n]
 
-        def enc_ints(buf: bytearray, v: Any, depth: int) -> None:
+        def enc_ints(buf: bytearray, v: Any, depth: int, ctx: _EncodeContext) -> None:
             buf += hdr
             buf += packer.pack(*flat(v))
 
@@ -988,52 +991,50 @@ def _build_encoder(godot: int) -> _Fn[[Any, _EncodeContext], bytes]:
 
     hdr_color = u32(ids["COLOR"])
 
-    def enc_color(buf: bytearray, v: Color, depth: int) -> None:
+    def enc_color(buf: bytearray, v: Color, depth: int, ctx: _EncodeContext) -> None:
         buf += hdr_color
         buf += _pack_f32(_F32N[4], tuple(v))
 
-    def enc_string_name(buf: bytearray, v: str, depth: int) -> None:
+    def enc_string_name(buf: bytearray, v: str, depth: int, ctx: _EncodeContext) -> None:
         put_string(buf, v, need("STRING_NAME", "StringName"))
 
-    def enc_node_path(buf: bytearray, v: NodePath, depth: int) -> None:
+    def enc_node_path(buf: bytearray, v: NodePath, depth: int, ctx: _EncodeContext) -> None:
         buf += u32(ids["NODE_PATH"])
         buf += _U32x3.pack(len(v.names) | 0x80000000, len(v.subnames), 1 if v.absolute else 0)
         for part in (*v.names, *v.subnames):
             put_plain_string(buf, part)
 
-    def enc_rid(buf: bytearray, v: RID, depth: int) -> None:
+    def enc_rid(buf: bytearray, v: RID, depth: int, ctx: _EncodeContext) -> None:
         if godot == 3:
             buf += u32(ids["RID"])  # 3.x RIDs carry no payload
         else:
             buf += _HDR_U64.pack(ids["RID"], v.id)
 
-    def enc_object_id(buf: bytearray, v: ObjectID, depth: int) -> None:
+    def enc_object_id(buf: bytearray, v: ObjectID, depth: int, ctx: _EncodeContext) -> None:
         buf += _HDR_U64.pack(ids["OBJECT"] | _FLAG_64, v.id)
 
-    def enc_object(buf: bytearray, v: EncodedObject, depth: int) -> None:
-        if not ctx_box[-1].full_objects:
-            raise InvalidArgumentError(
-                "an EncodedObject is sent whole only with full_objects=True"
-            )
-        check_depth(depth + 1)
+    def enc_object(buf: bytearray, v: EncodedObject, depth: int, ctx: _EncodeContext) -> None:
+        if not ctx.full_objects:
+            raise InvalidArgumentError("an EncodedObject is sent whole only with full_objects=True")
+        check_depth(depth + 1, ctx)
         buf += u32(ids["OBJECT"])
         put_plain_string(buf, v.class_name)
         buf += u32(len(v.properties))
         for name, val in v.properties.items():
             put_plain_string(buf, name)
-            enc(buf, val, depth + 1)
+            enc(buf, val, depth + 1, ctx)
 
-    def enc_callable(buf: bytearray, v: Callable, depth: int) -> None:
+    def enc_callable(buf: bytearray, v: Callable, depth: int, ctx: _EncodeContext) -> None:
         buf += u32(need("CALLABLE", "Callable"))
 
-    def enc_signal(buf: bytearray, v: Signal, depth: int) -> None:
+    def enc_signal(buf: bytearray, v: Signal, depth: int, ctx: _EncodeContext) -> None:
         buf += u32(need("SIGNAL", "Signal"))
         put_plain_string(buf, v.name)
         buf += _U64.pack(v.object_id)
 
     hdr_bytes = ids["PACKED_BYTE_ARRAY"]
 
-    def enc_bytes(buf: bytearray, v: Any, depth: int) -> None:
+    def enc_bytes(buf: bytearray, v: Any, depth: int, ctx: _EncodeContext) -> None:
         if isinstance(v, memoryview):
             v = v.cast("B") if v.contiguous else v.tobytes()
         n = len(v)
@@ -1041,7 +1042,7 @@ def _build_encoder(godot: int) -> _Fn[[Any, _EncodeContext], bytes]:
         buf += v
         buf += _PAD[n & 3]
 
-    def enc_array(buf: bytearray, v: array, depth: int) -> None:  # type: ignore[type-arg]
+    def enc_array(buf: bytearray, v: array, depth: int, ctx: _EncodeContext) -> None:  # type: ignore[type-arg]
         code = v.typecode
         if _ARRAY_CODES.get(code) != v.itemsize:
             raise ArgumentTypeError(
@@ -1054,7 +1055,9 @@ def _build_encoder(godot: int) -> _Fn[[Any, _EncodeContext], bytes]:
             v.byteswap()
         buf += v.tobytes()
 
-    def enc_string_array(buf: bytearray, v: PackedStringArray, depth: int) -> None:
+    def enc_string_array(
+        buf: bytearray, v: PackedStringArray, depth: int, ctx: _EncodeContext
+    ) -> None:
         buf += _HDR_U32.pack(ids["PACKED_STRING_ARRAY"], len(v))
         for s in v:
             if not isinstance(s, str):
@@ -1074,7 +1077,7 @@ def _build_encoder(godot: int) -> _Fn[[Any, _EncodeContext], bytes]:
     def vec_array_encoder(cls: type, wide: bool) -> _Encoder:
         name, n, _ = _PACKED_VEC[cls]
 
-        def enc_vec_array(buf: bytearray, v: list[Any], depth: int) -> None:
+        def enc_vec_array(buf: bytearray, v: list[Any], depth: int, ctx: _EncodeContext) -> None:
             tid = need(name, cls.__name__)
             count = len(v)
             flat = [c for item in v for c in item]
@@ -1089,7 +1092,9 @@ def _build_encoder(godot: int) -> _Fn[[Any, _EncodeContext], bytes]:
 
         return enc_vec_array
 
-    def enc_color_array(buf: bytearray, v: PackedColorArray, depth: int) -> None:
+    def enc_color_array(
+        buf: bytearray, v: PackedColorArray, depth: int, ctx: _EncodeContext
+    ) -> None:
         count = len(v)
         flat = [c for item in v for c in item]
         if len(flat) != 4 * count:
@@ -1123,15 +1128,15 @@ def _build_encoder(godot: int) -> _Fn[[Any, _EncodeContext], bytes]:
 
     def encode(value: Any, ctx: _EncodeContext) -> bytes:
         buf = bytearray()
-        ctx_box.append(ctx)
         try:
-            enc(buf, value, 0)
+            fn = table.get(type(value)) or fallback(value)
+            fn(buf, value, 0, ctx)
         except struct.error as exc:
             raise InvalidArgumentError(f"value out of range for its Godot type: {exc}") from None
+        except UnicodeEncodeError as exc:
+            raise InvalidArgumentError(f"string is not valid Unicode: {exc}") from None
         except RecursionError:
             raise InvalidArgumentError("value nested too deeply to encode") from None
-        finally:
-            ctx_box.pop()
         return bytes(buf)
 
     return encode
@@ -1232,58 +1237,79 @@ def _build_decoder(godot: int) -> _TopDecoder:
     typed = godot == 4
     table: dict[int, _Decoder] = {}
 
+    u32x2_from = _U32x2.unpack_from
+    t_float64 = t_float | _FLAG_64
+
     def dec(data: bytes, pos: int, end: int, depth: int, st: _DecodeState) -> _Decoded:
-        if pos + 4 > end:
+        # One unpack reads the header and the first payload word: the whole
+        # value for INT/BOOL/float32, the length or count for the others.
+        if pos + 8 <= end:
+            hdr, w = u32x2_from(data, pos)
+        elif pos + 4 <= end:
+            hdr, w = u32_from(data, pos)[0], -1  # only a header-only value fits
+        else:
             raise _fail("truncated header", pos)
-        hdr = u32_from(data, pos)[0]
         t = hdr & 0xFF
-        p = pos + 4
         if t == t_int:
             if hdr & _FLAG_64:
-                if p + 8 > end:
-                    raise _fail("truncated 64-bit int", p)
-                v = i64_from(data, p)[0]
-                return (Int64(v) if _INT32_MIN <= v <= _INT32_MAX else v), p + 8
-            if p + 4 > end:
-                raise _fail("truncated int", p)
-            return i32_from(data, p)[0], p + 4
+                if pos + 12 > end:
+                    raise _fail("truncated 64-bit int", pos + 4)
+                v = i64_from(data, pos + 4)[0]
+                return (Int64(v) if _INT32_MIN <= v <= _INT32_MAX else v), pos + 12
+            if w < 0:
+                raise _fail("truncated int", pos + 4)
+            return (w - 0x100000000 if w & 0x80000000 else w), pos + 8
         if t == t_string:
-            return _read_string(data, p, end)
+            return read_str(data, pos, end, w)
         if t == t_float:
             if hdr & _FLAG_64:
-                if p + 8 > end:
-                    raise _fail("truncated 64-bit float", p)
-                f = f64_from(data, p)[0]
-                # Cheap test first: a double float32 can hold has 29 zero mantissa bits.
-                if not u32_from(data, p)[0] & 0x1FFFFFFF and f == f:
+                if pos + 12 > end:
+                    raise _fail("truncated 64-bit float", pos + 4)
+                f = f64_from(data, pos + 4)[0]
+                # Cheap test first: a double float32 holds has 29 zero mantissa bits.
+                if not w & 0x1FFFFFFF and f == f:
                     try:
                         if _F32.unpack(_F32.pack(f))[0] == f:
-                            return Float64(f), p + 8
+                            return Float64(f), pos + 12
                     except OverflowError:
                         pass
-                return f, p + 8
-            if p + 4 > end:
-                raise _fail("truncated float", p)
-            f = f32_from(data, p)[0]
-            return (f if f == f else Float32(f)), p + 4
+                return f, pos + 12
+            if w < 0:
+                raise _fail("truncated float", pos + 4)
+            f = f32_from(data, pos + 4)[0]
+            return (f if f == f else Float32(f)), pos + 8
         if t == t_dict:
             return dec_dict(data, pos, hdr, end, depth, st)
         if t == t_array:
             return dec_array(data, pos, hdr, end, depth, st)
         if t == t_bool:
-            if p + 4 > end:
-                raise _fail("truncated bool", p)
-            return u32_from(data, p)[0] != 0, p + 4
+            if w < 0:
+                raise _fail("truncated bool", pos + 4)
+            return w != 0, pos + 8
         if t == t_nil:
-            return None, p
+            return None, pos + 4
         if t == t_vector2 and not (typed and hdr & _FLAG_64):
-            if p + 8 > end:
-                raise _fail("truncated Vector2", p)
-            return Vector2(*f32x2_from(data, p)), p + 8
+            if pos + 12 > end:
+                raise _fail("truncated Vector2", pos + 4)
+            return Vector2(*f32x2_from(data, pos + 4)), pos + 12
         fn = table.get(t) if t < type_max else None
         if fn is None:
             raise _fail(f"unknown Variant type id {t}", pos)
-        return fn(data, p, end, hdr, depth, st)
+        return fn(data, pos + 4, end, hdr, depth, st)
+
+    def read_str(data: bytes, pos: int, end: int, n: int) -> _Decoded:
+        """A STRING whose header word is at pos and length word is n."""
+        start = pos + 8
+        q = start + n + (-n & 3)
+        if n < 0 or q > end:
+            return _read_string(data, pos + 4, end)  # reports the error
+        try:
+            s = data[start : start + n].decode()
+        except UnicodeDecodeError:
+            return _read_string(data, pos + 4, end)  # NUL before the bad byte, or the error
+        if "\x00" in s or s[:1] == "\ufeff":
+            return _read_string(data, pos + 4, end)
+        return s, q
 
     def read_container_type(
         data: bytes, p: int, end: int, kind: int
@@ -1324,11 +1350,55 @@ def _build_decoder(godot: int) -> _TopDecoder:
         p += 4
         if count * 8 > end - p:
             raise _fail(f"Dictionary of {count} entries cannot fit the remaining bytes", p - 4)
-        _take_budget(st, count, p - 4)
+        st.budget -= count
+        if st.budget < 0:
+            raise _fail("element budget exhausted (max_elements)", p - 4)
         for _ in range(count):
             kpos = p
-            key, p = dec(data, p, end, d, st)
-            val, p = dec(data, p, end, d, st)
+            # Inline fast paths (no call per entry): a String key, then an
+            # INT, String, float or bool value; anything else (and every
+            # error) goes through dec().
+            key = None
+            if p + 8 <= end:
+                hdr, w = u32x2_from(data, p)
+                if hdr == t_string:
+                    start = p + 8
+                    q = start + w + (-w & 3)
+                    if q <= end:
+                        try:
+                            key = data[start : start + w].decode()
+                        except UnicodeDecodeError:
+                            key = None
+                        else:
+                            if "\x00" in key or key[:1] == "\ufeff":
+                                key = None
+                            else:
+                                p = q
+            if key is None:
+                key, p = dec(data, p, end, d, st)
+            val: Any
+            if p + 12 <= end:
+                hdr, w = u32x2_from(data, p)
+                if hdr == t_int:
+                    val = w - 0x100000000 if w & 0x80000000 else w
+                    p += 8
+                elif hdr == t_string:
+                    val, p = read_str(data, p, end, w)
+                elif hdr == t_float64 and w & 0x1FFFFFFF:  # not float32-exact: plain float
+                    val = f64_from(data, p + 4)[0]
+                    p += 12
+                elif hdr == t_float:
+                    val = f32_from(data, p + 4)[0]
+                    if val != val:
+                        val = Float32(val)
+                    p += 8
+                elif hdr == t_bool:
+                    val = w != 0
+                    p += 8
+                else:
+                    val, p = dec(data, p, end, d, st)
+            else:
+                val, p = dec(data, p, end, d, st)
             try:
                 result[key] = val
             except TypeError:
@@ -1351,7 +1421,9 @@ def _build_decoder(godot: int) -> _TopDecoder:
         p += 4
         if count * 4 > end - p:
             raise _fail(f"Array of {count} items cannot fit the remaining bytes", p - 4)
-        _take_budget(st, count, p - 4)
+        st.budget -= count
+        if st.budget < 0:
+            raise _fail("element budget exhausted (max_elements)", p - 4)
         items: list[Any] = []
         append = items.append
         for _ in range(count):
@@ -1428,9 +1500,7 @@ def _build_decoder(godot: int) -> _TopDecoder:
             parts.append(s)
         return NodePath(tuple(parts[:names]), tuple(parts[names:]), bool(flags & 1)), q
 
-    def dec_rid(
-        data: bytes, p: int, end: int, hdr: int, depth: int, st: _DecodeState
-    ) -> _Decoded:
+    def dec_rid(data: bytes, p: int, end: int, hdr: int, depth: int, st: _DecodeState) -> _Decoded:
         if not typed:
             return RID(0), p  # 3.x: no payload
         if p + 8 > end:
@@ -1613,20 +1683,33 @@ def decode_var(
     """Decode one Variant starting at ``offset``; returns ``(value, end)``,
     ``end`` being the offset just past it (past its padding). For framed or
     concatenated encodings; :func:`bytes_to_var` is the Godot-named form."""
-    _check_godot(godot)
-    if not isinstance(data, (bytes, bytearray)):
-        if not isinstance(data, memoryview):
+    return _decode(data, offset, allow_objects, godot, max_depth, max_elements)
+
+
+def _decode(
+    data: BytesLike,
+    offset: int,
+    allow_objects: bool,
+    godot: int,
+    max_depth: int,
+    max_elements: int,
+) -> tuple[Any, int]:
+    decoder = _DECODERS.get(godot)
+    if decoder is None:
+        _check_godot(godot)
+    if type(data) is not bytes:
+        if isinstance(data, memoryview):
+            data = data.tobytes()  # find() and str() need bytes; one copy for views only
+        elif not isinstance(data, (bytes, bytearray)):
             raise ArgumentTypeError(f"data must be bytes-like, not {type(data).__name__}")
-        data = data.tobytes()  # find() and str() need bytes; one copy for views only
     buf: bytes = data  # type: ignore[assignment]  # bytearray reads the same
-    if not 0 <= offset <= len(data):
+    end = len(buf)
+    if not 0 <= offset <= end:
         raise InvalidArgumentError(f"offset {offset} outside the data")
-    st = _DecodeState(allow_objects, max_elements, max_depth)
     try:
-        value, end = _DECODERS[godot](buf, offset, len(buf), 0, st)
+        return decoder(buf, offset, end, 0, _DecodeState(allow_objects, max_elements, max_depth))  # type: ignore[misc]
     except RecursionError:
         raise VariantDecodeError("nested deeper than Python's recursion limit", offset) from None
-    return value, end
 
 
 def bytes_to_var(
@@ -1645,13 +1728,7 @@ def bytes_to_var(
     an inert :class:`EncodedObject`; Objects sent as ids decode to
     :class:`ObjectID` either way (Godot: ``EncodedObjectAsID``).
     """
-    return decode_var(
-        data,
-        allow_objects=allow_objects,
-        godot=godot,
-        max_depth=max_depth,
-        max_elements=max_elements,
-    )[0]
+    return _decode(data, 0, allow_objects, godot, max_depth, max_elements)[0]
 
 
 var2bytes = var_to_bytes
