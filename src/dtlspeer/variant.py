@@ -648,10 +648,10 @@ def _make_basis(cls: type, f: tuple[float, ...]) -> Any:
 
 
 _REAL_LAYOUT: dict[type, tuple[int, _Fn[[Any], tuple[float, ...]], _Fn[[type, Any], Any]]] = {
-    Vector2: (2, tuple, lambda c, f: c(*f)),
-    Vector3: (3, tuple, lambda c, f: c(*f)),
-    Vector4: (4, tuple, lambda c, f: c(*f)),
-    Quaternion: (4, tuple, lambda c, f: c(*f)),
+    Vector2: (2, tuple, tuple.__new__),
+    Vector3: (3, tuple, tuple.__new__),
+    Vector4: (4, tuple, tuple.__new__),
+    Quaternion: (4, tuple, tuple.__new__),
     Rect2: (4, _flat_rect2, lambda c, f: c(Vector2(f[0], f[1]), Vector2(f[2], f[3]))),
     Transform2D: (
         6,
@@ -1239,6 +1239,7 @@ def _build_decoder(godot: int) -> _TopDecoder:
 
     u32x2_from = _U32x2.unpack_from
     t_float64 = t_float | _FLAG_64
+    new_tuple = tuple.__new__
 
     def dec(data: bytes, pos: int, end: int, depth: int, st: _DecodeState) -> _Decoded:
         # One unpack reads the header and the first payload word: the whole
@@ -1291,7 +1292,7 @@ def _build_decoder(godot: int) -> _TopDecoder:
         if t == t_vector2 and not (typed and hdr & _FLAG_64):
             if pos + 12 > end:
                 raise _fail("truncated Vector2", pos + 4)
-            return Vector2(*f32x2_from(data, pos + 4)), pos + 12
+            return new_tuple(Vector2, f32x2_from(data, pos + 4)), pos + 12
         fn = table.get(t) if t < type_max else None
         if fn is None:
             raise _fail(f"unknown Variant type id {t}", pos)
@@ -1395,6 +1396,9 @@ def _build_decoder(godot: int) -> _TopDecoder:
                 elif hdr == t_bool:
                     val = w != 0
                     p += 8
+                elif hdr == t_vector2:
+                    val = new_tuple(Vector2, f32x2_from(data, p + 4))
+                    p += 12
                 else:
                     val, p = dec(data, p, end, d, st)
             else:
