@@ -1,0 +1,167 @@
+"""Variant round trips against real Godot runtimes (issue 12 §5).
+
+Godot 4.8-dev (``../shared/tools/godot4/``, unpacked and checked against its
+SHA256SUMS into a cache directory) runs ``godot4/variant_roundtrip.gd``:
+
+* every encoding we made is decoded by Godot's ``bytes_to_var`` and
+  re-encoded by its ``var_to_bytes``: the bytes must come back unchanged;
+* Godot's own ``var_to_bytes`` corpus (every 4.x type, typed Arrays and
+  Dictionaries, PackedVector4Array, NaN/inf, nesting) is decoded by us and
+  re-encoded byte for byte.
+
+Skipped when the runtime is absent (a user's clone has no ``../shared``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import lzma
+import math
+import os
+import shutil
+import subprocess
+from array import array
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dtlspeer.variant import (
+    AABB,
+    RID,
+    Basis,
+    Callable,
+    Color,
+    ContainerType,
+    NodePath,
+    PackedColorArray,
+    PackedStringArray,
+    PackedVector2Array,
+    PackedVector3Array,
+    PackedVector4Array,
+    Plane,
+    Projection,
+    Quaternion,
+    Rect2,
+    Rect2i,
+    Signal,
+    StringName,
+    Transform2D,
+    Transform3D,
+    TypedArray,
+    TypedDictionary,
+    VariantType,
+    Vector2,
+    Vector2i,
+    Vector3,
+    Vector3i,
+    Vector4,
+    Vector4i,
+    bytes_to_var,
+    var_to_bytes,
+)
+
+pytestmark = pytest.mark.interop
+
+ROOT = Path(__file__).resolve().parents[2]
+GODOT4_DIR = ROOT.parent / "shared" / "tools" / "godot4"
+SCRIPT = Path(__file__).parent / "godot4" / "variant_roundtrip.gd"
+
+
+def expected_sha(name: str) -> str:
+    for line in (GODOT4_DIR / "SHA256SUMS").read_text().splitlines():
+        digest, _, file = line.partition("  ")
+        if file.strip() == name:
+            return digest
+    raise AssertionError(f"{name} not in SHA256SUMS")
+
+
+@pytest.fixture(scope="module")
+def godot4() -> Path:
+    packed = GODOT4_DIR / "godot4-headless.xz"
+    if not packed.is_file():
+        pytest.skip(f"no Godot 4 runtime at {GODOT4_DIR}")
+    want = expected_sha("godot4-headless")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dtlspeer-tests"
+    binary = cache / f"godot4-{want[:16]}"
+    if not binary.is_file() or hashlib.sha256(binary.read_bytes()).hexdigest() != want:
+        cache.mkdir(parents=True, exist_ok=True)
+        data = lzma.decompress(packed.read_bytes())
+        assert hashlib.sha256(data).hexdigest() == want, "godot4-headless checksum mismatch"
+        partial = binary.with_suffix(".partial")
+        partial.write_bytes(data)
+        partial.chmod(0o755)
+        partial.replace(binary)
+    return binary
+
+
+def our_values() -> list[Any]:
+    basis = Basis(Vector3(1, 2, 3), Vector3(4, 5, 6), Vector3(7, 8, 9))
+    return [
+        None, True, False, 0, -1, 2**31 - 1, -(2**31), 2**31, -(2**63), 2**63 - 1,
+        1.0, 0.1, -0.0, math.inf, -math.inf, math.nan, 1e300, 2.5e-310,
+        "", "a", "héllo wörld", "😀", "x" * 1000,
+        Vector2(1.5, -2), Vector2i(1, -2), Rect2(Vector2(1, 2), Vector2(3, 4)),
+        Rect2i(Vector2i(1, 2), Vector2i(3, 4)), Vector3(0.25, 2, 3), Vector3i(1, 2, -3),
+        Transform2D(Vector2(1, 2), Vector2(3, 4), Vector2(5, 6)), Vector4(1, 2, 3, 4),
+        Vector4i(1, 2, 3, -4), Plane(Vector3(0, 1, 0), 5), Quaternion(0.5, 0.25, 0.125, 1),
+        AABB(Vector3(1, 2, 3), Vector3(4, 5, 6)), basis, Transform3D(basis, Vector3(10, 11, 12)),
+        Projection(), Color(0.5, 0.25, 1, 0.75), StringName("name"), NodePath.parse("/root/a:b:c"),
+        NodePath.parse("a/b"), NodePath.parse(":p"), RID(0x0102030405060708), Callable(),
+        Signal("tree_changed", 0x383000338),
+        {"id": 7, "pos": Vector2(1, 2), "tags": PackedStringArray(["a", "b"]), 3: [None, {}]},
+        [1, "a", [[]], {}, [None, [b""]]],
+        b"\x01\x02\x03", bytes(range(256)), array("i", [1, -1]), array("q", [2**40, -1]),
+        array("f", [1.5, 0.25]), array("d", [0.1, math.inf]),
+        PackedStringArray(["ab", "", "héllo"]), PackedVector2Array([Vector2(1, 2)]),
+        PackedVector3Array([Vector3(1, 2, 3)]), PackedColorArray([Color(1, 0, 0, 1)]),
+        PackedVector4Array([Vector4(1, 2, 3, 4)]),
+        TypedArray(ContainerType.of(VariantType.INT), [1, 2, 3]),
+        TypedArray(ContainerType.of(VariantType.STRING_NAME), [StringName("a")]),
+        TypedArray(ContainerType.of_class("EncodedObjectAsID"), []),
+        TypedDictionary(ContainerType.of(VariantType.STRING), ContainerType.of(VariantType.INT),
+                        {"a": 1}),
+        TypedDictionary(ContainerType.of(VariantType.INT), None, {1: "x"}),
+        TypedDictionary(None, ContainerType.of(VariantType.VECTOR3), {"p": Vector3(1, 2, 3)}),
+    ]  # fmt: skip
+
+
+def run_godot(binary: Path, tmp_path: Path, inputs: list[bytes]) -> list[str]:
+    project = tmp_path / "project"
+    (project / ".godot").mkdir(parents=True)
+    (project / "project.godot").write_text("config_version=5\n")
+    (project / ".godot" / "global_script_class_cache.cfg").write_text("list=[]\n")
+    shutil.copy(SCRIPT, project / SCRIPT.name)
+    source, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    source.write_text("".join(data.hex() + "\n" for data in inputs))
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(os.environ, HOME=str(home), XDG_DATA_HOME=str(home), XDG_CONFIG_HOME=str(home),
+               XDG_CACHE_HOME=str(home))  # fmt: skip
+    proc = subprocess.run(
+        [str(binary), "--headless", "--path", str(project), "--script", f"res://{SCRIPT.name}",
+         "--", str(source), str(out)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "PASS" in proc.stdout, proc.stdout + proc.stderr
+    return out.read_text().splitlines()
+
+
+def test_godot4_round_trips_our_bytes_and_we_round_trip_its_corpus(
+    godot4: Path, tmp_path: Path
+) -> None:
+    inputs = [var_to_bytes(v) for v in our_values()]
+    lines = run_godot(godot4, tmp_path, inputs)
+    echoed = [bytes.fromhex(line[2:]) for line in lines if line.startswith("R ")]
+    corpus = [bytes.fromhex(line[2:]) for line in lines if line.startswith("C ")]
+    assert len(echoed) == len(inputs)
+    mismatches = [
+        (value, ours.hex(), theirs.hex())
+        for value, ours, theirs in zip(our_values(), inputs, echoed)
+        if ours != theirs
+    ]
+    assert not mismatches, mismatches
+    assert len(corpus) > 70
+    for data in corpus:
+        value = bytes_to_var(data)
+        assert var_to_bytes(value) == data, (data.hex(), value)
