@@ -224,3 +224,57 @@ def test_godot3_round_trips_our_bytes_and_we_round_trip_its_corpus(tmp_path: Pat
     assert len(corpus) > 40
     for data in corpus:
         assert same_godot3(var_to_bytes(bytes_to_var(data, godot=3), godot=3), data), data.hex()
+
+
+def test_godot4_and_we_reject_the_same_mutated_inputs(godot4: Path, tmp_path: Path) -> None:
+    """Differential fuzz (seeded, bounded): mutations of valid encodings go to
+    both decoders. We never accept what Godot rejects; we reject what Godot
+    accepts only where the README says so (a Dictionary key Python cannot
+    hash). Values both accept may re-encode differently only by design (we
+    keep widths and typed-container elements Godot normalises), not checked
+    here; the byte-exact checks are the other tests."""
+    import random
+    import struct
+
+    from dtlspeer import errors
+    from dtlspeer.variant import VariantDecodeError
+
+    rng = random.Random(12)
+    corpus = [var_to_bytes(v) for v in our_values()]
+    inputs = []
+    for _ in range(1500):
+        data = bytearray(rng.choice(corpus))
+        for _ in range(rng.randint(1, 3)):
+            op = rng.randrange(4)
+            if op == 0 and data:
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            elif op == 1 and data:
+                del data[rng.randrange(len(data)) :]
+            elif op == 2 and len(data) >= 8:
+                at = rng.randrange(0, len(data) - 3)
+                word = rng.choice((0, 1, 0x7FFFFFFF, 0xFFFFFFFF, 0x10000, 255))
+                data[at : at + 4] = struct.pack("<I", word)
+            else:
+                at = rng.randrange(len(data) + 1)
+                data[at:at] = rng.randbytes(4)
+        if len(data) >= 4:
+            inputs.append(bytes(data))
+    lines = run_godot(godot4, tmp_path, inputs)
+    echoed = [bytes.fromhex(line[2:]) for line in lines if line.startswith("R ")]
+    assert len(echoed) == len(inputs)
+    counts = {"both accept": 0, "both reject": 0}
+    for data, theirs in zip(inputs, echoed):
+        godot_rejected = theirs == b"\0\0\0\0" and data[0] != 0  # null back for a non-null input
+        try:
+            var_to_bytes(bytes_to_var(data))
+        except VariantDecodeError as exc:
+            if godot_rejected:
+                counts["both reject"] += 1
+            else:
+                assert "unhashable" in str(exc), (data.hex(), theirs.hex(), exc)
+            continue
+        except (errors.ArgumentTypeError, errors.InvalidArgumentError):
+            pass  # decoded, but not re-encodable (e.g. a NUL inside a typed-container name)
+        assert not godot_rejected, f"we accept what Godot rejects: {data.hex()}"
+        counts["both accept"] += 1
+    assert counts["both accept"] > 300 and counts["both reject"] > 300, counts
