@@ -408,6 +408,10 @@ for _cls in _VALUE_CLASSES:
     _cls.__hash__ = _tuple_hash  # type: ignore[assignment]
 
 
+def _not_equal(self: Any, other: object) -> bool:
+    return not self.__eq__(other)
+
+
 class ContainerType(NamedTuple):
     """The element (or key/value) type of a typed Array/Dictionary (Godot 4.3+).
 
@@ -454,8 +458,7 @@ class TypedArray(list):  # type: ignore[type-arg]
             return False
         return list.__eq__(self, other)
 
-    def __ne__(self, other: object) -> bool:
-        return not self.__eq__(other)
+    __ne__ = _not_equal
 
     __hash__ = None
 
@@ -487,8 +490,7 @@ class TypedDictionary(dict):  # type: ignore[type-arg]
             return False
         return dict.__eq__(self, other)
 
-    def __ne__(self, other: object) -> bool:
-        return not self.__eq__(other)
+    __ne__ = _not_equal
 
     __hash__ = None
 
@@ -506,8 +508,7 @@ class _PackedList(list):  # type: ignore[type-arg]
             return False
         return list.__eq__(self, other)
 
-    def __ne__(self, other: object) -> bool:
-        return not self.__eq__(other)
+    __ne__ = _not_equal
 
     __hash__ = None
 
@@ -737,6 +738,18 @@ _ENCODED_OBJECT_AS_ID = "EncodedObjectAsID"
 # Encoder
 # ---------------------------------------------------------------------------
 
+def _utf8(text: str) -> bytes:
+    """A Godot String's bytes; refuses what Godot cannot hold."""
+    if not isinstance(text, str):
+        raise ArgumentTypeError(f"expected str, not {type(text).__name__}")
+    if "\0" in text:
+        raise InvalidArgumentError("a Godot String cannot contain NUL characters")
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidArgumentError(f"string is not valid Unicode: {exc}") from None
+
+
 _Encoder = _Fn[[bytearray, Any, int, "_EncodeContext"], None]
 
 
@@ -835,31 +848,16 @@ def _build_encoder(godot: int) -> _Fn[[Any, _EncodeContext], bytes]:
         buf += hdr_f32
         buf += _pack_f32(_F32, (v,))
 
-    def put_string(buf: bytearray, v: str, hdr: int) -> None:
-        if "\0" in v:
-            raise InvalidArgumentError("a Godot String cannot contain NUL characters")
-        try:
-            b = v.encode()
-        except UnicodeEncodeError as exc:
-            raise InvalidArgumentError(f"string is not valid Unicode: {exc}") from None
-        n = len(b)
-        buf += _HDR_U32.pack(hdr, n)
-        buf += b
-        buf += _PAD[n & 3]
-
     def put_plain_string(buf: bytearray, v: str) -> None:
-        if not isinstance(v, str):
-            raise ArgumentTypeError(f"expected str, not {type(v).__name__}")
-        if "\0" in v:
-            raise InvalidArgumentError("a Godot String cannot contain NUL characters")
-        try:
-            b = v.encode()
-        except UnicodeEncodeError as exc:
-            raise InvalidArgumentError(f"string is not valid Unicode: {exc}") from None
+        b = _utf8(v)
         n = len(b)
         buf += u32(n)
         buf += b
         buf += _PAD[n & 3]
+
+    def put_string(buf: bytearray, v: str, hdr: int) -> None:
+        buf += u32(hdr)
+        put_plain_string(buf, v)
 
     def enc_str(buf: bytearray, v: str, depth: int, ctx: _EncodeContext) -> None:
         put_string(buf, v, t_string)
@@ -1060,14 +1058,7 @@ def _build_encoder(godot: int) -> _Fn[[Any, _EncodeContext], bytes]:
     ) -> None:
         buf += _HDR_U32.pack(ids["PACKED_STRING_ARRAY"], len(v))
         for s in v:
-            if not isinstance(s, str):
-                raise ArgumentTypeError(f"PackedStringArray item is {type(s).__name__}")
-            if "\0" in s:
-                raise InvalidArgumentError("a Godot String cannot contain NUL characters")
-            try:
-                b = s.encode()
-            except UnicodeEncodeError as exc:
-                raise InvalidArgumentError(f"string is not valid Unicode: {exc}") from None
+            b = _utf8(s)
             n = len(b) + 1  # Godot counts and writes a terminating NUL here
             buf += u32(n)
             buf += b
