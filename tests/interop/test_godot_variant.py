@@ -278,3 +278,69 @@ def test_godot4_and_we_reject_the_same_mutated_inputs(godot4: Path, tmp_path: Pa
         assert not godot_rejected, f"we accept what Godot rejects: {data.hex()}"
         counts["both accept"] += 1
     assert counts["both accept"] > 300 and counts["both reject"] > 300, counts
+
+
+def test_godot4_put_var_over_dtls_both_ways(
+    godot4: Path, tmp_path: Path, server_certs: dict[str, Any]
+) -> None:
+    """A Godot 4 PacketPeerDTLS client (certificate and name validated) sends
+    its corpus with put_var; our UDPServer + DTLSServer peer reads each packet
+    with get_var, checks that it re-encodes to the very bytes received, and
+    answers with put_var; the Godot script checks every reply with its own
+    var_to_bytes and prints PASS."""
+    import subprocess as sp
+    import time
+
+    from dtlspeer import PacketPeerDTLS, TLSOptions, UDPServer
+    from dtlspeer.dtls import DTLSServer
+
+    cert = server_certs["ecdsa-p256/ours"]
+    key, x509 = cert.load()
+    udp_server = UDPServer()
+    udp_server.listen(0, "127.0.0.1")
+    dtls_server = DTLSServer()
+    dtls_server.setup(TLSOptions.server(key, x509))
+    project = tmp_path / "project"
+    (project / ".godot").mkdir(parents=True)
+    (project / "project.godot").write_text("config_version=5\n")
+    (project / ".godot" / "global_script_class_cache.cfg").write_text("list=[]\n")
+    script = Path(__file__).parent / "godot4" / "put_var_client.gd"
+    shutil.copy(script, project / script.name)
+    env = dict(os.environ, HOME=str(tmp_path), XDG_DATA_HOME=str(tmp_path),
+               XDG_CONFIG_HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path))  # fmt: skip
+    env.pop("LD_PRELOAD", None)
+    proc = sp.Popen(
+        [str(godot4), "--headless", "--path", str(project), "--script", f"res://{script.name}",
+         "--", str(udp_server.get_local_port()), str(cert.cert_path)],
+        env=env, stdout=sp.PIPE, stderr=sp.PIPE, text=True,
+    )  # fmt: skip
+    peers: list[PacketPeerDTLS] = []
+    received: list[tuple[bytes, Any]] = []
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            udp_server.poll()
+            while udp_server.is_connection_available():
+                peer = dtls_server.take_connection(udp_server.take_connection())
+                if peer.get_status() == PacketPeerDTLS.STATUS_HANDSHAKING:
+                    peers.append(peer)
+            for peer in peers:
+                peer.poll()
+                while peer.get_available_packet_count() > 0:
+                    data = peer.get_packet()
+                    value = bytes_to_var(data)
+                    received.append((data, value))
+                    peer.put_var(value)
+            time.sleep(0.001)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for peer in peers:
+            peer.disconnect_from_peer()
+        udp_server.stop()
+    assert proc.returncode == 0 and "PASS" in out, out + err
+    assert len(received) > 30
+    for data, value in received:
+        assert var_to_bytes(value) == data, (data.hex(), value)
