@@ -145,7 +145,7 @@ def run_godot(binary: Path, tmp_path: Path, inputs: list[bytes]) -> list[str]:
     proc = subprocess.run(
         [str(binary), "--headless", "--path", str(project), "--script", f"res://{SCRIPT.name}",
          "--", str(source), str(out)],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0 and "PASS" in proc.stdout, proc.stdout + proc.stderr
     return out.read_text().splitlines()
@@ -208,7 +208,8 @@ def test_godot3_round_trips_our_bytes_and_we_round_trip_its_corpus(tmp_path: Pat
     proc = subprocess.run(
         [godot, "--no-window", "-s", str(Path(__file__).parent / "godot" / "variant_roundtrip.gd"),
          f"--in={source}", f"--out={out}"],
-        env=dict(os.environ, HOME=str(tmp_path)), capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, HOME=str(tmp_path)), cwd=tmp_path,  # Godot 3 logs into ./logs
+        capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0 and "PASS" in proc.stdout, proc.stdout + proc.stderr
     lines = out.read_text().splitlines()
@@ -312,7 +313,7 @@ def test_godot4_put_var_over_dtls_both_ways(
     proc = sp.Popen(
         [str(godot4), "--headless", "--path", str(project), "--script", f"res://{script.name}",
          "--", str(udp_server.get_local_port()), str(cert.cert_path)],
-        env=env, stdout=sp.PIPE, stderr=sp.PIPE, text=True,
+        env=env, cwd=tmp_path, stdout=sp.PIPE, stderr=sp.PIPE, text=True,
     )  # fmt: skip
     peers: list[PacketPeerDTLS] = []
     received: list[tuple[bytes, Any]] = []
