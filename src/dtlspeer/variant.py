@@ -611,6 +611,7 @@ _F32N = {n: struct.Struct(f"<{n}f") for n in (2, 3, 4, 6, 9, 12, 16)}
 _F64N = {n: struct.Struct(f"<{n}d") for n in (2, 3, 4, 6, 9, 12, 16)}
 _I32N = {n: struct.Struct(f"<{n}i") for n in (2, 3, 4)}
 
+_KEY_CACHE_SIZE = 4096
 _ARRAY_CODES = {"i": 4, "q": 8, "f": 4, "d": 8}
 
 
@@ -891,6 +892,16 @@ def _build_encoder(godot: int) -> _Fn[[Any, _EncodeContext], bytes]:
             raise InvalidArgumentError(f"value nested deeper than {ctx.max_depth} (a cycle?)")
 
     pack_u32x2 = _HDR_U32.pack
+    # Dictionary keys repeat (every entity of a snapshot, every tick): their
+    # whole encoding is kept, bounded (the keys are the caller's own values).
+    key_cache: dict[str, bytes] = {}
+
+    def string_bytes(v: str) -> bytes:
+        b = _utf8(v)
+        n = len(b)
+        return pack_u32x2(t_string, n) + b + _PAD[n & 3]
+    t_vector2 = ids["VECTOR2"]
+    hdr_vector2_pack = struct.Struct("<Iff").pack
 
     def enc_dict(buf: bytearray, v: dict[Any, Any], depth: int, ctx: _EncodeContext) -> None:
         if depth >= ctx.max_depth:
@@ -902,12 +913,13 @@ def _build_encoder(godot: int) -> _Fn[[Any, _EncodeContext], bytes]:
             # Inline fast paths (no call per entry) for String keys and
             # int32/String values; a UnicodeEncodeError becomes
             # InvalidArgumentError in encode().
-            if type(key) is str and "\0" not in key:
-                b = key.encode()
-                n = len(b)
-                buf += pack_u32x2(t_string, n)
-                buf += b
-                buf += _PAD[n & 3]
+            if type(key) is str:
+                encoded = key_cache.get(key)
+                if encoded is None:
+                    encoded = string_bytes(key)
+                    if len(key) <= 64 and len(key_cache) < _KEY_CACHE_SIZE:
+                        key_cache[key] = encoded
+                buf += encoded
             else:
                 (get(type(key)) or fallback(key))(buf, key, d, ctx)
             tv = type(val)
@@ -919,6 +931,23 @@ def _build_encoder(godot: int) -> _Fn[[Any, _EncodeContext], bytes]:
                 buf += pack_u32x2(t_string, n)
                 buf += b
                 buf += _PAD[n & 3]
+            elif tv is float and val == val:
+                try:
+                    b = f32_pack(val)
+                    exact = f32_unpack(b)[0] == val
+                except OverflowError:
+                    exact = False
+                if exact:
+                    buf += hdr_f32
+                    buf += b
+                else:
+                    buf += hdr_f64
+                    buf += f64_pack(val)
+            elif tv is Vector2:
+                try:
+                    buf += hdr_vector2_pack(t_vector2, *val)
+                except OverflowError:
+                    (get(tv) or fallback(val))(buf, val, d, ctx)
             else:
                 (get(tv) or fallback(val))(buf, val, d, ctx)
 
