@@ -726,3 +726,19 @@ def test_decoded_memory_stays_a_small_multiple_of_the_input(
         tracemalloc.stop()
     assert len(value) == count
     assert peak < 20 * len(data), (peak, len(data))  # measured: 8x-16x
+
+
+def test_key_caches_stay_correct_after_they_fill() -> None:
+    # Both directions cache Dictionary keys (bounded at 4096); more distinct
+    # keys than that, twice over, must still encode and decode exactly.
+    for _ in range(2):
+        value = {f"key{i}": i for i in range(5000)}
+        value["héllo"] = "x"
+        data = var_to_bytes(value)
+        assert bytes_to_var(data) == value
+        assert var_to_bytes(bytes_to_var(data)) == data
+    # A key that fails validation is never cached as valid.
+    bad = bytes.fromhex("1b000000010000000400000002000000c328000002000000" "01000000")
+    for _ in range(2):
+        with pytest.raises(VariantDecodeError, match="UTF-8"):
+            bytes_to_var(bad)

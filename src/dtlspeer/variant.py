@@ -1259,6 +1259,9 @@ def _build_decoder(godot: int) -> _TopDecoder:
 
     u32x2_from = _U32x2.unpack_from
     t_float64 = t_float | _FLAG_64
+    # Valid String keys by their bytes (bounded: a sender cycling through
+    # keys only fills it, after which it stops growing).
+    key_cache: dict[bytes, str] = {}
     new_tuple = tuple.__new__
 
     def dec(data: bytes, pos: int, end: int, depth: int, st: _DecodeState) -> _Decoded:
@@ -1386,15 +1389,22 @@ def _build_decoder(godot: int) -> _TopDecoder:
                     start = p + 8
                     q = start + w + (-w & 3)
                     if q <= end:
-                        try:
-                            key = data[start : start + w].decode()
-                        except UnicodeDecodeError:
-                            key = None
+                        raw = data[start : start + w]
+                        key = key_cache.get(raw)
+                        if key is not None:
+                            p = q
                         else:
-                            if "\x00" in key or key[:1] == "\ufeff":
+                            try:
+                                key = raw.decode()
+                            except UnicodeDecodeError:
                                 key = None
                             else:
-                                p = q
+                                if "\x00" in key or key[:1] == "\ufeff":
+                                    key = None
+                                else:
+                                    p = q
+                                    if w <= 64 and len(key_cache) < _KEY_CACHE_SIZE:
+                                        key_cache[bytes(raw)] = key
             if key is None:
                 key, p = dec(data, p, end, d, st)
             val: Any
