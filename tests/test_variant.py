@@ -738,7 +738,7 @@ def test_key_caches_stay_correct_after_they_fill() -> None:
         assert bytes_to_var(data) == value
         assert var_to_bytes(bytes_to_var(data)) == data
     # A key that fails validation is never cached as valid.
-    bad = bytes.fromhex("1b000000010000000400000002000000c328000002000000" "01000000")
+    bad = bytes.fromhex("1b000000010000000400000002000000c32800000200000001000000")
     for _ in range(2):
         with pytest.raises(VariantDecodeError, match="UTF-8"):
             bytes_to_var(bad)

@@ -739,6 +739,7 @@ _ENCODED_OBJECT_AS_ID = "EncodedObjectAsID"
 # Encoder
 # ---------------------------------------------------------------------------
 
+
 def _utf8(text: str) -> bytes:
     """A Godot String's bytes; refuses what Godot cannot hold."""
     if not isinstance(text, str):
@@ -900,6 +901,7 @@ def _build_encoder(godot: int) -> _Fn[[Any, _EncodeContext], bytes]:
         b = _utf8(v)
         n = len(b)
         return pack_u32x2(t_string, n) + b + _PAD[n & 3]
+
     t_vector2 = ids["VECTOR2"]
     hdr_vector2_pack = struct.Struct("<Iff").pack
 
