@@ -5,6 +5,7 @@ both ways, hostile input and a bounded seeded fuzz of the decoder."""
 from __future__ import annotations
 
 import math
+import pickle
 import random
 import struct
 import time
@@ -472,6 +473,9 @@ def test_bad_input_raises_the_documented_error_with_an_offset(hexed: str) -> Non
     assert 0 <= info.value.offset <= len(data)
     assert isinstance(info.value, errors.InvalidArgumentError)
     assert isinstance(info.value, ValueError)
+    assert errors.VariantDecodeError is VariantDecodeError
+    again = pickle.loads(pickle.dumps(info.value))  # e.g. across multiprocessing
+    assert (str(again), again.offset) == (str(info.value), info.value.offset)
 
 
 def test_objects_refused_unless_allowed_then_inert() -> None:

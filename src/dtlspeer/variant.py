@@ -39,7 +39,7 @@ from array import array
 from typing import Any, NamedTuple, Optional, Union
 from typing import Callable as _Fn
 
-from .errors import ArgumentTypeError, InvalidArgumentError
+from .errors import ArgumentTypeError, InvalidArgumentError, VariantDecodeError
 
 __all__ = [
     "AABB",
@@ -95,17 +95,6 @@ interpreter's limit (a RecursionError becomes a VariantDecodeError)."""
 DEFAULT_MAX_ELEMENTS = 1 << 20
 """Container elements (Array items, Dictionary entries, Object properties,
 Packed vector/color/string items) decoded per call by default."""
-
-
-class VariantDecodeError(InvalidArgumentError):
-    """Bytes that are not a valid Variant encoding (truncated, bad type id,
-    invalid UTF-8, too deep, over the element budget, an Object while objects
-    are not allowed...). ``offset`` is the byte offset where decoding failed.
-    Godot returns ``null`` (and logs an error) instead."""
-
-    def __init__(self, message: str, offset: int) -> None:
-        super().__init__(f"{message} (at byte {offset})")
-        self.offset = offset
 
 
 # ---------------------------------------------------------------------------
