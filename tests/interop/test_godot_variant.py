@@ -130,18 +130,31 @@ def our_values() -> list[Any]:
     ]  # fmt: skip
 
 
-def run_godot(binary: Path, tmp_path: Path, inputs: list[bytes]) -> list[str]:
+def godot4_project(tmp_path: Path, script: Path) -> Path:
+    """A throw-away Godot 4 project holding ``script`` (README of the runtime)."""
     project = tmp_path / "project"
     (project / ".godot").mkdir(parents=True)
     (project / "project.godot").write_text("config_version=5\n")
     (project / ".godot" / "global_script_class_cache.cfg").write_text("list=[]\n")
-    shutil.copy(SCRIPT, project / SCRIPT.name)
-    source, out = tmp_path / "in.txt", tmp_path / "out.txt"
-    source.write_text("".join(data.hex() + "\n" for data in inputs))
+    shutil.copy(script, project / script.name)
+    return project
+
+
+def godot4_env(tmp_path: Path) -> dict[str, str]:
+    """Godot writes user:// data under HOME/XDG_*: keep it in the test's directory."""
     home = tmp_path / "home"
-    home.mkdir()
+    home.mkdir(exist_ok=True)
     env = dict(os.environ, HOME=str(home), XDG_DATA_HOME=str(home), XDG_CONFIG_HOME=str(home),
                XDG_CACHE_HOME=str(home))  # fmt: skip
+    env.pop("LD_PRELOAD", None)  # not our process: no sanitizer runtime
+    return env
+
+
+def run_godot(binary: Path, tmp_path: Path, inputs: list[bytes]) -> list[str]:
+    project = godot4_project(tmp_path, SCRIPT)
+    source, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    source.write_text("".join(data.hex() + "\n" for data in inputs))
+    env = godot4_env(tmp_path)
     proc = subprocess.run(
         [str(binary), "--headless", "--path", str(project), "--script", f"res://{SCRIPT.name}",
          "--", str(source), str(out)],
@@ -281,40 +294,15 @@ def test_godot4_and_we_reject_the_same_mutated_inputs(godot4: Path, tmp_path: Pa
     assert counts["both accept"] > 300 and counts["both reject"] > 300, counts
 
 
-def test_godot4_put_var_over_dtls_both_ways(
-    godot4: Path, tmp_path: Path, server_certs: dict[str, Any]
-) -> None:
-    """A Godot 4 PacketPeerDTLS client (certificate and name validated) sends
-    its corpus with put_var; our UDPServer + DTLSServer peer reads each packet
-    with get_var, checks that it re-encodes to the very bytes received, and
-    answers with put_var; the Godot script checks every reply with its own
-    var_to_bytes and prints PASS."""
-    import subprocess as sp
+def serve_variants(
+    udp_server: Any, dtls_server: Any, proc: Any, godot: int
+) -> tuple[list[tuple[bytes, Any]], str, str]:
+    """Our Godot-style DTLS server until the Godot client exits (bounded):
+    every packet is read with get_var and answered with put_var."""
     import time
 
-    from dtlspeer import PacketPeerDTLS, TLSOptions, UDPServer
-    from dtlspeer.dtls import DTLSServer
+    from dtlspeer import PacketPeerDTLS
 
-    cert = server_certs["ecdsa-p256/ours"]
-    key, x509 = cert.load()
-    udp_server = UDPServer()
-    udp_server.listen(0, "127.0.0.1")
-    dtls_server = DTLSServer()
-    dtls_server.setup(TLSOptions.server(key, x509))
-    project = tmp_path / "project"
-    (project / ".godot").mkdir(parents=True)
-    (project / "project.godot").write_text("config_version=5\n")
-    (project / ".godot" / "global_script_class_cache.cfg").write_text("list=[]\n")
-    script = Path(__file__).parent / "godot4" / "put_var_client.gd"
-    shutil.copy(script, project / script.name)
-    env = dict(os.environ, HOME=str(tmp_path), XDG_DATA_HOME=str(tmp_path),
-               XDG_CONFIG_HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path))  # fmt: skip
-    env.pop("LD_PRELOAD", None)
-    proc = sp.Popen(
-        [str(godot4), "--headless", "--path", str(project), "--script", f"res://{script.name}",
-         "--", str(udp_server.get_local_port()), str(cert.cert_path)],
-        env=env, cwd=tmp_path, stdout=sp.PIPE, stderr=sp.PIPE, text=True,
-    )  # fmt: skip
     peers: list[PacketPeerDTLS] = []
     received: list[tuple[bytes, Any]] = []
     try:
@@ -329,9 +317,9 @@ def test_godot4_put_var_over_dtls_both_ways(
                 peer.poll()
                 while peer.get_available_packet_count() > 0:
                     data = peer.get_packet()
-                    value = bytes_to_var(data)
+                    value = bytes_to_var(data, godot=godot)
                     received.append((data, value))
-                    peer.put_var(value)
+                    peer.put_var(value, godot=godot)
             time.sleep(0.001)
         out, err = proc.communicate(timeout=10)
     finally:
@@ -341,7 +329,70 @@ def test_godot4_put_var_over_dtls_both_ways(
         for peer in peers:
             peer.disconnect_from_peer()
         udp_server.stop()
+    return received, out, err
+
+
+def test_godot4_put_var_over_dtls_both_ways(
+    godot4: Path, tmp_path: Path, server_certs: dict[str, Any]
+) -> None:
+    """A Godot 4 PacketPeerDTLS client (certificate and name validated) sends
+    its corpus with put_var; our UDPServer + DTLSServer peer reads each packet
+    with get_var, checks that it re-encodes to the very bytes received, and
+    answers with put_var; the Godot script checks every reply with its own
+    var_to_bytes and prints PASS."""
+    import subprocess as sp
+
+    from dtlspeer import TLSOptions, UDPServer
+    from dtlspeer.dtls import DTLSServer
+
+    cert = server_certs["ecdsa-p256/ours"]
+    key, x509 = cert.load()
+    udp_server = UDPServer()
+    udp_server.listen(0, "127.0.0.1")
+    dtls_server = DTLSServer()
+    dtls_server.setup(TLSOptions.server(key, x509))
+    script = Path(__file__).parent / "godot4" / "put_var_client.gd"
+    project = godot4_project(tmp_path, script)
+    env = godot4_env(tmp_path)
+    proc = sp.Popen(
+        [str(godot4), "--headless", "--path", str(project), "--script", f"res://{script.name}",
+         "--", str(udp_server.get_local_port()), str(cert.cert_path)],
+        env=env, cwd=tmp_path, stdout=sp.PIPE, stderr=sp.PIPE, text=True,
+    )  # fmt: skip
+    received, out, err = serve_variants(udp_server, dtls_server, proc, godot=4)
     assert proc.returncode == 0 and "PASS" in out, out + err
     assert len(received) > 30
     for data, value in received:
         assert var_to_bytes(value) == data, (data.hex(), value)
+
+
+def test_godot3_put_var_over_dtls_both_ways(tmp_path: Path, server_certs: dict[str, Any]) -> None:
+    """The same with a Godot 3.2.3 PacketPeerDTLS client and the 3.x format
+    (``get_var(godot=3)``/``put_var(godot=3)``)."""
+    import subprocess as sp
+
+    from dtlspeer import TLSOptions, UDPServer
+    from dtlspeer.dtls import DTLSServer
+
+    godot = shutil.which("godot3-server")
+    if godot is None:
+        pytest.skip("godot3-server not installed")
+    cert = server_certs["ecdsa-p256/ours"]
+    key, x509 = cert.load()
+    udp_server = UDPServer()
+    udp_server.listen(0, "127.0.0.1")
+    dtls_server = DTLSServer()
+    dtls_server.setup(TLSOptions.server(key, x509))
+    script = Path(__file__).parent / "godot" / "put_var_client.gd"
+    env = dict(os.environ, HOME=str(tmp_path))
+    env.pop("LD_PRELOAD", None)
+    proc = sp.Popen(
+        [godot, "--no-window", "-s", str(script), f"--port={udp_server.get_local_port()}",
+         f"--cert={cert.cert_path}"],
+        env=env, cwd=tmp_path, stdout=sp.PIPE, stderr=sp.PIPE, text=True,
+    )  # fmt: skip
+    received, out, err = serve_variants(udp_server, dtls_server, proc, godot=3)
+    assert proc.returncode == 0 and "PASS" in out, out + err
+    assert len(received) > 25
+    for data, value in received:
+        assert same_godot3(var_to_bytes(value, godot=3), data), (data.hex(), value)
