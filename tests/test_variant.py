@@ -8,6 +8,7 @@ import math
 import pickle
 import random
 import struct
+import sys
 import time
 from array import array
 from typing import Any
@@ -746,3 +747,38 @@ def test_key_caches_stay_correct_after_they_fill() -> None:
     for _ in range(2):
         with pytest.raises(VariantDecodeError, match="UTF-8"):
             bytes_to_var(bad)
+
+
+def test_concurrent_calls_keep_their_own_settings() -> None:
+    # Settings travel with each call (the first version kept them on a stack
+    # shared by every thread): one thread's full_objects never leaks into another's.
+    import threading
+
+    node_array = TypedArray(ContainerType.of_class("Node"), [])
+    plain = var_to_bytes(node_array)
+    full = var_to_bytes(node_array, full_objects=True)
+    assert plain != full
+    failures: list[str] = []
+
+    def encode(full_objects: bool, expected: bytes) -> None:
+        for _ in range(300):
+            if var_to_bytes([node_array] * 20, full_objects=full_objects) != expected:
+                failures.append(f"full_objects={full_objects}")
+                return
+
+    threads = [
+        threading.Thread(target=encode, args=(False, var_to_bytes([node_array] * 20))),
+        threading.Thread(
+            target=encode, args=(True, var_to_bytes([node_array] * 20, full_objects=True))
+        ),
+    ]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not failures

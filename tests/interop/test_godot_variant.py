@@ -294,6 +294,20 @@ def test_godot4_and_we_reject_the_same_mutated_inputs(godot4: Path, tmp_path: Pa
     assert counts["both accept"] > 300 and counts["both reject"] > 300, counts
 
 
+def our_dtls_server(server_certs: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """(certificate, UDPServer, DTLSServer) listening on a free 127.0.0.1 port."""
+    from dtlspeer import TLSOptions, UDPServer
+    from dtlspeer.dtls import DTLSServer
+
+    cert = server_certs["ecdsa-p256/ours"]
+    key, x509 = cert.load()
+    udp_server = UDPServer()
+    udp_server.listen(0, "127.0.0.1")
+    dtls_server = DTLSServer()
+    dtls_server.setup(TLSOptions.server(key, x509))
+    return cert, udp_server, dtls_server
+
+
 def serve_variants(
     udp_server: Any, dtls_server: Any, proc: Any, godot: int
 ) -> tuple[list[tuple[bytes, Any]], str, str]:
@@ -342,15 +356,7 @@ def test_godot4_put_var_over_dtls_both_ways(
     var_to_bytes and prints PASS."""
     import subprocess as sp
 
-    from dtlspeer import TLSOptions, UDPServer
-    from dtlspeer.dtls import DTLSServer
-
-    cert = server_certs["ecdsa-p256/ours"]
-    key, x509 = cert.load()
-    udp_server = UDPServer()
-    udp_server.listen(0, "127.0.0.1")
-    dtls_server = DTLSServer()
-    dtls_server.setup(TLSOptions.server(key, x509))
+    cert, udp_server, dtls_server = our_dtls_server(server_certs)
     script = Path(__file__).parent / "godot4" / "put_var_client.gd"
     project = godot4_project(tmp_path, script)
     env = godot4_env(tmp_path)
@@ -371,18 +377,10 @@ def test_godot3_put_var_over_dtls_both_ways(tmp_path: Path, server_certs: dict[s
     (``get_var(godot=3)``/``put_var(godot=3)``)."""
     import subprocess as sp
 
-    from dtlspeer import TLSOptions, UDPServer
-    from dtlspeer.dtls import DTLSServer
-
     godot = shutil.which("godot3-server")
     if godot is None:
         pytest.skip("godot3-server not installed")
-    cert = server_certs["ecdsa-p256/ours"]
-    key, x509 = cert.load()
-    udp_server = UDPServer()
-    udp_server.listen(0, "127.0.0.1")
-    dtls_server = DTLSServer()
-    dtls_server.setup(TLSOptions.server(key, x509))
+    cert, udp_server, dtls_server = our_dtls_server(server_certs)
     script = Path(__file__).parent / "godot" / "put_var_client.gd"
     env = dict(os.environ, HOME=str(tmp_path))
     env.pop("LD_PRELOAD", None)
