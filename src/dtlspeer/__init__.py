@@ -6,7 +6,7 @@ raise :mod:`dtlspeer.errors` exceptions instead of returning ``Error`` codes.
 
 from __future__ import annotations
 
-from . import aio, errors
+from . import aio, errors, variant
 from .build_info import build_info, ciphersuites, mbedtls_version
 from .crypto import Crypto, CryptoKey, X509Certificate
 from .dtls import DTLSServer, DTLSSettings, PacketPeerDTLS
@@ -41,4 +41,5 @@ __all__ = [
     "ciphersuites",
     "errors",
     "mbedtls_version",
+    "variant",
 ]

@@ -29,6 +29,7 @@ __all__ = [
     "StateError",
     "TLSError",
     "UnsupportedError",
+    "VariantDecodeError",
     "WouldBlockError",
 ]
 
@@ -60,6 +61,21 @@ class ArgumentTypeError(DTLSPeerError, TypeError):
 
 class UnsupportedError(InvalidArgumentError):
     """A well-formed request this build cannot serve (e.g. an unknown curve)."""
+
+
+class VariantDecodeError(InvalidArgumentError):
+    """Bytes that are not a valid Godot Variant encoding (truncated, bad type
+    id, invalid UTF-8, too deep, over the element budget, an Object while
+    objects are not allowed...). ``offset`` is the byte offset where decoding
+    failed. Godot's ``bytes_to_var``/``get_var`` return ``null`` instead."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(f"{message} (at byte {offset})")
+        self.message = message
+        self.offset = offset
+
+    def __reduce__(self) -> tuple[type[VariantDecodeError], tuple[str, int]]:
+        return (type(self), (self.message, self.offset))
 
 
 class StateError(DTLSPeerError, RuntimeError):

@@ -43,6 +43,7 @@ from .dtls import (
 from .packet_peer import BytesLike
 from .tls_options import TLSOptions
 from .udp import _addr_text, _check_int, _fill_addr, _open_socket, _resolve
+from .variant import bytes_to_var
 
 __all__ = ["DTLSHost", "DisconnectReason", "HostEvent", "HostEventType", "HostPeer"]
 
@@ -134,6 +135,15 @@ class HostEvent(NamedTuple):
     reason: DisconnectReason = DisconnectReason.NONE
     message: str = ""
     code: int = 0
+
+    def var(self, allow_objects: bool = False, *, godot: int = 4) -> Any:
+        """Decode a RECEIVE's ``data`` as a Godot Variant (what the sender's
+        ``put_var`` sent), straight from ``data`` with no copy. Raises
+        VariantDecodeError for bytes that are not one, StateError for
+        another event type. See :func:`dtlspeer.variant.bytes_to_var`."""
+        if self.type is not _RECEIVE:
+            raise errors.StateError(f"a {self.type.name} event carries no Variant")
+        return bytes_to_var(self.data, allow_objects=allow_objects, godot=godot)
 
 
 class HostPeer(PacketPeerDTLS):
