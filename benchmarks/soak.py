@@ -100,7 +100,11 @@ def serve(args: argparse.Namespace) -> int:
                 "heap": heap, "blocks": blocks, "reasons": dict(reasons),
                 **{k: stats[k] for k in ("peers", "connected", "handshaking", "connects",
                                          "disconnects", "errors", "gate_dropped",
-                                         "records_in", "admitted")}}
+                                         "records_in", "admitted", "evicted_handshakes",
+                                         "dropped_handshake_per_address",
+                                         "dropped_handshake_limit", "dropped_peer_limit",
+                                         "successors", "successors_failed",
+                                         "successors_orphaned", "reconnects")}}
         print(json.dumps(line), flush=True)
 
     while True:
@@ -432,6 +436,11 @@ def _report(args: argparse.Namespace, samples: list[dict[str, Any]], counts: dic
     if final:
         f = final[0]
         print("server disconnect reasons:", json.dumps(f["reasons"], sort_keys=True))
+        print("server admission and succession:", json.dumps(
+            {k: f[k] for k in ("admitted", "evicted_handshakes", "dropped_handshake_per_address",
+                               "dropped_handshake_limit", "dropped_peer_limit", "successors",
+                               "successors_failed", "successors_orphaned", "reconnects")},
+            sort_keys=True))
         if f["peers"]:
             problems.append(f"{f['peers']} peers still on the server after the drain")
         if f["reasons"].get("TLS_ERROR"):
