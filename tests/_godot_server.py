@@ -4,7 +4,7 @@ it accepted and every packet each one received."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 from dtlspeer import (
     DTLSServer,
@@ -21,13 +21,16 @@ Status = PacketPeerDTLS.Status
 
 class GodotServer:
     """Accepts on 127.0.0.1 (an ephemeral port); ``peers`` are the accepted
-    (STATUS_HANDSHAKING when taken) PacketPeerDTLS objects, in order."""
+    (STATUS_HANDSHAKING when taken) PacketPeerDTLS objects, in order. Each
+    packet goes to ``on_packet(peer, data)`` if given, else into
+    ``received``."""
 
     def __init__(
         self,
         identity: Identity,
         cookie_secret: Optional[bytes] = None,
         settings: Optional[DTLSSettings] = None,
+        on_packet: Optional[Callable[[PacketPeerDTLS, bytes], None]] = None,
     ) -> None:
         self.udp = UDPServer()
         self.udp.listen(0, "127.0.0.1")
@@ -39,6 +42,7 @@ class GodotServer:
         self.peers: list[PacketPeerDTLS] = []
         self.received: dict[int, list[bytes]] = {}
         self.taken = 0
+        self.on_packet = on_packet
 
     def step(self, take: bool = True) -> None:
         """One frame: poll, take new connections (unless ``take`` is False),
@@ -54,7 +58,11 @@ class GodotServer:
         for peer in self.peers:
             peer.poll()
             while peer.get_available_packet_count() > 0:
-                self.received.setdefault(id(peer), []).append(peer.get_packet())
+                data = peer.get_packet()
+                if self.on_packet is not None:
+                    self.on_packet(peer, data)
+                else:
+                    self.received.setdefault(id(peer), []).append(data)
 
     def connected_peers(self) -> list[PacketPeerDTLS]:
         return [p for p in self.peers if p.get_status() == Status.STATUS_CONNECTED]

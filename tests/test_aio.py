@@ -15,6 +15,7 @@ from typing import Any, Callable, TypeVar
 
 import pytest
 
+from _godot_server import GodotServer
 from _host_clients import PSK_IDENTITY, PSK_KEY
 from dtlspeer import (
     DisconnectReason,
@@ -25,7 +26,6 @@ from dtlspeer import (
     aio,
     errors,
 )
-from godot_style_server import GodotStyleServer
 from identities import Identity, make_identity
 
 Status = PacketPeerDTLS.Status
@@ -599,9 +599,8 @@ def test_local_misuse_raises() -> None:
 
 def test_aio_client_against_a_godot_style_dtlsserver(identity: Identity) -> None:
     async def main() -> None:
-        server = GodotStyleServer(TLSOptions.server(*identity),
-                                  lambda peer, data: peer.put_packet(b"re:" + data))
-        udp_server, peers = server.udp_server, server.peers
+        server = GodotServer(identity, on_packet=lambda peer, data: peer.put_packet(b"re:" + data))
+        udp_server, peers = server.udp, server.peers
 
         async def godot_server() -> None:
             while True:

@@ -9,6 +9,7 @@ import asyncio
 
 import pytest
 
+from _godot_server import GodotServer
 from _host_clients import PSK_IDENTITY, PSK_KEY
 from dtlspeer import (
     DTLSHost,
@@ -20,7 +21,6 @@ from dtlspeer import (
     aio,
     errors,
 )
-from godot_style_server import GodotStyleServer
 from identities import Identity, make_identity
 from udp_helpers import until
 
@@ -92,7 +92,7 @@ def test_host_limit_is_a_setting() -> None:
 
 def test_godot_style_server_drops_records_above_the_limit(ec_identity: Identity) -> None:
     got: list[bytes] = []
-    server = GodotStyleServer(TLSOptions.server(*ec_identity), lambda peer, data: got.append(data))
+    server = GodotServer(ec_identity, on_packet=lambda peer, data: got.append(data))
     peers = server.peers
     udp = PacketPeerUDP()
     udp.connect_to_host("127.0.0.1", server.port)
