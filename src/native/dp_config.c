@@ -288,6 +288,24 @@ int dp_config_set_psk(dp_config *cfg, const unsigned char *identity, size_t iden
     return DP_OK;
 }
 
+/* Mbed TLS knows more suites than this build may negotiate: CBC mode is
+ * compiled for AESContext, which brings the CBC suites' definitions with it.
+ * Only the suites of the pinned list (MBEDTLS_SSL_CIPHERSUITES in
+ * dtlspeer_mbedtls_config.h, what mbedtls_ssl_list_ciphersuites returns)
+ * may be configured. */
+static int suite_in_build_list(int id)
+{
+    if (id == 0) {
+        return 0;
+    }
+    for (const int *p = mbedtls_ssl_list_ciphersuites(); *p != 0; p++) {
+        if (*p == id) {
+            return mbedtls_ssl_ciphersuite_from_id(id) != NULL;
+        }
+    }
+    return 0;
+}
+
 int dp_config_set_ciphersuites(dp_config *cfg, const char *names)
 {
     int ret = check_mutable(cfg);
@@ -319,7 +337,7 @@ int dp_config_set_ciphersuites(dp_config *cfg, const char *names)
         memcpy(name, start, n);
         name[n] = '\0';
         int id = mbedtls_ssl_get_ciphersuite_id(name);
-        if (id == 0 || mbedtls_ssl_ciphersuite_from_id(id) == NULL) {
+        if (!suite_in_build_list(id)) {
             return DP_ERR_UNSUPPORTED;
         }
         suites[count++] = id;
@@ -461,7 +479,7 @@ static int psk_lookup(void *ctx, mbedtls_ssl_context *ssl, const unsigned char *
 static size_t append_suites(int *dst, size_t count, const int *src)
 {
     for (; *src != 0 && count < DP_MAX_SUITES; src++) {
-        if (mbedtls_ssl_ciphersuite_from_id(*src) != NULL) {
+        if (suite_in_build_list(*src)) {
             dst[count++] = *src;
         }
     }

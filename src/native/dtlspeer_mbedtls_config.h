@@ -52,11 +52,11 @@
 
 /* ---- Ciphers: AEAD only --------------------------------------------------- */
 
-/* CBC suites cost ~290 bytes of buffer per direction per connection and are
- * the source of every Lucky13-style bug; all our peers speak AES-GCM and
- * ChaCha20-Poly1305. Safe since 3.6.7 (CVE-2026-50580 was AEAD-only configs).
- * Encrypt-then-MAC only applies to CBC. */
-#undef MBEDTLS_CIPHER_MODE_CBC
+/* CBC suites are the source of every Lucky13-style bug; all our peers speak
+ * AES-GCM and ChaCha20-Poly1305. Safe since 3.6.7 (CVE-2026-50580 was
+ * AEAD-only configs). The CBC *mode* is built for AESContext; the CBC
+ * *suites* stay out of TLS (see "Crypto family" below). Encrypt-then-MAC
+ * only applies to CBC suites. */
 #undef MBEDTLS_SSL_ENCRYPT_THEN_MAC
 #undef MBEDTLS_CIPHER_MODE_CFB
 #undef MBEDTLS_CIPHER_MODE_OFB
@@ -73,12 +73,53 @@
 #undef MBEDTLS_X509_CSR_PARSE_C
 #undef MBEDTLS_X509_CSR_WRITE_C
 #undef MBEDTLS_X509_CRL_PARSE_C
-/* MD5 and RIPEMD-160 appear in no TLS 1.2 suite or modern certificate. */
-#undef MBEDTLS_MD5_C
+/* RIPEMD-160 appears in no TLS 1.2 suite or modern certificate. (MD5, which
+ * neither does, is built for HashingContext: see "Crypto family" below.) */
 #undef MBEDTLS_RIPEMD160_C
 /* Hash-based signatures and VIA PadLock: not used by TLS. */
 #undef MBEDTLS_LMS_C
 #undef MBEDTLS_PADLOCK_C
+
+/* ---- Crypto family (Godot's HashingContext, HMACContext, AESContext) ----- */
+
+/* Godot's HashingContext offers MD5 and AESContext offers ECB and CBC
+ * (issue 12 section 3), so the primitives come back, for the Crypto classes
+ * only. Enabling them must not widen what TLS negotiates:
+ *   - MBEDTLS_CIPHER_MODE_CBC would also compile in every CBC ciphersuite.
+ *     MBEDTLS_SSL_CIPHERSUITES below pins the list mbedtls_ssl_list_
+ *     ciphersuites() returns to the AEAD suites this build offered before
+ *     (same order), and dp_config accepts no suite outside that list, so a
+ *     CBC suite can be neither offered nor selected (tests/test_tls_surface.py
+ *     and tests/interop/test_tls_surface_openssl.py pin suites and signature
+ *     algorithms). Encrypt-then-MAC stays off (CBC-only extension).
+ *   - Cost: Mbed TLS sizes each record buffer for the worst CBC record once
+ *     CBC exists (+256 bytes padding, +32 bytes MAC), i.e. +576 bytes per
+ *     active connection (two buffers); parked connections hold no buffers.
+ *   - MD5: TLS 1.2 offers and accepts only the signature algorithms in its
+ *     configured list (SHA-256/384/512), and the default X.509 profile
+ *     refuses MD5 (and SHA-1) certificate signatures, as it did SHA-1 before.
+ * ECB needs no option (mbedtls_aes_crypt_ecb is always built). */
+#define MBEDTLS_MD5_C
+#define MBEDTLS_CIPHER_MODE_CBC
+#define MBEDTLS_SSL_CIPHERSUITES                                   \
+    MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,           \
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,         \
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,               \
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,                 \
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_CCM,                      \
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_CCM_8,                    \
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,               \
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,                 \
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_CCM,                      \
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8,                    \
+    MBEDTLS_TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256,           \
+    MBEDTLS_TLS_PSK_WITH_CHACHA20_POLY1305_SHA256,                 \
+    MBEDTLS_TLS_PSK_WITH_AES_256_GCM_SHA384,                       \
+    MBEDTLS_TLS_PSK_WITH_AES_256_CCM,                              \
+    MBEDTLS_TLS_PSK_WITH_AES_256_CCM_8,                            \
+    MBEDTLS_TLS_PSK_WITH_AES_128_GCM_SHA256,                       \
+    MBEDTLS_TLS_PSK_WITH_AES_128_CCM,                              \
+    MBEDTLS_TLS_PSK_WITH_AES_128_CCM_8
 
 /* ---- Curves: the ones certificates and key exchange actually use ---------- */
 
