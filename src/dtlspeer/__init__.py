@@ -7,10 +7,12 @@ raise :mod:`dtlspeer.errors` exceptions instead of returning ``Error`` codes.
 from __future__ import annotations
 
 from . import aio, errors, variant
+from .aes import AESContext
 from .build_info import build_info, ciphersuites, mbedtls_version
 from .crypto import Crypto, CryptoKey, X509Certificate
 from .dtls import DTLSServer, DTLSSettings, PacketPeerDTLS
 from .errors import DTLSPeerError
+from .hashing import HashingContext, HMACContext
 from .host import DisconnectReason, DTLSHost, HostEvent, HostEventType, HostPeer
 from .packet_peer import PacketPeer
 from .tls_options import TLSOptions
@@ -19,6 +21,7 @@ from .udp import PacketPeerUDP, UDPServer
 __version__ = "0.1.0"
 
 __all__ = [
+    "AESContext",
     "Crypto",
     "CryptoKey",
     "DTLSHost",
@@ -26,6 +29,8 @@ __all__ = [
     "DTLSServer",
     "DTLSSettings",
     "DisconnectReason",
+    "HMACContext",
+    "HashingContext",
     "HostEvent",
     "HostEventType",
     "HostPeer",

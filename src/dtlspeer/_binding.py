@@ -30,6 +30,7 @@ _PK_PASSWORD_MISMATCH = -0x3B00
 _PK_FEATURE_UNAVAILABLE = -0x3980
 _PK_UNKNOWN_PK_ALG = -0x3C80  # a key algorithm we do not support (e.g. Ed25519)
 _PK_UNKNOWN_NAMED_CURVE = -0x3A00  # an EC curve this build does not include
+_RSA_INVALID_PADDING = -0x4100  # dp_key_decrypt's one answer for any bad ciphertext
 
 _DP_EXCEPTIONS: dict[int, type[errors.DTLSPeerError]] = {
     lib.DP_ERR_INVALID_ARGUMENT: errors.InvalidArgumentError,
@@ -83,6 +84,8 @@ def _exception_for(code: int, context: str) -> errors.DTLSPeerError:
             cls = errors.OutOfMemoryError
         elif code == _X509_CERT_VERIFY_FAILED:
             cls = errors.CertificateError
+        elif code == _RSA_INVALID_PADDING:
+            cls = errors.DecryptionError
         elif code == _PK_TYPE_MISMATCH:
             cls = errors.KeyMismatchError
         elif code in (_PK_FEATURE_UNAVAILABLE, _PK_UNKNOWN_PK_ALG, _PK_UNKNOWN_NAMED_CURVE):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hmac
 import ipaddress
 import os
 import secrets
@@ -41,6 +42,7 @@ from typing import Any, Optional, Union
 
 from . import errors
 from ._binding import check, ffi, lib, to_bytes
+from .hashing import DIGEST_SIZES, HashType, HMACContext, hash_type_of
 
 __all__ = ["Crypto", "CryptoKey", "X509Certificate"]
 
@@ -652,8 +654,19 @@ class Crypto:
     Differences from Godot: failures raise instead of returning null objects;
     ``generate_ec`` is ours; ``generate_self_signed_certificate`` validates
     its dates and can add subjectAltName entries (Godot adds none), and its
-    random serial is made positive as RFC 5280 requires. ``sign``, ``verify``,
-    ``encrypt``, ``decrypt`` and ``hmac_digest`` are not provided.
+    random serial is made positive as RFC 5280 requires.
+
+    ``sign``/``verify`` (RSA PKCS#1 v1.5 or ECDSA over a precomputed hash),
+    ``encrypt``/``decrypt`` (RSA PKCS#1 v1.5), ``hmac_digest`` and
+    ``constant_time_compare`` follow Godot 4, except that failures raise
+    (Godot returns an empty array or ``false``): an empty key
+    :class:`~dtlspeer.errors.StateError`; a public key where a private one is
+    needed, a hash of the wrong size, a plaintext too long for the key
+    :class:`~dtlspeer.errors.InvalidArgumentError`; an EC key for
+    ``encrypt``/``decrypt`` :class:`~dtlspeer.errors.UnsupportedError`; any
+    bad ciphertext :class:`~dtlspeer.errors.DecryptionError`. ECDSA
+    signatures are deterministic (RFC 6979; Godot's are random): both verify
+    the same way.
     """
 
     def generate_random_bytes(self, size: int) -> bytes:
@@ -737,3 +750,114 @@ class Crypto:
                 not_before.encode("ascii"), not_after.encode("ascii"), sans, len(sans))
         check(code, f"Crypto.generate_self_signed_certificate(issuer_name={issuer_name!r})")
         return cert
+
+    # -- signatures, RSA encryption, HMAC (Godot 4) ---------------------------
+
+    def sign(self, hash_type: int, hash: Union[bytes, bytearray, memoryview],
+             key: CryptoKey) -> bytes:
+        """Sign ``hash``, a digest already computed with ``hash_type``
+        (``HashingContext.HASH_MD5``/``HASH_SHA1``/``HASH_SHA256``, 16/20/32
+        bytes), with a private ``key``: RSA PKCS#1 v1.5 (the signature is as
+        long as the modulus) or ECDSA (DER ``SEQUENCE {r, s}``), as Godot."""
+        kind, digest = _hash_argument(hash_type, hash, "Crypto.sign")
+        _key_argument(key, private=True, what="Crypto.sign")
+        out = ffi.new("unsigned char[]", lib.DP_SIGNATURE_MAX)
+        with key._mutex:
+            n = check(lib.dp_key_sign(key._handle, int(kind), digest, len(digest), out,
+                                      lib.DP_SIGNATURE_MAX), "Crypto.sign")
+        return bytes(ffi.buffer(out, n))
+
+    def verify(self, hash_type: int, hash: Union[bytes, bytearray, memoryview],
+               signature: Union[bytes, bytearray, memoryview], key: CryptoKey) -> bool:
+        """True if ``signature`` is ``key``'s signature of ``hash`` (see
+        :meth:`sign`); a public or private key. A malformed or wrong
+        signature is ``False``; a hash of the wrong size raises
+        :class:`~dtlspeer.errors.InvalidArgumentError` (Godot: ``false``)."""
+        kind, digest = _hash_argument(hash_type, hash, "Crypto.verify")
+        sig = to_bytes(signature, "signature")
+        _key_argument(key, private=False, what="Crypto.verify")
+        with key._mutex:
+            valid = check(lib.dp_key_verify(key._handle, int(kind), digest, len(digest), sig,
+                                            len(sig)), "Crypto.verify")
+        return valid == 1
+
+    def encrypt(self, key: CryptoKey, plaintext: Union[bytes, bytearray, memoryview]) -> bytes:
+        """RSA PKCS#1 v1.5 encryption (randomized) of at most modulus - 11
+        bytes (245 for RSA-2048; empty is allowed) with a public or private
+        RSA ``key``. EC keys: :class:`~dtlspeer.errors.UnsupportedError`."""
+        data = to_bytes(plaintext, "plaintext")
+        _key_argument(key, private=False, what="Crypto.encrypt")
+        _rsa_only(key, "Crypto.encrypt")
+        limit = key.key_size // 8 - 11
+        if len(data) > limit:
+            raise errors.InvalidArgumentError(
+                f"Crypto.encrypt: at most {limit} bytes fit an RSA-{key.key_size} "
+                f"PKCS#1 v1.5 block, not {len(data)}")
+        out = ffi.new("unsigned char[]", lib.DP_SIGNATURE_MAX)
+        with key._mutex:
+            n = check(lib.dp_key_encrypt(key._handle, data, len(data), out,
+                                         lib.DP_SIGNATURE_MAX), "Crypto.encrypt")
+        return bytes(ffi.buffer(out, n))
+
+    def decrypt(self, key: CryptoKey, ciphertext: Union[bytes, bytearray, memoryview]) -> bytes:
+        """Decrypt an RSA PKCS#1 v1.5 ``ciphertext`` with a private RSA ``key``.
+        Any bad ciphertext (wrong length or key, bad padding) raises
+        :class:`~dtlspeer.errors.DecryptionError`, always with the same message."""
+        data = to_bytes(ciphertext, "ciphertext")
+        _key_argument(key, private=True, what="Crypto.decrypt")
+        _rsa_only(key, "Crypto.decrypt")
+        out = ffi.new("unsigned char[]", lib.DP_SIGNATURE_MAX)
+        with key._mutex:
+            n = check(lib.dp_key_decrypt(key._handle, data, len(data), out,
+                                         lib.DP_SIGNATURE_MAX), "Crypto.decrypt")
+        try:
+            return bytes(ffi.buffer(out, n))
+        finally:
+            ffi.memmove(out, bytes(n), n)  # plaintext leaves only in the result
+
+    def hmac_digest(self, hash_type: int, key: Union[bytes, bytearray, memoryview],
+                    msg: Union[bytes, bytearray, memoryview]) -> bytes:
+        """The HMAC of ``msg`` under ``key`` (one-shot :class:`HMACContext`):
+        SHA-1 or SHA-256 only, non-empty ``key`` and ``msg`` (Godot returns an
+        empty array for an empty message; we raise
+        :class:`~dtlspeer.errors.InvalidArgumentError`)."""
+        data = to_bytes(msg, "msg")
+        context = HMACContext()
+        context.start(hash_type, key)
+        if not data:
+            raise errors.InvalidArgumentError(
+                "Crypto.hmac_digest: msg must not be empty (Godot returns an empty array)")
+        context.update(data)
+        return context.finish()
+
+    def constant_time_compare(self, trusted: Union[bytes, bytearray, memoryview],
+                              received: Union[bytes, bytearray, memoryview]) -> bool:
+        """True when both byte strings are equal, in time independent of
+        their content (not of their length: different lengths are ``False``
+        at once, as in Godot). Uses :func:`hmac.compare_digest`."""
+        return hmac.compare_digest(to_bytes(trusted, "trusted"), to_bytes(received, "received"))
+
+
+def _hash_argument(hash_type: Any, digest: Any, what: str) -> tuple[HashType, bytes]:
+    kind = hash_type_of(hash_type)
+    raw = to_bytes(digest, "hash")
+    if len(raw) != DIGEST_SIZES[kind]:
+        raise errors.InvalidArgumentError(
+            f"{what}: hash must be the {DIGEST_SIZES[kind]}-byte {kind.name[5:]} digest "
+            f"(pass the digest, not the message), not {len(raw)} bytes")
+    return kind, raw
+
+
+def _key_argument(key: Any, *, private: bool, what: str) -> None:
+    if not isinstance(key, CryptoKey):
+        raise errors.ArgumentTypeError(f"{what}: key must be a CryptoKey, not {type(key).__name__}")
+    if key.is_empty():
+        raise errors.StateError(f"{what}: key is empty")
+    if private and key.is_public_only():
+        raise errors.InvalidArgumentError(f"{what} needs a private key; this one is public only")
+
+
+def _rsa_only(key: CryptoKey, what: str) -> None:
+    if key.key_type != "RSA":
+        raise errors.UnsupportedError(
+            f"{what}: RSA keys only (PKCS#1 v1.5, as Godot), not {key.key_type}")

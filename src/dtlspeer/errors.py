@@ -19,6 +19,7 @@ __all__ = [
     "CertificateError",
     "DTLSPeerError",
     "DecodeError",
+    "DecryptionError",
     "ForeignPeerError",
     "InvalidArgumentError",
     "KeyMismatchError",
@@ -116,6 +117,13 @@ class TLSError(DTLSPeerError):
 class DecodeError(TLSError, ValueError):
     """Input could not be parsed as a key or certificate (garbage, truncated,
     wrong format or password-protected)."""
+
+
+class DecryptionError(TLSError, ValueError):
+    """A ciphertext could not be decrypted (wrong key, wrong length, bad
+    padding). One exception and message for every cause, so a caller that
+    reports it reveals nothing about which check failed. Godot's
+    ``Crypto.decrypt`` returns an empty array instead."""
 
 
 class KeyMismatchError(TLSError, ValueError):

@@ -9,6 +9,7 @@
 
 #include "dtlspeer.h"
 
+#include "mbedtls/md.h"
 #include "mbedtls/pk.h"
 #include "mbedtls/x509_crt.h"
 
@@ -29,5 +30,9 @@ struct dp_cert {
 int dp_crypto_input_copy(const unsigned char *data, size_t len, size_t max_len,
                          unsigned char **copy, size_t *parse_len);
 void dp_crypto_input_free(unsigned char *copy, size_t len);
+
+/* The Mbed TLS digest of a DP_HASH_* value, MBEDTLS_MD_NONE for any other
+ * (dp_digest.c; also used by the signatures in dp_keyops.c). */
+mbedtls_md_type_t dp_md_type(int hash_type);
 
 #endif /* DTLSPEER_DP_CRYPTO_H */

@@ -196,6 +196,89 @@ int dp_cert_generate_self_signed(dp_cert *cert, const dp_key *key, const char *n
                                  const char *not_before, const char *not_after,
                                  const unsigned char *sans, size_t sans_len);
 
+/* ---- Crypto family: hashes, HMAC, AES, signatures, RSA encryption --------- */
+/* Godot's HashingContext/HMACContext (dp_digest.c), AESContext (dp_cipher.c)
+ * and Crypto.sign/verify/encrypt/decrypt (dp_keyops.c). The numbers are
+ * Godot 4's enum values. */
+
+enum {
+    DP_HASH_MD5 = 0,    /* HashingContext.HASH_MD5: 16-byte digest */
+    DP_HASH_SHA1 = 1,   /* HASH_SHA1: 20 bytes */
+    DP_HASH_SHA256 = 2, /* HASH_SHA256: 32 bytes */
+    DP_HASH_MAX_SIZE = 32
+};
+
+enum {
+    DP_AES_ECB_ENCRYPT = 0, /* AESContext.MODE_ECB_ENCRYPT */
+    DP_AES_ECB_DECRYPT = 1,
+    DP_AES_CBC_ENCRYPT = 2,
+    DP_AES_CBC_DECRYPT = 3,
+    DP_AES_MODE_MAX = 4,    /* not a mode */
+    DP_AES_BLOCK = 16
+};
+
+enum {
+    DP_SIGNATURE_MAX = 1024 /* RSA-8192 signature / ciphertext, and any ECDSA DER */
+};
+
+typedef struct dp_digest dp_digest; /* one hash or HMAC computation */
+typedef struct dp_aes dp_aes;       /* one AES-ECB/CBC stream */
+
+/* Hashes and HMACs (dp_digest.c). A digest is idle until started; finish
+ * returns it to idle. */
+dp_digest *dp_digest_new(void);
+void dp_digest_free(dp_digest *digest);
+/* Digest size in bytes of a DP_HASH_*, DP_ERR_UNSUPPORTED otherwise. */
+int dp_digest_size(int hash_type);
+/* Start a hash (hmac = 0; key ignored) or an HMAC keyed with key[key_len]
+ * (hmac = 1; key_len >= 1). DP_ERR_BAD_STATE if already started. */
+int dp_digest_start(dp_digest *digest, int hash_type, int hmac, const unsigned char *key,
+                    size_t key_len);
+int dp_digest_update(dp_digest *digest, const unsigned char *data, size_t len);
+/* Write the digest into out (outlen >= its size), return its size and go
+ * back to idle. DP_ERR_BAD_STATE if not started. */
+int dp_digest_finish(dp_digest *digest, unsigned char *out, size_t outlen);
+/* 1 while started, 0 when idle. */
+int dp_digest_active(const dp_digest *digest);
+
+/* AES without padding (dp_cipher.c). */
+dp_aes *dp_aes_new(void);
+void dp_aes_free(dp_aes *aes);
+/* mode: DP_AES_*; key_len 16 or 32; CBC modes need iv_len 16, ECB ignores
+ * the IV. DP_ERR_BAD_STATE if already started. */
+int dp_aes_start(dp_aes *aes, int mode, const unsigned char *key, size_t key_len,
+                 const unsigned char *iv, size_t iv_len);
+/* len a multiple of 16 (0 allowed), out holds len bytes; CBC chains across
+ * calls. Returns 0. */
+int dp_aes_update(dp_aes *aes, const unsigned char *in, size_t len, unsigned char *out,
+                  size_t outlen);
+/* The CBC chaining value (the IV the next update starts from) into
+ * out[16]; DP_ERR_BAD_STATE unless started in a CBC mode. */
+int dp_aes_iv_state(const dp_aes *aes, unsigned char *out, size_t outlen);
+/* Wipe the key schedule and IV; back to idle (also when idle). */
+void dp_aes_finish(dp_aes *aes);
+/* The mode while started, -1 when idle. */
+int dp_aes_mode(const dp_aes *aes);
+
+/* Signatures and RSA encryption with a key (dp_keyops.c). Empty key:
+ * DP_ERR_BAD_STATE; public-only key where a private one is needed:
+ * DP_ERR_INVALID_ARGUMENT. */
+/* RSA: PKCS#1 v1.5 signature of a precomputed hash; EC: ECDSA (DER).
+ * hash_len must be the size of hash_type. Returns the signature length. */
+int dp_key_sign(dp_key *key, int hash_type, const unsigned char *hash, size_t hash_len,
+                unsigned char *sig, size_t sig_cap);
+/* 1 if sig is a valid signature of hash by key, 0 if not. */
+int dp_key_verify(dp_key *key, int hash_type, const unsigned char *hash, size_t hash_len,
+                  const unsigned char *sig, size_t sig_len);
+/* RSA PKCS#1 v1.5 encryption (type 2 padding) of at most modulus - 11
+ * bytes; EC keys: DP_ERR_UNSUPPORTED. Returns the ciphertext length. */
+int dp_key_encrypt(dp_key *key, const unsigned char *in, size_t in_len, unsigned char *out,
+                   size_t out_cap);
+/* RSA PKCS#1 v1.5 decryption; every bad ciphertext (length, padding) gives
+ * MBEDTLS_ERR_RSA_INVALID_PADDING. Returns the plaintext length. */
+int dp_key_decrypt(dp_key *key, const unsigned char *in, size_t in_len, unsigned char *out,
+                   size_t out_cap);
+
 /* ---- UDP endpoint (dp_endpoint.c) ---------------------------------------- */
 
 /* A UDP socket driven from C. Python creates the socket (non-blocking) and
