@@ -788,7 +788,7 @@ class Crypto:
         data = to_bytes(plaintext, "plaintext")
         _key_argument(key, private=False, what="Crypto.encrypt")
         _rsa_only(key, "Crypto.encrypt")
-        limit = key.key_size // 8 - 11
+        limit = (key.key_size + 7) // 8 - 11  # modulus bytes - PKCS#1 v1.5 overhead
         if len(data) > limit:
             raise errors.InvalidArgumentError(
                 f"Crypto.encrypt: at most {limit} bytes fit an RSA-{key.key_size} "

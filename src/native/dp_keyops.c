@@ -78,18 +78,21 @@ int dp_key_verify(dp_key *key, int hash_type, const unsigned char *hash, size_t 
     return mbedtls_pk_verify(&key->pk, md, hash, hash_len, sig, sig_len) == 0 ? 1 : 0;
 }
 
-static int dp_key_rsa_only(const dp_key *key)
+/* As dp_key_usable, and the key must be RSA (PKCS#1 v1.5 encryption is
+ * RSA only, as in Godot). */
+static int dp_rsa_key_usable(const dp_key *key, int needs_private)
 {
+    int ret = dp_key_usable(key, needs_private);
+    if (ret != DP_OK) {
+        return ret;
+    }
     return mbedtls_pk_get_type(&key->pk) == MBEDTLS_PK_RSA ? DP_OK : DP_ERR_UNSUPPORTED;
 }
 
 int dp_key_encrypt(dp_key *key, const unsigned char *in, size_t in_len, unsigned char *out,
                    size_t out_cap)
 {
-    int ret = dp_key_usable(key, 0);
-    if (ret == DP_OK) {
-        ret = dp_key_rsa_only(key);
-    }
+    int ret = dp_rsa_key_usable(key, 0);
     if (ret != DP_OK) {
         return ret;
     }
@@ -107,10 +110,7 @@ int dp_key_encrypt(dp_key *key, const unsigned char *in, size_t in_len, unsigned
 int dp_key_decrypt(dp_key *key, const unsigned char *in, size_t in_len, unsigned char *out,
                    size_t out_cap)
 {
-    int ret = dp_key_usable(key, 1);
-    if (ret == DP_OK) {
-        ret = dp_key_rsa_only(key);
-    }
+    int ret = dp_rsa_key_usable(key, 1);
     if (ret != DP_OK) {
         return ret;
     }

@@ -19,8 +19,9 @@ Observed on main before the change, and pinned here:
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,17 @@ REFUSED_CLIENT_OFFERS = [
 ]
 
 
+@contextlib.contextmanager
+def our_server(cert: ServerCert) -> Iterator[EchoServer]:
+    """Our Godot-style echo server with ``cert``, closed afterwards."""
+    key, x509 = cert.load()
+    server = EchoServer(key, x509)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 def s_client(peers: PeerSet, openssl: str, port: int, extra: Sequence[str]) -> PeerProcess:
     return peers.start("openssl s_client", [
         openssl, "s_client", "-dtls1_2", "-connect", f"127.0.0.1:{port}", "-brief", *extra])
@@ -64,9 +76,7 @@ def test_our_server_refuses_removed_suites_and_signature_algorithms(
     peers: PeerSet, openssl_bin: str, server_certs: dict[str, ServerCert], label: str,
     extra: list[str],
 ) -> None:
-    key, cert = server_certs[label].load()
-    server = EchoServer(key, cert)
-    try:
+    with our_server(server_certs[label]) as server:
         cli = s_client(peers, openssl_bin, server.port, extra)
         cli.expect(rb"alert handshake failure|SSL alert number 40", "stderr", pump=server.pump)
         deadline = Deadline(20)
@@ -75,8 +85,6 @@ def test_our_server_refuses_removed_suites_and_signature_algorithms(
         assert cli.returncode() not in (None, 0), cli.transcript()
         assert not server.connected()
         assert cli.find(rb"CONNECTION ESTABLISHED", "stderr") is None
-    finally:
-        server.close()
 
 
 @pytest.mark.parametrize(
@@ -90,9 +98,7 @@ def test_our_server_signs_with_the_pinned_algorithms(
     peers: PeerSet, openssl_bin: str, server_certs: dict[str, ServerCert], label: str,
     extra: list[str], signature: str, digest: str,
 ) -> None:
-    key, cert = server_certs[label].load()
-    server = EchoServer(key, cert)
-    try:
+    with our_server(server_certs[label]) as server:
         cli = s_client(peers, openssl_bin, server.port, extra)
         cli.expect(rb"^CONNECTION ESTABLISHED", "stderr", pump=server.pump)
         assert cli.expect(rb"^Hash used: (\S+)", "stderr", pump=server.pump
@@ -102,8 +108,6 @@ def test_our_server_signs_with_the_pinned_algorithms(
         server.run_until(lambda: len(server.connected()) == 1, 10, "one connected peer")
         cli.close_stdin()
         assert cli.wait(20) == 0
-    finally:
-        server.close()
 
 
 def our_client_fails(port: int, trusted: X509Certificate) -> str:
