@@ -510,3 +510,62 @@ def test_one_context_per_thread_in_parallel() -> None:
     for t in threads:
         t.join(60)
     assert results == [True] * 80
+
+
+def test_fuzzed_signatures_and_ciphertexts_are_refused_cleanly(keys: dict[str, Path]) -> None:
+    """Signatures and ciphertexts come from the network: seeded mutations of
+    valid ones (bit flips, truncation, extension, DER length words) are only
+    ever ``False`` / ``DecryptionError`` (or, for the rare mutation that keeps
+    them valid, the original answer), and leave no memory behind. Bounded in
+    iterations and seconds."""
+    import time
+
+    rng = random.Random(1212)
+    rsa, ec = load(keys["rsa2048"]), load(keys["p384"])
+    digest = hashlib.sha256(b"fuzz").digest()
+    valid = {"rsa": crypto.sign(2, digest, rsa), "ec": crypto.sign(2, digest, ec)}
+    ciphertext = crypto.encrypt(rsa, b"fuzz plaintext")
+
+    def mutate(data: bytes) -> bytes:
+        out = bytearray(data)
+        for _ in range(rng.randint(1, 4)):
+            op = rng.randrange(5)
+            if op == 0 and out:
+                out[rng.randrange(len(out))] ^= 1 << rng.randrange(8)
+            elif op == 1 and out:
+                del out[rng.randrange(len(out)) :]
+            elif op == 2:
+                out += rng.randbytes(rng.randint(1, 40))
+            elif op == 3 and len(out) > 4:
+                at = rng.randrange(len(out) - 2)
+                out[at : at + 2] = rng.choice((b"\x30\x81", b"\x02\x00", b"\xff\xff", b"\x00\x00"))
+            elif out:
+                out[rng.randrange(len(out))] = rng.randrange(256)
+        return bytes(out)
+
+    counts = {"false": 0, "refused": 0, "still valid": 0, "decrypted": 0}
+
+    def round_of(n: int) -> None:
+        for i in range(n):
+            if time.monotonic() > stop:
+                return
+            name = ("rsa", "ec")[i % 2]
+            key = rsa if name == "rsa" else ec
+            if crypto.verify(2, digest, mutate(valid[name]), key):
+                counts["still valid"] += 1  # e.g. a DER mutation that kept r and s
+            else:
+                counts["false"] += 1
+            try:
+                crypto.decrypt(rsa, mutate(ciphertext))
+            except errors.DecryptionError:
+                counts["refused"] += 1
+            else:
+                counts["decrypted"] += 1  # a mutation with valid padding by chance
+
+    stop = time.monotonic() + 25
+    round_of(300)  # Mbed TLS grows some MPIs of the key once (bounded, not per call)
+    before = alloc_now()
+    round_of(2700)
+    assert counts["false"] > 1000 and counts["refused"] > 1000, counts
+    assert counts["still valid"] + counts["decrypted"] < 30, counts
+    assert alloc_now() == before
