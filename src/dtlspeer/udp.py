@@ -332,6 +332,10 @@ class PacketPeerUDP(PacketPeer):
         dest = ffi.new("dp_addr *")
         check(lib.dp_endpoint_slot_addr(endpoint.ptr, handle, dest), "taking a UDP peer")
         peer._dest = dest
+        # Godot's connect_shared_socket: the packet address is the client's
+        # from the start, before any get_packet().
+        peer._last[0] = dest[0]
+        peer._has_last = True
         return peer
 
     # -- internal helpers
@@ -377,11 +381,7 @@ class PacketPeerUDP(PacketPeer):
     def _recv_failed(self, code: int, context: str) -> None:
         if code == _CLOSED:
             self._detach()
-        try:
-            check(code, context)
-        except DTLSPeerError as exc:
-            self._packet_error = exc
-            raise
+        check(code, context)
 
     # -- Godot API
 
@@ -567,16 +567,22 @@ class PacketPeerUDP(PacketPeer):
         """Pop the oldest datagram (Godot ``get_packet``); its source becomes
         ``get_packet_ip/port``. Raises WouldBlockError when none is queued
         (Godot: empty array + ``ERR_UNAVAILABLE``)."""
-        ep = self._ep
-        if ep is None or ep.closed:
-            ep = self._require("get_packet")
+        # Every outcome is the packet error, as Godot's last_get_error: a
+        # closed peer's StateError too (try costs nothing when nothing raises).
         try:
-            buf = _scratch.buf
-        except AttributeError:
-            buf = _scratch_buffer()
-        n = _ep_recv(ep.ptr, self._handle, buf, _MAX_DATAGRAM, self._last)
-        if n < 0:
-            self._recv_failed(n, "get_packet")
+            ep = self._ep
+            if ep is None or ep.closed:
+                ep = self._require("get_packet")
+            try:
+                buf = _scratch.buf
+            except AttributeError:
+                buf = _scratch_buffer()
+            n = _ep_recv(ep.ptr, self._handle, buf, _MAX_DATAGRAM, self._last)
+            if n < 0:
+                self._recv_failed(n, "get_packet")
+        except DTLSPeerError as exc:
+            self._packet_error = exc
+            raise
         self._packet_error = None
         self._has_last = True
         return _unpack(buf, n)  # type: ignore[no-any-return]
@@ -586,16 +592,20 @@ class PacketPeerUDP(PacketPeer):
         return its length: one copy, no allocation (ours; not in Godot). If
         ``buffer`` is too small, raises LimitError and the datagram stays
         queued; ``peek_packet_size()`` tells the size needed."""
-        ep = self._ep
-        if ep is None or ep.closed:
-            ep = self._require("get_packet_into")
         try:
-            target = ffi.from_buffer(buffer, require_writable=True)
-        except (TypeError, BufferError) as exc:
-            raise ArgumentTypeError("buffer must be a writable bytes-like object") from exc
-        n = lib.dp_endpoint_recv(ep.ptr, self._handle, target, len(target), self._last)
-        if n < 0:
-            self._recv_failed(n, "get_packet_into")
+            ep = self._ep
+            if ep is None or ep.closed:
+                ep = self._require("get_packet_into")
+            try:
+                target = ffi.from_buffer(buffer, require_writable=True)
+            except (TypeError, BufferError) as exc:
+                raise ArgumentTypeError("buffer must be a writable bytes-like object") from exc
+            n = lib.dp_endpoint_recv(ep.ptr, self._handle, target, len(target), self._last)
+            if n < 0:
+                self._recv_failed(n, "get_packet_into")
+        except DTLSPeerError as exc:
+            self._packet_error = exc
+            raise
         self._packet_error = None
         self._has_last = True
         return int(n)
@@ -612,11 +622,14 @@ class PacketPeerUDP(PacketPeer):
 
     def get_packet_ip(self) -> str:
         """Source IP of the last packet read; IPv4 senders in dotted form even
-        on a dual-stack socket (Godot: same); ``""`` before any packet."""
+        on a dual-stack socket (Godot: same). A peer taken from a UDPServer
+        reports its client's address from the start (Godot: same); other
+        peers ``""`` before any packet."""
         return _addr_text(self._last) if self._has_last else ""
 
     def get_packet_port(self) -> int:
-        """Source port of the last packet read; 0 before any packet."""
+        """Source port of the last packet read (a peer taken from a
+        UDPServer: its client's port from the start); 0 before any packet."""
         return int(self._last.port) if self._has_last else 0
 
     def get_local_port(self) -> int:
