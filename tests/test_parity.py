@@ -92,3 +92,159 @@ def test_get_packet_error_follows_a_get_packet_after_the_server_stopped() -> Non
     with pytest.raises(errors.StateError) as info:
         peer.get_packet()
     assert peer.get_packet_error() is info.value
+
+
+# ---- DTLSServer.take_connection of any connected PacketPeerUDP ----------------
+
+
+def connected_pair(server_bound: bool) -> tuple[PacketPeerUDP, PacketPeerUDP]:
+    """(server side, client side): two PacketPeerUDP connected to each other,
+    as after a NAT punch. The server side is bound then connected
+    (``server_bound``) or made by connect_to_host alone (ephemeral port)."""
+    client_udp = PacketPeerUDP()
+    client_udp.bind(0, LOCAL)
+    server_udp = PacketPeerUDP()
+    if server_bound:
+        server_udp.bind(0, LOCAL)
+    server_udp.connect_to_host(LOCAL, client_udp.get_local_port())
+    client_udp.connect_to_host(LOCAL, server_udp.get_local_port())
+    return server_udp, client_udp
+
+
+class ConnectedSocketServer:
+    """A Godot script serving DTLS over one connected PacketPeerUDP: when
+    datagrams are waiting and no handshake is in progress, take_connection;
+    a peer that is not HANDSHAKING was the cookie exchange (try again)."""
+
+    def __init__(self, dtls: DTLSServer, udp: PacketPeerUDP) -> None:
+        self.dtls, self.udp = dtls, udp
+        self.peer: PacketPeerDTLS | None = None
+        self.rejected: list[PacketPeerDTLS] = []
+        self.received: list[bytes] = []
+
+    def step(self) -> None:
+        peer = self.peer
+        if peer is None:
+            if self.udp.get_available_packet_count() > 0:
+                taken = self.dtls.take_connection(self.udp)
+                if taken.get_status() == Status.STATUS_HANDSHAKING:
+                    self.peer = taken
+                else:
+                    self.rejected.append(taken)
+            return
+        peer.poll()
+        while peer.get_available_packet_count() > 0:
+            data = peer.get_packet()
+            self.received.append(data)
+            peer.put_packet(b"echo " + data)
+
+
+@pytest.mark.parametrize("server_bound", [True, False], ids=["bound+connected", "connect_to_host"])
+def test_dtls_server_takes_a_connected_packet_peer_udp(
+    ec_identity: Identity, server_bound: bool
+) -> None:
+    """Godot DTLSServer.take_connection accepts any connected PacketPeerUDP
+    (accept_peer checks is_socket_connected only), e.g. both sides of a NAT
+    punch: the first ClientHello gets a HelloVerifyRequest (STATUS_ERROR, as
+    Godot), the next take_connection of the same UDP peer handshakes; packets
+    flow both ways and close_notify ends the server peer cleanly."""
+    server_udp, client_udp = connected_pair(server_bound)
+    dtls = DTLSServer()
+    dtls.setup(TLSOptions.server(*ec_identity))
+    server = ConnectedSocketServer(dtls, server_udp)
+    client = PacketPeerDTLS()
+    client.connect_to_peer(client_udp, "game.test", TLSOptions.client(ec_identity[1]))
+
+    def both() -> None:
+        server.step()
+        client.poll()
+
+    assert until(
+        lambda: client.get_status() == Status.STATUS_CONNECTED
+        and server.peer is not None
+        and server.peer.get_status() == Status.STATUS_CONNECTED,
+        both,
+    ), client.get_last_error()
+    assert [p.get_status() for p in server.rejected] == [Status.STATUS_ERROR]
+    assert "HelloVerifyRequest" in server.rejected[0].get_last_error()
+    assert server.peer is not None
+    assert server.peer.get_peer_address() == (LOCAL, client_udp.get_local_port())
+    replies: list[bytes] = []
+    for i in range(5):
+        client.put_packet(b"ping %d" % i)
+        server.peer.put_packet(b"push %d" % i)
+    assert until(lambda: len(replies) == 10 and len(server.received) == 5,
+                 lambda: (both(), replies.extend(
+                     client.get_packet() for _ in range(client.get_available_packet_count()))))
+    assert sorted(replies) == sorted([b"echo ping %d" % i for i in range(5)]
+                                     + [b"push %d" % i for i in range(5)])
+    client.disconnect_from_peer()
+    assert until(lambda: server.peer is not None
+                 and server.peer.get_status() == Status.STATUS_DISCONNECTED, both)
+    # The UDP peer is the application's: it stays open for the next session.
+    assert server_udp.is_socket_connected() and client_udp.is_socket_connected()
+    server_udp.close()
+    client_udp.close()
+
+
+def test_a_connected_udp_peer_carries_one_dtls_session_at_a_time(ec_identity: Identity) -> None:
+    """Two PacketPeerDTLS reading one UDP peer would split its datagrams
+    (Godot lets it happen): while one is handshaking or connected, another
+    take_connection or connect_to_peer on the same UDP peer raises
+    AlreadyInUseError. A ClientHello the client sends again on the live
+    association (a restart on the same socket pair) never reaches the live
+    server session: it is discarded, and the session keeps working."""
+    server_udp, client_udp = connected_pair(True)
+    dtls = DTLSServer()
+    dtls.setup(TLSOptions.server(*ec_identity))
+    server = ConnectedSocketServer(dtls, server_udp)
+    client = PacketPeerDTLS()
+    client.connect_to_peer(client_udp, "game.test", TLSOptions.client(ec_identity[1]))
+    assert until(lambda: client.get_status() == Status.STATUS_CONNECTED and server.peer is not None
+                 and server.peer.get_status() == Status.STATUS_CONNECTED,
+                 lambda: (server.step(), client.poll()))
+    with pytest.raises(errors.AlreadyInUseError):
+        dtls.take_connection(server_udp)
+    with pytest.raises(errors.AlreadyInUseError):
+        PacketPeerDTLS().connect_to_peer(client_udp, "game.test", TLSOptions.client_unsafe())
+
+    hello = capture_client_hello()
+    client_udp.put_packet(hello)  # from the live client's own address
+    client.put_packet(b"still here")
+    assert until(lambda: server.received == [b"still here"],
+                 lambda: (server.step(), client.poll()))
+    assert server.peer is not None and server.peer.get_status() == Status.STATUS_CONNECTED
+    assert until(lambda: client.get_available_packet_count() > 0, client.poll)
+    assert client.get_packet() == b"echo still here"
+    client.disconnect_from_peer()
+    server_udp.close()
+    client_udp.close()
+
+
+def test_take_connection_refuses_an_unconnected_udp_peer(ec_identity: Identity) -> None:
+    """Godot accept_peer: a UDP peer that is not connected is
+    ERR_INVALID_PARAMETER (InvalidArgumentError here), bound or not."""
+    dtls = DTLSServer()
+    dtls.setup(TLSOptions.server(*ec_identity))
+    bound = PacketPeerUDP()
+    bound.bind(0, LOCAL)
+    for udp in (PacketPeerUDP(), bound):
+        with pytest.raises(errors.InvalidArgumentError):
+            dtls.take_connection(udp)
+    bound.close()
+
+
+def capture_client_hello() -> bytes:
+    """The first datagram a PacketPeerDTLS client sends (a cookieless ClientHello)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fake:
+        fake.bind((LOCAL, 0))
+        fake.settimeout(3)
+        udp = PacketPeerUDP()
+        udp.connect_to_host(LOCAL, fake.getsockname()[1])
+        client = PacketPeerDTLS()
+        client.connect_to_peer(udp, "", TLSOptions.client_unsafe())
+        hello, _ = fake.recvfrom(65535)
+        client.disconnect_from_peer()
+        udp.close()
+    assert hello[0] == 22 and hello[13] == 1
+    return hello

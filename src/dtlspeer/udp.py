@@ -321,6 +321,9 @@ class PacketPeerUDP(PacketPeer):
         self._has_last = False
         self._broadcast = False
         self._packet_error: Optional[DTLSPeerError] = None
+        # The PacketPeerDTLS whose session runs over this peer (set and
+        # cleared by dtls.py): one at a time, or they would split its datagrams.
+        self._dtls_user: Optional[weakref.ref[Any]] = None
 
     @classmethod
     def _from_server(cls, endpoint: _Endpoint, handle: int) -> PacketPeerUDP:
