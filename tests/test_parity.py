@@ -248,3 +248,73 @@ def capture_client_hello() -> bytes:
         udp.close()
     assert hello[0] == 22 and hello[13] == 1
     return hello
+
+
+# ---- Godot Error codes for ported GDScript -------------------------------------
+
+
+def test_take_connection_of_a_server_that_is_not_listening_is_none() -> None:
+    """Godot UDPServer.take_connection returns null when no connection is
+    available, which is_connection_available() says without an error when
+    the socket is closed; poll() there is ERR_UNCONFIGURED (StateError)."""
+    server = UDPServer()
+    assert server.take_connection() is None
+    with pytest.raises(errors.StateError) as info:
+        server.poll()
+    assert info.value.godot_error == errors.GodotError.ERR_UNCONFIGURED
+    server.listen(0, LOCAL)
+    server.stop()
+    assert server.take_connection() is None
+
+
+def test_exceptions_carry_the_error_code_godot_returns(ec_identity: Identity) -> None:
+    """Each exception's godot_error is what the Godot call returns in the same
+    case (packet_peer_udp.cpp, udp_server.cpp, packet_peer.cpp,
+    dtls_server_mbedtls.cpp), and errors.godot_error() maps a
+    get_packet_error() result, None included, to Godot's get_packet_error()."""
+    code = errors.godot_error
+    E = errors.GodotError
+    assert [E.OK, E.FAILED, E.ERR_UNCONFIGURED, E.ERR_INVALID_PARAMETER, E.ERR_BUSY] == [
+        0, 1, 3, 31, 44]
+    assert len(E) == 49 and max(E) == E.ERR_PRINTER_ON_FIRE == 48
+    peer = PacketPeerUDP()
+    peer.bind(0, LOCAL)
+    with pytest.raises(errors.WouldBlockError):
+        peer.get_packet()
+    assert code(peer.get_packet_error()) == E.ERR_UNAVAILABLE  # empty queue
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        tx.sendto(b"x", (LOCAL, peer.get_local_port()))
+        assert peer.wait(2.0)
+    peer.get_packet()
+    assert code(peer.get_packet_error()) == E.OK
+    with pytest.raises(errors.SocketError) as bind_info:
+        PacketPeerUDP().bind(peer.get_local_port(), LOCAL)
+    assert code(bind_info.value) == E.ERR_UNAVAILABLE  # port in use
+    with pytest.raises(errors.AlreadyInUseError) as again:
+        peer.bind(0, LOCAL)
+    assert code(again.value) == E.ERR_ALREADY_IN_USE
+    with pytest.raises(errors.LimitError) as too_big:
+        peer.put_var(bytes(9 * 1024 * 1024))
+    assert code(too_big.value) == E.ERR_OUT_OF_MEMORY  # over encode_buffer_max_size
+    peer.close()
+    with pytest.raises(errors.StateError):
+        peer.get_packet()
+    assert code(peer.get_packet_error()) == E.FAILED  # Godot _poll() of a closed socket
+
+    server = UDPServer()
+    server.listen(0, LOCAL)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        tx.sendto(b"x", (LOCAL, server.get_local_port()))
+        assert until(server.is_connection_available, server.poll)
+    taken = server.take_connection()
+    assert taken is not None
+    with pytest.raises(errors.StateError) as locked:
+        taken.connect_to_host(LOCAL, 9)
+    assert code(locked.value) == E.ERR_LOCKED
+    server.stop()
+
+    dtls = DTLSServer()
+    with pytest.raises(errors.InvalidArgumentError) as bad_options:
+        dtls.setup(TLSOptions.client_unsafe())
+    assert code(bad_options.value) == E.ERR_INVALID_PARAMETER
+    assert code(ValueError("not ours")) == E.FAILED

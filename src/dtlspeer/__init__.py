@@ -10,7 +10,7 @@ from . import aio, errors, variant
 from .build_info import build_info, ciphersuites, mbedtls_version
 from .crypto import Crypto, CryptoKey, X509Certificate
 from .dtls import DTLSServer, DTLSSettings, PacketPeerDTLS
-from .errors import DTLSPeerError
+from .errors import DTLSPeerError, GodotError
 from .host import DisconnectReason, DTLSHost, HostEvent, HostEventType, HostPeer
 from .packet_peer import PacketPeer
 from .tls_options import TLSOptions
@@ -26,6 +26,7 @@ __all__ = [
     "DTLSServer",
     "DTLSSettings",
     "DisconnectReason",
+    "GodotError",
     "HostEvent",
     "HostEventType",
     "HostPeer",

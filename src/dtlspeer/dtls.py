@@ -518,7 +518,10 @@ class PacketPeerDTLS(PacketPeer):
             if self._conn is not None:
                 record = self._conn.read()
                 if record is None:
-                    raise errors.WouldBlockError("no packet available (call poll())")
+                    empty = errors.WouldBlockError("no packet available (call poll())")
+                    # Godot: OK with an empty packet (PacketPeerUDP's code for it)
+                    empty.godot_error = errors.GodotError.ERR_UNAVAILABLE
+                    raise empty
             elif self._records:
                 record = self._records.popleft()
             else:

@@ -28,10 +28,12 @@ from .errors import (
     AlreadyInUseError,
     ArgumentTypeError,
     DTLSPeerError,
+    GodotError,
     InvalidArgumentError,
     ResolveError,
     SocketError,
     StateError,
+    WouldBlockError,
 )
 from .packet_peer import BytesLike, PacketPeer
 
@@ -221,8 +223,9 @@ def _open_socket(bind_address: str, port: int) -> socket.socket:
             if bind_address == "*" and family == socket.AF_INET6 and exc.errno != errno.EADDRINUSE:
                 last = exc
                 continue  # no IPv6 here: fall back to IPv4
-            raise SocketError(
-                exc.errno, f"cannot bind {bind_address}:{port}: {exc.strerror}") from exc
+            failure = SocketError(exc.errno, f"cannot bind {bind_address}:{port}: {exc.strerror}")
+            failure.godot_error = GodotError.ERR_UNAVAILABLE  # Godot bind/listen
+            raise failure from exc
         return sock
     assert last is not None
     raise SocketError(last.errno, f"cannot open a UDP socket: {last.strerror}") from last
@@ -260,6 +263,24 @@ def _release_slot(endpoint: _Endpoint, handle: int) -> None:
     """Finalizer of a taken peer: unroute its slot (no-op once the server stopped)."""
     if not endpoint.closed:
         lib.dp_endpoint_slot_close(endpoint.ptr, handle)
+
+
+def _locked(message: str) -> StateError:
+    """A server peer's socket is the server's (Godot: ``ERR_LOCKED``)."""
+    exc = StateError(message)
+    exc.godot_error = GodotError.ERR_LOCKED
+    return exc
+
+
+def _read_error(exc: DTLSPeerError) -> DTLSPeerError:
+    """Give a failed read Godot's code for it (``get_packet_error``): an
+    empty queue is ``ERR_UNAVAILABLE``, a closed socket ``FAILED`` (its
+    ``_poll``)."""
+    if isinstance(exc, WouldBlockError):
+        exc.godot_error = GodotError.ERR_UNAVAILABLE
+    elif isinstance(exc, StateError):
+        exc.godot_error = GodotError.FAILED
+    return exc
 
 
 def _check_recv_buf_size(recv_buf_size: Any) -> int:
@@ -477,7 +498,7 @@ class PacketPeerUDP(PacketPeer):
         ``host`` may be a name (Godot: literal IPs only). Server peers raise
         StateError (Godot: ``ERR_LOCKED``); a failure closes the socket."""
         if self._server_owned and self._live() is not None:
-            raise StateError("a peer taken from a UDPServer cannot connect_to_host")
+            raise _locked("a peer taken from a UDPServer cannot connect_to_host")
         port = _check_port(port, 1)
         ep = self._live()
         ip, scope = _resolve(host, port, ep.family if ep is not None else socket.AF_UNSPEC)
@@ -584,7 +605,7 @@ class PacketPeerUDP(PacketPeer):
             if n < 0:
                 self._recv_failed(n, "get_packet")
         except DTLSPeerError as exc:
-            self._packet_error = exc
+            self._packet_error = _read_error(exc)
             raise
         self._packet_error = None
         self._has_last = True
@@ -607,7 +628,7 @@ class PacketPeerUDP(PacketPeer):
             if n < 0:
                 self._recv_failed(n, "get_packet_into")
         except DTLSPeerError as exc:
-            self._packet_error = exc
+            self._packet_error = _read_error(exc)
             raise
         self._packet_error = None
         self._has_last = True
@@ -648,7 +669,7 @@ class PacketPeerUDP(PacketPeer):
         if not isinstance(enabled, bool):
             raise ArgumentTypeError("enabled must be a bool")
         if self._server_owned and self._live() is not None:
-            raise StateError("a peer taken from a UDPServer cannot change socket options")
+            raise _locked("a peer taken from a UDPServer cannot change socket options")
         self._broadcast = enabled
         ep = self._live()
         if ep is not None:
@@ -670,7 +691,7 @@ class PacketPeerUDP(PacketPeer):
         group = _check_str(group, "multicast_address")
         interface_name = _check_str(interface_name, "interface_name")
         if self._server_owned and self._live() is not None:
-            raise StateError("a peer taken from a UDPServer cannot change socket options")
+            raise _locked("a peer taken from a UDPServer cannot change socket options")
         ep = self._require("join/leave a multicast group")
         literal = _literal_ip(group)
         if literal is None or not literal[0].is_multicast:
@@ -839,11 +860,11 @@ class UDPServer:
 
     def take_connection(self) -> Optional[PacketPeerUDP]:
         """The oldest pending peer (FIFO by first datagram), connected and
-        already holding its first packet(s); None if none is pending (Godot:
-        null). StateError if not listening."""
+        already holding its first packet(s); None if none is pending, also
+        when not listening (Godot: null in both cases, without an error)."""
         ep = self._ep
         if ep is None:
-            raise StateError("the UDPServer is not listening")
+            return None
         handle = ffi.new("uint64_t *")
         if check(lib.dp_endpoint_take(ep.ptr, handle), "take_connection") == 0:
             return None
