@@ -31,6 +31,21 @@ def ec_identity() -> Identity:
     return make_identity("ec")
 
 
+def listening_server() -> UDPServer:
+    server = UDPServer()
+    server.listen(0, LOCAL)
+    return server
+
+
+def taken_peer(server: UDPServer, client: socket.socket, payload: bytes) -> PacketPeerUDP:
+    """The peer ``server`` makes for ``client`` after it sent ``payload``."""
+    client.sendto(payload, (LOCAL, server.get_local_port()))
+    assert until(server.is_connection_available, server.poll)
+    peer = server.take_connection()
+    assert peer is not None
+    return peer
+
+
 # ---- packet address of a peer taken from a UDPServer -------------------------
 
 
@@ -38,14 +53,10 @@ def test_taken_udp_peer_reports_the_client_address_at_once() -> None:
     """Godot UDPServer.poll() makes each pending peer with
     connect_shared_socket(), which sets packet_ip/packet_port to the client's
     address: get_packet_ip()/get_packet_port() answer before any get_packet()."""
-    server = UDPServer()
-    server.listen(0, LOCAL)
+    server = listening_server()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
         client.bind((LOCAL, 0))
-        client.sendto(b"hello", (LOCAL, server.get_local_port()))
-        assert until(server.is_connection_available, server.poll)
-        peer = server.take_connection()
-        assert peer is not None
+        peer = taken_peer(server, client, b"hello")
         assert (peer.get_packet_ip(), peer.get_packet_port()) == (LOCAL, client.getsockname()[1])
         assert peer.get_packet() == b"hello"
         assert (peer.get_packet_ip(), peer.get_packet_port()) == (LOCAL, client.getsockname()[1])
@@ -55,43 +66,36 @@ def test_taken_udp_peer_reports_the_client_address_at_once() -> None:
 # ---- get_packet_error() after a get_packet() that raised ------------------------
 
 
-def test_get_packet_error_follows_a_get_packet_on_a_closed_peer() -> None:
-    """Godot PacketPeer::_get_packet stores the result of every get_packet call
-    (last_get_error), also when the peer is closed (_poll returns FAILED): a
-    get_packet() that raised StateError must not leave the previous, stale
-    result in get_packet_error()."""
-    peer = PacketPeerUDP()
-    peer.bind(0, LOCAL)
+@pytest.mark.parametrize("how", ["closed", "server stopped"])
+def test_get_packet_error_follows_a_get_packet_that_raised_state_error(how: str) -> None:
+    """Godot PacketPeer::_get_packet stores the result of every get_packet
+    call (last_get_error), also when the socket is closed (_poll returns
+    FAILED): a bound peer after close(), or a UDPServer's peer after the
+    server's stop() (Godot: disconnect_shared_socket closes it). The
+    StateError they raise must replace the earlier success in
+    get_packet_error(), for get_packet and get_packet_into alike."""
+    server = listening_server()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
-        tx.sendto(b"ok", (LOCAL, peer.get_local_port()))
-        assert peer.wait(2.0)
+        if how == "closed":
+            peer = PacketPeerUDP()
+            peer.bind(0, LOCAL)
+            tx.sendto(b"ok", (LOCAL, peer.get_local_port()))
+            assert peer.wait(2.0)
+        else:
+            peer = taken_peer(server, tx, b"ok")
     assert peer.get_packet() == b"ok"
     assert peer.get_packet_error() is None
-    peer.close()
+    if how == "closed":
+        peer.close()
+    else:
+        server.stop()
     with pytest.raises(errors.StateError) as info:
         peer.get_packet()
     assert peer.get_packet_error() is info.value
     with pytest.raises(errors.StateError) as info:
         peer.get_packet_into(bytearray(16))
     assert peer.get_packet_error() is info.value
-
-
-def test_get_packet_error_follows_a_get_packet_after_the_server_stopped() -> None:
-    """A peer taken from a UDPServer that stopped is detached (Godot:
-    disconnect_shared_socket closes it): get_packet() raises StateError and
-    get_packet_error() is that exception, not the earlier success."""
-    server = UDPServer()
-    server.listen(0, LOCAL)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
-        client.sendto(b"one", (LOCAL, server.get_local_port()))
-        assert until(server.is_connection_available, server.poll)
-    peer = server.take_connection()
-    assert peer is not None and peer.get_packet() == b"one"
-    assert peer.get_packet_error() is None
     server.stop()
-    with pytest.raises(errors.StateError) as info:
-        peer.get_packet()
-    assert peer.get_packet_error() is info.value
 
 
 # ---- DTLSServer.take_connection of any connected PacketPeerUDP ----------------
@@ -139,6 +143,26 @@ class ConnectedSocketServer:
             peer.put_packet(b"echo " + data)
 
 
+def connected_session(
+    identity: Identity, server_bound: bool
+) -> tuple[ConnectedSocketServer, PacketPeerDTLS, PacketPeerUDP, PacketPeerUDP]:
+    """A DTLS session over a connected_pair, both ends CONNECTED (the client
+    verifies the certificate): (server, client, server_udp, client_udp)."""
+    server_udp, client_udp = connected_pair(server_bound)
+    dtls = DTLSServer()
+    dtls.setup(TLSOptions.server(*identity))
+    server = ConnectedSocketServer(dtls, server_udp)
+    client = PacketPeerDTLS()
+    client.connect_to_peer(client_udp, "game.test", TLSOptions.client(identity[1]))
+    assert until(
+        lambda: client.get_status() == Status.STATUS_CONNECTED
+        and server.peer is not None
+        and server.peer.get_status() == Status.STATUS_CONNECTED,
+        lambda: (server.step(), client.poll()),
+    ), client.get_last_error()
+    return server, client, server_udp, client_udp
+
+
 @pytest.mark.parametrize("server_bound", [True, False], ids=["bound+connected", "connect_to_host"])
 def test_dtls_server_takes_a_connected_packet_peer_udp(
     ec_identity: Identity, server_bound: bool
@@ -148,23 +172,12 @@ def test_dtls_server_takes_a_connected_packet_peer_udp(
     punch: the first ClientHello gets a HelloVerifyRequest (STATUS_ERROR, as
     Godot), the next take_connection of the same UDP peer handshakes; packets
     flow both ways and close_notify ends the server peer cleanly."""
-    server_udp, client_udp = connected_pair(server_bound)
-    dtls = DTLSServer()
-    dtls.setup(TLSOptions.server(*ec_identity))
-    server = ConnectedSocketServer(dtls, server_udp)
-    client = PacketPeerDTLS()
-    client.connect_to_peer(client_udp, "game.test", TLSOptions.client(ec_identity[1]))
+    server, client, server_udp, client_udp = connected_session(ec_identity, server_bound)
 
     def both() -> None:
         server.step()
         client.poll()
 
-    assert until(
-        lambda: client.get_status() == Status.STATUS_CONNECTED
-        and server.peer is not None
-        and server.peer.get_status() == Status.STATUS_CONNECTED,
-        both,
-    ), client.get_last_error()
     assert [p.get_status() for p in server.rejected] == [Status.STATUS_ERROR]
     assert "HelloVerifyRequest" in server.rejected[0].get_last_error()
     assert server.peer is not None
@@ -194,17 +207,9 @@ def test_a_connected_udp_peer_carries_one_dtls_session_at_a_time(ec_identity: Id
     AlreadyInUseError. A ClientHello the client sends again on the live
     association (a restart on the same socket pair) never reaches the live
     server session: it is discarded, and the session keeps working."""
-    server_udp, client_udp = connected_pair(True)
-    dtls = DTLSServer()
-    dtls.setup(TLSOptions.server(*ec_identity))
-    server = ConnectedSocketServer(dtls, server_udp)
-    client = PacketPeerDTLS()
-    client.connect_to_peer(client_udp, "game.test", TLSOptions.client(ec_identity[1]))
-    assert until(lambda: client.get_status() == Status.STATUS_CONNECTED and server.peer is not None
-                 and server.peer.get_status() == Status.STATUS_CONNECTED,
-                 lambda: (server.step(), client.poll()))
+    server, client, server_udp, client_udp = connected_session(ec_identity, True)
     with pytest.raises(errors.AlreadyInUseError):
-        dtls.take_connection(server_udp)
+        server.dtls.take_connection(server_udp)
     with pytest.raises(errors.AlreadyInUseError):
         PacketPeerDTLS().connect_to_peer(client_udp, "game.test", TLSOptions.client_unsafe())
 
@@ -301,13 +306,9 @@ def test_exceptions_carry_the_error_code_godot_returns(ec_identity: Identity) ->
         peer.get_packet()
     assert code(peer.get_packet_error()) == E.FAILED  # Godot _poll() of a closed socket
 
-    server = UDPServer()
-    server.listen(0, LOCAL)
+    server = listening_server()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
-        tx.sendto(b"x", (LOCAL, server.get_local_port()))
-        assert until(server.is_connection_available, server.poll)
-    taken = server.take_connection()
-    assert taken is not None
+        taken = taken_peer(server, tx, b"x")
     with pytest.raises(errors.StateError) as locked:
         taken.connect_to_host(LOCAL, 9)
     assert code(locked.value) == E.ERR_LOCKED
