@@ -25,8 +25,8 @@ from typing import Optional
 import pytest
 from conftest import HOSTNAME, ServerCert, godot4_env, godot4_project
 from exchange import binary_messages
-from ours import EchoServer, connect_client, echo_all
-from peers import Deadline, PeerProcess, PeerSet, Pump, RecordProperty
+from ours import ConnectedEchoServer, EchoServer, connect_client, echo_all
+from peers import Deadline, PeerProcess, PeerSet, Pump, RecordProperty, free_udp_port
 
 from dtlspeer import DTLSHost, HostEventType, TLSOptions
 from dtlspeer.dtls import PacketPeerDTLS
@@ -80,6 +80,26 @@ def expect_pass(godot: PeerProcess, pump: Optional[Pump] = None) -> None:
 # -- Godot 4 client -> our servers ----------------------------------------------------
 
 
+def check_godot4_echo_session(godot: PeerProcess, server: EchoServer, cert: ServerCert,
+                              record_property: RecordProperty) -> PacketPeerDTLS:
+    """Serve until the Godot client's verdict: PASS, every message received
+    in order, the cookie exchange seen, ONE session with the suite of the
+    certificate's key type, ended DISCONNECTED by the client's close_notify."""
+    expect_pass(godot, server.pump)
+    assert server.received == [f"msg {i}".encode() for i in range(MESSAGES)]
+    assert server.refused >= 1  # the cookieless ClientHello
+    sessions = [p for p in server.peers if p.get_ciphersuite()]
+    assert len(sessions) == 1, server.describe()
+    peer = sessions[0]
+    record_property("suite", peer.get_ciphersuite())
+    assert peer.get_ciphersuite().startswith(suite_prefix(cert))
+    server.run_until(lambda: peer.get_status() != PacketPeerDTLS.STATUS_CONNECTED, 20,
+                     "the Godot 4 client's close_notify")
+    assert peer.get_status() == PacketPeerDTLS.STATUS_DISCONNECTED, peer.get_last_error()
+    assert godot.wait(30) == 0
+    return peer
+
+
 def test_godot4_client_to_our_dtls_server(peers: PeerSet, godot4: Path, server_cert: ServerCert,
                                           record_property: RecordProperty) -> None:
     """Godot 4 PacketPeerDTLS (verifying) -> our UDPServer + DTLSServer in the
@@ -89,18 +109,7 @@ def test_godot4_client_to_our_dtls_server(peers: PeerSet, godot4: Path, server_c
     server = EchoServer(key, cert)
     try:
         godot = start_godot4_client(peers, godot4, server.port, server_cert)
-        expect_pass(godot, server.pump)
-        assert server.received == [f"msg {i}".encode() for i in range(MESSAGES)]
-        assert server.refused >= 1  # the cookieless ClientHello
-        sessions = [p for p in server.peers if p.get_ciphersuite()]
-        assert len(sessions) == 1, server.describe()
-        peer = sessions[0]
-        record_property("suite", peer.get_ciphersuite())
-        assert peer.get_ciphersuite().startswith(suite_prefix(server_cert))
-        server.run_until(lambda: peer.get_status() != PacketPeerDTLS.STATUS_CONNECTED, 20,
-                         "the Godot 4 client's close_notify")
-        assert peer.get_status() == PacketPeerDTLS.STATUS_DISCONNECTED, peer.get_last_error()
-        assert godot.wait(30) == 0
+        check_godot4_echo_session(godot, server, server_cert, record_property)
     finally:
         server.close()
 
@@ -218,5 +227,27 @@ def test_godot4_client_refuses_a_certificate_it_does_not_trust(
         assert b"handshake ended with status 3" in verdict.group(2), godot.transcript()
         assert server.received == []
         assert godot.wait(30) == 1
+    finally:
+        server.close()
+
+
+def test_godot4_client_to_our_server_on_a_connected_socket(
+        peers: PeerSet, godot4: Path, server_cert: ServerCert,
+        record_property: RecordProperty) -> None:
+    """Both ends of a NAT punch: the Godot 4 client binds a known port and
+    connects its PacketPeerUDP to ours; our DTLSServer serves our one
+    connected PacketPeerUDP (take_connection of a connected peer, as Godot
+    allows): the cookie exchange, every message checked on both ends, and
+    the Godot client's close_notify ends our peer DISCONNECTED."""
+    key, cert = server_cert.load()
+    client_port = free_udp_port()
+    server = ConnectedEchoServer(key, cert, client_port)
+    try:
+        project = godot4_project(peers.workdir, SCRIPTS / "dtls_echo_client.gd")
+        godot = peers.start("godot4 echo client (bound)", godot4_argv(
+            godot4, project, "dtls_echo_client.gd", server.port, server_cert.cert_path, MESSAGES,
+            GODOT_TIMEOUT_MS, client_port), env=godot4_env(peers.workdir))
+        peer = check_godot4_echo_session(godot, server, server_cert, record_property)
+        assert server.peers == [peer]  # on our one socket, connected to the Godot port
     finally:
         server.close()

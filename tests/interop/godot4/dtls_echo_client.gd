@@ -1,6 +1,7 @@
 # Godot 4 headless DTLS echo client for dtlspeer's raw DTLS interop tests.
-#   godot4 --headless --path DIR --script res://dtls_echo_client.gd -- PORT CERT_PATH COUNT TIMEOUT_MS
-# PacketPeerUDP.connect_to_host + PacketPeerDTLS.connect_to_peer with
+#   godot4 --headless --path DIR --script res://dtls_echo_client.gd -- PORT CERT_PATH COUNT TIMEOUT_MS [LOCAL_PORT]
+# PacketPeerUDP (bound to 127.0.0.1:LOCAL_PORT first if given, as one end of
+# a NAT punch) + connect_to_host, then PacketPeerDTLS.connect_to_peer with
 # TLSOptions.client(CERT) and the name "localhost" (certificate and name
 # verified), sends COUNT numbered messages one at a time and checks every
 # echo, then disconnect_from_peer() (close_notify). Prints "PASS <n>" and
@@ -23,6 +24,9 @@ func _initialize() -> void:
 	var count := int(args[2])
 	var deadline := Time.get_ticks_msec() + int(args[3])
 	var udp := PacketPeerUDP.new()
+	if args.size() > 4 and udp.bind(int(args[4]), "127.0.0.1") != OK:
+		fail(dtls, "udp bind")
+		return
 	if udp.connect_to_host("127.0.0.1", int(args[0])) != OK:
 		fail(dtls, "udp connect_to_host")
 		return
