@@ -7,6 +7,7 @@ modules/mbedtls/dtls_server_mbedtls.cpp, packet_peer_mbed_dtls.cpp).
 
 from __future__ import annotations
 
+import gc
 import socket
 
 import pytest
@@ -20,7 +21,7 @@ from dtlspeer import (
     errors,
 )
 from identities import Identity, make_identity
-from udp_helpers import until
+from udp_helpers import alloc_bytes, until
 
 LOCAL = "127.0.0.1"
 Status = PacketPeerDTLS.Status
@@ -376,3 +377,58 @@ def test_encode_buffer_max_size_accessors() -> None:
     assert peer.get_encode_buffer_max_size() == peer.encode_buffer_max_size == 4096
     with pytest.raises(errors.InvalidArgumentError):
         peer.set_encode_buffer_max_size(100)
+
+
+def test_a_connected_server_socket_creates_no_tls_state_for_bad_datagrams(
+    ec_identity: Identity,
+) -> None:
+    """The cookie gate judges a connected socket's datagrams like a UDPServer
+    slot's. Garbage, truncated hellos and a burst of cookieless hellos from
+    the connected address (a spoofer's, or a broken client's) make no TLS
+    state (the native heap stays flat); each take_connection ends
+    STATUS_ERROR with the gate's reason, every hello gets a
+    HelloVerifyRequest no larger than itself, and afterwards the real
+    client at that address connects through the same server socket."""
+    hello = capture_client_hello()
+    server_udp, client_udp = connected_pair(True)
+    dtls = DTLSServer()
+    dtls.setup(TLSOptions.server(*ec_identity))
+
+    def take_after(datagrams: list[bytes]) -> PacketPeerDTLS:
+        for data in datagrams:
+            client_udp.put_packet(data)
+        assert until(lambda: server_udp.get_available_packet_count() >= len(datagrams))
+        peer = dtls.take_connection(server_udp)
+        assert peer.get_status() == Status.STATUS_ERROR
+        return peer
+
+    # Warm-up, the same burst: lazy allocations (receive batches, queue
+    # rings growing to what 20 hellos need, within recv_buf_size) happen here.
+    take_after([hello] * 20)
+    assert until(lambda: client_udp.get_available_packet_count() == 20)
+    for _ in range(20):
+        client_udp.get_packet()  # the HelloVerifyRequests
+    gc.collect()
+    baseline = alloc_bytes()
+    garbage = take_after([b"\x00", b"\xff" * 100, hello[:13], hello[: len(hello) // 2]])
+    assert "dropped by the cookie gate" in garbage.get_last_error()
+    assert garbage.get_stats()["gate_dropped"] == 4
+    burst = take_after([hello] * 20)
+    assert burst.get_stats()["hvr_sent"] == 20
+    assert until(lambda: client_udp.get_available_packet_count() == 20)
+    replies = [client_udp.get_packet() for _ in range(20)]
+    assert all(len(r) <= len(hello) and r[13] == 3 for r in replies)  # HelloVerifyRequest
+    del garbage, burst
+    gc.collect()
+    assert alloc_bytes() <= baseline
+    assert dtls.get_stats()["connections_created"] == 0
+
+    server = ConnectedSocketServer(dtls, server_udp)
+    client = PacketPeerDTLS()
+    client.connect_to_peer(client_udp, "game.test", TLSOptions.client(ec_identity[1]))
+    assert until(lambda: client.get_status() == Status.STATUS_CONNECTED and server.peer is not None
+                 and server.peer.get_status() == Status.STATUS_CONNECTED,
+                 lambda: (server.step(), client.poll())), client.get_last_error()
+    client.disconnect_from_peer()
+    server_udp.close()
+    client_udp.close()
