@@ -397,8 +397,10 @@ class PacketPeerDTLS(PacketPeer):
         against ``hostname``). Differences: a verifying client with neither a
         ``hostname`` nor a ``common_name_override`` raises InvalidArgumentError
         (Godot fails later with a name mismatch); calling it while
-        handshaking or connected raises AlreadyInUseError; ``settings`` is
-        ours. The ClientHello is sent before it returns.
+        handshaking or connected raises AlreadyInUseError, and so does a
+        ``packet_peer`` another PacketPeerDTLS's session runs over (Godot
+        lets two sessions split its datagrams); ``settings`` is ours. The
+        ClientHello is sent before it returns.
         """
         if not isinstance(packet_peer, PacketPeerUDP):
             raise errors.ArgumentTypeError(
