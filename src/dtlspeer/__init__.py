@@ -11,7 +11,7 @@ from .aes import AESContext
 from .build_info import build_info, ciphersuites, mbedtls_version
 from .crypto import Crypto, CryptoKey, X509Certificate
 from .dtls import DTLSServer, DTLSSettings, PacketPeerDTLS
-from .errors import DTLSPeerError
+from .errors import DTLSPeerError, GodotError
 from .hashing import HashingContext, HMACContext
 from .host import DisconnectReason, DTLSHost, HostEvent, HostEventType, HostPeer
 from .packet_peer import PacketPeer
@@ -29,6 +29,7 @@ __all__ = [
     "DTLSServer",
     "DTLSSettings",
     "DisconnectReason",
+    "GodotError",
     "HMACContext",
     "HashingContext",
     "HostEvent",

@@ -191,6 +191,18 @@ _NO_SIZE_CAP = 1 << 30  # settings.max_packet_size = 0: the record limit (native
 _ENDED = (_Status.STATUS_DISCONNECTED, _Status.STATUS_ERROR, _Status.STATUS_ERROR_HOSTNAME_MISMATCH)
 
 
+def _check_udp_free(udp: PacketPeerUDP) -> None:
+    """AlreadyInUseError if another PacketPeerDTLS's session (handshaking or
+    connected) runs over ``udp``: two sessions would split its datagrams
+    (Godot lets that happen)."""
+    ref = udp._dtls_user
+    user = None if ref is None else ref()
+    if user is not None and user._conn is not None:
+        raise errors.AlreadyInUseError(
+            "a DTLS session already runs over this UDP peer: disconnect_from_peer first"
+        )
+
+
 class PacketPeerDTLS(PacketPeer):
     """A DTLS 1.2 association over a UDP peer (Godot ``PacketPeerDTLS``).
 
@@ -290,6 +302,7 @@ class PacketPeerDTLS(PacketPeer):
     ) -> None:
         self._records.clear()
         self._udp, self._conn, self._gate, self._settings = udp, conn, gate, settings
+        udp._dtls_user = weakref.ref(self)
         self._size_cap = settings.max_packet_size or _NO_SIZE_CAP
         self._status = _Status.STATUS_HANDSHAKING
         self._reason, self._error_code, self._verify_flags, self._ciphersuite = (
@@ -361,6 +374,8 @@ class PacketPeerDTLS(PacketPeer):
         udp = self._udp
         self._udp = None
         self._gate = None
+        if udp is not None and udp._dtls_user is not None and udp._dtls_user() is self:
+            udp._dtls_user = None
         if udp is not None and udp._server_owned:
             udp.close()  # free the slot: this address is unknown again
 
@@ -382,8 +397,10 @@ class PacketPeerDTLS(PacketPeer):
         against ``hostname``). Differences: a verifying client with neither a
         ``hostname`` nor a ``common_name_override`` raises InvalidArgumentError
         (Godot fails later with a name mismatch); calling it while
-        handshaking or connected raises AlreadyInUseError; ``settings`` is
-        ours. The ClientHello is sent before it returns.
+        handshaking or connected raises AlreadyInUseError, and so does a
+        ``packet_peer`` another PacketPeerDTLS's session runs over (Godot
+        lets two sessions split its datagrams); ``settings`` is ours. The
+        ClientHello is sent before it returns.
         """
         if not isinstance(packet_peer, PacketPeerUDP):
             raise errors.ArgumentTypeError(
@@ -406,6 +423,7 @@ class PacketPeerDTLS(PacketPeer):
             raise errors.AlreadyInUseError(
                 "already handshaking or connected: disconnect_from_peer first"
             )
+        _check_udp_free(packet_peer)
         if not packet_peer.is_socket_connected():
             raise errors.InvalidArgumentError(
                 "the UDP peer must be connected first (PacketPeerUDP.connect_to_host)"
@@ -502,7 +520,10 @@ class PacketPeerDTLS(PacketPeer):
             if self._conn is not None:
                 record = self._conn.read()
                 if record is None:
-                    raise errors.WouldBlockError("no packet available (call poll())")
+                    empty = errors.WouldBlockError("no packet available (call poll())")
+                    # Godot: OK with an empty packet (PacketPeerUDP's code for it)
+                    empty.godot_error = errors.GodotError.ERR_UNAVAILABLE
+                    raise empty
             elif self._records:
                 record = self._records.popleft()
             else:
@@ -757,14 +778,29 @@ class DTLSServer:
         )
 
     def take_connection(self, udp_peer: PacketPeerUDP) -> PacketPeerDTLS:
-        """Accept ``udp_peer`` (from ``UDPServer.take_connection``) and return
-        a PacketPeerDTLS, always (Godot: same contract). ``STATUS_HANDSHAKING``
-        when its ClientHello carried a valid cookie; otherwise
-        ``STATUS_ERROR`` (a HelloVerifyRequest was sent, or the datagrams were
-        not a ClientHello) and the UDP peer is closed so the client's next
-        datagram is a new pending connection. StateError before ``setup``;
-        InvalidArgumentError for a UDP peer not taken from a listening
-        UDPServer (Godot accepts any connected PacketPeerUDP)."""
+        """Accept a DTLS client on ``udp_peer`` and return a PacketPeerDTLS,
+        always (Godot: same contract). ``udp_peer`` is a peer taken from a
+        ``UDPServer``, or any connected PacketPeerUDP (``connect_to_host``,
+        bound or not, e.g. after a NAT punch), as in Godot.
+
+        ``STATUS_HANDSHAKING`` when a queued ClientHello carried a valid
+        cookie; otherwise ``STATUS_ERROR`` (a HelloVerifyRequest was sent, or
+        nothing queued was a ClientHello). A UDPServer's peer is then closed,
+        so the client's next datagram is a new pending connection; a
+        connected PacketPeerUDP stays open and is taken again once the
+        client's next hello is queued (``get_available_packet_count() > 0``
+        or ``wait()``; ``take_connection`` reads its socket itself).
+
+        StateError before ``setup`` (Godot: null); InvalidArgumentError for
+        a UDP peer neither taken from a listening UDPServer nor connected
+        (Godot: ``ERR_INVALID_PARAMETER``, a DISCONNECTED peer);
+        AlreadyInUseError while another PacketPeerDTLS's session runs over
+        the same UDP peer (Godot lets two sessions split its datagrams).
+
+        Over a connected PacketPeerUDP the session is the socket's: a client
+        restarting on the same address pair (RFC 6347 4.2.8) is not served
+        until the live session ends (its hellos are discarded; a UDPServer
+        routes them to a new pending connection instead)."""
         if self._config is None or self._gate is None:
             raise errors.StateError("DTLSServer.setup() was not called")
         if not isinstance(udp_peer, PacketPeerUDP):
@@ -772,19 +808,25 @@ class DTLSServer:
                 f"udp_peer must be a PacketPeerUDP, not {type(udp_peer).__name__}"
             )
         ep = udp_peer._ep
-        if not udp_peer._server_owned or ep is None or ep.closed:
-            raise errors.InvalidArgumentError("udp_peer must be taken from a listening UDPServer")
+        if ep is None or ep.closed or not udp_peer.is_socket_connected():
+            raise errors.InvalidArgumentError(
+                "udp_peer must be taken from a listening UDPServer or connected "
+                "(PacketPeerUDP.connect_to_host)"
+            )
+        _check_udp_free(udp_peer)
         peer = PacketPeerDTLS()
         # Connection timers run on the monotonic clock; a gate with a shared
         # secret reads the wall clock for its cookies itself (DP_NOW).
         peer._now = NOW
-        client_ip = bytes(ffi.buffer(udp_peer._dest.ip)) if udp_peer._dest is not None else b""
+        client = ffi.new("dp_addr *")  # the slot's or the connected socket's peer
+        check(lib.dp_endpoint_slot_addr(ep.ptr, udp_peer._handle, client), "take_connection")
+        client_ip = bytes(ffi.buffer(client.ip))
         refused = self._make_room(client_ip)
         if refused is not None:
             peer._udp = udp_peer
             peer._end(_Status.STATUS_ERROR, refused)
             return peer
-        if ep.gate is not self._gate:
+        if udp_peer._server_owned and ep.gate is not self._gate:
             # From now on the UDPServer's endpoint judges unknown senders with
             # this gate in C before any pending slot exists (issue 11 item 5),
             # and routes new handshakes from live peers' addresses to
@@ -811,15 +853,21 @@ class DTLSServer:
         peer._udp = udp_peer
         peer._link_stats["hvr_sent"] += res.hvr_sent
         peer._link_stats["gate_dropped"] += res.gate_dropped
+        next_hello = (
+            "arrives as a new connection" if udp_peer._server_owned
+            else "is served by the next take_connection of this UDP peer"
+        )
         if rc < 0:
             reason = f"cannot accept: {error_text(rc)}"
         elif res.hvr_sent:
             reason = (
-                "cookie exchange: HelloVerifyRequest sent; the client's next ClientHello "
-                "arrives as a new connection"
+                f"cookie exchange: HelloVerifyRequest sent; the client's next ClientHello "
+                f"{next_hello}"
             )
-        else:
+        elif res.gate_dropped:
             reason = "no ClientHello: datagrams dropped by the cookie gate"
+        else:
+            reason = f"no datagram queued yet: the client's ClientHello {next_hello}"
         peer._end(_Status.STATUS_ERROR, reason, min(rc, 0))
         return peer
 

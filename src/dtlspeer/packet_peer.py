@@ -52,6 +52,16 @@ class PacketPeer(ABC):
             )
         self._encode_buffer_max_size = 1 << (value - 1).bit_length()
 
+    def get_encode_buffer_max_size(self) -> int:
+        """Godot's getter name for ``encode_buffer_max_size``."""
+        return self._encode_buffer_max_size
+
+    def set_encode_buffer_max_size(self, max_size: int) -> None:
+        """Godot's setter name for ``encode_buffer_max_size`` (same checks:
+        raises outside 1024 .. 256 MiB, where Godot logs and keeps the old
+        value)."""
+        self.encode_buffer_max_size = max_size
+
     def put_var(self, value: Any, full_objects: bool = False, *, godot: int = 4) -> None:
         """Encode ``value`` with :func:`~dtlspeer.variant.var_to_bytes` and send
         it as one packet (Godot: same, no length prefix). ``godot=3`` writes

@@ -28,10 +28,12 @@ from .errors import (
     AlreadyInUseError,
     ArgumentTypeError,
     DTLSPeerError,
+    GodotError,
     InvalidArgumentError,
     ResolveError,
     SocketError,
     StateError,
+    WouldBlockError,
 )
 from .packet_peer import BytesLike, PacketPeer
 
@@ -221,8 +223,9 @@ def _open_socket(bind_address: str, port: int) -> socket.socket:
             if bind_address == "*" and family == socket.AF_INET6 and exc.errno != errno.EADDRINUSE:
                 last = exc
                 continue  # no IPv6 here: fall back to IPv4
-            raise SocketError(
-                exc.errno, f"cannot bind {bind_address}:{port}: {exc.strerror}") from exc
+            failure = SocketError(exc.errno, f"cannot bind {bind_address}:{port}: {exc.strerror}")
+            failure.godot_error = GodotError.ERR_UNAVAILABLE  # Godot bind/listen
+            raise failure from exc
         return sock
     assert last is not None
     raise SocketError(last.errno, f"cannot open a UDP socket: {last.strerror}") from last
@@ -260,6 +263,24 @@ def _release_slot(endpoint: _Endpoint, handle: int) -> None:
     """Finalizer of a taken peer: unroute its slot (no-op once the server stopped)."""
     if not endpoint.closed:
         lib.dp_endpoint_slot_close(endpoint.ptr, handle)
+
+
+def _locked(message: str) -> StateError:
+    """A server peer's socket is the server's (Godot: ``ERR_LOCKED``)."""
+    exc = StateError(message)
+    exc.godot_error = GodotError.ERR_LOCKED
+    return exc
+
+
+def _read_error(exc: DTLSPeerError) -> DTLSPeerError:
+    """Give a failed read Godot's code for it (``get_packet_error``): an
+    empty queue is ``ERR_UNAVAILABLE``, a closed socket ``FAILED`` (its
+    ``_poll``)."""
+    if isinstance(exc, WouldBlockError):
+        exc.godot_error = GodotError.ERR_UNAVAILABLE
+    elif isinstance(exc, StateError):
+        exc.godot_error = GodotError.FAILED
+    return exc
 
 
 def _check_recv_buf_size(recv_buf_size: Any) -> int:
@@ -321,6 +342,9 @@ class PacketPeerUDP(PacketPeer):
         self._has_last = False
         self._broadcast = False
         self._packet_error: Optional[DTLSPeerError] = None
+        # The PacketPeerDTLS whose session runs over this peer (set and
+        # cleared by dtls.py): one at a time, or they would split its datagrams.
+        self._dtls_user: Optional[weakref.ref[Any]] = None
 
     @classmethod
     def _from_server(cls, endpoint: _Endpoint, handle: int) -> PacketPeerUDP:
@@ -332,6 +356,10 @@ class PacketPeerUDP(PacketPeer):
         dest = ffi.new("dp_addr *")
         check(lib.dp_endpoint_slot_addr(endpoint.ptr, handle, dest), "taking a UDP peer")
         peer._dest = dest
+        # Godot's connect_shared_socket: the packet address is the client's
+        # from the start, before any get_packet().
+        peer._last[0] = dest[0]
+        peer._has_last = True
         return peer
 
     # -- internal helpers
@@ -377,11 +405,7 @@ class PacketPeerUDP(PacketPeer):
     def _recv_failed(self, code: int, context: str) -> None:
         if code == _CLOSED:
             self._detach()
-        try:
-            check(code, context)
-        except DTLSPeerError as exc:
-            self._packet_error = exc
-            raise
+        check(code, context)
 
     # -- Godot API
 
@@ -474,7 +498,7 @@ class PacketPeerUDP(PacketPeer):
         ``host`` may be a name (Godot: literal IPs only). Server peers raise
         StateError (Godot: ``ERR_LOCKED``); a failure closes the socket."""
         if self._server_owned and self._live() is not None:
-            raise StateError("a peer taken from a UDPServer cannot connect_to_host")
+            raise _locked("a peer taken from a UDPServer cannot connect_to_host")
         port = _check_port(port, 1)
         ep = self._live()
         ip, scope = _resolve(host, port, ep.family if ep is not None else socket.AF_UNSPEC)
@@ -567,16 +591,22 @@ class PacketPeerUDP(PacketPeer):
         """Pop the oldest datagram (Godot ``get_packet``); its source becomes
         ``get_packet_ip/port``. Raises WouldBlockError when none is queued
         (Godot: empty array + ``ERR_UNAVAILABLE``)."""
-        ep = self._ep
-        if ep is None or ep.closed:
-            ep = self._require("get_packet")
+        # Every outcome is the packet error, as Godot's last_get_error: a
+        # closed peer's StateError too (try costs nothing when nothing raises).
         try:
-            buf = _scratch.buf
-        except AttributeError:
-            buf = _scratch_buffer()
-        n = _ep_recv(ep.ptr, self._handle, buf, _MAX_DATAGRAM, self._last)
-        if n < 0:
-            self._recv_failed(n, "get_packet")
+            ep = self._ep
+            if ep is None or ep.closed:
+                ep = self._require("get_packet")
+            try:
+                buf = _scratch.buf
+            except AttributeError:
+                buf = _scratch_buffer()
+            n = _ep_recv(ep.ptr, self._handle, buf, _MAX_DATAGRAM, self._last)
+            if n < 0:
+                self._recv_failed(n, "get_packet")
+        except DTLSPeerError as exc:
+            self._packet_error = _read_error(exc)
+            raise
         self._packet_error = None
         self._has_last = True
         return _unpack(buf, n)  # type: ignore[no-any-return]
@@ -586,16 +616,20 @@ class PacketPeerUDP(PacketPeer):
         return its length: one copy, no allocation (ours; not in Godot). If
         ``buffer`` is too small, raises LimitError and the datagram stays
         queued; ``peek_packet_size()`` tells the size needed."""
-        ep = self._ep
-        if ep is None or ep.closed:
-            ep = self._require("get_packet_into")
         try:
-            target = ffi.from_buffer(buffer, require_writable=True)
-        except (TypeError, BufferError) as exc:
-            raise ArgumentTypeError("buffer must be a writable bytes-like object") from exc
-        n = lib.dp_endpoint_recv(ep.ptr, self._handle, target, len(target), self._last)
-        if n < 0:
-            self._recv_failed(n, "get_packet_into")
+            ep = self._ep
+            if ep is None or ep.closed:
+                ep = self._require("get_packet_into")
+            try:
+                target = ffi.from_buffer(buffer, require_writable=True)
+            except (TypeError, BufferError) as exc:
+                raise ArgumentTypeError("buffer must be a writable bytes-like object") from exc
+            n = lib.dp_endpoint_recv(ep.ptr, self._handle, target, len(target), self._last)
+            if n < 0:
+                self._recv_failed(n, "get_packet_into")
+        except DTLSPeerError as exc:
+            self._packet_error = _read_error(exc)
+            raise
         self._packet_error = None
         self._has_last = True
         return int(n)
@@ -612,11 +646,14 @@ class PacketPeerUDP(PacketPeer):
 
     def get_packet_ip(self) -> str:
         """Source IP of the last packet read; IPv4 senders in dotted form even
-        on a dual-stack socket (Godot: same); ``""`` before any packet."""
+        on a dual-stack socket (Godot: same). A peer taken from a UDPServer
+        reports its client's address from the start (Godot: same); other
+        peers ``""`` before any packet."""
         return _addr_text(self._last) if self._has_last else ""
 
     def get_packet_port(self) -> int:
-        """Source port of the last packet read; 0 before any packet."""
+        """Source port of the last packet read (a peer taken from a
+        UDPServer: its client's port from the start); 0 before any packet."""
         return int(self._last.port) if self._has_last else 0
 
     def get_local_port(self) -> int:
@@ -632,7 +669,7 @@ class PacketPeerUDP(PacketPeer):
         if not isinstance(enabled, bool):
             raise ArgumentTypeError("enabled must be a bool")
         if self._server_owned and self._live() is not None:
-            raise StateError("a peer taken from a UDPServer cannot change socket options")
+            raise _locked("a peer taken from a UDPServer cannot change socket options")
         self._broadcast = enabled
         ep = self._live()
         if ep is not None:
@@ -654,7 +691,7 @@ class PacketPeerUDP(PacketPeer):
         group = _check_str(group, "multicast_address")
         interface_name = _check_str(interface_name, "interface_name")
         if self._server_owned and self._live() is not None:
-            raise StateError("a peer taken from a UDPServer cannot change socket options")
+            raise _locked("a peer taken from a UDPServer cannot change socket options")
         ep = self._require("join/leave a multicast group")
         literal = _literal_ip(group)
         if literal is None or not literal[0].is_multicast:
@@ -823,11 +860,11 @@ class UDPServer:
 
     def take_connection(self) -> Optional[PacketPeerUDP]:
         """The oldest pending peer (FIFO by first datagram), connected and
-        already holding its first packet(s); None if none is pending (Godot:
-        null). StateError if not listening."""
+        already holding its first packet(s); None if none is pending, also
+        when not listening (Godot: null in both cases, without an error)."""
         ep = self._ep
         if ep is None:
-            raise StateError("the UDPServer is not listening")
+            return None
         handle = ffi.new("uint64_t *")
         if check(lib.dp_endpoint_take(ep.ptr, handle), "take_connection") == 0:
             return None

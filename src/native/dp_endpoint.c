@@ -1799,6 +1799,17 @@ int dp_ep_slot_addr(const dp_endpoint *ep, uint64_t handle, dp_addr *out)
     if (ep == NULL || out == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
     }
+    if (handle == 0 && ep->mode == DP_ENDPOINT_CLIENT) {
+        /* A connected socket's one peer (dp_ep_set_connected). */
+        if (ep->closed) {
+            return DP_ERR_CLOSED;
+        }
+        if (!ep->connected) {
+            return DP_ERR_BAD_STATE;
+        }
+        *out = ep->connected_addr;
+        return DP_OK;
+    }
     const dp_slot *s = slot_get(ep, handle);
     if (s == NULL) {
         return DP_ERR_CLOSED;

@@ -232,16 +232,27 @@ static int link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, d
 {
     int64_t gate_now = gate_clock(now_ms);
     now_ms = dp_resolve_now(now_ms);
-    if (ep == NULL || handle == 0 || gate == NULL || cfg == NULL || out == NULL || res == NULL) {
+    if (ep == NULL || gate == NULL || cfg == NULL || out == NULL || res == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
     }
     *out = NULL;
     result_init(res);
     res->status = DP_STATUS_ERROR;
+    /* Handle 0: a connected CLIENT socket's one peer (its address, or
+     * DP_ERR_BAD_STATE when unconnected; a SERVER's handle 0 is no slot). */
     dp_addr addr;
     int rc = dp_ep_slot_addr(ep, handle, &addr);
     if (rc < 0) {
         return rc;
+    }
+    if (handle == 0) {
+        /* Nobody feeds a client socket's queue: read what arrived, as
+         * link_pump does. The kernel delivers only the connected peer's
+         * datagrams, and the gate below judges them like a slot's. */
+        rc = dp_ep_poll(ep, now_ms);
+        if (rc < 0) {
+            return rc;
+        }
     }
     unsigned char tid[32];
     size_t tid_len = dp_addr_transport_id(&addr, tid);

@@ -372,7 +372,8 @@ int dp_endpoint_take(dp_endpoint *ep, uint64_t *handle);
 /* SERVER: free a slot (its queue is discarded; the address becomes unknown
  * again). DP_ERR_CLOSED if the handle is stale. */
 int dp_endpoint_slot_close(dp_endpoint *ep, uint64_t handle);
-/* The address a slot is routed by. */
+/* The address a slot is routed by. Handle 0 of a CLIENT endpoint: the
+ * address it is connected to (DP_ERR_BAD_STATE if it is not connected). */
 int dp_endpoint_slot_addr(const dp_endpoint *ep, uint64_t handle, dp_addr *out);
 /* Datagrams queued on the slot (0: endpoint queue). */
 int dp_endpoint_queued(const dp_endpoint *ep, uint64_t handle);
@@ -620,7 +621,10 @@ int dp_link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_gate
  * HelloVerifyRequest for each cookieless hello, drop garbage); the first
  * with a valid cookie creates a server dp_conn (*out) that is fed it and
  * every later datagram, then its output is sent. Returns 1 with *out set,
- * 0 when no datagram was admitted (no TLS state was created). */
+ * 0 when no datagram was admitted (no TLS state was created). Handle 0 of
+ * a connected CLIENT endpoint (Godot's DTLSServer over any connected
+ * PacketPeerUDP) reads the socket first and serves its one peer; an
+ * unconnected one is DP_ERR_BAD_STATE. */
 int dp_link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, dp_config *cfg,
                    int64_t now_ms, dp_conn **out, dp_link_result *res);
 /* dp_conn_write (one record) then send the output. Returns len; res->notable

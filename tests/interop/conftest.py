@@ -4,6 +4,10 @@ certificates every matrix row uses."""
 
 from __future__ import annotations
 
+import hashlib
+import lzma
+import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -127,3 +131,58 @@ def gnutls_cli_bin() -> str:
 @pytest.fixture(scope="session")
 def godot_bin() -> str:
     return require_tool("godot3-server")
+
+
+# -- Godot 4 (the headless 4.8-dev runtime of ../shared/tools/godot4) ------------
+
+GODOT4_DIR = Path(__file__).resolve().parents[3] / "shared" / "tools" / "godot4"
+
+
+def _godot4_sha(name: str) -> str:
+    for line in (GODOT4_DIR / "SHA256SUMS").read_text().splitlines():
+        digest, _, file = line.partition("  ")
+        if file.strip() == name:
+            return digest
+    raise AssertionError(f"{name} not in SHA256SUMS")
+
+
+@pytest.fixture(scope="session")
+def godot4() -> Path:
+    """The Godot 4 runtime, unpacked once into ~/.cache/dtlspeer-tests after
+    checking its SHA-256; skips when ../shared/tools/godot4 is absent (a
+    user's clone has no ../shared)."""
+    packed = GODOT4_DIR / "godot4-headless.xz"
+    if not packed.is_file():
+        pytest.skip(f"no Godot 4 runtime at {GODOT4_DIR}")
+    want = _godot4_sha("godot4-headless")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dtlspeer-tests"
+    binary = cache / f"godot4-{want[:16]}"
+    if not binary.is_file() or hashlib.sha256(binary.read_bytes()).hexdigest() != want:
+        cache.mkdir(parents=True, exist_ok=True)
+        data = lzma.decompress(packed.read_bytes())
+        assert hashlib.sha256(data).hexdigest() == want, "godot4-headless checksum mismatch"
+        partial = binary.with_suffix(".partial")
+        partial.write_bytes(data)
+        partial.chmod(0o755)
+        partial.replace(binary)
+    return binary
+
+
+def godot4_project(tmp_path: Path, script: Path) -> Path:
+    """A throw-away Godot 4 project holding ``script`` (README of the runtime)."""
+    project = tmp_path / "project"
+    (project / ".godot").mkdir(parents=True)
+    (project / "project.godot").write_text("config_version=5\n")
+    (project / ".godot" / "global_script_class_cache.cfg").write_text("list=[]\n")
+    shutil.copy(script, project / script.name)
+    return project
+
+
+def godot4_env(tmp_path: Path) -> dict[str, str]:
+    """Godot writes user:// data under HOME/XDG_*: keep it in the test's directory."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = dict(os.environ, HOME=str(home), XDG_DATA_HOME=str(home), XDG_CONFIG_HOME=str(home),
+               XDG_CACHE_HOME=str(home))  # fmt: skip
+    env.pop("LD_PRELOAD", None)  # not our process: no sanitizer runtime
+    return env

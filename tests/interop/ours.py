@@ -47,12 +47,16 @@ class EchoServer:
             else:
                 self.refused += 1
         for peer in self.peers:
-            peer.poll()
-            if peer.get_status() == PacketPeerDTLS.STATUS_CONNECTED:
-                while peer.get_available_packet_count() > 0:
-                    data = peer.get_packet()
-                    self.received.append(data)
-                    peer.put_packet(data)
+            self._serve(peer)
+
+    def _serve(self, peer: PacketPeerDTLS) -> None:
+        """Poll one peer and echo what it received."""
+        peer.poll()
+        if peer.get_status() == PacketPeerDTLS.STATUS_CONNECTED:
+            while peer.get_available_packet_count() > 0:
+                data = peer.get_packet()
+                self.received.append(data)
+                peer.put_packet(data)
 
     def connected(self) -> list[PacketPeerDTLS]:
         return [p for p in self.peers if p.get_status() == PacketPeerDTLS.STATUS_CONNECTED]
@@ -79,6 +83,43 @@ class EchoServer:
         for p in self.peers:
             p.disconnect_from_peer()
         self.udp.stop()
+
+
+class ConnectedEchoServer(EchoServer):
+    """The same echo server over ONE connected ``PacketPeerUDP`` (one end of
+    a NAT punch: bound, then ``connect_to_host`` to the client's address),
+    the way a Godot script serves it: when datagrams are queued and no
+    session is in progress, ``DTLSServer.take_connection(udp)``; a result
+    that is not HANDSHAKING was the cookie exchange, so the next hello is
+    taken again from the same UDP peer."""
+
+    def __init__(self, key: CryptoKey, cert: X509Certificate, client_port: int) -> None:
+        self.socket = PacketPeerUDP()
+        self.socket.bind(0, "127.0.0.1")
+        self.socket.connect_to_host("127.0.0.1", client_port)
+        self.port = self.socket.get_local_port()
+        self.dtls = DTLSServer()
+        self.dtls.setup(TLSOptions.server(key, cert))
+        self.peers = []
+        self.refused = 0
+        self.received = []
+
+    def step(self) -> None:
+        live = [p for p in self.peers if p.get_status() in (
+            PacketPeerDTLS.STATUS_HANDSHAKING, PacketPeerDTLS.STATUS_CONNECTED)]
+        if not live and self.socket.get_available_packet_count() > 0:
+            peer = self.dtls.take_connection(self.socket)
+            if peer.get_status() == PacketPeerDTLS.STATUS_HANDSHAKING:
+                self.peers.append(peer)
+            else:
+                self.refused += 1
+        for peer in live:
+            self._serve(peer)
+
+    def close(self) -> None:
+        for p in self.peers:
+            p.disconnect_from_peer()
+        self.socket.close()
 
 
 def start_client(port: int, hostname: str, options: Optional[TLSOptions]

@@ -18,8 +18,6 @@ Each test is skipped when its runtime is absent (a user's clone has no
 
 from __future__ import annotations
 
-import hashlib
-import lzma
 import math
 import os
 import shutil
@@ -29,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import godot4_env, godot4_project
 
 from dtlspeer.variant import (
     AABB,
@@ -67,36 +66,7 @@ from dtlspeer.variant import (
 
 pytestmark = pytest.mark.interop
 
-ROOT = Path(__file__).resolve().parents[2]
-GODOT4_DIR = ROOT.parent / "shared" / "tools" / "godot4"
 SCRIPT = Path(__file__).parent / "godot4" / "variant_roundtrip.gd"
-
-
-def expected_sha(name: str) -> str:
-    for line in (GODOT4_DIR / "SHA256SUMS").read_text().splitlines():
-        digest, _, file = line.partition("  ")
-        if file.strip() == name:
-            return digest
-    raise AssertionError(f"{name} not in SHA256SUMS")
-
-
-@pytest.fixture(scope="module")
-def godot4() -> Path:
-    packed = GODOT4_DIR / "godot4-headless.xz"
-    if not packed.is_file():
-        pytest.skip(f"no Godot 4 runtime at {GODOT4_DIR}")
-    want = expected_sha("godot4-headless")
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dtlspeer-tests"
-    binary = cache / f"godot4-{want[:16]}"
-    if not binary.is_file() or hashlib.sha256(binary.read_bytes()).hexdigest() != want:
-        cache.mkdir(parents=True, exist_ok=True)
-        data = lzma.decompress(packed.read_bytes())
-        assert hashlib.sha256(data).hexdigest() == want, "godot4-headless checksum mismatch"
-        partial = binary.with_suffix(".partial")
-        partial.write_bytes(data)
-        partial.chmod(0o755)
-        partial.replace(binary)
-    return binary
 
 
 def our_values() -> list[Any]:
@@ -128,26 +98,6 @@ def our_values() -> list[Any]:
         TypedDictionary(ContainerType.of(VariantType.INT), None, {1: "x"}),
         TypedDictionary(None, ContainerType.of(VariantType.VECTOR3), {"p": Vector3(1, 2, 3)}),
     ]  # fmt: skip
-
-
-def godot4_project(tmp_path: Path, script: Path) -> Path:
-    """A throw-away Godot 4 project holding ``script`` (README of the runtime)."""
-    project = tmp_path / "project"
-    (project / ".godot").mkdir(parents=True)
-    (project / "project.godot").write_text("config_version=5\n")
-    (project / ".godot" / "global_script_class_cache.cfg").write_text("list=[]\n")
-    shutil.copy(script, project / script.name)
-    return project
-
-
-def godot4_env(tmp_path: Path) -> dict[str, str]:
-    """Godot writes user:// data under HOME/XDG_*: keep it in the test's directory."""
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    env = dict(os.environ, HOME=str(home), XDG_DATA_HOME=str(home), XDG_CONFIG_HOME=str(home),
-               XDG_CACHE_HOME=str(home))  # fmt: skip
-    env.pop("LD_PRELOAD", None)  # not our process: no sanitizer runtime
-    return env
 
 
 def run_godot(binary: Path, tmp_path: Path, inputs: list[bytes]) -> list[str]:
