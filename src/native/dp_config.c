@@ -14,6 +14,16 @@
 #include "mbedtls/platform_util.h"
 #include "mbedtls/ssl_ciphersuites.h"
 
+/* Connection ID (dp_config_set_cid) relies on Mbed TLS's default
+ * configuration: RFC 9146 CIDs, not the draft-05 compatible format (its
+ * records and additional data differ; dp_conn.c's parked read guard builds
+ * the RFC 9146 ones). No config change needed; this keeps it that way. */
+#if !defined(MBEDTLS_SSL_DTLS_CONNECTION_ID) || MBEDTLS_SSL_DTLS_CONNECTION_ID_COMPAT != 0
+#error "dtlspeer needs MBEDTLS_SSL_DTLS_CONNECTION_ID in the RFC 9146 format (COMPAT 0)"
+#endif
+typedef char dp_cid_max_fits_mbedtls[(DP_CID_MAX <= MBEDTLS_SSL_CID_IN_LEN_MAX &&
+                                      DP_CID_MAX <= MBEDTLS_SSL_CID_OUT_LEN_MAX) ? 1 : -1];
+
 /* Game defaults: first retransmission after 250 ms, doubling to 4 s, so a
  * silent peer is given up after about 250+500+1000+2000+4000 ms = 7.75 s
  * instead of Mbed TLS's 1 s .. 60 s (about two minutes). */
