@@ -280,6 +280,11 @@ def test_rebound_client_keeps_its_session(api: str, ec_identity: Identity) -> No
             assert peer.get_peer_address() == (client.addr[0], client.addr[1])
             assert side.address_changes(peer) == n
             assert connected(side) == [peer]
+        cid = peer.get_connection_id()
+        peer.disconnect_from_peer()
+        settle(side, 3)
+        assert peer.get_status() == Status.STATUS_DISCONNECTED
+        assert peer.get_connection_id() == cid  # kept after the end, like the suite
     finally:
         client.close()
         side.close()

@@ -457,9 +457,9 @@ def _serve_workers(args: argparse.Namespace, host_options: dict[str, Any], shown
                 status = EXIT_FAILURE
                 break
             port = int(bound)
-            if index == 0:
-                print(f"listening on {shown}:{port} with {credentials}, {args.workers} "
-                      "workers (SO_REUSEPORT, Connection ID steering)", flush=True)
+        if status == EXIT_OK:
+            print(f"listening on {shown}:{port} with {credentials}, {args.workers} "
+                  "workers (SO_REUSEPORT, Connection ID steering)", flush=True)
         while status == EXIT_OK and not stop.stopped and children:
             time.sleep(0.1)
             for pid in list(children):

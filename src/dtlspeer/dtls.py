@@ -297,6 +297,7 @@ class PacketPeerDTLS(PacketPeer):
         self._error_code = 0
         self._verify_flags = 0
         self._ciphersuite = ""
+        self._connection_id: Optional[tuple[bytes, bytes]] = None
         self._records: collections.deque[bytes] = collections.deque()
         self._conn_stats: dict[str, int] = {}
         self._link_stats = _fresh_link_stats()
@@ -339,6 +340,7 @@ class PacketPeerDTLS(PacketPeer):
             "",
         )
         self._conn_stats = {}
+        self._connection_id = None
         self._link_stats = _fresh_link_stats()
 
     def _address_moved(self) -> None:
@@ -354,8 +356,9 @@ class PacketPeerDTLS(PacketPeer):
         """(our CID, the peer's CID) when RFC 9146 Connection ID was
         negotiated, else None (always None with Godot peers, which never
         ask for one). Ours. Our CID is what the peer writes into every
-        record it sends us (empty for a client with a zero-length CID)."""
-        return self._conn.connection_id if self._conn is not None else None
+        record it sends us (empty for a client with a zero-length CID). Kept
+        after the connection ended."""
+        return self._conn.connection_id if self._conn is not None else self._connection_id
 
     def _absorb(self, res: Any) -> None:
         """Apply the outcome of one link call: counters, restarts, end. ICMP
@@ -405,6 +408,7 @@ class PacketPeerDTLS(PacketPeer):
             self._error_code = conn.last_error
             self._verify_flags = conn.verify_flags
             self._ciphersuite = conn.ciphersuite
+            self._connection_id = conn.connection_id
             self._conn_stats = conn.stats()
             if keep_records:
                 self._records.extend(conn.read_all())

@@ -184,6 +184,7 @@ class HostPeer(PacketPeerDTLS):
         self._reason = "handshaking"
         self._address: tuple[str, int] = ("", 0)
         self._final_suite = ""
+        self._final_cid: tuple[bytes, bytes] | None = None
         self._settings = host._settings
         self._size_cap = host._settings.max_packet_size or _NO_SIZE_CAP
         self._closed_locally = False
@@ -211,6 +212,7 @@ class HostPeer(PacketPeerDTLS):
             self._conn_stats = self.get_stats()
             self._verify_flags = self.get_verify_flags()
             self._final_suite = self.get_ciphersuite()
+            self._final_cid = self.get_connection_id()
         self._status = _Status(status)
         self._reason = message
         self._error_code = code
@@ -345,14 +347,14 @@ class HostPeer(PacketPeerDTLS):
 
     def get_connection_id(self) -> tuple[bytes, bytes] | None:
         """(our CID, the peer's CID) when RFC 9146 Connection ID was
-        negotiated, else None (also once ended)."""
+        negotiated, else None (kept after the peer ended)."""
         host = self._live_host()
         if host is None:
-            return None
+            return self._final_cid
         own, peer = ffi.new("uint8_t[]", lib.DP_CID_MAX), ffi.new("uint8_t[]", lib.DP_CID_MAX)
         own_len, peer_len = ffi.new("size_t *"), ffi.new("size_t *")
         if lib.dp_host_peer_cid(host._ptr, self._peer_id, own, own_len, peer, peer_len) != 1:
-            return None
+            return self._final_cid
         return bytes(ffi.buffer(own, own_len[0])), bytes(ffi.buffer(peer, peer_len[0]))
 
     def get_peer_address(self) -> tuple[str, int]:

@@ -76,6 +76,11 @@ typedef struct dp_host_final {
     dp_conn_stats stats;
     char reason[DP_HOST_REASON_LEN];
     char suite[DP_HOST_SUITE_LEN];
+    uint8_t own_cid[DP_CID_MAX]; /* dp_conn_cid, kept like the suite */
+    uint8_t peer_cid[DP_CID_MAX];
+    size_t own_cid_len;
+    size_t peer_cid_len;
+    int cid_negotiated;
 } dp_host_final;
 
 typedef struct dp_host_peer {
@@ -525,6 +530,8 @@ static int finalize(dp_host *h, dp_host_peer *p, uint8_t reason, const char *tex
     dp_conn_get_stats(c, &f->stats);
     (void)dp_conn_reason(c, f->reason, sizeof(f->reason));
     (void)dp_conn_ciphersuite(c, f->suite, sizeof(f->suite));
+    f->cid_negotiated = dp_conn_cid(c, f->own_cid, &f->own_cid_len, f->peer_cid,
+                                    &f->peer_cid_len) == 1;
     if (reason == DP_HOST_REASON_NONE) {
         reason = natural_reason(p, f->status, f->last_error);
     } else {
@@ -1765,7 +1772,26 @@ static int host_peer_cid(const dp_host *h, uint64_t peer, uint8_t *own, size_t *
     if (p == NULL) {
         return DP_ERR_CLOSED;
     }
-    return p->conn != NULL ? dp_conn_cid(p->conn, own, own_len, peer_cid, peer_len) : 0;
+    if (p->conn != NULL) {
+        return dp_conn_cid(p->conn, own, own_len, peer_cid, peer_len);
+    }
+    const dp_host_final *f = p->final;
+    if (!f->cid_negotiated) {
+        return 0;
+    }
+    if (own != NULL) {
+        memcpy(own, f->own_cid, f->own_cid_len);
+    }
+    if (own_len != NULL) {
+        *own_len = f->own_cid_len;
+    }
+    if (peer_cid != NULL) {
+        memcpy(peer_cid, f->peer_cid, f->peer_cid_len);
+    }
+    if (peer_len != NULL) {
+        *peer_len = f->peer_cid_len;
+    }
+    return 1;
 }
 
 int dp_host_peer_cid(const dp_host *h, uint64_t peer, uint8_t *own, size_t *own_len,

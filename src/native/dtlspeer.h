@@ -779,8 +779,9 @@ int dp_host_peer_get_info(const dp_host *host, uint64_t peer, dp_host_peer_info 
 /* Readable reason of the peer's last status change; returns the length. */
 int dp_host_peer_reason(const dp_host *host, uint64_t peer, char *buf, size_t cap);
 int dp_host_peer_ciphersuite(const dp_host *host, uint64_t peer, char *buf, size_t cap);
-/* The peer's negotiated RFC 9146 CIDs (dp_conn_cid): 1 negotiated, 0 not
- * (also once ended), DP_ERR_CLOSED for an unknown peer. */
+/* The peer's negotiated RFC 9146 CIDs (dp_conn_cid, kept once it ended,
+ * until it is released): 1 negotiated, 0 not, DP_ERR_CLOSED for an unknown
+ * peer. */
 int dp_host_peer_cid(const dp_host *host, uint64_t peer, uint8_t *own, size_t *own_len,
                      uint8_t *peer_cid, size_t *peer_len);
 int dp_host_peer_stats(const dp_host *host, uint64_t peer, dp_conn_stats *out);
