@@ -31,7 +31,7 @@ from dtlspeer import (
 )
 from dtlspeer._engine import CookieGate, EngineConfig
 from identities import Identity, make_identity
-from test_takeover import GodotSide, HostSide, connected
+from test_takeover import GodotSide, HostSide, connected, exchange
 from udp_helpers import alloc_bytes, until
 
 Status = PacketPeerDTLS.Status
@@ -240,19 +240,6 @@ def establish_cid(side: CidSide) -> tuple[SpoofableClient, PacketPeerDTLS]:
     assert until(lambda: client.connected() and len(connected(side)) == 1,
                  lambda: (side.step(), client.pump()))
     return client, connected(side)[0]
-
-
-def exchange(side: CidSide, client: SpoofableClient, peer: PacketPeerDTLS, tag: bytes) -> None:
-    """Both directions of the session between ``client`` and ``peer`` work."""
-    client.write(b"up " + tag)
-
-    def step() -> None:
-        side.step()
-        client.pump()
-
-    assert until(lambda: b"up " + tag in side.received_by(peer), step), "server side got nothing"
-    peer.put_packet(b"down " + tag)
-    assert until(lambda: b"down " + tag in client.received, step), "client got nothing"
 
 
 def settle(side: CidSide, rounds: int = 20) -> None:
