@@ -13,6 +13,7 @@ CIDs from a third address move nothing and allocate nothing.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import time
 
@@ -29,7 +30,7 @@ from dtlspeer import (
     TLSOptions,
     errors,
 )
-from dtlspeer._engine import CookieGate, EngineConfig
+from dtlspeer._engine import CookieGate, EngineConfig, EngineStatus
 from identities import Identity, make_identity
 from test_takeover import GodotSide, HostSide, connected, exchange
 from udp_helpers import alloc_bytes, until
@@ -390,3 +391,83 @@ def test_settings_are_checked() -> None:
                  settings=DTLSSettings(connection_id=False))
     with pytest.raises(errors.InvalidArgumentError):
         DTLSHost(server_psk={b"a": b"b" * 16}, worker_id=256)
+
+
+def mutations(datagram: bytes, count: int, seed: int) -> list[bytes]:
+    """Seeded mutations of a CID datagram that keep it a CID record for our
+    CID most of the time (the header up to the CID is kept in half of them)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        d = bytearray(datagram)
+        kind = rng.randrange(4)
+        if kind == 0:  # flip bits after the CID
+            for _ in range(rng.randrange(1, 4)):
+                i = rng.randrange(17, len(d))
+                d[i] ^= 1 << rng.randrange(8)
+        elif kind == 1:  # truncate
+            d = d[: rng.randrange(1, len(d))]
+        elif kind == 2:  # lengths, epoch and sequence number
+            i = rng.choice([3, 4, 5, 9, 10, 17, 18])
+            d[i] = rng.randrange(256)
+        else:  # append junk, or a second record header
+            d += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40)))
+        out.append(bytes(d))
+    return out
+
+
+def test_mutated_cid_records_never_move_or_end_a_session() -> None:
+    """Engine: 400 mutations of an authentic CID datagram, fed to an active
+    and to a parked server connection: the connection stays CONNECTED,
+    delivers nothing new and its newest record never grows."""
+    link, _ = engine_link(client_cid={"connection_id": True}, park_after_ms=1000)
+    server = link.server
+    assert server is not None
+    link.client.write(b"seed", link.now)
+    datagram = link.client.take_outgoing()[0]
+    server.feed(datagram, link.now)
+    assert server.read() == b"seed"
+    newest = server.rx_newest
+    for parked in (False, True):
+        if parked:
+            link.now += 2000
+            server.update(link.now)
+            assert server.parked
+        for fake in mutations(datagram, 200, seed=int(parked)):
+            server.feed(fake, link.now)
+            assert server.status == EngineStatus.CONNECTED
+            assert server.pending_count() == 0
+        assert server.rx_newest == newest
+    assert server.stats()["unparks"] == 0
+    exchange_in_memory(link, b"after")
+    link.close()
+
+
+def test_mutated_cid_datagrams_from_a_third_address(ec_identity: Identity) -> None:
+    """DTLSHost: 300 mutations of an authentic, delivered CID datagram from
+    a third address: no RECEIVE, no move, no allocation kept; the session
+    goes on."""
+    side = CidHostSide(ec_identity)
+    client, peer = establish_cid(side)
+    third = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    third.bind(("127.0.0.5", 0))
+    try:
+        exchange(side, client, peer, b"x")
+        datagram = next(d for d in reversed(client.sent) if d[0] == CID_TYPE)
+        home = peer.get_peer_address()
+        received = list(side.received_by(peer))
+        settle(side, 3)
+        before = alloc_bytes()
+        for i, fake in enumerate(mutations(datagram, 300, seed=7)):
+            third.sendto(fake, ("127.0.0.1", side.port))
+            if i % 50 == 49:
+                settle(side, 2)
+        settle(side)
+        assert alloc_bytes() == before
+        assert peer.get_peer_address() == home and side.address_changes(peer) == 0
+        assert side.received_by(peer) == received
+        exchange(side, client, peer, b"y")
+    finally:
+        third.close()
+        client.close()
+        side.close()
