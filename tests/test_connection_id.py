@@ -12,10 +12,12 @@ CIDs from a third address move nothing and allocate nothing.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import socket
 import time
+from typing import Callable
 
 import pytest
 
@@ -28,6 +30,7 @@ from dtlspeer import (
     HostPeer,
     PacketPeerDTLS,
     TLSOptions,
+    aio,
     errors,
 )
 from dtlspeer._engine import CookieGate, EngineConfig, EngineStatus
@@ -471,3 +474,43 @@ def test_mutated_cid_datagrams_from_a_third_address(ec_identity: Identity) -> No
         third.close()
         client.close()
         side.close()
+
+
+def test_aio_connection_follows_a_rebound_client(ec_identity: Identity) -> None:
+    """dtlspeer.aio: the server's Connection keeps serving a CID client whose
+    socket moved, and its ``peer_address`` follows it."""
+
+    async def main() -> None:
+        seen: list[aio.Connection] = []
+
+        async def handler(conn: aio.Connection) -> None:
+            seen.append(conn)
+            while True:
+                await conn.send(b"echo " + await conn.recv())
+
+        server = await aio.serve(handler, "127.0.0.1", 0, TLSOptions.server(*ec_identity))
+        client = SpoofableClient(server.port, connection_id=True)
+        try:
+            client.start()
+
+            async def until_async(condition: Callable[[], bool]) -> None:
+                for _ in range(3000):
+                    client.pump()
+                    if condition():
+                        return
+                    await asyncio.sleep(0.001)
+                assert condition()
+
+            await until_async(lambda: client.connected() and len(seen) == 1)
+            for tag in (b"before", b"after"):
+                if tag == b"after":
+                    client.rebind("127.0.0.2")
+                client.write(tag)
+                await until_async(lambda tag=tag: b"echo " + tag in client.received)  # type: ignore[misc]
+                assert seen[0].peer_address == (client.addr[0], client.addr[1])
+        finally:
+            client.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
