@@ -514,3 +514,26 @@ def test_aio_connection_follows_a_rebound_client(ec_identity: Identity) -> None:
             await server.wait_closed()
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_parked_peer_moves_when_it_wakes(api: str, ec_identity: Identity) -> None:
+    """A parked server connection (its keys serialized, the read guard in
+    front) woken by the first record from the rebound client's new address:
+    the guard authenticates the CID record, the peer moves and answers."""
+    settings = DTLSSettings(park_after_ms=50)
+    side: CidSide = (CidHostSide(ec_identity, settings) if api == "host"
+                     else CidGodotSide(ec_identity, settings))
+    client, peer = establish_cid(side)
+    try:
+        exchange(side, client, peer, b"before")
+        assert until(lambda: peer.get_stats()["parks"] >= 1,
+                     lambda: (side.step(), client.pump(), time.sleep(0.01)))
+        client.rebind("127.0.0.2")
+        exchange(side, client, peer, b"after")
+        assert peer.get_stats()["unparks"] >= 1
+        assert peer.get_peer_address() == (client.addr[0], client.addr[1])
+        assert side.address_changes(peer) == 1
+    finally:
+        client.close()
+        side.close()
