@@ -25,14 +25,18 @@ def now_ms() -> int:
     return int(time.monotonic() * 1000)
 
 
-def client_config(identity: bytes = PSK_IDENTITY, key: bytes = PSK_KEY) -> EngineConfig:
-    """A PSK client configuration (plain PSK: the cheapest handshake)."""
+def client_config(
+    identity: bytes = PSK_IDENTITY, key: bytes = PSK_KEY, connection_id: bool = False
+) -> EngineConfig:
+    """A PSK client configuration (plain PSK: the cheapest handshake);
+    ``connection_id``: offer a zero-length RFC 9146 CID."""
     return EngineConfig.client(
         verify=Verify.NONE,
         psk=(identity, key),
         ciphersuites=[PSK_SUITE],
         handshake_timeout_ms=(500, 8000),
         mtu=1200,
+        connection_id=connection_id,
     )
 
 
@@ -40,8 +44,10 @@ class EngineClients:
     """``count`` DTLS clients of the server at 127.0.0.1:``port``, spread
     over ``sources`` loopback addresses (127.0.0.2, 127.0.0.3, ...)."""
 
-    def __init__(self, count: int, port: int, sources: int = 4) -> None:
-        self.config = client_config()
+    def __init__(
+        self, count: int, port: int, sources: int = 4, connection_id: bool = False
+    ) -> None:
+        self.config = client_config(connection_id=connection_id)
         self.port = port
         self.selector = selectors.DefaultSelector()
         self.sockets: list[socket.socket] = []
@@ -49,12 +55,25 @@ class EngineClients:
         self.received: list[list[bytes]] = [[] for _ in range(count)]
         self.handshaking: set[int] = set()
         for i in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.setblocking(False)
-            sock.bind((f"127.0.0.{2 + i % sources}", 0))
-            sock.connect(("127.0.0.1", port))
-            self.sockets.append(sock)
-            self.selector.register(sock, selectors.EVENT_READ, i)
+            self.sockets.append(self._bind(i, f"127.0.0.{2 + i % sources}"))
+
+    def _bind(self, i: int, source: str) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.bind((source, 0))
+        sock.connect(("127.0.0.1", self.port))
+        self.selector.register(sock, selectors.EVENT_READ, i)
+        return sock
+
+    def rebind(self, i: int, source: str) -> tuple[str, int]:
+        """Client i's NAT rebinds: the same session goes on from a new
+        socket (a new port, on ``source``); returns the new address."""
+        old = self.sockets[i]
+        self.selector.unregister(old)
+        old.close()
+        self.sockets[i] = self._bind(i, source)
+        host, port = self.sockets[i].getsockname()[:2]
+        return host, int(port)
 
     def _send_out(self, i: int) -> None:
         conn = self.conns[i]

@@ -20,8 +20,13 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-def client_config() -> EngineConfig:
-    return EngineConfig.client(verify=Verify.NONE, handshake_timeout_ms=(200, 4000), mtu=1200)
+def client_config(connection_id: bool = False) -> EngineConfig:
+    return EngineConfig.client(
+        verify=Verify.NONE,
+        handshake_timeout_ms=(200, 4000),
+        mtu=1200,
+        connection_id=connection_id,
+    )
 
 
 def transport_id(ip: str, port: int) -> bytes:
@@ -102,20 +107,32 @@ class SpoofableClient:
     """An engine client on a SO_REUSEPORT socket connected to the server,
     plus an unconnected socket on the same address and port for forgeries."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, connection_id: bool = False) -> None:
+        self.port = port
+        self.connection_id = connection_id  # offer a zero-length RFC 9146 CID
+        self._bind("127.0.0.1")
+        self.conn: Optional[Connection] = None
+        self.received: list[bytes] = []
+        self.sent: list[bytes] = []  # every datagram sent, in order
+        self.rewrite: Optional[Callable[[bytes], bytes]] = None
+
+    def _bind(self, source: str) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         self.sock.setblocking(False)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.connect(("127.0.0.1", port))
-        self.port = port
+        self.sock.bind((source, 0))
+        self.sock.connect(("127.0.0.1", self.port))
         self.addr = self.sock.getsockname()
         self.forger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.forger.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         self.forger.bind(self.addr)
-        self.conn: Optional[Connection] = None
-        self.received: list[bytes] = []
-        self.rewrite: Optional[Callable[[bytes], bytes]] = None
+
+    def rebind(self, source: str = "127.0.0.1") -> None:
+        """The NAT rebinds: the same session goes on from a new socket (a
+        new port on ``source``)."""
+        self.sock.close()
+        self.forger.close()
+        self._bind(source)
 
     def now(self) -> int:
         return int(time.monotonic() * 1000)
@@ -124,7 +141,7 @@ class SpoofableClient:
         """A new session from the same socket (the game restarted)."""
         if self.conn is not None:
             self.conn.close()
-        self.conn = Connection(client_config(), self.now())
+        self.conn = Connection(client_config(connection_id=self.connection_id), self.now())
         self.conn.update(self.now())
         self._send()
 
@@ -134,6 +151,7 @@ class SpoofableClient:
             if self.rewrite is not None:
                 datagram = self.rewrite(datagram)
             if datagram:  # b"": held back
+                self.sent.append(datagram)
                 self.sock.send(datagram)
 
     def pump(self) -> None:

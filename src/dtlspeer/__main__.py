@@ -156,6 +156,13 @@ def _psk_hex(text: str) -> bytes:
     return value
 
 
+def _worker_count(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError("must be 1..256 (a worker id is one Connection ID byte)")
+    return value
+
+
 def _psk(args: argparse.Namespace) -> tuple[bytes, bytes] | None:
     """(identity, key) from --psk-identity/--psk-hex; usage error if only one is given."""
     if (args.psk_identity is None) != (args.psk_hex is None):
@@ -320,22 +327,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
         credentials.append(f"PSK identity {args.psk_identity!r}")
     settings = DTLSSettings(idle_timeout_ms=round(args.idle_timeout * 1000),
                             max_receive_size=args.max_receive_size)
-    host = DTLSHost(
-        args.bind,
-        args.port,
-        server_options=server_options,
-        server_psk=None if psk is None else {psk[0]: psk[1]},
-        settings=settings,
-        max_peers=args.max_peers,
-    )
+    host_options: dict[str, Any] = {
+        "server_options": server_options,
+        "server_psk": None if psk is None else {psk[0]: psk[1]},
+        "settings": settings,
+        "max_peers": args.max_peers,
+    }
+    shown = args.bind if ":" not in args.bind else f"[{args.bind}]"
+    if args.workers > 1:
+        return _serve_workers(args, host_options, shown, " and ".join(credentials))
+    host = DTLSHost(args.bind, args.port, **host_options)
+    print(f"listening on {shown}:{host.get_local_port()} with {' and '.join(credentials)}",
+          flush=True)
+    return _serve_host(host, args, "")
+
+
+def _serve_host(host: DTLSHost, args: argparse.Namespace, label: str) -> int:
+    """The echo loop of ``serve`` on ``host`` until --duration, Ctrl-C or
+    SIGTERM; every output line starts with ``label`` (a worker's)."""
     started = time.monotonic()
     records: dict[int, int] = {}
     echoed_bytes = not_echoed = 0
     how = "stopped"
     try:
-        shown = args.bind if ":" not in args.bind else f"[{args.bind}]"
-        print(f"listening on {shown}:{host.get_local_port()} with {' and '.join(credentials)}",
-              flush=True)
         deadline = None if args.duration is None else started + args.duration
         with _StopFlag() as stop:
             try:
@@ -360,13 +374,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             echoed_bytes += len(event.data)
                         elif event.type == HostEventType.CONNECT:
                             records[peer.peer_id] = 0
-                            print(f"connect {_addr(peer)} {peer.get_ciphersuite()}", flush=True)
+                            print(f"{label}connect {_addr(peer)} {peer.get_ciphersuite()}",
+                                  flush=True)
                         elif event.type == HostEventType.DISCONNECT:
                             count = records.pop(peer.peer_id, 0)
-                            print(f"disconnect {_addr(peer)} {event.reason.name.lower()} "
-                                  f"after {count} records: {event.message}", flush=True)
+                            print(f"{label}disconnect {_addr(peer)} "
+                                  f"{event.reason.name.lower()} after {count} records: "
+                                  f"{event.message}", flush=True)
+                        elif event.type == HostEventType.ADDRESS_CHANGED:
+                            print(f"{label}address-changed {_addr(peer)} (Connection ID)",
+                                  flush=True)
                         else:
-                            print(f"handshake-failed {_addr(peer)}: {event.message}",
+                            print(f"{label}handshake-failed {_addr(peer)}: {event.message}",
                                   flush=True)
                 else:
                     how = stop.how
@@ -374,16 +393,90 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 how = "Ctrl-C"
         stats = host.get_stats()
         uptime = time.monotonic() - started
-        print(f"stopped ({how}) after {uptime:.1f} s: {stats['connects']} connects, "
+        print(f"{label}stopped ({how}) after {uptime:.1f} s: {stats['connects']} connects, "
               f"{stats['disconnects']} disconnects, {stats['errors']} failed handshakes, "
               f"{stats['connected']} still connected, {stats['records_in'] - not_echoed} "
               f"records echoed ({echoed_bytes} bytes), {not_echoed} not echoed (larger than "
               f"one record we can send), {stats['dropped_over_limit']} dropped (larger than "
               f"--max-receive-size), {stats['hvr_sent']} HelloVerifyRequests, "
-              f"{stats['gate_dropped']} datagrams dropped by the cookie gate", flush=True)
+              f"{stats['gate_dropped']} datagrams dropped by the cookie gate, "
+              f"{stats['address_changes']} address changes", flush=True)
     finally:
         host.close()  # close_notify to every connected client
     return EXIT_OK
+
+
+def _worker_shared_secrets() -> dict[str, Any]:
+    """What every worker of one ``serve --workers`` port must share, as
+    DTLSHost keyword arguments: the cookie secret (a cookie from one worker
+    is valid at any other: the kernel may hash a client's retried hello to
+    another worker when the group changes). Session ticket keys belong here
+    too (a ticket from one worker resumes at any other) once DTLSHost takes
+    them. Made fresh per run; never printed or logged (docs/deploy.md)."""
+    return {"cookie_secret": os.urandom(32)}
+
+
+def _serve_workers(args: argparse.Namespace, host_options: dict[str, Any], shown: str,
+                   credentials: str) -> int:
+    """``serve --workers N``: N forked processes, each a DTLSHost on the same
+    port (SO_REUSEPORT) with worker id = its index, bound in order (worker i
+    is socket i of the reuseport group, which the Connection ID steering
+    program relies on: a rebound client reaches the worker holding its
+    session). The parent waits for each worker to bind before starting the
+    next, forwards SIGINT/SIGTERM, and stops every worker when one fails."""
+    if not hasattr(os, "fork"):
+        print("error: --workers needs fork() (POSIX)", file=sys.stderr)
+        return EXIT_FAILURE
+    host_options = {**host_options, **_worker_shared_secrets(), "reuse_port": True}
+    port = args.port
+    children: list[int] = []
+    status = EXIT_OK
+    with _StopFlag() as stop:
+        for index in range(args.workers):
+            ready_r, ready_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the worker
+                os.close(ready_r)
+                code = EXIT_FAILURE
+                try:
+                    stop.__exit__()  # a worker's own flag handles its signals
+                    host = DTLSHost(args.bind, port, worker_id=index, **host_options)
+                    os.write(ready_w, str(host.get_local_port()).encode())
+                    os.close(ready_w)
+                    code = _serve_host(host, args, f"worker {index}: ")
+                except BaseException as exc:  # reported, then the worker exits
+                    print(f"worker {index}: error: {exc}", file=sys.stderr, flush=True)
+                finally:
+                    sys.stdout.flush()
+                    os._exit(code)
+            os.close(ready_w)
+            children.append(pid)
+            with os.fdopen(ready_r, "rb") as ready:
+                bound = ready.read()
+            if not bound:  # it failed before binding (and said why)
+                status = EXIT_FAILURE
+                break
+            port = int(bound)
+        if status == EXIT_OK:
+            print(f"listening on {shown}:{port} with {credentials}, {args.workers} "
+                  "workers (SO_REUSEPORT, Connection ID steering)", flush=True)
+        while status == EXIT_OK and not stop.stopped and children:
+            time.sleep(0.1)
+            for pid in list(children):
+                done, code = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    children.remove(pid)
+                    if not os.WIFEXITED(code) or os.WEXITSTATUS(code) != EXIT_OK:
+                        status = EXIT_FAILURE
+                    elif args.duration is None:
+                        status = EXIT_FAILURE  # a worker must not stop on its own
+        for pid in children:
+            os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            _, code = os.waitpid(pid, 0)
+            if not os.WIFEXITED(code) or os.WEXITSTATUS(code) != EXIT_OK:
+                status = EXIT_FAILURE
+    return status
 
 
 # Longest stdin line kept: a record holds at most 16 KiB, so anything longer
@@ -788,6 +881,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default 1392, ENet's datagram size)")
     serve.add_argument("--max-peers", type=_positive_int, default=4096, metavar="N",
                        help="connections at once, handshaking + connected (default 4096)")
+    serve.add_argument("--workers", type=_worker_count, default=1, metavar="N",
+                       help="processes sharing the port (SO_REUSEPORT, POSIX), with one "
+                       "cookie secret and Connection ID steering on Linux (default 1)")
 
     connect = _add_command(
         sub, "connect", cmd_connect, "send stdin lines to a DTLS server and print its replies",

@@ -72,6 +72,13 @@ class GateVerdict(enum.IntEnum):
 _buffers = threading.local()
 
 
+def steer_by_cid(sock: Any, cid_len: int) -> None:
+    """Attach the reuseport program that steers CID records to the worker
+    named by the CID's first byte (Linux; dp_steer.c). UnsupportedError
+    elsewhere."""
+    check(lib.dp_socket_steer_by_cid(sock.fileno(), cid_len), "SO_ATTACH_REUSEPORT_CBPF")
+
+
 def _scratch() -> Any:
     """A per-thread receive buffer (connections are used by one thread at a time)."""
     buf = getattr(_buffers, "buf", None)
@@ -170,6 +177,7 @@ class EngineConfig:
         check(lib.dp_config_new(role, out), "EngineConfig")
         self._ptr: Any = ffi.gc(out[0], lib.dp_config_free)
         self.role = role
+        self.connection_id_length = 0  # the CID length this side chooses, 0 = none
 
     @classmethod
     def client(
@@ -254,6 +262,9 @@ class EngineConfig:
         max_record_in: int = 0,
         badmac_limit: int = 0,
         park_after_ms: Optional[int] = None,
+        connection_id: Optional[bool] = None,
+        connection_id_length: Optional[int] = None,
+        connection_id_prefix: bytes = b"",
     ) -> None:
         if ciphersuites is not None:
             names = ",".join(ciphersuites).encode("ascii")
@@ -275,6 +286,27 @@ class EngineConfig:
             if not 0 <= park_after_ms < 2**32:
                 raise errors.InvalidArgumentError("park_after_ms must be in 0 .. 2**32-1")
             check(lib.dp_config_set_park_after(self._ptr, park_after_ms), "park_after_ms")
+        # RFC 9146 CID. None keeps the role's default: servers answer a client
+        # that asks (DP_CID_DEFAULT_LEN bytes), clients do not ask.
+        server = self.role == lib.DP_ROLE_SERVER
+        enabled = server if connection_id is None else bool(connection_id)
+        if connection_id_length is None:
+            connection_id_length = int(lib.DP_CID_DEFAULT_LEN) if server else 0
+        if enabled or connection_id_prefix:
+            if not 0 <= connection_id_length <= lib.DP_CID_MAX:
+                raise errors.InvalidArgumentError(
+                    f"connection_id_length must be in 0 .. {lib.DP_CID_MAX}")
+            if len(connection_id_prefix) > connection_id_length:
+                raise errors.InvalidArgumentError(
+                    "connection_id_length leaves no room for the worker id")
+        check(
+            lib.dp_config_set_cid(
+                self._ptr, int(enabled), connection_id_length, connection_id_prefix,
+                len(connection_id_prefix),
+            ),
+            "connection_id",
+        )
+        self.connection_id_length = connection_id_length if enabled else 0
 
     @property
     def handle(self) -> Any:
@@ -431,6 +463,21 @@ class Connection:
         lib.dp_conn_ciphersuite(self._conn, buf, len(buf))
         name: str = ffi.string(buf).decode("ascii")
         return name
+
+    @property
+    def connection_id(self) -> Optional[tuple[bytes, bytes]]:
+        """(our CID, the peer's CID) once an RFC 9146 CID was negotiated, else None."""
+        own, peer = ffi.new("uint8_t[]", lib.DP_CID_MAX), ffi.new("uint8_t[]", lib.DP_CID_MAX)
+        own_len, peer_len = ffi.new("size_t *"), ffi.new("size_t *")
+        if check(lib.dp_conn_cid(self._conn, own, own_len, peer, peer_len), "connection_id") != 1:
+            return None
+        return bytes(ffi.buffer(own, own_len[0])), bytes(ffi.buffer(peer, peer_len[0]))
+
+    @property
+    def rx_newest(self) -> int:
+        """(epoch << 48) | sequence number of the newest authenticated record
+        (what an RFC 9146 address move requires to grow), 0 before any."""
+        return int(lib.dp_conn_rx_newest(self._conn))
 
     @property
     def parked(self) -> bool:

@@ -104,6 +104,7 @@ logger = logging.getLogger("dtlspeer.aio")
 _RECEIVE = HostEventType.RECEIVE
 _CONNECT = HostEventType.CONNECT
 _DISCONNECT = HostEventType.DISCONNECT
+_ADDRESS_CHANGED = HostEventType.ADDRESS_CHANGED
 _OK_REASONS = (DisconnectReason.PEER_CLOSED, DisconnectReason.LOCAL)
 # Timers fire on whole milliseconds of the host clock: a little late, never early.
 _TIMER_SLACK_S = 0.001
@@ -323,6 +324,10 @@ class _Endpoint:
                         waiter.set_exception(_handshake_error(peer, reason, message, code))
                 elif conn is not None:
                     conn._closed_by(reason, message, code, reason in _OK_REASONS)
+            elif kind == _ADDRESS_CHANGED:  # a Connection ID peer's NAT rebound
+                conn = conns.get(peer)
+                if conn is not None:
+                    conn._address = peer.get_peer_address()
             else:  # ERROR: a client's handshake failed before it was accepted
                 logger.debug("dtlspeer.aio: handshake with %s failed: %s", peer, message)
 
@@ -505,7 +510,8 @@ class Connection:
 
     @property
     def peer_address(self) -> Address:
-        """(IP, port) of the remote side."""
+        """(IP, port) of the remote side; follows a Connection ID client
+        whose NAT rebound (``HostEventType.ADDRESS_CHANGED``)."""
         return self._address
 
     @property

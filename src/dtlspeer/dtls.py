@@ -71,6 +71,20 @@ class DTLSSettings:
       Mbed TLS state freed; it wakes transparently on the next datagram or
       write, and the peer sees nothing. ``None`` = the engine default (5 s
       on servers, off on clients); 0 = never park.
+    * ``connection_id=None``: RFC 9146 Connection ID. ``None`` = the role's
+      default: servers answer a client that asks for one (Godot clients
+      never ask: their records stay exactly as before), clients do not ask.
+      ``True`` makes clients ask; ``False`` turns it off for servers. With
+      a CID the server routes the client's records by CID instead of by
+      address, so a client whose NAT rebinds (new port or address) keeps its
+      session; its address moves only after an authenticated record newer
+      than every earlier one arrives from the new address.
+    * ``connection_id_length=None``: length of the CID this side chooses
+      (what the peer writes into every record it sends us): ``None`` = 6
+      bytes for servers (random; a worker id first with ``DTLSHost(...,
+      worker_id=)``), 0 for clients (a zero-length CID: the client sends
+      with the server's CID, the server sends plain records). 0..32. Each
+      CID record costs its length + 1 byte more than a plain one.
     """
 
     handshake_timeout_min_ms: int = 250
@@ -81,6 +95,8 @@ class DTLSSettings:
     max_packet_size: int = 0
     park_after_ms: Optional[int] = None
     max_receive_size: int = 1392
+    connection_id: Optional[bool] = None
+    connection_id_length: Optional[int] = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -109,6 +125,7 @@ class DTLSSettings:
         for name in ("max_packet_size", "max_receive_size"):
             if getattr(self, name) > 16384:
                 raise errors.InvalidArgumentError(f"{name} must be at most 16384 (one record)")
+        self._check_connection_id()
         if self.park_after_ms is not None:
             if isinstance(self.park_after_ms, bool) or not isinstance(self.park_after_ms, int):
                 raise errors.ArgumentTypeError(
@@ -119,8 +136,26 @@ class DTLSSettings:
                     f"park_after_ms must be in 0 .. {2**32 - 1}, not {self.park_after_ms}"
                 )
 
+    def _check_connection_id(self) -> None:
+        if self.connection_id is not None and not isinstance(self.connection_id, bool):
+            raise errors.ArgumentTypeError(
+                f"connection_id must be a bool or None, not {type(self.connection_id).__name__}"
+            )
+        length = self.connection_id_length
+        if length is not None:
+            if isinstance(length, bool) or not isinstance(length, int):
+                raise errors.ArgumentTypeError(
+                    f"connection_id_length must be an int or None, not {type(length).__name__}"
+                )
+            if not 0 <= length <= lib.DP_CID_MAX:
+                raise errors.InvalidArgumentError(
+                    f"connection_id_length must be in 0 .. {lib.DP_CID_MAX}, not {length}"
+                )
+
     def _engine_options(self) -> dict[str, Any]:
         return {
+            "connection_id": self.connection_id,
+            "connection_id_length": self.connection_id_length,
             "handshake_timeout_ms": (self.handshake_timeout_min_ms, self.handshake_timeout_max_ms),
             "handshake_deadline_ms": self.handshake_deadline_ms,
             "idle_timeout_ms": self.idle_timeout_ms,
@@ -174,6 +209,11 @@ def _client_config(options: TLSOptions, settings: DTLSSettings) -> EngineConfig:
         config = _build_client_config(options, **settings._engine_options())
         per_options[settings] = config
     return config
+
+
+def _fresh_link_stats() -> dict[str, int]:
+    """The counters a Godot-style peer keeps beside its connection's."""
+    return {"send_dropped": 0, "hvr_sent": 0, "gate_dropped": 0, "address_changes": 0}
 
 
 class _Status(enum.IntEnum):
@@ -269,9 +309,10 @@ class PacketPeerDTLS(PacketPeer):
         self._error_code = 0
         self._verify_flags = 0
         self._ciphersuite = ""
+        self._connection_id: Optional[tuple[bytes, bytes]] = None
         self._records: collections.deque[bytes] = collections.deque()
         self._conn_stats: dict[str, int] = {}
-        self._link_stats = {"send_dropped": 0, "hvr_sent": 0, "gate_dropped": 0}
+        self._link_stats = _fresh_link_stats()
         self._result = ffi.new("dp_link_result *")
         self._packet_error: Optional[errors.DTLSPeerError] = None
         # Ending (disconnect_from_peer on one thread, a poll() noticing the
@@ -312,7 +353,25 @@ class PacketPeerDTLS(PacketPeer):
             "",
         )
         self._conn_stats = {}
-        self._link_stats = {"send_dropped": 0, "hvr_sent": 0, "gate_dropped": 0}
+        self._connection_id = None
+        self._link_stats = _fresh_link_stats()
+
+    def _address_moved(self) -> None:
+        """A record with this server peer's Connection ID, authenticated and
+        newer than all before, came from a new address (RFC 9146): the
+        endpoint routes the peer there now; follow it."""
+        self._link_stats["address_changes"] += 1
+        udp, route = self._udp, self._route()
+        if udp is not None and udp._dest is not None and route is not None:
+            check(lib.dp_endpoint_slot_addr(route[0], route[1], udp._dest), "peer address")
+
+    def get_connection_id(self) -> Optional[tuple[bytes, bytes]]:
+        """(our CID, the peer's CID) when RFC 9146 Connection ID was
+        negotiated, else None (always None with Godot peers, which never
+        ask for one). Ours. Our CID is what the peer writes into every
+        record it sends us (empty for a client with a zero-length CID). Kept
+        after the connection ended."""
+        return self._conn.connection_id if self._conn is not None else self._connection_id
 
     def _absorb(self, res: Any) -> None:
         """Apply the outcome of one link call: counters, restarts, end. ICMP
@@ -321,6 +380,8 @@ class PacketPeerDTLS(PacketPeer):
         self._link_stats["send_dropped"] += res.send_dropped
         self._link_stats["hvr_sent"] += res.hvr_sent
         self._link_stats["gate_dropped"] += res.gate_dropped
+        if res.address_changed:
+            self._address_moved()
         if res.restarted:
             self._end(
                 _Status.STATUS_DISCONNECTED,
@@ -360,6 +421,7 @@ class PacketPeerDTLS(PacketPeer):
             self._error_code = conn.last_error
             self._verify_flags = conn.verify_flags
             self._ciphersuite = conn.ciphersuite
+            self._connection_id = conn.connection_id
             self._conn_stats = conn.stats()
             if keep_records:
                 self._records.extend(conn.read_all())

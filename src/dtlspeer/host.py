@@ -26,12 +26,13 @@ import enum
 import math
 import socket
 import struct
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Union
 
 from . import errors
 from ._binding import NOW, check, ffi, lib, to_bytes
-from ._engine import CookieGate, EngineConfig, _struct_to_dict
+from ._engine import CookieGate, EngineConfig, _struct_to_dict, steer_by_cid
 from .dtls import (
     _NO_SIZE_CAP,
     DTLSSettings,
@@ -54,6 +55,7 @@ assert _EVENT_SIZE == ffi.sizeof("dp_host_event"), "dp_host_event layout changed
 _unpack_events = _EVENT.iter_unpack
 _RECEIVE_CODE = int(lib.DP_HOST_EVENT_RECEIVE)
 _CONNECT_CODE = int(lib.DP_HOST_EVENT_CONNECT)
+_ADDRESS_CODE = int(lib.DP_HOST_EVENT_ADDRESS_CHANGED)
 _service = lib.dp_host_service
 _host_send = lib.dp_host_send
 _CLOSED = lib.DP_ERR_CLOSED
@@ -64,6 +66,8 @@ _ERRORS_RAISED_BY_SEND = (
     lib.DP_ERR_CLOSED,
 )
 _DEFAULT_SOCKET_BUFFER = 4 * 1024 * 1024
+# SO_ATTACH_REUSEPORT_CBPF (dp_steer.c) exists on Linux only.
+_STEERING = sys.platform.startswith("linux")
 
 
 class HostEventType(enum.IntEnum):
@@ -78,6 +82,11 @@ class HostEventType(enum.IntEnum):
     ERROR = lib.DP_HOST_EVENT_ERROR
     """An accepted client's handshake failed before connecting (you never saw
     a CONNECT for it); informational."""
+    ADDRESS_CHANGED = lib.DP_HOST_EVENT_ADDRESS_CHANGED
+    """A peer with an RFC 9146 Connection ID now sends from a new address
+    (its NAT rebound): same peer, same session; ``peer.get_peer_address()``
+    is the new one and replies go there. Only after a record from the new
+    address was authenticated and newer than every earlier one."""
 
 
 class DisconnectReason(enum.IntEnum):
@@ -175,6 +184,7 @@ class HostPeer(PacketPeerDTLS):
         self._reason = "handshaking"
         self._address: tuple[str, int] = ("", 0)
         self._final_suite = ""
+        self._final_cid: tuple[bytes, bytes] | None = None
         self._settings = host._settings
         self._size_cap = host._settings.max_packet_size or _NO_SIZE_CAP
         self._closed_locally = False
@@ -202,6 +212,7 @@ class HostPeer(PacketPeerDTLS):
             self._conn_stats = self.get_stats()
             self._verify_flags = self.get_verify_flags()
             self._final_suite = self.get_ciphersuite()
+            self._final_cid = self.get_connection_id()
         self._status = _Status(status)
         self._reason = message
         self._error_code = code
@@ -334,8 +345,21 @@ class HostPeer(PacketPeerDTLS):
             return dict(self._conn_stats)
         return _struct_to_dict("dp_conn_stats", out[0])
 
+    def get_connection_id(self) -> tuple[bytes, bytes] | None:
+        """(our CID, the peer's CID) when RFC 9146 Connection ID was
+        negotiated, else None (kept after the peer ended)."""
+        host = self._live_host()
+        if host is None:
+            return self._final_cid
+        own, peer = ffi.new("uint8_t[]", lib.DP_CID_MAX), ffi.new("uint8_t[]", lib.DP_CID_MAX)
+        own_len, peer_len = ffi.new("size_t *"), ffi.new("size_t *")
+        if lib.dp_host_peer_cid(host._ptr, self._peer_id, own, own_len, peer, peer_len) != 1:
+            return self._final_cid
+        return bytes(ffi.buffer(own, own_len[0])), bytes(ffi.buffer(peer, peer_len[0]))
+
     def get_peer_address(self) -> tuple[str, int]:
-        """(IP, port) of the remote side (kept after the peer ended)."""
+        """(IP, port) of the remote side (kept after the peer ended); with a
+        Connection ID it follows the peer (``ADDRESS_CHANGED`` events)."""
         info = self._info()
         if info is None:
             return self._address
@@ -388,6 +412,20 @@ class DTLSHost:
     use the wall clock for cookies; connection timers stay on the monotonic
     clock).
 
+    Worker processes on one port (ours; ``docs/deploy.md``): ``reuse_port``
+    binds with ``SO_REUSEPORT`` (Linux, BSD, macOS: only sockets of the same
+    user join the group), so N processes share the port and the kernel
+    spreads clients by address hash; give them one ``cookie_secret``.
+    ``worker_id`` (0..255) is written as the first byte of every Connection
+    ID this host's server chooses (``settings.connection_id_length`` >= 1);
+    with ``reuse_port`` on Linux the host also attaches a classic-BPF
+    reuseport program that sends a CID record to the socket whose index in
+    the group is that byte, so a client whose NAT rebinds reaches the worker
+    that holds its session. Socket indexes are the order in which the
+    workers bound: start worker 0 first, then 1, ... (``dtlspeer serve
+    --workers N`` does). Elsewhere the program is not available: rebound
+    CID clients land on a worker by hash (documented limitation).
+
     Events per call are bounded by ``max_events`` and ``payload_buffer_size``
     bytes of payload; what does not fit stays queued in C for the next call
     (nothing is lost, per-peer order is kept).
@@ -415,6 +453,8 @@ class DTLSHost:
         max_events: int = 4096,
         payload_buffer_size: int = 1 << 20,
         socket_buffer_size: int = _DEFAULT_SOCKET_BUFFER,
+        reuse_port: bool = False,
+        worker_id: int | None = None,
     ) -> None:
         """Bind a socket and set up the roles (see the class notes)."""
         self._ptr: Any = None
@@ -451,6 +491,7 @@ class DTLSHost:
         # shared cookie secret reads the wall clock for its cookies only).
         self._now = NOW
         suites = list(ciphersuites) if ciphersuites is not None else None
+        self._worker_prefix = self._check_worker(worker_id, reuse_port)
         server_config = self._server_config(server_options, server_psk, cookie_secret, suites)
         self._client_options = client_options
         self._client_psk = client_psk
@@ -459,8 +500,11 @@ class DTLSHost:
         if client_options is not None or client_psk is not None:
             client_config = self._client_config(client_options, client_psk, suites)
 
-        sock = _open_socket(bind_address, port)
+        sock = _open_socket(bind_address, port, reuse_port=reuse_port)
         try:
+            cid_len = server_config[0].connection_id_length if server_config else 0
+            if reuse_port and worker_id is not None and cid_len > 0 and _STEERING:
+                steer_by_cid(sock, cid_len)
             for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                 # Bursts of thousands of datagrams per tick; the OS may cap it.
                 sock.setsockopt(socket.SOL_SOCKET, option, socket_buffer_size)
@@ -512,6 +556,27 @@ class DTLSHost:
             options["ciphersuites"] = suites
         return options
 
+    def _server_common(self, suites: list[str] | None) -> dict[str, Any]:
+        options = self._common(suites)
+        options["connection_id_prefix"] = self._worker_prefix
+        return options
+
+    def _check_worker(self, worker_id: int | None, reuse_port: bool) -> bytes:
+        """The server CID prefix for ``worker_id`` (b"" for none)."""
+        if not isinstance(reuse_port, bool):
+            raise errors.ArgumentTypeError(
+                f"reuse_port must be a bool, not {type(reuse_port).__name__}")
+        if worker_id is None:
+            return b""
+        worker_id = _check_int(worker_id, "worker_id")
+        if not 0 <= worker_id <= 255:
+            raise errors.InvalidArgumentError("worker_id must be in 0 .. 255 (one CID byte)")
+        if self._settings.connection_id is False or self._settings.connection_id_length == 0:
+            raise errors.InvalidArgumentError(
+                "worker_id travels in the Connection ID: it needs connection_id "
+                "and connection_id_length >= 1")
+        return bytes([worker_id])
+
     def _server_config(
         self,
         options: TLSOptions | None,
@@ -538,10 +603,10 @@ class DTLSHost:
             assert key is not None and cert is not None
             with key._mutex, cert._mutex:
                 config = EngineConfig.server(
-                    gate=gate, key=key, certificate=cert, psks=psk, **self._common(suites)
+                    gate=gate, key=key, certificate=cert, psks=psk, **self._server_common(suites)
                 )
         else:
-            config = EngineConfig.server(gate=gate, psks=psk, **self._common(suites))
+            config = EngineConfig.server(gate=gate, psks=psk, **self._server_common(suites))
         return config, gate
 
     def _client_config(
@@ -648,6 +713,8 @@ class DTLSHost:
                 append(make(HostEvent, (_RECEIVE, peer, data, _NO_REASON, "", 0)))
             elif kind == _CONNECT_CODE:
                 append(HostEvent(HostEventType.CONNECT, self._peer_for(peer_id)))
+            elif kind == _ADDRESS_CODE:
+                append(HostEvent(HostEventType.ADDRESS_CHANGED, self._peer_for(peer_id)))
             else:
                 text = payload[offset : offset + length]
                 append(self._ended_event(peer_id, text, code, kind, reason, status))

@@ -33,6 +33,7 @@ from .errors import (
     ResolveError,
     SocketError,
     StateError,
+    UnsupportedError,
     WouldBlockError,
 )
 from .packet_peer import BytesLike, PacketPeer
@@ -186,11 +187,15 @@ def _stats_dict(stats: Any) -> dict[str, int]:
     return {name: int(getattr(stats, name)) for name in _STAT_FIELDS}
 
 
-def _open_socket(bind_address: str, port: int) -> socket.socket:
+def _open_socket(bind_address: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """A bound, non-blocking UDP socket. ``"*"``: IPv6 dual-stack, falling
     back to IPv4 where IPv6 is unavailable (as Godot). Never SO_REUSEADDR:
     on Linux any local user may then bind the same port (if they set it
-    too) and the newest socket receives the datagrams."""
+    too) and the newest socket receives the datagrams. ``reuse_port``:
+    SO_REUSEPORT, for worker processes sharing a port (Linux admits only
+    sockets of the same effective user into the group)."""
+    if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
+        raise UnsupportedError("reuse_port: this platform has no SO_REUSEPORT")
     bind_address = _check_str(bind_address, "bind_address")
     port = _check_port(port, 0)
     if bind_address == "*":
@@ -216,6 +221,8 @@ def _open_socket(bind_address: str, port: int) -> socket.socket:
         try:
             if v6only is not None:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.setblocking(False)
             sock.bind((host, port))
         except OSError as exc:

@@ -14,6 +14,16 @@
 #include "mbedtls/platform_util.h"
 #include "mbedtls/ssl_ciphersuites.h"
 
+/* Connection ID (dp_config_set_cid) relies on Mbed TLS's default
+ * configuration: RFC 9146 CIDs, not the draft-05 compatible format (its
+ * records and additional data differ; dp_conn.c's parked read guard builds
+ * the RFC 9146 ones). No config change needed; this keeps it that way. */
+#if !defined(MBEDTLS_SSL_DTLS_CONNECTION_ID) || MBEDTLS_SSL_DTLS_CONNECTION_ID_COMPAT != 0
+#error "dtlspeer needs MBEDTLS_SSL_DTLS_CONNECTION_ID in the RFC 9146 format (COMPAT 0)"
+#endif
+typedef char dp_cid_max_fits_mbedtls[(DP_CID_MAX <= MBEDTLS_SSL_CID_IN_LEN_MAX &&
+                                      DP_CID_MAX <= MBEDTLS_SSL_CID_OUT_LEN_MAX) ? 1 : -1];
+
 /* Game defaults: first retransmission after 250 ms, doubling to 4 s, so a
  * silent peer is given up after about 250+500+1000+2000+4000 ms = 7.75 s
  * instead of Mbed TLS's 1 s .. 60 s (about two minutes). */
@@ -79,6 +89,10 @@ int dp_config_new(int role, dp_config **out)
     cfg->hs_timeout_min_ms = DP_DEFAULT_HS_MIN_MS;
     cfg->hs_timeout_max_ms = DP_DEFAULT_HS_MAX_MS;
     cfg->park_after_ms = role == DP_ROLE_SERVER ? DP_DEFAULT_SERVER_PARK_AFTER_MS : 0;
+    /* Servers answer a client that asks for a CID (Godot clients never do:
+     * nothing changes for them); our clients ask only when told to. */
+    cfg->cid_enabled = role == DP_ROLE_SERVER;
+    cfg->own_cid_len = role == DP_ROLE_SERVER ? DP_CID_DEFAULT_LEN : 0;
     memcpy(cfg->groups, DP_DEFAULT_GROUPS, sizeof(DP_DEFAULT_GROUPS));
     *out = cfg;
     return DP_OK;
@@ -398,6 +412,26 @@ int dp_config_set_idle_timeout(dp_config *cfg, uint32_t idle_ms)
     return DP_OK;
 }
 
+int dp_config_set_cid(dp_config *cfg, int enabled, uint32_t own_len, const uint8_t *prefix,
+                      size_t prefix_len)
+{
+    int ret = check_mutable(cfg);
+    if (ret != 0) {
+        return ret;
+    }
+    if (own_len > DP_CID_MAX || prefix_len > own_len || (prefix == NULL && prefix_len != 0)) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    cfg->cid_enabled = enabled != 0;
+    cfg->own_cid_len = (uint8_t)own_len;
+    cfg->cid_prefix_len = (uint8_t)prefix_len;
+    memset(cfg->cid_prefix, 0, sizeof(cfg->cid_prefix));
+    if (prefix_len != 0) {
+        memcpy(cfg->cid_prefix, prefix, prefix_len);
+    }
+    return DP_OK;
+}
+
 int dp_config_set_park_after(dp_config *cfg, uint32_t park_after_ms)
 {
     int ret = check_mutable(cfg);
@@ -574,7 +608,15 @@ int dp_config_finish(dp_config *cfg)
     }
     mbedtls_ssl_conf_handshake_timeout(&cfg->conf, cfg->hs_timeout_min_ms,
                                        cfg->hs_timeout_max_ms);
+    /* Anti-replay also decides address moves (dp_conn_rx_newest): keep it. */
     mbedtls_ssl_conf_dtls_anti_replay(&cfg->conf, MBEDTLS_SSL_ANTI_REPLAY_ENABLED);
+    /* The CID length is config-wide: Mbed TLS parses every CID record
+     * header with it. Records carrying another CID are dropped quietly. */
+    ret = mbedtls_ssl_conf_cid(&cfg->conf, cfg->cid_enabled ? cfg->own_cid_len : 0,
+                               MBEDTLS_SSL_UNEXPECTED_CID_IGNORE);
+    if (ret != 0) {
+        return ret;
+    }
     /* Mbed TLS only counts bad records when a limit is set, so "unlimited"
      * becomes the largest limit: the count stays available for statistics. */
     /* Mbed TLS counts bad MACs only with a limit set; dp_conn.c collects

@@ -60,6 +60,8 @@ typedef struct dp_read_guard {
     uint64_t window_top;             /* Mbed TLS's in_window_top / in_window */
     uint64_t window;
     int anti_replay;
+    uint8_t cid_len;                 /* our negotiated CID: records carry it */
+    uint8_t cid[DP_CID_MAX];
 } dp_read_guard;
 
 typedef struct dp_node {
@@ -111,6 +113,14 @@ struct dp_conn {
     unsigned char transport_id[DP_TRANSPORT_ID_MAX];
     size_t transport_id_len;
     dp_conn_stats stats;
+    /* RFC 9146 (dp_config_set_cid): our CID is chosen at creation; what was
+     * negotiated is read once connected and kept for the session's life. */
+    uint8_t own_cid[DP_CID_MAX];
+    uint8_t peer_cid[DP_CID_MAX];
+    uint8_t own_cid_len;
+    uint8_t peer_cid_len;
+    uint8_t cid_negotiated;
+    uint64_t rx_newest_parked; /* dp_conn_rx_newest, saved at park time */
 };
 
 /* ---- Queues --------------------------------------------------------------- */
@@ -339,6 +349,14 @@ static void on_connected(dp_conn *c)
     note_activity(c);
     uint32_t flags = mbedtls_ssl_get_verify_result(c->ssl);
     c->verify_flags = flags == (uint32_t)-1 ? 0 : flags;
+    int cid_enabled = MBEDTLS_SSL_CID_DISABLED;
+    size_t peer_len = 0;
+    if (c->cfg->cid_enabled &&
+        mbedtls_ssl_get_peer_cid(c->ssl, &cid_enabled, c->peer_cid, &peer_len) == 0 &&
+        cid_enabled == MBEDTLS_SSL_CID_ENABLED) {
+        c->cid_negotiated = 1;
+        c->peer_cid_len = (uint8_t)peer_len;
+    }
     set_reason(c, "connected");
 }
 
@@ -654,6 +672,10 @@ static dp_read_guard *guard_new(const dp_conn *c)
     g->window_top = c->ssl->MBEDTLS_PRIVATE(in_window_top);
     g->window = c->ssl->MBEDTLS_PRIVATE(in_window);
     g->anti_replay = c->cfg->conf.MBEDTLS_PRIVATE(anti_replay) != MBEDTLS_SSL_ANTI_REPLAY_DISABLED;
+    if (c->cid_negotiated) {
+        g->cid_len = c->own_cid_len;
+        memcpy(g->cid, c->own_cid, c->own_cid_len);
+    }
     return g;
 }
 
@@ -691,8 +713,18 @@ enum { GUARD_OTHER, GUARD_REPLAY, GUARD_BAD_MAC, GUARD_AUTHENTIC };
 static int guard_check(dp_read_guard *g, const unsigned char *r, size_t rec_len)
 {
     unsigned char type = r[0];
-    if (type != MBEDTLS_SSL_MSG_CHANGE_CIPHER_SPEC && type != MBEDTLS_SSL_MSG_ALERT &&
-        type != MBEDTLS_SSL_MSG_HANDSHAKE && type != MBEDTLS_SSL_MSG_APPLICATION_DATA) {
+    size_t header = DP_RECORD_HEADER_LEN;
+    if (type == MBEDTLS_SSL_MSG_CID) {
+        /* RFC 9146: only records with our CID; a session with a CID takes
+         * no others (Mbed TLS: MBEDTLS_ERR_SSL_UNEXPECTED_CID). */
+        if (g->cid_len == 0 || rec_len < header + g->cid_len ||
+            memcmp(r + DP_CID_OFFSET, g->cid, g->cid_len) != 0) {
+            return GUARD_OTHER;
+        }
+        header += g->cid_len;
+    } else if (g->cid_len != 0 ||
+               (type != MBEDTLS_SSL_MSG_CHANGE_CIPHER_SPEC && type != MBEDTLS_SSL_MSG_ALERT &&
+                type != MBEDTLS_SSL_MSG_HANDSHAKE && type != MBEDTLS_SSL_MSG_APPLICATION_DATA)) {
         return GUARD_OTHER;
     }
     if (r[1] != 0xfe || r[2] != 0xfd || (((uint16_t)r[3] << 8) | r[4]) != g->epoch) {
@@ -705,7 +737,7 @@ static int guard_check(dp_read_guard *g, const unsigned char *r, size_t rec_len)
     if (guard_replayed(g, seq)) {
         return GUARD_REPLAY;
     }
-    size_t body = rec_len - DP_RECORD_HEADER_LEN;
+    size_t body = rec_len - header;
     if (body < g->explicit_ivlen + g->taglen) {
         return GUARD_OTHER;
     }
@@ -713,7 +745,7 @@ static int guard_check(dp_read_guard *g, const unsigned char *r, size_t rec_len)
     if (plain > DP_GUARD_PLAIN_MAX) {
         return GUARD_OTHER; /* larger than any record Mbed TLS accepts */
     }
-    const unsigned char *p = r + DP_RECORD_HEADER_LEN;
+    const unsigned char *p = r + header;
     unsigned char nonce[12];
     memcpy(nonce, g->iv, g->fixed_ivlen);
     if (g->explicit_ivlen != 0) {
@@ -723,16 +755,34 @@ static int guard_check(dp_read_guard *g, const unsigned char *r, size_t rec_len)
             nonce[4 + i] ^= r[3 + i]; /* epoch || sequence number */
         }
     }
-    unsigned char ad[13];
-    memcpy(ad, r + 3, 8); /* epoch || sequence number */
-    ad[8] = type;
-    ad[9] = r[1];
-    ad[10] = r[2];
-    ad[11] = (unsigned char)(plain >> 8);
-    ad[12] = (unsigned char)(plain & 0xFF);
+    /* Additional data: RFC 5246 6.2.3.3, or for CID records RFC 9146 5.3
+     * (seq_num_placeholder, tls12_cid, cid_length, tls12_cid, version,
+     * epoch || sequence number, cid, length of the inner plaintext). */
+    unsigned char ad[23 + DP_CID_MAX];
+    size_t ad_len = 0;
+    if (type == MBEDTLS_SSL_MSG_CID) {
+        memset(ad, 0xff, 8);
+        ad[8] = type;
+        ad[9] = g->cid_len;
+        ad_len = 10;
+    } else {
+        memcpy(ad, r + 3, 8); /* epoch || sequence number */
+        ad_len = 8;
+    }
+    ad[ad_len++] = type;
+    ad[ad_len++] = r[1];
+    ad[ad_len++] = r[2];
+    if (type == MBEDTLS_SSL_MSG_CID) {
+        memcpy(ad + ad_len, r + 3, 8);
+        ad_len += 8;
+        memcpy(ad + ad_len, g->cid, g->cid_len);
+        ad_len += g->cid_len;
+    }
+    ad[ad_len++] = (unsigned char)(plain >> 8);
+    ad[ad_len++] = (unsigned char)(plain & 0xFF);
     size_t out_len = 0;
     int ret = mbedtls_cipher_auth_decrypt_ext(&g->cipher, nonce,
-                                              sizeof(nonce), ad, sizeof(ad),
+                                              sizeof(nonce), ad, ad_len,
                                               p + g->explicit_ivlen, plain + g->taglen,
                                               guard_plain, sizeof(guard_plain), &out_len,
                                               g->taglen);
@@ -764,6 +814,7 @@ static void park(dp_conn *c, int count_for_trim)
     /* Before the save: it ends with a session reset (no suite, epoch or
      * window any more). */
     dp_read_guard *guard = guard_new(c);
+    uint64_t newest = dp_conn_rx_newest(c);
     size_t len = 0;
     /* The sizing call checked every precondition: from here on save only
      * fails if the session reset it ends with fails, and then the context
@@ -781,6 +832,7 @@ static void park(dp_conn *c, int count_for_trim)
     ssl_release(c);
     c->parked = blob;
     c->parked_len = len;
+    c->rx_newest_parked = newest;
     c->suite_id = suite;
     c->max_payload = max;
     c->stats.parks++;
@@ -847,9 +899,30 @@ static int may_hold_record(const unsigned char *d, size_t len)
 
 /* ---- Datagrams Mbed TLS must not see ---------------------------------------- */
 
-static size_t record_len_at(const unsigned char *d)
+/* The CID length of this side's records (config-wide, as Mbed TLS parses
+ * them), 0 when CID records are not ours to parse. */
+static size_t conf_cid_len(const dp_conn *c)
 {
-    return DP_RECORD_HEADER_LEN + (((size_t)d[11] << 8) | d[12]);
+    return c->cfg->cid_enabled ? c->cfg->own_cid_len : 0;
+}
+
+/* Header length of the record at d (len >= DP_RECORD_HEADER_LEN bytes
+ * there), or 0 when it is a CID record this connection cannot parse or it
+ * does not fit. */
+static size_t record_header_at(const unsigned char *d, size_t len, size_t cid_len)
+{
+    if (d[0] != MBEDTLS_SSL_MSG_CID) {
+        return DP_RECORD_HEADER_LEN;
+    }
+    if (cid_len == 0 || len < DP_RECORD_HEADER_LEN + cid_len) {
+        return 0;
+    }
+    return DP_RECORD_HEADER_LEN + cid_len;
+}
+
+static size_t record_len_at(const unsigned char *d, size_t header)
+{
+    return header + (((size_t)d[header - 2] << 8) | d[header - 1]);
 }
 
 /* Length of the whole records at the start of a datagram. Mbed TLS 3.6
@@ -858,17 +931,18 @@ static size_t record_len_at(const unsigned char *d)
  * MBEDTLS_ERR_SSL_INTERNAL_ERROR ("should never happen"), even after a
  * record it skipped (old epoch, replay): a forged datagram would end any
  * connection. Such a tail can never be a record, so it is cut off here. A
- * datagram whose first record is incomplete, or with a CID record (its
- * header is longer; no connection negotiates a CID, so Mbed TLS drops it
- * with the rest of the datagram), is left as it is. */
-static size_t whole_records_len(const unsigned char *d, size_t len)
+ * datagram whose first record is incomplete, or with a CID record this
+ * side cannot parse (no CID configured: Mbed TLS drops it with the rest of
+ * the datagram), is left as it is. */
+static size_t whole_records_len(const unsigned char *d, size_t len, size_t cid_len)
 {
     size_t pos = 0;
     while (len - pos >= DP_RECORD_HEADER_LEN) {
-        if (d[pos] == MBEDTLS_SSL_MSG_CID) {
+        size_t header = record_header_at(d + pos, len - pos, cid_len);
+        if (header == 0) {
             return len;
         }
-        size_t rec = record_len_at(d + pos);
+        size_t rec = record_len_at(d + pos, header);
         if (rec > len - pos) {
             break;
         }
@@ -893,10 +967,11 @@ static int parked_wakes(dp_conn *c, const unsigned char *d, size_t len)
     size_t pos = 0;
     while (d != NULL && len - pos >= DP_RECORD_HEADER_LEN) {
         const unsigned char *r = d + pos;
-        if (r[0] == MBEDTLS_SSL_MSG_CID) {
-            return 0; /* no CID is negotiated: Mbed TLS drops the rest too */
+        size_t header = record_header_at(r, len - pos, conf_cid_len(c));
+        if (header == 0) {
+            return 0; /* a CID record without a CID configured: Mbed TLS drops the rest too */
         }
-        size_t rec = record_len_at(r);
+        size_t rec = record_len_at(r, header);
         if (rec > len - pos) {
             return 0;
         }
@@ -954,6 +1029,17 @@ int dp_conn_new(dp_config *cfg, const char *hostname, const unsigned char *trans
         c->transport_id_len = transport_id_len;
     }
     int ret = ssl_open(c);
+    if (ret == 0 && cfg->cid_enabled) {
+        /* Our CID: the configured prefix (a worker id), then random bytes. */
+        c->own_cid_len = cfg->own_cid_len;
+        memcpy(c->own_cid, cfg->cid_prefix, cfg->cid_prefix_len);
+        ret = dp_random(c->own_cid + cfg->cid_prefix_len,
+                        (size_t)cfg->own_cid_len - cfg->cid_prefix_len);
+        if (ret == 0) {
+            ret = mbedtls_ssl_set_cid(c->ssl, MBEDTLS_SSL_CID_ENABLED, c->own_cid,
+                                      c->own_cid_len);
+        }
+    }
     if (ret == 0 && !server) {
         /* Unsafe modes clear the name explicitly: no SNI, no name check. */
         ret = mbedtls_ssl_set_hostname(c->ssl,
@@ -1005,7 +1091,7 @@ int dp_conn_feed(dp_conn *c, const unsigned char *datagram, size_t len, int64_t 
         return c->status;
     }
     if (datagram != NULL) {
-        len = whole_records_len(datagram, len);
+        len = whole_records_len(datagram, len, conf_cid_len(c));
     }
     int woke = 0;
     if (c->parked != NULL) {
@@ -1298,4 +1384,41 @@ void dp_conn_get_stats(const dp_conn *c, dp_conn_stats *out)
     if (c != NULL && out != NULL) {
         *out = c->stats;
     }
+}
+
+int dp_conn_cid(const dp_conn *c, uint8_t *own, size_t *own_len, uint8_t *peer,
+                size_t *peer_len)
+{
+    if (c == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    size_t o = c->cid_negotiated ? c->own_cid_len : 0;
+    size_t p = c->cid_negotiated ? c->peer_cid_len : 0;
+    if (own != NULL) {
+        memcpy(own, c->own_cid, o);
+    }
+    if (own_len != NULL) {
+        *own_len = o;
+    }
+    if (peer != NULL) {
+        memcpy(peer, c->peer_cid, p);
+    }
+    if (peer_len != NULL) {
+        *peer_len = p;
+    }
+    return c->cid_negotiated;
+}
+
+uint64_t dp_conn_rx_newest(const dp_conn *c)
+{
+    if (c == NULL) {
+        return 0;
+    }
+    if (c->ssl == NULL) {
+        return c->parked != NULL ? c->rx_newest_parked : 0;
+    }
+    /* Private fields of the pinned 3.6 (as guard_new): Mbed TLS moves the
+     * window top only after a record was authenticated (replay_update). */
+    return ((uint64_t)c->ssl->MBEDTLS_PRIVATE(in_epoch) << 48) |
+           (c->ssl->MBEDTLS_PRIVATE(in_window_top) & 0xFFFFFFFFFFFFull);
 }

@@ -268,7 +268,20 @@ typedef struct {
     uint8_t established; /* the link's connection is CONNECTED */
     uint8_t superseded;  /* a successor connected: this session is over */
     uint8_t admitted;    /* its first datagram is a hello the gate admitted */
+    /* RFC 9146: the CID its owner registered (dp_ep_slot_set_cid), in the
+     * CID index while cid_routed. Only an established DTLS session has one,
+     * so unauthenticated traffic cannot add entries. */
+    uint8_t cid_routed;
+    uint8_t cid[DP_CID_MAX];
 } dp_slot;
+
+/* An open-addressing hash index of slots (linear probing, backward-shift
+ * deletion), keyed by each slot's address or by its CID. */
+typedef struct {
+    uint32_t *cells; /* slot index + 1; 0 = empty */
+    uint32_t cap;    /* power of two */
+    uint8_t by_cid;
+} dp_index;
 
 struct dp_endpoint {
     mbedtls_threading_mutex_t lock; /* every call holds it (see "Threads") */
@@ -295,8 +308,10 @@ struct dp_endpoint {
     uint32_t slots_cap;
     uint32_t slots_used; /* PENDING + TAKEN */
     uint32_t free_head;
-    uint32_t *table; /* slot index + 1; 0 = empty */
-    uint32_t table_cap; /* power of two */
+    dp_index by_addr; /* routed slots by address */
+    dp_index by_cid;  /* slots with a registered CID, by CID */
+    uint32_t cids;    /* entries in by_cid */
+    uint8_t cid_len;  /* length of every registered CID (fixed by the first) */
     uint64_t seed;
     uint32_t pending_head, pending_tail, pending_count;
     uint32_t max_pending;
@@ -513,25 +528,57 @@ static int addr_to_sockaddr(const dp_endpoint *ep, const dp_addr *a, struct sock
     return DP_OK;
 }
 
-/* ---- Hash table ----------------------------------------------------------- */
+/* ---- Hash indexes ---------------------------------------------------------- */
 
-static uint32_t table_find(const dp_endpoint *ep, const dp_addr *a)
+/* Seeded like addr_hash: a sender cannot aim CIDs at one probe chain. */
+static uint64_t cid_hash(const dp_endpoint *ep, const uint8_t *cid)
 {
-    if (ep->table_cap == 0) {
+    uint64_t h = dp_mix(ep->seed ^ 0x9e3779b97f4a7c15ULL ^ ep->cid_len);
+    for (uint8_t i = 0; i < ep->cid_len; i += 8) {
+        uint64_t w = 0;
+        uint8_t n = (uint8_t)(ep->cid_len - i < 8 ? ep->cid_len - i : 8);
+        memcpy(&w, cid + i, n);
+        h = dp_mix(h ^ w);
+    }
+    return h;
+}
+
+static uint64_t slot_key_hash(const dp_endpoint *ep, const dp_index *t, uint32_t index)
+{
+    const dp_slot *s = &ep->slots[index];
+    return t->by_cid ? cid_hash(ep, s->cid) : addr_hash(ep, &s->addr);
+}
+
+static int slot_key_equal(const dp_endpoint *ep, const dp_index *t, uint32_t index,
+                          const void *key)
+{
+    const dp_slot *s = &ep->slots[index];
+    return t->by_cid ? memcmp(s->cid, key, ep->cid_len) == 0 : addr_equal(&s->addr, key);
+}
+
+/* key: a dp_addr (by_addr) or ep->cid_len CID bytes (by_cid). */
+static uint32_t index_find(const dp_endpoint *ep, const dp_index *t, uint64_t hash,
+                           const void *key)
+{
+    if (t->cap == 0) {
         return DP_NO_INDEX;
     }
-    uint32_t mask = ep->table_cap - 1;
-    for (uint32_t i = (uint32_t)addr_hash(ep, a) & mask, n = 0; n < ep->table_cap;
-         i = (i + 1) & mask, n++) {
-        uint32_t v = ep->table[i];
+    uint32_t mask = t->cap - 1;
+    for (uint32_t i = (uint32_t)hash & mask, n = 0; n < t->cap; i = (i + 1) & mask, n++) {
+        uint32_t v = t->cells[i];
         if (v == 0) {
             return DP_NO_INDEX;
         }
-        if (addr_equal(&ep->slots[v - 1].addr, a)) {
+        if (slot_key_equal(ep, t, v - 1, key)) {
             return v - 1;
         }
     }
     return DP_NO_INDEX;
+}
+
+static uint32_t table_find(const dp_endpoint *ep, const dp_addr *a)
+{
+    return index_find(ep, &ep->by_addr, addr_hash(ep, a), a);
 }
 
 static void table_insert_raw(uint32_t *table, uint32_t cap, uint64_t hash, uint32_t index)
@@ -544,14 +591,14 @@ static void table_insert_raw(uint32_t *table, uint32_t cap, uint64_t hash, uint3
     table[i] = index + 1;
 }
 
-/* Keep the load factor <= 1/2 for slots_used + 1 entries. */
-static int table_reserve(dp_endpoint *ep)
+/* Keep the load factor <= 1/2 for `entries` entries. */
+static int index_reserve(dp_endpoint *ep, dp_index *t, uint32_t entries)
 {
-    uint64_t want = (uint64_t)(ep->slots_used + 1) * 2;
-    if (ep->table_cap >= want) {
+    uint64_t want = (uint64_t)entries * 2;
+    if (t->cap >= want) {
         return DP_OK;
     }
-    uint32_t cap = ep->table_cap ? ep->table_cap : 16;
+    uint32_t cap = t->cap ? t->cap : 16;
     while (cap < want) {
         cap *= 2;
     }
@@ -559,47 +606,58 @@ static int table_reserve(dp_endpoint *ep)
     if (nt == NULL) {
         return DP_ERR_NO_MEMORY;
     }
-    for (uint32_t i = 0; i < ep->table_cap; i++) {
-        uint32_t v = ep->table[i];
+    for (uint32_t i = 0; i < t->cap; i++) {
+        uint32_t v = t->cells[i];
         if (v != 0) {
-            table_insert_raw(nt, cap, addr_hash(ep, &ep->slots[v - 1].addr), v - 1);
+            table_insert_raw(nt, cap, slot_key_hash(ep, t, v - 1), v - 1);
         }
     }
-    dp_free(ep->table);
-    ep->table = nt;
-    ep->table_cap = cap;
+    dp_free(t->cells);
+    t->cells = nt;
+    t->cap = cap;
     return DP_OK;
 }
 
-static void table_remove(dp_endpoint *ep, uint32_t index)
+/* Keep the load factor <= 1/2 for slots_used + 1 entries. */
+static int table_reserve(dp_endpoint *ep)
 {
-    uint32_t mask = ep->table_cap - 1;
-    uint32_t i = (uint32_t)addr_hash(ep, &ep->slots[index].addr) & mask;
-    for (uint32_t n = 0; n < ep->table_cap && ep->table[i] != index + 1; n++) {
-        if (ep->table[i] == 0) {
+    return index_reserve(ep, &ep->by_addr, ep->slots_used + 1);
+}
+
+static void index_remove(dp_endpoint *ep, dp_index *t, uint32_t index)
+{
+    uint32_t mask = t->cap - 1;
+    uint32_t i = (uint32_t)slot_key_hash(ep, t, index) & mask;
+    for (uint32_t n = 0; n < t->cap && t->cells[i] != index + 1; n++) {
+        if (t->cells[i] == 0) {
             return; /* not present: nothing to do */
         }
         i = (i + 1) & mask;
     }
-    if (ep->table[i] != index + 1) {
+    if (t->cells[i] != index + 1) {
         return;
     }
     /* Backward-shift deletion keeps probe chains intact without tombstones. */
     uint32_t hole = i;
-    for (uint32_t j = (i + 1) & mask, n = 0; n < ep->table_cap; j = (j + 1) & mask, n++) {
-        uint32_t v = ep->table[j];
+    for (uint32_t j = (i + 1) & mask, n = 0; n < t->cap; j = (j + 1) & mask, n++) {
+        uint32_t v = t->cells[j];
         if (v == 0) {
             break;
         }
-        uint32_t home = (uint32_t)addr_hash(ep, &ep->slots[v - 1].addr) & mask;
+        uint32_t home = (uint32_t)slot_key_hash(ep, t, v - 1) & mask;
         /* Move v into the hole if its home is not cyclically in (hole, j]. */
         int in_range = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
         if (!in_range) {
-            ep->table[hole] = v;
+            t->cells[hole] = v;
             hole = j;
         }
     }
-    ep->table[hole] = 0;
+    t->cells[hole] = 0;
+}
+
+static void table_remove(dp_endpoint *ep, uint32_t index)
+{
+    index_remove(ep, &ep->by_addr, index);
 }
 
 /* ---- Slot management ------------------------------------------------------ */
@@ -673,7 +731,7 @@ static void slot_route(dp_endpoint *ep, uint32_t index)
 {
     /* table_reserve ran when the slot was made: a free cell exists */
     dp_slot *s = &ep->slots[index];
-    table_insert_raw(ep->table, ep->table_cap, addr_hash(ep, &s->addr), index);
+    table_insert_raw(ep->by_addr.cells, ep->by_addr.cap, addr_hash(ep, &s->addr), index);
     s->routed = 1;
 }
 
@@ -682,6 +740,15 @@ static void slot_unroute(dp_endpoint *ep, uint32_t index)
     if (ep->slots[index].routed) {
         table_remove(ep, index);
         ep->slots[index].routed = 0;
+    }
+}
+
+static void cid_unroute(dp_endpoint *ep, uint32_t index)
+{
+    if (ep->slots[index].cid_routed) {
+        index_remove(ep, &ep->by_cid, index);
+        ep->slots[index].cid_routed = 0;
+        ep->cids--;
     }
 }
 
@@ -711,6 +778,7 @@ static void slot_free(dp_endpoint *ep, uint32_t index)
         pending_unlink(ep, index);
     }
     slot_unroute(ep, index);
+    cid_unroute(ep, index);
     if (s->succ != DP_NO_INDEX) {
         /* The live session is gone: the new one owns the address now. */
         dp_slot *n = &ep->slots[s->succ];
@@ -779,6 +847,7 @@ int dp_endpoint_new(dp_endpoint **out, int64_t fd, int family, int mode, uint32_
     ep->max_pending = 16;
     ep->pending_timeout_ms = -1;
     ep->batch = mode == DP_ENDPOINT_SERVER ? DP_SERVER_BATCH : DP_CLIENT_BATCH;
+    ep->by_cid.by_cid = 1;
     int rc = dp_random((unsigned char *)&ep->seed, sizeof(ep->seed));
     if (rc < 0) {
         dp_free(ep);
@@ -850,10 +919,11 @@ int dp_ep_close(dp_endpoint *ep)
     free_all_slots(ep);
     queue_release(&ep->queue);
     dp_free(ep->slots);
-    dp_free(ep->table);
+    dp_free(ep->by_addr.cells);
+    dp_free(ep->by_cid.cells);
     ep->slots = NULL;
-    ep->table = NULL;
-    ep->slots_cap = ep->table_cap = 0;
+    ep->by_addr.cells = ep->by_cid.cells = NULL;
+    ep->slots_cap = ep->by_addr.cap = ep->by_cid.cap = 0;
     ep->free_head = DP_NO_INDEX;
     free_rx(ep);
     dp_cookie_gate_free(ep->gate);
@@ -1144,11 +1214,29 @@ static void route_known(dp_endpoint *ep, uint32_t index, const dp_addr *src, con
     }
 }
 
+/* The slot a datagram belongs to. RFC 9146: a datagram starting with a CID
+ * record (content type 25, the CID at DP_CID_OFFSET) whose CID a slot
+ * registered belongs to that slot, whatever address it came from (a NAT
+ * rebinding); its owner authenticates it before moving the address
+ * (dp_ep_slot_move). Everything else is routed by address. */
+static uint32_t route_lookup(const dp_endpoint *ep, const dp_addr *src, const uint8_t *data,
+                             uint32_t len)
+{
+    if (ep->cids != 0 && data[0] == DP_CT_CID && len >= DP_CID_OFFSET + ep->cid_len + 2u) {
+        const uint8_t *cid = data + DP_CID_OFFSET;
+        uint32_t index = index_find(ep, &ep->by_cid, cid_hash(ep, cid), cid);
+        if (index != DP_NO_INDEX) {
+            return index;
+        }
+    }
+    return table_find(ep, src);
+}
+
 static void route_server(dp_endpoint *ep, const dp_addr *src, const uint8_t *data, uint32_t len,
                          int truncated, int64_t now_ms)
 {
     count_in(&ep->stats, len);
-    uint32_t index = table_find(ep, src);
+    uint32_t index = len != 0 ? route_lookup(ep, src, data, len) : table_find(ep, src);
     if (ep->sink != NULL) {
         uint64_t handle = 0;
         if (index != DP_NO_INDEX) {
@@ -1176,7 +1264,9 @@ static void route_server(dp_endpoint *ep, const dp_addr *src, const uint8_t *dat
             ep->stats.drop_truncated++;
             return;
         }
-        if (ep->gate != NULL && s->established) {
+        /* A CID datagram from another address only ever reaches the slot's
+         * own session (never the successor logic, which is per address). */
+        if (ep->gate != NULL && s->established && addr_equal(src, &s->addr)) {
             route_known(ep, index, src, data, len, now_ms);
             return;
         }
@@ -1880,9 +1970,11 @@ int dp_ep_recv(dp_endpoint *ep, uint64_t handle, uint8_t *buf, size_t cap, dp_ad
         memset(src, 0, sizeof(*src));
         memcpy(src->ip, h.ip, 16);
         src->port = h.port;
-        if (handle != 0) {
-            *src = slot_get(ep, handle)->addr; /* keeps the scope id */
+        const dp_slot *s = handle != 0 ? slot_get(ep, handle) : NULL;
+        if (s != NULL && s->addr.port == h.port && memcmp(s->addr.ip, h.ip, 16) == 0) {
+            *src = s->addr; /* keeps the scope id (entries have no room for it) */
         }
+        /* else: a CID record from a new address (route_lookup), told as it came */
     }
     queue_drop_head(q, h.len);
     return (int)h.len;
@@ -2352,6 +2444,69 @@ int dp_ep_slot_rebind(dp_endpoint *ep, uint64_t handle, int64_t now_ms, uint64_t
         return rc;
     }
     ep->slots[index].superseded = 1;
+    return DP_OK;
+}
+
+/* ---- Connection IDs (RFC 9146) and address moves ------------------------------ */
+
+int dp_ep_slot_set_cid(dp_endpoint *ep, uint64_t handle, const uint8_t *cid, size_t len)
+{
+    dp_slot *s = ep != NULL && !ep->closed ? slot_get(ep, handle) : NULL;
+    if (s == NULL) {
+        return DP_ERR_CLOSED;
+    }
+    if (cid == NULL || len == 0 || len > DP_CID_MAX || (ep->cids != 0 && len != ep->cid_len)) {
+        return DP_ERR_INVALID_ARGUMENT; /* one length per endpoint: the router reads it */
+    }
+    uint32_t index = (uint32_t)(handle & 0xFFFFFFFFu);
+    if (s->cid_routed && memcmp(s->cid, cid, len) == 0) {
+        return DP_OK; /* already routed (the link registers at every pump) */
+    }
+    cid_unroute(ep, index);
+    ep->cid_len = (uint8_t)len;
+    if (index_find(ep, &ep->by_cid, cid_hash(ep, cid), cid) != DP_NO_INDEX) {
+        return DP_ERR_BAD_STATE; /* another session has it (random collision) */
+    }
+    int rc = index_reserve(ep, &ep->by_cid, ep->cids + 1);
+    if (rc < 0) {
+        return rc;
+    }
+    memcpy(s->cid, cid, len);
+    table_insert_raw(ep->by_cid.cells, ep->by_cid.cap, cid_hash(ep, cid), index);
+    s->cid_routed = 1;
+    ep->cids++;
+    return DP_OK;
+}
+
+int dp_ep_slot_addr_differs(const dp_endpoint *ep, uint64_t handle, const dp_addr *addr)
+{
+    const dp_slot *s = ep != NULL && addr != NULL ? slot_get(ep, handle) : NULL;
+    return s != NULL && !addr_equal(&s->addr, addr);
+}
+
+int dp_ep_slot_move(dp_endpoint *ep, uint64_t handle, const dp_addr *addr)
+{
+    dp_slot *s = ep != NULL && addr != NULL && !ep->closed ? slot_get(ep, handle) : NULL;
+    if (s == NULL || !s->routed) {
+        return DP_ERR_CLOSED;
+    }
+    struct sockaddr_storage ss;
+    dp_socklen_t sslen = 0;
+    dp_addr key = *addr;
+    key.reserved = 0;
+    if (addr_to_sockaddr(ep, &key, &ss, &sslen) < 0) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    /* Another session owns the address (the NAT gave this port to another
+     * client before), or a reconnect is under way on this one: the address
+     * stays; a later record moves it once that is over. */
+    if (s->succ != DP_NO_INDEX || s->pred != DP_NO_INDEX || table_find(ep, &key) != DP_NO_INDEX) {
+        return DP_ERR_BAD_STATE;
+    }
+    uint32_t index = (uint32_t)(handle & 0xFFFFFFFFu);
+    slot_unroute(ep, index);
+    s->addr = key;
+    slot_route(ep, index); /* the table kept its size: one entry out, one in */
     return DP_OK;
 }
 

@@ -54,6 +54,15 @@ struct dp_config {
     uint32_t out_queue_max;    /* datagrams a connection may queue (dp_config_finish) */
     unsigned badmac_limit;     /* 0 = unlimited (still counted) */
     dp_cookie_gate *gate;      /* server: cookie keys (referenced) */
+    /* RFC 9146 Connection ID (dp_config_set_cid): negotiated only if the
+     * peer asks too. own_cid_len: the length of the CID we choose (what the
+     * peer puts in its records to us; config-wide, Mbed TLS parses record
+     * headers with it); its first cid_prefix_len bytes are cid_prefix (a
+     * worker id the reuseport program reads), the rest random. */
+    int cid_enabled;
+    uint8_t own_cid_len;
+    uint8_t cid_prefix_len;
+    uint8_t cid_prefix[DP_CID_MAX];
 };
 
 /* Reference counting of shared engine objects. */

@@ -76,6 +76,11 @@ typedef struct dp_host_final {
     dp_conn_stats stats;
     char reason[DP_HOST_REASON_LEN];
     char suite[DP_HOST_SUITE_LEN];
+    uint8_t own_cid[DP_CID_MAX]; /* dp_conn_cid, kept like the suite */
+    uint8_t peer_cid[DP_CID_MAX];
+    size_t own_cid_len;
+    size_t peer_cid_len;
+    int cid_negotiated;
 } dp_host_final;
 
 typedef struct dp_host_peer {
@@ -101,6 +106,7 @@ typedef struct dp_host_peer {
     uint8_t excluded;         /* scratch flag of dp_host_broadcast */
     uint8_t reason;           /* DP_HOST_REASON_* once ended */
     uint8_t in_hs;            /* in the handshake FIFO */
+    uint8_t address_changed;  /* ADDRESS_CHANGED event to write (RFC 9146 move) */
 } dp_host_peer;
 
 struct dp_host {
@@ -524,6 +530,8 @@ static int finalize(dp_host *h, dp_host_peer *p, uint8_t reason, const char *tex
     dp_conn_get_stats(c, &f->stats);
     (void)dp_conn_reason(c, f->reason, sizeof(f->reason));
     (void)dp_conn_ciphersuite(c, f->suite, sizeof(f->suite));
+    f->cid_negotiated = dp_conn_cid(c, f->own_cid, &f->own_cid_len, f->peer_cid,
+                                    &f->peer_cid_len) == 1;
     if (reason == DP_HOST_REASON_NONE) {
         reason = natural_reason(p, f->status, f->last_error);
     } else {
@@ -589,6 +597,19 @@ static int64_t peer_due(const dp_host_peer *p)
     return (b >= 0 && b < a) ? b : a;
 }
 
+/* A connected peer whose session negotiated our CID: from now on its
+ * records reach it from any address (dp_ep_slot_set_cid). A random
+ * collision with another peer's CID leaves it routed by address only. */
+static void route_cid(dp_host *h, const dp_host_peer *p)
+{
+    uint8_t cid[DP_CID_MAX];
+    size_t cid_len = 0;
+    if (dp_conn_cid(p->conn, cid, &cid_len, NULL, NULL) == 1 && cid_len != 0 &&
+        dp_ep_slot_set_cid(h->ep, p->handle, cid, cid_len) != DP_OK) {
+        h->stats.cid_collisions++;
+    }
+}
+
 static void after_conn(dp_host *h, dp_host_peer *p, int exact_timer)
 {
     dp_conn *c = p->conn;
@@ -598,6 +619,7 @@ static void after_conn(dp_host *h, dp_host_peer *p, int exact_timer)
         p->connected_seen = 1;
         h->connected++;
         mark_ready(h, p);
+        route_cid(h, p);
     }
     if (dp_conn_outgoing_count(c) > 0) {
         mark_dirty(h, p);
@@ -872,6 +894,31 @@ static void route_known(dp_host *h, dp_host_peer *p, const dp_addr *src, const u
     }
 }
 
+/* RFC 9146 section 6: a datagram with this peer's CID from another address
+ * (its NAT rebound, or someone replays or forges). The peer moves there
+ * only if its connection authenticated a record in it that is newer than
+ * every record before (dp_conn_rx_newest): forged headers fail the AEAD,
+ * and a replayed authentic record, from any address, is never newer. The
+ * application learns it from an ADDRESS_CHANGED event. */
+static void feed_from_new_address(dp_host *h, dp_host_peer *p, const dp_addr *src,
+                                  const uint8_t *data, size_t len, int64_t now_ms)
+{
+    uint64_t newest = dp_conn_rx_newest(p->conn);
+    feed_live(h, p, data, len, now_ms);
+    if (p->conn == NULL || dp_conn_status(p->conn) != DP_STATUS_CONNECTED ||
+        dp_conn_rx_newest(p->conn) <= newest) {
+        h->stats.address_unmoved++;
+        return;
+    }
+    if (dp_ep_slot_move(h->ep, p->handle, src) != DP_OK) {
+        h->stats.address_refused++;
+        return;
+    }
+    h->stats.address_changes++;
+    p->address_changed = 1;
+    mark_ready(h, p);
+}
+
 static void accept_new(dp_host *h, const dp_addr *src, const uint8_t *data, size_t len,
                        int64_t now_ms)
 {
@@ -932,6 +979,8 @@ static int host_sink(void *ctx, uint64_t handle, const dp_addr *src, const uint8
         dp_host_peer *p = peer_get(h, handle);
         if (p == NULL || p->conn == NULL) {
             h->stats.dropped_ended++;
+        } else if (len != 0 && data[0] == DP_CT_CID && dp_ep_slot_addr_differs(h->ep, handle, src)) {
+            feed_from_new_address(h, p, src, data, len, now_ms); /* the endpoint routed it by CID */
         } else if (!p->outgoing && h->gate != NULL &&
                    dp_conn_status(p->conn) == DP_STATUS_CONNECTED) {
             route_known(h, p, src, data, len, now_ms);
@@ -979,6 +1028,14 @@ static int emit_peer(dp_host *h, dp_host_peer *p, dp_out *o)
                    DP_STATUS_CONNECTED);
         p->connect_reported = 1;
         h->stats.connects++;
+    }
+    if (p->address_changed && p->connect_reported) {
+        if (o->n == o->max_events) {
+            return 0;
+        }
+        push_event(h, o, DP_HOST_EVENT_ADDRESS_CHANGED, p, 0, 0, 0, DP_HOST_REASON_NONE,
+                   DP_STATUS_CONNECTED);
+        p->address_changed = 0;
     }
     if (p->conn != NULL) {
         while (dp_conn_pending_count(p->conn) > 0) {
@@ -1700,6 +1757,47 @@ int dp_host_peer_reason(const dp_host *h, uint64_t peer, char *buf, size_t cap)
 int dp_host_peer_ciphersuite(const dp_host *h, uint64_t peer, char *buf, size_t cap)
 {
     DP_HOST_LOCKED(int, h, host_peer_ciphersuite(h, peer, buf, cap));
+}
+
+static int host_peer_cid(const dp_host *h, uint64_t peer, uint8_t *own, size_t *own_len,
+                         uint8_t *peer_cid, size_t *peer_len)
+{
+    const dp_host_peer *p = h == NULL || h->closed ? NULL : peer_get(h, peer);
+    if (own_len != NULL) {
+        *own_len = 0;
+    }
+    if (peer_len != NULL) {
+        *peer_len = 0;
+    }
+    if (p == NULL) {
+        return DP_ERR_CLOSED;
+    }
+    if (p->conn != NULL) {
+        return dp_conn_cid(p->conn, own, own_len, peer_cid, peer_len);
+    }
+    const dp_host_final *f = p->final;
+    if (!f->cid_negotiated) {
+        return 0;
+    }
+    if (own != NULL) {
+        memcpy(own, f->own_cid, f->own_cid_len);
+    }
+    if (own_len != NULL) {
+        *own_len = f->own_cid_len;
+    }
+    if (peer_cid != NULL) {
+        memcpy(peer_cid, f->peer_cid, f->peer_cid_len);
+    }
+    if (peer_len != NULL) {
+        *peer_len = f->peer_cid_len;
+    }
+    return 1;
+}
+
+int dp_host_peer_cid(const dp_host *h, uint64_t peer, uint8_t *own, size_t *own_len,
+                     uint8_t *peer_cid, size_t *peer_len)
+{
+    DP_HOST_LOCKED(int, h, host_peer_cid(h, peer, own, own_len, peer_cid, peer_len));
 }
 
 int dp_host_peer_stats(const dp_host *h, uint64_t peer, dp_conn_stats *out)

@@ -55,14 +55,14 @@ static void result_init(dp_link_result *res)
 static void note_notable(dp_link_result *res)
 {
     res->notable = res->send_dropped != 0 || res->send_error != 0 || res->hvr_sent != 0 ||
-                   res->gate_dropped != 0 || res->restarted != 0;
+                   res->gate_dropped != 0 || res->restarted != 0 || res->address_changed != 0;
 }
 
 /* Record walking shared by the link, the endpoint and the host. A record
  * header is 13 bytes (type, version, epoch, sequence number, length); a CID
- * record's header is longer and no connection negotiates one, so the walk
- * stops there, as it does at an incomplete record. */
-#define DP_CT_CID 25
+ * record's header is longer (DP_CT_CID; its length is the connection's), so
+ * the walk stops there, as it does at an incomplete record: a reconnecting
+ * client's ClientHello is never behind one. */
 
 static size_t record_len_at(const unsigned char *d)
 {
@@ -177,6 +177,34 @@ static void finish(dp_endpoint *ep, uint64_t handle, dp_conn *conn, uint64_t err
     note_notable(res);
 }
 
+/* The session's own CID, registered with the endpoint (idempotent): the
+ * router then hands its records to this slot from any address. A random
+ * collision leaves it routed by address only. */
+static void route_cid(dp_endpoint *ep, uint64_t handle, const dp_conn *conn)
+{
+    uint8_t cid[DP_CID_MAX];
+    size_t cid_len = 0;
+    if (dp_conn_cid(conn, cid, &cid_len, NULL, NULL) == 1 && cid_len != 0) {
+        (void)dp_ep_slot_set_cid(ep, handle, cid, cid_len);
+    }
+}
+
+/* RFC 9146 section 6, as the host does it (dp_host.c): a record with this
+ * session's CID from another address moves the slot there only if the
+ * connection authenticated something in it newer than every record before
+ * (dp_conn_rx_newest); forgeries and replays never move it. */
+static void feed_from_new_address(dp_endpoint *ep, uint64_t handle, dp_conn *conn,
+                                  const dp_addr *src, size_t len, int64_t now_ms,
+                                  dp_link_result *res)
+{
+    uint64_t newest = dp_conn_rx_newest(conn);
+    (void)dp_conn_feed(conn, dp_link_buf, len, now_ms);
+    if (dp_conn_status(conn) == DP_STATUS_CONNECTED && dp_conn_rx_newest(conn) > newest &&
+        dp_ep_slot_move(ep, handle, src) == DP_OK) {
+        res->address_changed = 1;
+    }
+}
+
 static int link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_gate *gate,
                      int64_t now_ms, dp_link_result *res)
 {
@@ -210,18 +238,26 @@ static int link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_
      * ClientHellos from a live peer's address never get here: the
      * endpoint's gate judged them (route_known in dp_endpoint.c). */
     for (int i = 0; i < queued; i++) {
-        int n = dp_ep_recv(ep, handle, dp_link_buf, sizeof(dp_link_buf), NULL);
+        dp_addr src;
+        int n = dp_ep_recv(ep, handle, dp_link_buf, sizeof(dp_link_buf), &src);
         if (n < 0) {
             break; /* DP_ERR_WOULD_BLOCK: nothing more */
         }
-        (void)dp_conn_feed(conn, dp_link_buf, (size_t)n, now_ms);
+        if (handle != 0 && n > 0 && dp_link_buf[0] == DP_CT_CID &&
+            dp_ep_slot_addr_differs(ep, handle, &src)) {
+            feed_from_new_address(ep, handle, conn, &src, (size_t)n, now_ms, res);
+        } else {
+            (void)dp_conn_feed(conn, dp_link_buf, (size_t)n, now_ms);
+        }
         res->fed++;
     }
     if (handle != 0 && gate != NULL && dp_conn_status(conn) == DP_STATUS_CONNECTED) {
         /* A server session: from now on its address's new handshakes go to
-         * a successor slot; a successor that connected takes over. */
+         * a successor slot; a successor that connected takes over. With a
+         * CID, its records reach it from any address. */
         dp_ep_slot_mark_established(ep, handle);
         (void)dp_ep_slot_promote(ep, handle);
+        route_cid(ep, handle, conn);
     }
     finish(ep, handle, conn, errors_before, now_ms, res);
     return DP_OK;

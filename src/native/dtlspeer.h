@@ -437,7 +437,11 @@ enum {
     DP_COOKIE_LEN = 17,        /* 1 byte time-slot tag + 16 bytes HMAC-SHA-256 */
     DP_HVR_LEN = 45,           /* record 13 + handshake 12 + version 2 + len 1 + cookie */
     DP_TRANSPORT_ID_MAX = 64,  /* longest peer address blob a server accepts */
-    DP_MAX_RECORD_PLAINTEXT = 16384 /* largest DTLS record plaintext (RFC 6347) */
+    DP_MAX_RECORD_PLAINTEXT = 16384, /* largest DTLS record plaintext (RFC 6347) */
+    DP_CID_MAX = 32,           /* longest Connection ID (MBEDTLS_SSL_CID_IN/OUT_LEN_MAX) */
+    DP_CID_DEFAULT_LEN = 6,    /* a server's own CID by default */
+    DP_CID_OFFSET = 11,        /* where the CID starts in a CID record */
+    DP_CT_CID = 25             /* content type of a CID record (RFC 9146 tls12_cid) */
 };
 
 /* Build a configuration: new, then setters, then finish. Setters after
@@ -487,6 +491,24 @@ int dp_config_set_max_record_in(dp_config *cfg, uint32_t max_bytes);
 /* Records failing authentication tolerated before the connection fails
  * (0 = unlimited; they are dropped and counted either way). */
 int dp_config_set_badmac_limit(dp_config *cfg, unsigned limit);
+/* RFC 9146 Connection ID. enabled: servers answer a client that offers a
+ * CID, clients offer one (a peer that does not ask gets plain records:
+ * nothing changes for it). own_len (0..DP_CID_MAX): the length of the CID
+ * this side chooses, i.e. what the peer writes into every record it sends
+ * us; a client may choose 0 (it sends with the server's CID but receives
+ * plain records). The CID starts with prefix (prefix_len <= own_len bytes,
+ * e.g. a worker id a load balancer reads at a fixed offset: byte 11 of the
+ * datagram is the CID's first byte), the rest is random per connection.
+ * Defaults: servers enabled with DP_CID_DEFAULT_LEN random bytes, clients
+ * disabled. */
+int dp_config_set_cid(dp_config *cfg, int enabled, uint32_t own_len, const uint8_t *prefix,
+                      size_t prefix_len);
+/* Linux: attach to fd (bound with SO_REUSEPORT) the classic-BPF program
+ * that sends a datagram starting with a CID record (cid_len-byte CIDs) to
+ * the socket whose index in the reuseport group is the CID's first byte
+ * (a worker id); everything else keeps the kernel's hash (dp_steer.c).
+ * DP_ERR_UNSUPPORTED elsewhere. */
+int dp_socket_steer_by_cid(int64_t fd, uint32_t cid_len);
 /* Server: the gate whose keys also check cookies on live connections. */
 int dp_config_set_cookie_gate(dp_config *cfg, dp_cookie_gate *gate);
 int dp_config_finish(dp_config *cfg);
@@ -560,6 +582,19 @@ int dp_conn_parked(const dp_conn *conn);
  * half-open handshake eviction looks at. */
 int dp_conn_handshake_progressed(const dp_conn *conn);
 void dp_conn_get_stats(const dp_conn *conn, dp_conn_stats *out);
+/* RFC 9146 Connection ID of an established session: 1 if negotiated, 0 if
+ * not (then the lengths are 0). own: the CID we chose (what the peer writes
+ * into its records; may be empty for a client), peer: the peer's. Buffers
+ * hold DP_CID_MAX bytes; either may be NULL. Kept while parked and after
+ * the session ended. */
+int dp_conn_cid(const dp_conn *conn, uint8_t *own, size_t *own_len, uint8_t *peer,
+                size_t *peer_len);
+/* The newest authenticated record so far: (epoch << 48) | sequence number
+ * (Mbed TLS's anti-replay window top), 0 before any. It grows only when a
+ * record that is authentic and newer than every earlier one arrives, which
+ * is the test RFC 9146 section 6 asks for before a peer's address moves:
+ * a replayed record (even from before the newest) never moves it. */
+uint64_t dp_conn_rx_newest(const dp_conn *conn);
 
 typedef struct dp_cookie_stats {
     uint64_t hellos_seen;        /* well-formed ClientHellos examined */
@@ -608,8 +643,10 @@ typedef struct dp_link_result {
     uint32_t gate_dropped;   /* datagrams the gate dropped (no connection yet) */
     uint32_t restarted;      /* 1: the client completed a new session (see above) */
     uint64_t remote_errors;  /* endpoint total of ICMP-induced recv errors */
-    uint32_t notable;        /* 0: no drop, send error, HelloVerifyRequest, gate drop or
-                                restart (the binding then only compares the status);
+    uint32_t address_changed; /* 1: a CID record moved this server peer's address (RFC 9146) */
+    uint32_t notable;        /* 0: no drop, send error, HelloVerifyRequest, gate drop,
+                                restart or address change (the binding then only compares
+                                the status);
                                 dp_link_write also sets it unless the record left and
                                 the peer is still CONNECTED */
 } dp_link_result;
@@ -682,7 +719,8 @@ enum {
     DP_HOST_EVENT_CONNECT = 1,    /* handshake finished */
     DP_HOST_EVENT_RECEIVE = 2,    /* one record: payload[offset .. offset+length) */
     DP_HOST_EVENT_DISCONNECT = 3, /* a known peer ended; payload = reason text */
-    DP_HOST_EVENT_ERROR = 4       /* an accepted handshake failed; payload = reason text */
+    DP_HOST_EVENT_ERROR = 4,      /* an accepted handshake failed; payload = reason text */
+    DP_HOST_EVENT_ADDRESS_CHANGED = 5 /* a CID peer's address moved (RFC 9146); see peer info */
 };
 
 enum {
@@ -748,6 +786,11 @@ typedef struct dp_host_stats {
     uint64_t successors_failed;  /* ... that failed or timed out (beside the old session) */
     uint64_t reconnects;         /* ... that completed: old peer ended (RECONNECT), new peer */
     uint64_t successors_orphaned; /* ... whose old peer ended first: now handshaking peers */
+    uint64_t address_changes;    /* CID peers moved to a new address (ADDRESS_CHANGED) */
+    uint64_t address_unmoved;    /* CID datagrams from another address with nothing newer
+                                    and authentic in them (forged, replayed, reordered) */
+    uint64_t address_refused;    /* authentic, but the new address had a peer of its own */
+    uint64_t cid_collisions;     /* negotiated CIDs another peer held (routed by address) */
     int32_t last_send_error;     /* code of the last refused datagram, 0 if none */
     int32_t reserved;
 } dp_host_stats;
@@ -823,6 +866,11 @@ int dp_host_peer_get_info(const dp_host *host, uint64_t peer, dp_host_peer_info 
 /* Readable reason of the peer's last status change; returns the length. */
 int dp_host_peer_reason(const dp_host *host, uint64_t peer, char *buf, size_t cap);
 int dp_host_peer_ciphersuite(const dp_host *host, uint64_t peer, char *buf, size_t cap);
+/* The peer's negotiated RFC 9146 CIDs (dp_conn_cid, kept once it ended,
+ * until it is released): 1 negotiated, 0 not, DP_ERR_CLOSED for an unknown
+ * peer. */
+int dp_host_peer_cid(const dp_host *host, uint64_t peer, uint8_t *own, size_t *own_len,
+                     uint8_t *peer_cid, size_t *peer_len);
 int dp_host_peer_stats(const dp_host *host, uint64_t peer, dp_conn_stats *out);
 int dp_host_get_stats(const dp_host *host, dp_host_stats *out);
 /* Counters of the host's UDP endpoint (all slots). */
@@ -912,6 +960,19 @@ int dp_ep_slot_admitted(const dp_endpoint *ep, uint64_t handle);
 int dp_ep_slot_superseded(const dp_endpoint *ep, uint64_t handle);
 int dp_ep_slot_promote(dp_endpoint *ep, uint64_t handle);
 int dp_ep_slot_rebind(dp_endpoint *ep, uint64_t handle, int64_t now_ms, uint64_t *out);
+/* RFC 9146 routing. The owner of a slot whose session negotiated a CID
+ * registers it (one length per endpoint; DP_ERR_BAD_STATE if another slot
+ * has it); from then on a datagram starting with a record of that CID
+ * reaches the slot from any address (a sink gets its handle, a queue gets
+ * it with its source). Only established sessions register, so
+ * unauthenticated traffic cannot grow the index. The owner moves the slot
+ * to the new address (dp_ep_slot_move) only after the connection
+ * authenticated a record newer than all before (dp_conn_rx_newest);
+ * DP_ERR_BAD_STATE if another slot has that address or a reconnect is
+ * under way. dp_ep_slot_addr_differs: 1 if addr is not the slot's. */
+int dp_ep_slot_set_cid(dp_endpoint *ep, uint64_t handle, const uint8_t *cid, size_t len);
+int dp_ep_slot_move(dp_endpoint *ep, uint64_t handle, const dp_addr *addr);
+int dp_ep_slot_addr_differs(const dp_endpoint *ep, uint64_t handle, const dp_addr *addr);
 /* SERVER: queue a stateless reply (a HelloVerifyRequest, at most DP_HVR_LEN
  * bytes) to dst; the endpoint sends every queued reply with one sendmmsg at
  * the end of the receive batch being routed. */

@@ -1,0 +1,193 @@
+"""Worker processes on one port (issue 14 section 4).
+
+Hosts bound to one port with ``reuse_port=True`` form a SO_REUSEPORT group;
+the kernel spreads clients by a hash of the address. They share the cookie
+secret, so a cookie one minted is valid at the other. With ``worker_id``
+each writes its id as the first byte of its Connection IDs and (Linux) the
+classic-BPF reuseport program sends CID records to the socket with that
+index: a client whose NAT rebinds stays with the worker holding its session.
+
+Hosts in one process behave as worker processes do for the kernel (one
+socket each); the CLI test runs real ``serve --workers 2`` processes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from _host_clients import PSK_IDENTITY, PSK_KEY, EngineClients
+from dtlspeer import DTLSHost, HostEvent, HostEventType
+from dtlspeer._engine import EngineStatus
+from udp_helpers import until
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="SO_ATTACH_REUSEPORT_CBPF is Linux only")
+
+SECRET = bytes(range(32))
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Workers:
+    """``count`` hosts on one port, bound in order (worker i = socket i)."""
+
+    def __init__(self, count: int, secrets: list[bytes] | None = None) -> None:
+        self.hosts: list[DTLSHost] = []
+        self.events: list[list[HostEvent]] = []
+        for i in range(count):
+            self.add(i, (secrets or [SECRET] * count)[i])
+
+    def add(self, worker_id: int, secret: bytes = SECRET) -> DTLSHost:
+        port = self.hosts[0].get_local_port() if self.hosts else 0
+        host = DTLSHost("127.0.0.1", port, server_psk={PSK_IDENTITY: PSK_KEY},
+                        cookie_secret=secret, reuse_port=True, worker_id=worker_id)
+        self.hosts.append(host)
+        self.events.append([])
+        return host
+
+    @property
+    def port(self) -> int:
+        return self.hosts[0].get_local_port()
+
+    def step(self) -> None:
+        """Service every worker; echo every record."""
+        for host, log in zip(self.hosts, self.events):
+            for event in host.service(0):
+                log.append(event)
+                if event.type == HostEventType.RECEIVE:
+                    event.peer.put_packet(event.data)
+
+    def count(self, worker: int, kind: HostEventType) -> int:
+        return sum(1 for e in self.events[worker] if e.type == kind)
+
+    def close(self) -> None:
+        for host in self.hosts:
+            host.close()
+
+
+def drive(workers: Workers, clients: EngineClients) -> None:
+    workers.step()
+    clients.pump()
+
+
+def test_fifty_clients_spread_over_two_workers() -> None:
+    workers = Workers(2)
+    clients = EngineClients(50, workers.port, sources=4, connection_id=True)
+    try:
+        clients.start(0, 50)
+        assert until(lambda: all(clients.status(i) == EngineStatus.CONNECTED for i in range(50)),
+                     lambda: drive(workers, clients))
+        connects = [workers.count(w, HostEventType.CONNECT) for w in (0, 1)]
+        assert sum(connects) == 50 and min(connects) > 0, connects
+        for i in range(50):
+            clients.write(i, b"ping %d" % i)
+        assert until(lambda: all(b"ping %d" % i in clients.received[i] for i in range(50)),
+                     lambda: drive(workers, clients))
+    finally:
+        clients.close()
+        workers.close()
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_cookie_from_one_worker_is_valid_at_the_other(shared: bool) -> None:
+    """Worker 0 alone answers 24 hellos with HelloVerifyRequests; then worker
+    1 joins the group, so the kernel hashes about half of the clients' next
+    hellos (with worker 0's cookies) to it. With the shared secret worker 1
+    admits them as they are; with a secret of its own it refuses them and
+    answers with new HelloVerifyRequests (the control: one more round trip
+    per client, and a flood of them when workers come and go)."""
+    workers = Workers(1)
+    clients = EngineClients(24, workers.port, sources=4)
+    try:
+        clients.start(0, 24)
+        assert until(lambda: workers.hosts[0].get_stats()["hvr_sent"] >= 24, workers.step)
+        second = workers.add(1, SECRET if shared else os.urandom(32))
+        assert until(
+            lambda: all(clients.status(i) == EngineStatus.CONNECTED for i in range(24)),
+            lambda: drive(workers, clients))
+        stats = second.get_stats()
+        assert stats["admitted"] > 0, stats
+        if shared:
+            assert stats["hvr_sent"] == 0, stats  # worker 0's cookies were valid here
+        else:
+            assert stats["hvr_sent"] > 0, stats  # refused: each client needed a new cookie
+    finally:
+        clients.close()
+        workers.close()
+
+
+def test_rebound_cid_client_reaches_the_worker_with_its_session() -> None:
+    """One CID client rebinds 12 times (new port, three source addresses):
+    every time the steering program sends its records to the worker that
+    holds the session (the kernel's hash alone would pick the other worker
+    about half of the time, which drops them): the session and peer go on,
+    the owner reports each move, the other worker sees nothing."""
+    workers = Workers(2)
+    clients = EngineClients(1, workers.port, sources=1, connection_id=True)
+    try:
+        clients.start(0, 1)
+        assert until(lambda: clients.status(0) == EngineStatus.CONNECTED,
+                     lambda: drive(workers, clients))
+        owner = 0 if workers.count(0, HostEventType.CONNECT) else 1
+        other = 1 - owner
+        peer = next(e.peer for e in workers.events[owner] if e.type == HostEventType.CONNECT)
+        cid = peer.get_connection_id()
+        assert cid is not None and cid[0][0] == owner
+        other_before = workers.hosts[other].get_stats()
+        for n in range(1, 13):
+            address = clients.rebind(0, f"127.0.0.{2 + n % 3}")
+            clients.write(0, b"move %d" % n)
+            assert until(lambda n=n: b"move %d" % n in clients.received[0],  # type: ignore[misc]
+                         lambda: drive(workers, clients)), f"lost after rebind {n}"
+            assert peer.get_peer_address() == address
+            assert workers.count(owner, HostEventType.ADDRESS_CHANGED) == n
+        other_after = workers.hosts[other].get_stats()
+        assert other_after["datagrams_in"] == other_before["datagrams_in"]
+        assert workers.count(other, HostEventType.CONNECT) == 0
+    finally:
+        clients.close()
+        workers.close()
+
+
+def test_serve_workers_cli() -> None:
+    """``dtlspeer serve --workers 2``: both workers take clients on one port
+    and echo; SIGTERM stops them all with exit status 0."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dtlspeer", "serve", "--workers", "2", "--bind", "127.0.0.1",
+         "--port", "0", "--psk-identity", PSK_IDENTITY.decode(), "--psk-hex", PSK_KEY.hex()],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    clients = None
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        m = re.search(r"listening on 127\.0\.0\.1:(\d+) .* 2 workers", first)
+        assert m, first
+        clients = EngineClients(16, int(m.group(1)), sources=4, connection_id=True)
+        clients.start(0, 16)
+        assert until(lambda: all(clients.status(i) == EngineStatus.CONNECTED
+                                 for i in range(16)), clients.pump)
+        for i in range(16):
+            clients.write(i, b"echo %d" % i)
+        assert until(lambda: all(b"echo %d" % i in clients.received[i] for i in range(16)),
+                     clients.pump)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        text = first + out
+        for worker in (0, 1):
+            assert f"worker {worker}: stopped (SIGTERM)" in text, text
+        connects = [text.count(f"worker {w}: connect ") for w in (0, 1)]
+        assert sum(connects) == 16 and min(connects) > 0, connects
+    finally:
+        if clients is not None:
+            clients.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
