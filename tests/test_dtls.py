@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import socket
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import pytest
 
@@ -50,11 +50,14 @@ class EchoServer:
         bind: str = "127.0.0.1",
         echo: bool = True,
         settings: Optional[DTLSSettings] = None,
+        options: Optional[TLSOptions] = None,
+        **setup_options: Any,
     ) -> None:
         self.udp = UDPServer()
         self.udp.listen(0, bind)
         self.dtls = DTLSServer()
-        self.dtls.setup(TLSOptions.server(*identity), settings=settings)
+        self.dtls.setup(options or TLSOptions.server(*identity), settings=settings,
+                        **setup_options)
         self.port = self.udp.get_local_port()
         self.peers: list[PacketPeerDTLS] = []
         self.rejected: list[PacketPeerDTLS] = []

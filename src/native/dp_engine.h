@@ -54,10 +54,20 @@ struct dp_config {
     uint32_t out_queue_max;    /* datagrams a connection may queue (dp_config_finish) */
     unsigned badmac_limit;     /* 0 = unlimited (still counted) */
     dp_cookie_gate *gate;      /* server: cookie keys (referenced) */
+    int client_auth;           /* server: DP_CLIENT_AUTH_* */
+    dp_ticket_keys *tickets;   /* server: session ticket keys (referenced), NULL = none */
 };
 
 /* Reference counting of shared engine objects. */
 void dp_config_ref(dp_config *cfg);
+void dp_ticket_keys_ref(dp_ticket_keys *keys);
+
+/* Mbed TLS session ticket callbacks over dp_ticket_keys
+ * (mbedtls_ssl_conf_session_tickets_cb). */
+int dp_ticket_write_cb(void *keys, const mbedtls_ssl_session *session, unsigned char *start,
+                       const unsigned char *end, size_t *tlen, uint32_t *lifetime);
+int dp_ticket_parse_cb(void *keys, mbedtls_ssl_session *session, unsigned char *buf,
+                       size_t len);
 
 /* Mbed TLS cookie callbacks over a gate (mbedtls_ssl_conf_dtls_cookies): a
  * new server connection checks the cookie of its first ClientHello with the

@@ -1267,8 +1267,9 @@ static int host_set_client(dp_host *h, dp_config *cfg)
     return DP_OK;
 }
 
-static int host_connect(dp_host *h, const dp_addr *addr, const char *hostname, int64_t now_ms,
-                    uint64_t *peer)
+static int host_connect(dp_host *h, const dp_addr *addr, const char *hostname,
+                        const unsigned char *session, size_t session_len, int64_t now_ms,
+                        uint64_t *peer)
 {
     now_ms = dp_resolve_now(now_ms);
     if (h == NULL || addr == NULL || peer == NULL) {
@@ -1302,6 +1303,9 @@ static int host_connect(dp_host *h, const dp_addr *addr, const char *hostname, i
     }
     dp_conn *conn = NULL;
     rc = dp_conn_new(h->client_cfg, hostname, NULL, 0, now_ms, &conn);
+    if (rc == DP_OK && session != NULL) {
+        rc = dp_conn_set_session(conn, session, session_len);
+    }
     dp_host_peer *p = NULL;
     if (rc == DP_OK && (p = peer_add(h, handle)) == NULL) {
         rc = DP_ERR_NO_MEMORY;
@@ -1589,6 +1593,50 @@ static int host_peer_stats(const dp_host *h, uint64_t peer, dp_conn_stats *out)
     return DP_OK;
 }
 
+/* The live connection of a peer, NULL once it ended (its TLS state is
+ * freed then) or for an unknown peer; *rc says which. */
+static const dp_conn *live_conn(const dp_host *h, uint64_t peer, int *rc)
+{
+    const dp_host_peer *p = h->closed ? NULL : peer_get(h, peer);
+    *rc = p == NULL ? DP_ERR_CLOSED : DP_OK;
+    return p != NULL ? p->conn : NULL;
+}
+
+static int host_peer_session(const dp_host *h, uint64_t peer, unsigned char *buf, size_t cap)
+{
+    int rc = DP_ERR_INVALID_ARGUMENT;
+    const dp_conn *conn = h != NULL ? live_conn(h, peer, &rc) : NULL;
+    if (rc < 0) {
+        return rc;
+    }
+    return conn != NULL ? dp_conn_get_session(conn, buf, cap) : DP_ERR_BAD_STATE;
+}
+
+static int host_peer_resumed(const dp_host *h, uint64_t peer)
+{
+    int rc = DP_ERR_INVALID_ARGUMENT;
+    const dp_conn *conn = h != NULL ? live_conn(h, peer, &rc) : NULL;
+    if (rc < 0) {
+        return rc;
+    }
+    return conn != NULL ? dp_conn_resumed(conn) : 0;
+}
+
+static int host_peer_certificate(const dp_host *h, uint64_t peer, char *subject,
+                                 size_t subject_cap, char *san, size_t san_cap,
+                                 unsigned char *fingerprint)
+{
+    int rc = DP_ERR_INVALID_ARGUMENT;
+    const dp_conn *conn = h != NULL ? live_conn(h, peer, &rc) : NULL;
+    if (rc < 0) {
+        return rc;
+    }
+    if (conn == NULL) {
+        return 0;
+    }
+    return dp_conn_peer_certificate(conn, subject, subject_cap, san, san_cap, fingerprint);
+}
+
 static int host_get_stats(const dp_host *h, dp_host_stats *out)
 {
     if (h == NULL || out == NULL) {
@@ -1647,7 +1695,17 @@ int dp_host_set_handshake_limits(dp_host *h, uint32_t max_handshaking, uint32_t 
 int dp_host_connect(dp_host *h, const dp_addr *addr, const char *hostname, int64_t now_ms,
                     uint64_t *peer)
 {
-    DP_HOST_LOCKED(int, h, host_connect(h, addr, hostname, now_ms, peer));
+    DP_HOST_LOCKED(int, h, host_connect(h, addr, hostname, NULL, 0, now_ms, peer));
+}
+
+int dp_host_connect_session(dp_host *h, const dp_addr *addr, const char *hostname,
+                            const unsigned char *session, size_t session_len, int64_t now_ms,
+                            uint64_t *peer)
+{
+    if (session == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    DP_HOST_LOCKED(int, h, host_connect(h, addr, hostname, session, session_len, now_ms, peer));
 }
 
 int dp_host_service(dp_host *h, int64_t now_ms, int timeout_ms, dp_host_event *events,
@@ -1700,6 +1758,23 @@ int dp_host_peer_reason(const dp_host *h, uint64_t peer, char *buf, size_t cap)
 int dp_host_peer_ciphersuite(const dp_host *h, uint64_t peer, char *buf, size_t cap)
 {
     DP_HOST_LOCKED(int, h, host_peer_ciphersuite(h, peer, buf, cap));
+}
+
+int dp_host_peer_session(const dp_host *h, uint64_t peer, unsigned char *buf, size_t cap)
+{
+    DP_HOST_LOCKED(int, h, host_peer_session(h, peer, buf, cap));
+}
+
+int dp_host_peer_resumed(const dp_host *h, uint64_t peer)
+{
+    DP_HOST_LOCKED(int, h, host_peer_resumed(h, peer));
+}
+
+int dp_host_peer_certificate(const dp_host *h, uint64_t peer, char *subject, size_t subject_cap,
+                             char *san, size_t san_cap, unsigned char *fingerprint)
+{
+    DP_HOST_LOCKED(int, h, host_peer_certificate(h, peer, subject, subject_cap, san, san_cap,
+                                                 fingerprint));
 }
 
 int dp_host_peer_stats(const dp_host *h, uint64_t peer, dp_conn_stats *out)
