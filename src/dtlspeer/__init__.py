@@ -13,7 +13,8 @@ from .dtls import DTLSServer, DTLSSettings, PacketPeerDTLS
 from .errors import DTLSPeerError
 from .host import DisconnectReason, DTLSHost, HostEvent, HostEventType, HostPeer
 from .packet_peer import PacketPeer
-from .tls_options import TLSOptions
+from .session import Session, SessionTicketKeys
+from .tls_options import PeerCertificate, TLSOptions
 from .udp import PacketPeerUDP, UDPServer
 
 __version__ = "0.1.0"
@@ -32,6 +33,9 @@ __all__ = [
     "PacketPeer",
     "PacketPeerDTLS",
     "PacketPeerUDP",
+    "PeerCertificate",
+    "Session",
+    "SessionTicketKeys",
     "TLSOptions",
     "UDPServer",
     "X509Certificate",

@@ -74,7 +74,8 @@ class SessionTicketKeys:
                     f"bytes, not {len(secret)}"
                 )
         if isinstance(lifetime, bool) or not isinstance(lifetime, int):
-            raise errors.ArgumentTypeError(f"lifetime must be an int, not {type(lifetime).__name__}")
+            raise errors.ArgumentTypeError(
+                f"lifetime must be an int, not {type(lifetime).__name__}")
         if not lib.DP_TICKET_LIFETIME_MIN <= lifetime <= lib.DP_TICKET_LIFETIME_MAX:
             raise errors.InvalidArgumentError(
                 f"lifetime must be {lib.DP_TICKET_LIFETIME_MIN}..{lib.DP_TICKET_LIFETIME_MAX} "
@@ -116,7 +117,7 @@ class SessionTicketKeys:
         size = _KEYS_HEADER.size
         if len(data) < size or data[:4] != _KEYS_MAGIC:
             raise errors.InvalidArgumentError("not exported SessionTicketKeys (bad magic)")
-        magic, version, lifetime, n = _KEYS_HEADER.unpack_from(data)
+        _magic, version, lifetime, n = _KEYS_HEADER.unpack_from(data)
         if version != _KEYS_FORMAT:
             raise errors.InvalidArgumentError(
                 f"SessionTicketKeys format {version} is not supported (this version reads "

@@ -77,13 +77,13 @@ typedef struct dp_queue {
 
 /* What a server exposes about its client's certificate (client_auth): the
  * leaf's subject, SAN and fingerprint, not the chain. */
-typedef struct dp_peer_info {
+struct dp_peer_info {
     char subject[DP_PEER_SUBJECT_MAX];
     char san[DP_PEER_SAN_MAX];
     unsigned char fingerprint[DP_FINGERPRINT_LEN];
     int have_names; /* subject + san filled (full handshake) */
     int have_fingerprint;
-} dp_peer_info;
+};
 
 /* Saved client sessions: magic, format version, then Mbed TLS's own
  * session serialization (which checks Mbed TLS's version and options). */
@@ -352,23 +352,33 @@ static void note_activity(dp_conn *c)
 
 /* ---- Sessions and peer certificates --------------------------------------- */
 
+void dp_session_blob_free(unsigned char *blob, size_t len)
+{
+    if (blob != NULL) {
+        mbedtls_platform_zeroize(blob, len); /* it holds the master secret */
+        dp_free(blob);
+    }
+}
+
+void dp_peer_info_free(dp_peer_info *info)
+{
+    if (info != NULL) {
+        mbedtls_platform_zeroize(info, sizeof(*info));
+        dp_free(info);
+    }
+}
+
 static void session_release(dp_conn *c)
 {
-    if (c->session != NULL) {
-        mbedtls_platform_zeroize(c->session, c->session_len);
-        dp_free(c->session);
-        c->session = NULL;
-        c->session_len = 0;
-    }
+    dp_session_blob_free(c->session, c->session_len);
+    c->session = NULL;
+    c->session_len = 0;
 }
 
 static void peer_release(dp_conn *c)
 {
-    if (c->peer != NULL) {
-        mbedtls_platform_zeroize(c->peer, sizeof(*c->peer));
-        dp_free(c->peer);
-        c->peer = NULL;
-    }
+    dp_peer_info_free(c->peer);
+    c->peer = NULL;
 }
 
 /* Client, connected: keep the session (with the server's ticket, if it sent
@@ -1558,17 +1568,39 @@ int dp_conn_resumed(const dp_conn *c)
     return c == NULL ? DP_ERR_INVALID_ARGUMENT : c->resumed;
 }
 
+void dp_conn_detach_outcome(dp_conn *c, unsigned char **session, size_t *session_len,
+                            dp_peer_info **peer)
+{
+    *session = c->session;
+    *session_len = c->session_len;
+    *peer = c->status == DP_STATUS_HANDSHAKING ? NULL : c->peer;
+    c->session = NULL;
+    c->session_len = 0;
+    if (*peer != NULL) {
+        c->peer = NULL;
+    }
+}
+
 int dp_conn_peer_certificate(const dp_conn *c, char *subject, size_t subject_cap, char *san,
                              size_t san_cap, unsigned char *fingerprint)
 {
-    if (c == NULL || subject == NULL || subject_cap == 0 || san == NULL || san_cap == 0 ||
+    if (c == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    return dp_peer_info_read(c->status == DP_STATUS_HANDSHAKING ? NULL : c->peer, subject,
+                             subject_cap, san, san_cap, fingerprint);
+}
+
+int dp_peer_info_read(const dp_peer_info *p, char *subject, size_t subject_cap, char *san,
+                      size_t san_cap, unsigned char *fingerprint)
+{
+    if (subject == NULL || subject_cap == 0 || san == NULL || san_cap == 0 ||
         fingerprint == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
     }
     subject[0] = '\0';
     san[0] = '\0';
-    const dp_peer_info *p = c->peer;
-    if (p == NULL || !p->have_fingerprint || c->status == DP_STATUS_HANDSHAKING) {
+    if (p == NULL || !p->have_fingerprint) {
         return 0;
     }
     int mask = 2;

@@ -76,7 +76,20 @@ typedef struct dp_host_final {
     dp_conn_stats stats;
     char reason[DP_HOST_REASON_LEN];
     char suite[DP_HOST_SUITE_LEN];
+    int resumed;
+    unsigned char *session; /* outgoing: the saved session (secret), NULL if none */
+    size_t session_len;
+    dp_peer_info *peer;     /* server with client_auth: the verified client certificate */
 } dp_host_final;
+
+static void final_free(dp_host_final *f)
+{
+    if (f != NULL) {
+        dp_session_blob_free(f->session, f->session_len);
+        dp_peer_info_free(f->peer);
+        dp_free(f);
+    }
+}
 
 typedef struct dp_host_peer {
     uint64_t handle;      /* slot handle = peer id; 0 = free entry */
@@ -492,7 +505,7 @@ static void peer_drop(dp_host *h, dp_host_peer *p)
     dp_conn_free(p->successor);
     dp_conn_free(p->orphan);
     dp_conn_free(p->conn);
-    dp_free(p->final);
+    final_free(p->final);
     memset(p, 0, sizeof(*p));
     p->heap_pos = DP_NONE;
     h->live--;
@@ -524,6 +537,8 @@ static int finalize(dp_host *h, dp_host_peer *p, uint8_t reason, const char *tex
     dp_conn_get_stats(c, &f->stats);
     (void)dp_conn_reason(c, f->reason, sizeof(f->reason));
     (void)dp_conn_ciphersuite(c, f->suite, sizeof(f->suite));
+    f->resumed = dp_conn_resumed(c);
+    dp_conn_detach_outcome(c, &f->session, &f->session_len, &f->peer);
     if (reason == DP_HOST_REASON_NONE) {
         reason = natural_reason(p, f->status, f->last_error);
     } else {
@@ -1593,48 +1608,52 @@ static int host_peer_stats(const dp_host *h, uint64_t peer, dp_conn_stats *out)
     return DP_OK;
 }
 
-/* The live connection of a peer, NULL once it ended (its TLS state is
- * freed then) or for an unknown peer; *rc says which. */
-static const dp_conn *live_conn(const dp_host *h, uint64_t peer, int *rc)
-{
-    const dp_host_peer *p = h->closed ? NULL : peer_get(h, peer);
-    *rc = p == NULL ? DP_ERR_CLOSED : DP_OK;
-    return p != NULL ? p->conn : NULL;
-}
-
+/* Live peers answer from their connection, ended ones from their outcome. */
 static int host_peer_session(const dp_host *h, uint64_t peer, unsigned char *buf, size_t cap)
 {
-    int rc = DP_ERR_INVALID_ARGUMENT;
-    const dp_conn *conn = h != NULL ? live_conn(h, peer, &rc) : NULL;
-    if (rc < 0) {
-        return rc;
+    const dp_host_peer *p = h->closed ? NULL : peer_get(h, peer);
+    if (p == NULL) {
+        return DP_ERR_CLOSED;
     }
-    return conn != NULL ? dp_conn_get_session(conn, buf, cap) : DP_ERR_BAD_STATE;
+    if (p->conn != NULL) {
+        return dp_conn_get_session(p->conn, buf, cap);
+    }
+    const dp_host_final *f = p->final;
+    if (f->session == NULL) {
+        return DP_ERR_BAD_STATE;
+    }
+    if (cap == 0) {
+        return (int)f->session_len;
+    }
+    if (buf == NULL || cap < f->session_len) {
+        return DP_ERR_BUFFER_TOO_SMALL;
+    }
+    memcpy(buf, f->session, f->session_len);
+    return (int)f->session_len;
 }
 
 static int host_peer_resumed(const dp_host *h, uint64_t peer)
 {
-    int rc = DP_ERR_INVALID_ARGUMENT;
-    const dp_conn *conn = h != NULL ? live_conn(h, peer, &rc) : NULL;
-    if (rc < 0) {
-        return rc;
+    const dp_host_peer *p = h->closed ? NULL : peer_get(h, peer);
+    if (p == NULL) {
+        return DP_ERR_CLOSED;
     }
-    return conn != NULL ? dp_conn_resumed(conn) : 0;
+    return p->conn != NULL ? dp_conn_resumed(p->conn) : p->final->resumed;
 }
 
 static int host_peer_certificate(const dp_host *h, uint64_t peer, char *subject,
                                  size_t subject_cap, char *san, size_t san_cap,
                                  unsigned char *fingerprint)
 {
-    int rc = DP_ERR_INVALID_ARGUMENT;
-    const dp_conn *conn = h != NULL ? live_conn(h, peer, &rc) : NULL;
-    if (rc < 0) {
-        return rc;
+    const dp_host_peer *p = h->closed ? NULL : peer_get(h, peer);
+    if (p == NULL) {
+        return DP_ERR_CLOSED;
     }
-    if (conn == NULL) {
-        return 0;
+    if (p->conn != NULL) {
+        return dp_conn_peer_certificate(p->conn, subject, subject_cap, san, san_cap,
+                                        fingerprint);
     }
-    return dp_conn_peer_certificate(conn, subject, subject_cap, san, san_cap, fingerprint);
+    return dp_peer_info_read(p->final->peer, subject, subject_cap, san, san_cap, fingerprint);
 }
 
 static int host_get_stats(const dp_host *h, dp_host_stats *out)

@@ -774,8 +774,8 @@ int dp_host_connect(dp_host *host, const dp_addr *addr, const char *hostname, in
 int dp_host_connect_session(dp_host *host, const dp_addr *addr, const char *hostname,
                             const unsigned char *session, size_t session_len, int64_t now_ms,
                             uint64_t *peer);
-/* A live peer's dp_conn_get_session / dp_conn_resumed /
- * dp_conn_peer_certificate (ended peers: DP_ERR_BAD_STATE / 0 / 0). */
+/* A peer's dp_conn_get_session / dp_conn_resumed / dp_conn_peer_certificate,
+ * also after it ended (until its entry is released by the next service). */
 int dp_host_peer_session(const dp_host *host, uint64_t peer, unsigned char *buf, size_t cap);
 int dp_host_peer_resumed(const dp_host *host, uint64_t peer);
 int dp_host_peer_certificate(const dp_host *host, uint64_t peer, char *subject,
