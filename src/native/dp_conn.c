@@ -306,6 +306,7 @@ static void set_reason(dp_conn *c, const char *text)
 /* End the association because of Mbed TLS error ret (or one of ours). */
 static void fail(dp_conn *c, int ret)
 {
+    int was_handshaking = c->status == DP_STATUS_HANDSHAKING;
     c->last_error = ret;
     c->status = DP_STATUS_ERROR;
     if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
@@ -332,10 +333,25 @@ static void fail(dp_conn *c, int ret)
         unsigned char code = c->ssl != NULL && c->ssl->MBEDTLS_PRIVATE(in_msg) != NULL
                                  ? c->ssl->MBEDTLS_PRIVATE(in_msg)[1]
                                  : 255;
-        snprintf(c->reason, sizeof(c->reason), "fatal alert received from peer: %s (%u)",
-                 alert_name(code), (unsigned)code);
+        /* A server that wants a client certificate answers a client
+         * without one (or with one it does not trust) with one of these. */
+        const char *hint = "";
+        if (c->cfg->role == DP_ROLE_CLIENT && was_handshaking) {
+            if (!c->cfg->has_own_cert && code == MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE) {
+                hint = "; if the server requires a client certificate: none was configured";
+            } else if (c->cfg->has_own_cert &&
+                       (code == MBEDTLS_SSL_ALERT_MSG_BAD_CERT ||
+                        code == MBEDTLS_SSL_ALERT_MSG_UNKNOWN_CA ||
+                        code == MBEDTLS_SSL_ALERT_MSG_CERT_UNKNOWN)) {
+                hint = "; the server rejected our client certificate";
+            }
+        }
+        snprintf(c->reason, sizeof(c->reason), "fatal alert received from peer: %s (%u)%s",
+                 alert_name(code), (unsigned)code, hint);
     } else if (ret == MBEDTLS_ERR_SSL_TIMEOUT) {
         set_reason(c, "handshake timed out: the peer stopped answering");
+    } else if (ret == MBEDTLS_ERR_SSL_NO_CLIENT_CERTIFICATE) {
+        set_reason(c, "no client certificate: this server requires one (client_auth=required)");
     } else {
         char text[200];
         mbedtls_strerror(ret, text, sizeof(text));
@@ -576,6 +592,13 @@ static void handshake_step(dp_conn *c)
             fail(c, r);
         }
     } else {
+        if (ret == MBEDTLS_ERR_SSL_NO_CLIENT_CERTIFICATE) {
+            /* Mbed TLS 3.6 ends a TLS 1.2 server handshake without a word
+             * here; the client would retransmit until its timeout. RFC 5246
+             * 7.4.6: answer with a fatal handshake_failure. */
+            (void)mbedtls_ssl_send_alert_message(c->ssl, MBEDTLS_SSL_ALERT_LEVEL_FATAL,
+                                                 MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE);
+        }
         fail(c, ret);
     }
 }
