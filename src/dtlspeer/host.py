@@ -205,9 +205,13 @@ class HostPeer(PacketPeerDTLS):
             self._conn_stats = self.get_stats()
             self._verify_flags = self.get_verify_flags()
             self._final_suite = self.get_ciphersuite()
-            self._session = self._native_session()
             self._resumed = self.is_session_resumed()
-            self._peer_cert = self.get_peer_certificate()
+            # Only outgoing peers have a session; only servers asking for
+            # client certificates have one to keep (no calls per peer otherwise).
+            if self._outgoing:
+                self._session = self._native_session()
+            elif host._client_auth:
+                self._peer_cert = self.get_peer_certificate()
         self._status = _Status(status)
         self._reason = message
         self._error_code = code
@@ -499,6 +503,9 @@ class DTLSHost:
         self._now = NOW
         suites = list(ciphersuites) if ciphersuites is not None else None
         self._tickets: SessionTicketKeys | None = None
+        self._client_auth = server_options is not None and (
+            isinstance(server_options, TLSOptions) and server_options.get_client_auth() != "none"
+        )
         if server_options is not None or server_psk is not None:
             self._tickets = _ticket_keys_arg(ticket_keys)
         server_config = self._server_config(
