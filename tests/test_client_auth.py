@@ -21,7 +21,7 @@ from dtlspeer import (
     errors,
 )
 from identities import Identity, make_identity
-from test_dtls import EchoServer, handshake, run
+from test_dtls import EchoServer, handshake, run_handshake
 from test_host import Recorder
 
 Status = PacketPeerDTLS.Status
@@ -63,20 +63,6 @@ def start(server: EchoServer, options: TLSOptions, session: object = None) -> Pa
     return client
 
 
-def failed_handshake(server: EchoServer, client: PacketPeerDTLS) -> PacketPeerDTLS:
-    """Run until both sides ended; returns the server's peer."""
-    assert run(
-        lambda: (
-            client.get_status() != Status.STATUS_HANDSHAKING
-            and len(server.peers) > 0
-            and server.peers[-1].get_status() != Status.STATUS_HANDSHAKING
-        ),
-        server,
-        client,
-    )
-    return server.peers[-1]
-
-
 def test_required_client_certificate_is_verified_and_exposed(
     server_id: Identity, player: Identity
 ) -> None:
@@ -105,7 +91,7 @@ def test_missing_client_certificate_fails_with_a_reason_on_both_sides(
     server = mtls_server(server_id, player[1])
     try:
         client = start(server, TLSOptions.client(server_id[1]))
-        peer = failed_handshake(server, client)
+        peer = run_handshake(server, client)
         assert peer.get_status() == Status.STATUS_ERROR
         assert "no client certificate" in peer.get_last_error()
         assert client.get_status() == Status.STATUS_ERROR
@@ -123,7 +109,7 @@ def test_untrusted_client_certificate_fails_with_a_reason_on_both_sides(
     try:
         client = start(server, TLSOptions.client(server_id[1], key=stranger[0],
                                                  certificate=stranger[1]))
-        peer = failed_handshake(server, client)
+        peer = run_handshake(server, client)
         assert peer.get_status() == Status.STATUS_ERROR
         reason = peer.get_last_error()
         assert reason.startswith("certificate verification failed"), reason

@@ -115,7 +115,8 @@ def run(condition: Callable[[], bool], *parties: object) -> bool:
     return until(condition, step)
 
 
-def handshake(server: EchoServer, client: PacketPeerDTLS) -> PacketPeerDTLS:
+def run_handshake(server: EchoServer, client: PacketPeerDTLS) -> PacketPeerDTLS:
+    """Run until both sides left HANDSHAKING (either way); the server's peer."""
     assert run(
         lambda: (
             client.get_status() != Status.STATUS_HANDSHAKING
@@ -125,6 +126,11 @@ def handshake(server: EchoServer, client: PacketPeerDTLS) -> PacketPeerDTLS:
         server,
         client,
     )
+    return server.peers[-1]
+
+
+def handshake(server: EchoServer, client: PacketPeerDTLS) -> PacketPeerDTLS:
+    run_handshake(server, client)
     assert client.get_status() == Status.STATUS_CONNECTED, client.get_last_error()
     peer = server.peers[-1]
     assert peer.get_status() == Status.STATUS_CONNECTED, peer.get_last_error()
