@@ -312,3 +312,108 @@ def test_malformed_session_from_the_user_is_a_clear_error(identity: Identity) ->
             host.close()
     finally:
         server.stop()
+
+
+# ---- threads ----------------------------------------------------------------------
+
+
+def test_shared_keys_rotating_under_concurrent_handshakes(identity: Identity) -> None:
+    """Two threads run resumed handshakes (engine level, no sockets) against
+    two server configurations sharing one SessionTicketKeys while a third
+    thread moves the key period back and forth, forcing rotations between
+    their ticket writes and parses: every handshake completes (resumed or,
+    when its ticket's key was rotated out, full), nothing crashes (the ASan
+    pass runs this too), and the counters add up."""
+    import threading
+
+    from dtlspeer._engine import (
+        Connection,
+        CookieGate,
+        EngineConfig,
+        EngineStatus,
+        GateVerdict,
+        Verify,
+    )
+
+    key, cert = identity
+    lifetime = 600
+    keys = SessionTicketKeys(b"t" * 32, lifetime=lifetime)
+    base = 1_800_000_000 // lifetime * lifetime
+    keys._set_time(base + 1)
+    gates = [CookieGate(), CookieGate()]
+    with key._mutex, cert._mutex:
+        servers = [EngineConfig.server(gate=g, key=key._handle, certificate=cert._handle,
+                                       ticket_keys=keys._ptr) for g in gates]
+        client_cfg = EngineConfig.client(verify=Verify.FULL, trusted_chain=cert._handle)
+    address = bytes([10, 0, 0, 9, 0x30, 0x39])
+
+    def handshake(server_cfg: EngineConfig, gate: CookieGate, offer: bytes | None
+                  ) -> tuple[bool, bytes | None]:
+        client = Connection(client_cfg, 1000, hostname="game.test")
+        if offer is not None:
+            client.set_session(offer)
+        client.update(1000)
+        server: Connection | None = None
+        for _ in range(32):
+            out = client.take_outgoing()
+            if not out:
+                break
+            for datagram in out:
+                if server is None:
+                    verdict, reply = gate.check(address, datagram, 1000)
+                    if verdict == GateVerdict.REPLY:
+                        client.feed(reply, 1000)
+                    elif verdict == GateVerdict.ADMIT:
+                        server = Connection(server_cfg, 1000, transport_id=address)
+                        server.feed(datagram, 1000)
+                else:
+                    server.feed(datagram, 1000)
+            if server is not None:
+                for datagram in server.take_outgoing():
+                    client.feed(datagram, 1000)
+        assert server is not None and server.status == EngineStatus.CONNECTED, client.reason
+        assert client.status == EngineStatus.CONNECTED, client.reason
+        resumed, session = client.resumed(), client.get_session()
+        server.close()
+        client.close()
+        return resumed, session
+
+    _, first = handshake(servers[0], gates[0], None)
+    assert first is not None
+    stop = threading.Event()
+    results: list[tuple[int, int]] = []
+    failures: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        session, resumed, full = first, 0, 0
+        try:
+            for _ in range(40):
+                was_resumed, saved = handshake(servers[index], gates[index], session)
+                resumed += was_resumed
+                full += not was_resumed
+                session = saved or session
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+        results.append((resumed, full))
+
+    def rotate() -> None:
+        step = 0
+        while not stop.is_set():
+            keys._set_time(base + 1 + (step % 3) * lifetime)  # periods n, n+1, n+2, n, ...
+            step += 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in (0, 1)]
+    rotator = threading.Thread(target=rotate)
+    rotator.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    stop.set()
+    rotator.join(30)
+    assert not failures, failures
+    assert len(results) == 2 and sum(r + f for r, f in results) == 80
+    stats = keys.get_stats()
+    assert stats["accepted"] + stats["rejected"] == 80
+    assert stats["accepted"] == sum(r for r, _ in results)
+    assert stats["rotations"] > 2
