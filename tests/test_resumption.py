@@ -145,6 +145,28 @@ def test_host_client_resumes(identity: Identity) -> None:
         server.close()
 
 
+def test_psk_host_client_resumes() -> None:
+    """PSK servers issue tickets too; a PSK client resumes (no key exchange)."""
+    from _host_clients import PSK_IDENTITY, PSK_KEY
+
+    server = DTLSHost("127.0.0.1", 0, server_psk={PSK_IDENTITY: PSK_KEY})
+    client = DTLSHost("127.0.0.1", 0, client_psk=(PSK_IDENTITY, PSK_KEY))
+    rec = Recorder(server, client)
+    try:
+        first = client.connect("127.0.0.1", server.get_local_port())
+        assert rec.run(lambda: first.get_status() == Status.STATUS_CONNECTED)
+        session = first.get_session()
+        first.disconnect_from_peer()
+        assert rec.run(lambda: len(rec.of(client, HostEventType.DISCONNECT)) == 1)
+        rec.step()
+        second = client.connect("127.0.0.1", server.get_local_port(), session=session)
+        assert rec.run(lambda: second.get_status() == Status.STATUS_CONNECTED)
+        assert second.is_session_resumed()
+    finally:
+        client.close()
+        server.close()
+
+
 def test_aio_connect_resumes(identity: Identity) -> None:
     async def main() -> None:
         async def handler(conn: aio.Connection) -> None:
@@ -292,7 +314,7 @@ def test_malformed_session_from_the_user_is_a_clear_error(identity: Identity) ->
         udp.connect_to_host("127.0.0.1", server.port)
         client = PacketPeerDTLS()
         # Mbed TLS's own header: its version and build options.
-        other_build = blob[:5] + bytes([blob[5] ^ 0x01]) + blob[6:]
+        other_build = blob[:6] + bytes([blob[6] ^ 0x01]) + blob[7:]
         with pytest.raises(errors.InvalidArgumentError, match="another Mbed TLS version"):
             client.connect_to_peer(udp, "game.test", client_options(identity),
                                    session=other_build)
@@ -310,6 +332,33 @@ def test_malformed_session_from_the_user_is_a_clear_error(identity: Identity) ->
             assert host.get_stats()["peers"] == 0
         finally:
             host.close()
+    finally:
+        server.stop()
+
+
+def test_unverified_session_is_not_resumed_by_a_verifying_client(identity: Identity) -> None:
+    """A session saved by client_unsafe (certificate not verified) resumes for
+    an unsafe client, but a verifying client refuses it: resumption would
+    skip the certificate check."""
+    server = EchoServer(identity)
+    try:
+        udp = PacketPeerUDP()
+        udp.connect_to_host("127.0.0.1", server.port)
+        unsafe = PacketPeerDTLS()
+        unsafe.connect_to_peer(udp, "game.test", TLSOptions.client_unsafe())
+        handshake(server, unsafe)
+        session = unsafe.get_session()
+        assert session is not None
+        udp2 = PacketPeerUDP()
+        udp2.connect_to_host("127.0.0.1", server.port)
+        again = PacketPeerDTLS()
+        again.connect_to_peer(udp2, "game.test", TLSOptions.client_unsafe(), session=session)
+        handshake(server, again)
+        assert again.is_session_resumed()
+        verifying = PacketPeerDTLS()
+        with pytest.raises(errors.InvalidArgumentError, match="not verified as strictly"):
+            verifying.connect_to_peer(udp2, "game.test", client_options(identity),
+                                      session=session)
     finally:
         server.stop()
 

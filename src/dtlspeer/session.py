@@ -25,6 +25,7 @@ _SESSION_MAGIC = b"DPSS"
 _SESSION_FORMAT = 1
 _SESSION_MAX = 8192  # a TLS 1.2 session with its ticket is ~300 bytes
 _MBEDTLS_ERR_SSL_VERSION_MISMATCH = -0x5F00  # mbedtls/ssl.h (pinned 3.6)
+_MBEDTLS_ERR_X509_CERT_VERIFY_FAILED = -0x2700  # mbedtls/x509.h
 
 
 class SessionTicketKeys:
@@ -187,7 +188,7 @@ class Session:
 def _check_session_blob(blob: bytes) -> bytes:
     if not isinstance(blob, bytes):
         raise errors.ArgumentTypeError(f"session data must be bytes, not {type(blob).__name__}")
-    if len(blob) <= 5 or blob[:4] != _SESSION_MAGIC:
+    if len(blob) <= 6 or blob[:4] != _SESSION_MAGIC:
         raise errors.InvalidArgumentError("not a saved dtlspeer session (bad magic)")
     if blob[4] != _SESSION_FORMAT:
         raise errors.InvalidArgumentError(
@@ -215,6 +216,11 @@ def offer_error(code: int) -> errors.DTLSPeerError:
     """A clear error for a saved session Mbed TLS would not load."""
     if code == lib.DP_ERR_INVALID_ARGUMENT:
         return errors.InvalidArgumentError("not a saved dtlspeer session")
+    if code == _MBEDTLS_ERR_X509_CERT_VERIFY_FAILED:
+        return errors.InvalidArgumentError(
+            "saved session's server was not verified as strictly as this client verifies "
+            "(saved by an unsafe client, or its verification failed): resumption checks no "
+            "certificate, so it cannot be resumed")
     text = ("saved session comes from another Mbed TLS version or build options"
             if code == _MBEDTLS_ERR_SSL_VERSION_MISMATCH else "saved session is corrupt")
     return errors.InvalidArgumentError(f"{text} (cannot be resumed; connect without it)")

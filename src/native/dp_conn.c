@@ -85,11 +85,21 @@ struct dp_peer_info {
     int have_fingerprint;
 };
 
-/* Saved client sessions: magic, format version, then Mbed TLS's own
- * session serialization (which checks Mbed TLS's version and options). */
+/* Saved client sessions: magic, format version, how the server was
+ * authenticated in the original handshake (DP_VERIFY_* of the saving client,
+ * or DP_VERIFY_NONE if its verification failed), then Mbed TLS's own session
+ * serialization (which checks Mbed TLS's version and options). A resumed
+ * handshake checks no certificate, so a client only resumes sessions
+ * authenticated at least as strictly as it would check the server now. */
 static const unsigned char DP_SESSION_MAGIC[4] = {'D', 'P', 'S', 'S'};
 #define DP_SESSION_FORMAT 1
-#define DP_SESSION_HEADER_LEN 5
+#define DP_SESSION_HEADER_LEN 6
+
+/* How strictly a verify mode authenticates the server: higher is stricter. */
+static int verify_strength(int mode)
+{
+    return mode == DP_VERIFY_FULL ? 2 : mode == DP_VERIFY_CHAIN_ONLY ? 1 : 0;
+}
 
 struct dp_conn {
     mbedtls_ssl_context *ssl; /* own heap; NULL while parked */
@@ -414,6 +424,15 @@ static void save_session(dp_conn *c)
             mbedtls_ssl_session_save(&session, blob + DP_SESSION_HEADER_LEN, need, &len) == 0) {
             memcpy(blob, DP_SESSION_MAGIC, sizeof(DP_SESSION_MAGIC));
             blob[4] = DP_SESSION_FORMAT;
+            /* A PSK suite authenticates the server by the key (the client
+             * has one: it offers PSK suites only then). */
+            const mbedtls_ssl_ciphersuite_t *suite = mbedtls_ssl_ciphersuite_from_id(c->suite_id);
+            mbedtls_key_exchange_type_t kx =
+                suite != NULL ? suite->MBEDTLS_PRIVATE(key_exchange) : MBEDTLS_KEY_EXCHANGE_NONE;
+            int psk = kx == MBEDTLS_KEY_EXCHANGE_PSK || kx == MBEDTLS_KEY_EXCHANGE_ECDHE_PSK;
+            blob[5] = (unsigned char)(psk ? DP_VERIFY_FULL
+                                      : c->verify_flags == 0 ? c->cfg->verify_mode
+                                                              : DP_VERIFY_NONE);
             c->session = blob;
             c->session_len = DP_SESSION_HEADER_LEN + len;
         } else if (blob != NULL) {
@@ -1554,13 +1573,21 @@ int dp_conn_set_session(dp_conn *c, const unsigned char *blob, size_t len)
         return DP_ERR_BAD_STATE;
     }
     if (len <= DP_SESSION_HEADER_LEN || memcmp(blob, DP_SESSION_MAGIC, 4) != 0 ||
-        blob[4] != DP_SESSION_FORMAT) {
+        blob[4] != DP_SESSION_FORMAT ||
+        (blob[5] != DP_VERIFY_FULL && blob[5] != DP_VERIFY_CHAIN_ONLY &&
+         blob[5] != DP_VERIFY_NONE)) {
         return DP_ERR_INVALID_ARGUMENT;
     }
     mbedtls_ssl_session session;
     mbedtls_ssl_session_init(&session);
     int ret = mbedtls_ssl_session_load(&session, blob + DP_SESSION_HEADER_LEN,
                                        len - DP_SESSION_HEADER_LEN);
+    /* A resumed handshake checks no certificate: never resume a session
+     * whose server was authenticated less strictly than this client would
+     * (saved by an unsafe client, or its verification failed). */
+    if (ret == 0 && verify_strength(blob[5]) < verify_strength(c->cfg->verify_mode)) {
+        ret = MBEDTLS_ERR_X509_CERT_VERIFY_FAILED;
+    }
     if (ret == 0) {
         ret = mbedtls_ssl_set_session(c->ssl, &session); /* copies it */
     }

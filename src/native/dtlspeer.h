@@ -493,6 +493,9 @@ void dp_conn_get_stats(const dp_conn *conn, dp_conn_stats *out);
  * DP_ERR_INVALID_ARGUMENT: not a dtlspeer session blob or another format
  * version; Mbed TLS's error (MBEDTLS_ERR_SSL_VERSION_MISMATCH,
  * MBEDTLS_ERR_SSL_BAD_INPUT_DATA) when its part does not load;
+ * MBEDTLS_ERR_X509_CERT_VERIFY_FAILED when the session's server was
+ * authenticated less strictly than this client's verify mode asks (saved by
+ * an unsafe client, or a failed verification): resumption checks nothing;
  * DP_ERR_BAD_STATE once the handshake started or on a server. */
 int dp_conn_set_session(dp_conn *conn, const unsigned char *blob, size_t len);
 /* Client, once connected: the session to resume later (it holds the
