@@ -1,6 +1,6 @@
 """Issue 14 against peers we did not write: session resumption (RFC 5077
-tickets) with ``openssl s_client -sess_out/-sess_in`` and ``openssl
-s_server``, and client certificates with ``openssl s_client -cert/-key``,
+tickets) with ``openssl s_client -sess_out/-sess_in``, ``gnutls-cli --resume``
+and ``openssl s_server``, and client certificates with ``openssl s_client -cert/-key``,
 ``gnutls-cli --x509certfile/--x509keyfile`` and ``openssl s_server
 -Verify``. Certificates for the client side are made by openssl: a CA and a
 client leaf it signed (SAN with a DNS name and a URI), plus a self-signed
@@ -158,6 +158,22 @@ def test_our_client_resumes_with_s_server(peers: PeerSet, openssl_bin: str,
     srv.expect(rb"^Reused session-id")
     again.put_packet(b"after resumption\n")
     srv.expect(rb"^after resumption")
+
+
+def test_gnutls_cli_resumes_with_our_server(peers: PeerSet, gnutls_cli_bin: str,
+                                            server_cert: ServerCert) -> None:
+    """gnutls-cli --resume: a full handshake, then a second connection resuming
+    its session (with our server's ticket); gnutls-cli and our peer agree."""
+    server = EchoServer(*server_cert.load())
+    try:
+        cli = start_gnutls_cli(peers, gnutls_cli_bin, server.port, server_cert,
+                               extra=["--resume"])
+        cli.expect(rb"^\*\*\* This is a resumed session", pump=server.pump)
+        server.run_until(lambda: any(p.is_session_resumed() for p in server.connected()), 10,
+                         "a resumed connection")
+        assert server.dtls._tickets.get_stats()["accepted"] == 1  # type: ignore[union-attr]
+    finally:
+        server.close()
 
 
 # ---- client certificates ---------------------------------------------------------------
