@@ -167,6 +167,23 @@ def test_psk_host_client_resumes() -> None:
         server.close()
 
 
+def test_host_peer_getters_never_raise_for_a_released_entry() -> None:
+    """Like the other HostPeer getters, the session, resumed and certificate
+    getters answer from what the peer kept when its native entry is gone
+    (they raised StateError before)."""
+    from dtlspeer.host import HostPeer
+
+    host = DTLSHost("127.0.0.1", 0, server_psk={b"id": b"k" * 16})
+    try:
+        for outgoing in (False, True):
+            peer = HostPeer(host, 12345, outgoing)  # an id the host never had
+            assert peer.get_session() is None
+            assert peer.is_session_resumed() is False
+            assert peer.get_peer_certificate() is None
+    finally:
+        host.close()
+
+
 def test_aio_connect_resumes(identity: Identity) -> None:
     async def main() -> None:
         async def handler(conn: aio.Connection) -> None:

@@ -349,7 +349,11 @@ class HostPeer(PacketPeerDTLS):
         if host is None:
             return self._session
         ptr, peer_id = host._ptr, self._peer_id
-        session = fetch_session(lambda buf, cap: lib.dp_host_peer_session(ptr, peer_id, buf, cap))
+        try:
+            session = fetch_session(
+                lambda buf, cap: lib.dp_host_peer_session(ptr, peer_id, buf, cap))
+        except errors.StateError:  # the entry is gone: what _finish kept
+            return self._session
         return None if session is None else session.to_bytes()
 
     def get_session(self) -> Session | None:
@@ -365,7 +369,8 @@ class HostPeer(PacketPeerDTLS):
         host = self._live_host()
         if host is None:
             return self._resumed
-        return check(lib.dp_host_peer_resumed(host._ptr, self._peer_id), "resumed") == 1
+        rc = lib.dp_host_peer_resumed(host._ptr, self._peer_id)
+        return self._resumed if rc < 0 else rc == 1
 
     def get_peer_certificate(self) -> PeerCertificate | None:
         """Server role with ``TLSOptions.server(client_auth=...)`` (ours): the
@@ -374,9 +379,13 @@ class HostPeer(PacketPeerDTLS):
         if host is None:
             return self._peer_cert
         ptr, peer_id = host._ptr, self._peer_id
-        return read_peer_certificate(
-            lambda subject, subject_cap, san, san_cap, fingerprint: lib.dp_host_peer_certificate(
-                ptr, peer_id, subject, subject_cap, san, san_cap, fingerprint))
+        try:
+            return read_peer_certificate(
+                lambda subject, subject_cap, san, san_cap, fingerprint:
+                lib.dp_host_peer_certificate(ptr, peer_id, subject, subject_cap, san, san_cap,
+                                             fingerprint))
+        except errors.StateError:  # the entry is gone: what _finish kept
+            return self._peer_cert
 
     def get_peer_address(self) -> tuple[str, int]:
         """(IP, port) of the remote side (kept after the peer ended)."""
