@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import threading
 
 import pytest
 
+from _dtls_sim import Link
+from _host_clients import PSK_IDENTITY, PSK_KEY
 from dtlspeer import (
     DTLSHost,
     HostEventType,
@@ -22,6 +25,8 @@ from dtlspeer import (
     aio,
     errors,
 )
+from dtlspeer._engine import CookieGate, EngineConfig, Verify
+from dtlspeer.host import HostPeer
 from identities import Identity, make_identity
 from test_dtls import EchoServer, handshake, run
 from test_host import Recorder
@@ -147,8 +152,6 @@ def test_host_client_resumes(identity: Identity) -> None:
 
 def test_psk_host_client_resumes() -> None:
     """PSK servers issue tickets too; a PSK client resumes (no key exchange)."""
-    from _host_clients import PSK_IDENTITY, PSK_KEY
-
     server = DTLSHost("127.0.0.1", 0, server_psk={PSK_IDENTITY: PSK_KEY})
     client = DTLSHost("127.0.0.1", 0, client_psk=(PSK_IDENTITY, PSK_KEY))
     rec = Recorder(server, client)
@@ -171,8 +174,6 @@ def test_host_peer_getters_never_raise_for_a_released_entry() -> None:
     """Like the other HostPeer getters, the session, resumed and certificate
     getters answer from what the peer kept when its native entry is gone
     (they raised StateError before)."""
-    from dtlspeer.host import HostPeer
-
     host = DTLSHost("127.0.0.1", 0, server_psk={b"id": b"k" * 16})
     try:
         for outgoing in (False, True):
@@ -390,17 +391,6 @@ def test_shared_keys_rotating_under_concurrent_handshakes(identity: Identity) ->
     their ticket writes and parses: every handshake completes (resumed or,
     when its ticket's key was rotated out, full), nothing crashes (the ASan
     pass runs this too), and the counters add up."""
-    import threading
-
-    from dtlspeer._engine import (
-        Connection,
-        CookieGate,
-        EngineConfig,
-        EngineStatus,
-        GateVerdict,
-        Verify,
-    )
-
     key, cert = identity
     lifetime = 600
     keys = SessionTicketKeys(b"t" * 32, lifetime=lifetime)
@@ -411,37 +401,14 @@ def test_shared_keys_rotating_under_concurrent_handshakes(identity: Identity) ->
         servers = [EngineConfig.server(gate=g, key=key._handle, certificate=cert._handle,
                                        ticket_keys=keys._ptr) for g in gates]
         client_cfg = EngineConfig.client(verify=Verify.FULL, trusted_chain=cert._handle)
-    address = bytes([10, 0, 0, 9, 0x30, 0x39])
 
     def handshake(server_cfg: EngineConfig, gate: CookieGate, offer: bytes | None
                   ) -> tuple[bool, bytes | None]:
-        client = Connection(client_cfg, 1000, hostname="game.test")
-        if offer is not None:
-            client.set_session(offer)
-        client.update(1000)
-        server: Connection | None = None
-        for _ in range(32):
-            out = client.take_outgoing()
-            if not out:
-                break
-            for datagram in out:
-                if server is None:
-                    verdict, reply = gate.check(address, datagram, 1000)
-                    if verdict == GateVerdict.REPLY:
-                        client.feed(reply, 1000)
-                    elif verdict == GateVerdict.ADMIT:
-                        server = Connection(server_cfg, 1000, transport_id=address)
-                        server.feed(datagram, 1000)
-                else:
-                    server.feed(datagram, 1000)
-            if server is not None:
-                for datagram in server.take_outgoing():
-                    client.feed(datagram, 1000)
-        assert server is not None and server.status == EngineStatus.CONNECTED, client.reason
-        assert client.status == EngineStatus.CONNECTED, client.reason
-        resumed, session = client.resumed(), client.get_session()
-        server.close()
-        client.close()
+        link = Link(client_cfg, server_cfg, gate, hostname="game.test", session=offer)
+        link.handshake()
+        assert link.server is not None
+        resumed, session = link.client.resumed(), link.client.get_session()
+        link.close()
         return resumed, session
 
     _, first = handshake(servers[0], gates[0], None)
