@@ -287,6 +287,10 @@ class PacketPeerDTLS(PacketPeer):
       on its next ``poll()`` (reason says so); application state never
       carries over. A forged hello that never completes leaves the old
       session working.
+    * Ours, not in Godot: session resumption (``connect_to_peer(...,
+      session=)``, :meth:`get_session`, :meth:`is_session_resumed`) and, on
+      server peers of ``TLSOptions.server(client_auth=...)``, the client's
+      verified certificate (:meth:`get_peer_certificate`).
     """
 
     Status = _Status
@@ -769,6 +773,8 @@ class DTLSServer:
     for new connections (Godot fails with ``ERR_ALREADY_IN_USE``); cookies
     stay valid across it unless a new ``cookie_secret`` is given. Several
     processes given the same ``cookie_secret`` accept each other's cookies.
+    Session tickets (RFC 5077) are issued by default (``setup(...,
+    ticket_keys=)`` shares or disables them; Godot has no resumption).
     ``get_stats()`` exposes the gate's counters. Misuse raises.
     """
 
