@@ -25,7 +25,7 @@ from dtlspeer import (
     aio,
     errors,
 )
-from dtlspeer._engine import CookieGate, EngineConfig, Verify
+from dtlspeer._engine import CookieGate, EngineConfig, EngineStatus, Verify
 from dtlspeer.host import HostPeer
 from identities import Identity, make_identity
 from test_dtls import EchoServer, handshake, run
@@ -379,6 +379,37 @@ def test_unverified_session_is_not_resumed_by_a_verifying_client(identity: Ident
                                       session=session)
     finally:
         server.stop()
+
+
+def test_resumed_handshake_waiting_for_the_client_counts_as_half_open(identity: Identity) -> None:
+    """A server in a resumed handshake that sent its flight and waits for the
+    client's Finished has seen nothing but a cookie and a ticket, and tickets
+    can be replayed: it must stay evictable as a half-open handshake (the
+    host's and DTLSServer's bounds evict those without progress), as a full
+    handshake waiting for the key exchange is. Before, a resumed one counted
+    as progressed, so one ticket could pin handshake slots until the deadline."""
+    key, cert = identity
+    gate = CookieGate()
+    with key._mutex, cert._mutex:
+        server_cfg = EngineConfig.server(gate=gate, key=key._handle, certificate=cert._handle,
+                                         ticket_keys=SessionTicketKeys()._ptr)
+        client_cfg = EngineConfig.client(verify=Verify.FULL, trusted_chain=cert._handle)
+    first = Link(client_cfg, server_cfg, gate, hostname="game.test")
+    first.handshake()
+    session = first.client.get_session()
+    first.close()
+    for offer in (None, session):
+        link = Link(client_cfg, server_cfg, gate, hostname="game.test", session=offer)
+        # Step until the server answered the cookie'd hello with its flight
+        # (the gate's HelloVerifyRequest was its first datagram), no further.
+        for _ in range(100):
+            if link.server is not None and link.sent["server"] >= 2:
+                break
+            assert link.step()
+        assert link.server is not None
+        assert link.server.status == EngineStatus.HANDSHAKING
+        assert not link.server.handshake_progressed, "resumed" if offer else "full"
+        link.close()
 
 
 # ---- threads ----------------------------------------------------------------------

@@ -422,8 +422,8 @@ class Connection:
     @property
     def handshake_progressed(self) -> bool:
         """False while a server connection still waits for the client's key
-        exchange after its first flight (a half-open handshake); True
-        otherwise, and for clients."""
+        exchange after its first flight, or for the Finished of a resumed
+        handshake (a half-open handshake); True otherwise, and for clients."""
         return bool(lib.dp_conn_handshake_progressed(self._conn))
 
     @property

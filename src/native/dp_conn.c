@@ -1540,8 +1540,12 @@ int dp_conn_handshake_progressed(const dp_conn *c)
         return 1;
     }
     /* A server waits in CLIENT_CERTIFICATE (client auth) or
-     * CLIENT_KEY_EXCHANGE after its first flight (Mbed TLS 3.6 states). */
-    return c->ssl != NULL && c->ssl->MBEDTLS_PRIVATE(state) > MBEDTLS_SSL_CLIENT_KEY_EXCHANGE;
+     * CLIENT_KEY_EXCHANGE after its first flight (Mbed TLS 3.6 states). A
+     * resumed handshake skips both and waits for the client's Finished
+     * having seen only a cookie and a ticket, which anyone holding a ticket
+     * can replay: no progress either until it completes. */
+    return c->ssl != NULL && c->key_exchanged &&
+           c->ssl->MBEDTLS_PRIVATE(state) > MBEDTLS_SSL_CLIENT_KEY_EXCHANGE;
 }
 
 int dp_conn_parked(const dp_conn *c)

@@ -481,8 +481,9 @@ int dp_conn_ciphersuite(const dp_conn *conn, char *buf, size_t cap);
 /* 1 while parked (see dp_config_set_park_after), else 0. */
 int dp_conn_parked(const dp_conn *conn);
 /* 1 unless a server connection still waits for the client's key exchange
- * after its first flight (the client proved no more than a cookie): what
- * half-open handshake eviction looks at. */
+ * after its first flight (the client proved no more than a cookie), or is in
+ * a resumed handshake that has not completed (a cookie and a replayable
+ * ticket): what half-open handshake eviction looks at. */
 int dp_conn_handshake_progressed(const dp_conn *conn);
 void dp_conn_get_stats(const dp_conn *conn, dp_conn_stats *out);
 
