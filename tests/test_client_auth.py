@@ -16,6 +16,7 @@ from dtlspeer import (
     HostEventType,
     PacketPeerDTLS,
     PacketPeerUDP,
+    SessionTicketKeys,
     TLSOptions,
     X509Certificate,
     errors,
@@ -190,3 +191,35 @@ def test_options_are_checked(server_id: Identity, player: Identity) -> None:
     assert options.get_client_ca() is player[1]
     assert options.get_trusted_ca_chain() is None
     assert TLSOptions.server(*server_id).get_client_auth() == "none"
+
+
+def test_ticket_without_client_certificate_does_not_resume_where_one_is_required(
+    server_id: Identity, player: Identity
+) -> None:
+    """Servers sharing ticket keys but not the client certificate policy: a
+    session from a server that asked for no certificate must not let a
+    client into one that requires it (a resumed handshake checks none). The
+    ticket is refused, the full handshake asks for the certificate, and the
+    client without one fails."""
+    keys = SessionTicketKeys()
+    open_server = EchoServer(server_id, ticket_keys=keys)
+    strict = mtls_server(server_id, player[1], ticket_keys=keys)
+    try:
+        client = start(open_server, TLSOptions.client(server_id[1]))
+        handshake(open_server, client)
+        session = client.get_session()
+        assert session is not None
+        sneaky = start(strict, TLSOptions.client(server_id[1]), session)
+        peer = run_handshake(strict, sneaky)
+        assert peer.get_status() == Status.STATUS_ERROR, peer.get_last_error()
+        assert "no client certificate" in peer.get_last_error()
+        assert not peer.is_session_resumed()
+        # A client that did present its certificate resumes on the strict server.
+        options = TLSOptions.client(server_id[1], key=player[0], certificate=player[1])
+        first = start(strict, options)
+        handshake(strict, first)
+        again = start(strict, options, first.get_session())
+        assert handshake(strict, again).is_session_resumed()
+    finally:
+        open_server.stop()
+        strict.stop()

@@ -571,7 +571,7 @@ int dp_config_finish(dp_config *cfg)
                                       : MBEDTLS_SSL_VERIFY_NONE);
         if (cfg->tickets != NULL) {
             mbedtls_ssl_conf_session_tickets_cb(&cfg->conf, dp_ticket_write_cb,
-                                                dp_ticket_parse_cb, cfg->tickets);
+                                                dp_ticket_parse_cb, cfg);
         }
         if (cfg->psk_count > 0) {
             mbedtls_ssl_conf_psk_cb(&cfg->conf, psk_lookup, cfg);

@@ -74,11 +74,12 @@ void dp_session_blob_free(unsigned char *blob, size_t len);
 void dp_config_ref(dp_config *cfg);
 void dp_ticket_keys_ref(dp_ticket_keys *keys);
 
-/* Mbed TLS session ticket callbacks over dp_ticket_keys
- * (mbedtls_ssl_conf_session_tickets_cb). */
-int dp_ticket_write_cb(void *keys, const mbedtls_ssl_session *session, unsigned char *start,
+/* Mbed TLS session ticket callbacks (mbedtls_ssl_conf_session_tickets_cb);
+ * their context is the server's dp_config: its ticket keys and its client
+ * certificate policy. */
+int dp_ticket_write_cb(void *cfg, const mbedtls_ssl_session *session, unsigned char *start,
                        const unsigned char *end, size_t *tlen, uint32_t *lifetime);
-int dp_ticket_parse_cb(void *keys, mbedtls_ssl_session *session, unsigned char *buf,
+int dp_ticket_parse_cb(void *cfg, mbedtls_ssl_session *session, unsigned char *buf,
                        size_t len);
 
 /* Mbed TLS cookie callbacks over a gate (mbedtls_ssl_conf_dtls_cookies): a

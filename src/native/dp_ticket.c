@@ -210,10 +210,13 @@ static int ensure_current(dp_ticket_keys *keys)
 
 /* ---- Mbed TLS callbacks (mbedtls_ssl_conf_session_tickets_cb) -------------- */
 
-int dp_ticket_write_cb(void *p_keys, const mbedtls_ssl_session *session, unsigned char *start,
+/* The callbacks' context is the server's dp_config (its ticket keys, and its
+ * client certificate policy for the parse check below). */
+
+int dp_ticket_write_cb(void *p_cfg, const mbedtls_ssl_session *session, unsigned char *start,
                        const unsigned char *end, size_t *tlen, uint32_t *lifetime)
 {
-    dp_ticket_keys *keys = p_keys;
+    dp_ticket_keys *keys = ((const dp_config *)p_cfg)->tickets;
     mbedtls_mutex_lock(&keys->lock);
     int ret = ensure_current(keys);
     if (ret == 0) {
@@ -226,16 +229,34 @@ int dp_ticket_write_cb(void *p_keys, const mbedtls_ssl_session *session, unsigne
     return ret;
 }
 
-/* A ticket that does not open (forged, foreign keys, expired, corrupted)
- * returns an error; Mbed TLS then ignores it and runs a full handshake. */
-int dp_ticket_parse_cb(void *p_keys, mbedtls_ssl_session *session, unsigned char *buf,
+/* A resumed handshake checks no client certificate, so a server that
+ * requires one accepts only sessions whose client presented a verified one
+ * (servers sharing ticket keys need not share the policy: a ticket from one
+ * that asked for none must not open the door of one that requires it). */
+static int session_meets_client_auth(const dp_config *cfg, const mbedtls_ssl_session *session)
+{
+    if (cfg->client_auth != DP_CLIENT_AUTH_REQUIRED) {
+        return 1;
+    }
+    return session->MBEDTLS_PRIVATE(peer_cert_digest) != NULL &&
+           session->MBEDTLS_PRIVATE(verify_result) == 0;
+}
+
+/* A ticket that does not open (forged, foreign keys, expired, corrupted) or
+ * whose session does not meet the client certificate policy returns an
+ * error; Mbed TLS then ignores it and runs a full handshake. */
+int dp_ticket_parse_cb(void *p_cfg, mbedtls_ssl_session *session, unsigned char *buf,
                        size_t len)
 {
-    dp_ticket_keys *keys = p_keys;
+    const dp_config *cfg = p_cfg;
+    dp_ticket_keys *keys = cfg->tickets;
     mbedtls_mutex_lock(&keys->lock);
     int ret = ensure_current(keys);
     if (ret == 0) {
         ret = mbedtls_ssl_ticket_parse(&keys->ctx, session, buf, len);
+    }
+    if (ret == 0 && !session_meets_client_auth(cfg, session)) {
+        ret = MBEDTLS_ERR_SSL_NO_CLIENT_CERTIFICATE;
     }
     if (ret == 0) {
         keys->stats.accepted++;
