@@ -43,13 +43,18 @@ LIBS: list[Lib] = [
         ("pingpong", "fanin", "handshake", "memory"), ("trio", "OpenSSL")),
     Lib("python-mbedtls", "python-mbedtls DTLS", f"{_PKG}.libs.python_mbedtls",
         ("pingpong", "handshake"), ("mbedtls",)),
+    Lib("dtlspeer-resumed", "dtlspeer DTLSHost server, resumed handshakes (session tickets)",
+        f"{_PKG}.libs.dtlspeer_resume", ("resume",), ("dtlspeer.session",)),
+    Lib("dtlspeer-full", "dtlspeer DTLSHost server, full handshakes (same run)",
+        f"{_PKG}.libs.dtlspeer_resume_full", ("resume",), ("dtlspeer.session",)),
     Lib("openssl-listen", "openssl s_server -dtls1_2 -listen (DTLSv1_listen)",
         f"{_PKG}.libs.openssl_listen", ("flood",)),
 ]
 
 # Rows shown only for the metrics they drive: no TLS (handshakes, memory),
 # or a memory-only variant.
-LISTED_ONLY = ("plain", "dtlspeer-udp", "dtlspeer-host-unparked", "openssl-listen")
+LISTED_ONLY = ("plain", "dtlspeer-udp", "dtlspeer-host-unparked", "openssl-listen",
+               "dtlspeer-resumed", "dtlspeer-full")
 
 METRICS: list[Metric] = [
     Metric("pingpong", "ping-pong round trips/s, 100 B, one client, one in flight", "rt/s",
@@ -74,6 +79,10 @@ METRICS: list[Metric] = [
            higher_is_better=False, target_ratio=1.0,
            target_text="dtlspeer <= 1.0x openssl s_server -listen, <= 1 B RSS/hello, "
            "legit handshake < 100 ms"),
+    Metric("resume", "SERVER: resumed (RFC 5077 ticket) vs full ECDHE-ECDSA handshakes/s, "
+           "same DTLSHost server and Godot-style clients, cookie round included; notes: server "
+           "CPU per handshake", "hs/s", "value", "dtlspeer-full", target_ratio=10.0,
+           target_text="resumed >= 10x full handshakes/s"),
     Metric("memory", "server memory per idle established connection (RSS delta / N)",
            "KiB/conn", "server_value", "pyopenssl", higher_is_better=False, target_abs=12.0,
            target_text="dtlspeer <= 12 KiB (pyOpenSSL ~81 KB); ratio vs pyOpenSSL"),
@@ -96,7 +105,7 @@ def _problems(metric: Metric, res: dict[str, Any]) -> list[str]:
             out.append(f"lost {100 * (sent - got) / sent:.1f}% of sent")
         if res.get("server_senders", 0) < res.get("clients", 0):
             out.append("some senders never delivered")
-    if metric.key == "hsserver" and res.get("server_cpu_ms") is not None:
+    if metric.key in ("hsserver", "resume") and res.get("server_cpu_ms") is not None:
         out.append(f"server CPU {res['server_cpu_ms']:.2f} ms/hs")
     if metric.key == "memory" and res.get("server_conns") is not None:
         if res["server_conns"] < res.get("want", 0):

@@ -394,7 +394,8 @@ def fmt_value(v: float | None, unit: str) -> str:
 
 def verdict(metric: Metric, row: Row) -> str:
     """'ok' / 'MISS' for dtlspeer rows with a target, '' otherwise."""
-    if not row.lib.key.startswith("dtlspeer") or row.lib.key == "dtlspeer-udp":
+    if not row.lib.key.startswith("dtlspeer") or row.lib.key == "dtlspeer-udp" \
+            or row.lib.key == metric.baseline:
         return ""
     if metric.target_abs is not None and row.value is not None:
         return "ok" if row.value <= metric.target_abs else "MISS"

@@ -40,11 +40,14 @@ class Link:
         latency_ms: int = 5,
         seed: int = 1,
         start_ms: int = 0,
+        session: Optional[bytes] = None,
     ) -> None:
         self.now = start_ms
         self.gate = gate
         self.server_cfg = server_cfg
         self.client = Connection(client_cfg, self.now, hostname=hostname)
+        if session is not None:  # a saved session to offer (resumption)
+            self.client.set_session(session)
         self.server: Optional[Connection] = None
         self.rng = random.Random(seed)
         self.loss, self.duplicate = loss, duplicate

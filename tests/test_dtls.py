@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import socket
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import pytest
 
@@ -50,11 +50,14 @@ class EchoServer:
         bind: str = "127.0.0.1",
         echo: bool = True,
         settings: Optional[DTLSSettings] = None,
+        options: Optional[TLSOptions] = None,
+        **setup_options: Any,
     ) -> None:
         self.udp = UDPServer()
         self.udp.listen(0, bind)
         self.dtls = DTLSServer()
-        self.dtls.setup(TLSOptions.server(*identity), settings=settings)
+        self.dtls.setup(options or TLSOptions.server(*identity), settings=settings,
+                        **setup_options)
         self.port = self.udp.get_local_port()
         self.peers: list[PacketPeerDTLS] = []
         self.rejected: list[PacketPeerDTLS] = []
@@ -112,7 +115,8 @@ def run(condition: Callable[[], bool], *parties: object) -> bool:
     return until(condition, step)
 
 
-def handshake(server: EchoServer, client: PacketPeerDTLS) -> PacketPeerDTLS:
+def run_handshake(server: EchoServer, client: PacketPeerDTLS) -> PacketPeerDTLS:
+    """Run until both sides left HANDSHAKING (either way); the server's peer."""
     assert run(
         lambda: (
             client.get_status() != Status.STATUS_HANDSHAKING
@@ -122,6 +126,11 @@ def handshake(server: EchoServer, client: PacketPeerDTLS) -> PacketPeerDTLS:
         server,
         client,
     )
+    return server.peers[-1]
+
+
+def handshake(server: EchoServer, client: PacketPeerDTLS) -> PacketPeerDTLS:
+    run_handshake(server, client)
     assert client.get_status() == Status.STATUS_CONNECTED, client.get_last_error()
     peer = server.peers[-1]
     assert peer.get_status() == Status.STATUS_CONNECTED, peer.get_last_error()

@@ -84,14 +84,14 @@ class Server:
 class Client:
     """One client connection: a connected PacketPeerUDP plus PacketPeerDTLS."""
 
-    def __init__(self, port: int, options: Any) -> None:
+    def __init__(self, port: int, options: Any, session: Any = None) -> None:
         from dtlspeer import PacketPeerDTLS, PacketPeerUDP
 
         self.udp = PacketPeerUDP()
         self.udp.connect_to_host(HOST, port)
         self.sock = self.udp._ep.sock  # only to select() over many clients
         self.dtls = PacketPeerDTLS()
-        self.dtls.connect_to_peer(self.udp, HOST, options)
+        self.dtls.connect_to_peer(self.udp, HOST, options, session=session)
 
     def fileno(self) -> int:
         return int(self.sock.fileno())
@@ -224,11 +224,14 @@ def handshake_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Resul
     return {"closed": done, "gate": srv.dtls.get_stats()}
 
 
-def handshake_client(cfg: Cfg, port: int, stop: Any) -> Result:
+def handshake_client(cfg: Cfg, port: int, stop: Any, session: Any = None) -> Result:
+    """``cfg.concurrency`` handshakes in flight for ``cfg.seconds``, each
+    offering ``session`` if given: a handshake counts only if it connected,
+    and (with a session) only if it resumed (others are counted lost)."""
     from dtlspeer import PacketPeerDTLS
 
     options = _materials(cfg)[1]
-    slots = [Client(port, options) for _ in range(cfg.concurrency)]
+    slots = [Client(port, options, session) for _ in range(cfg.concurrency)]
     done = failed = 0
     reasons: list[str] = []
     start = time.perf_counter()
@@ -240,13 +243,16 @@ def handshake_client(cfg: Cfg, port: int, stop: Any) -> Result:
             st = c.dtls.get_status()
             if st == PacketPeerDTLS.STATUS_HANDSHAKING:
                 continue
-            if st == PacketPeerDTLS.STATUS_CONNECTED:
+            if st == PacketPeerDTLS.STATUS_CONNECTED and (
+                session is None or c.dtls.is_session_resumed()
+            ):
                 done += 1
             else:
                 failed += 1
-                reasons.append(c.dtls.get_last_error())
+                reasons.append(c.dtls.get_last_error() if st != PacketPeerDTLS.STATUS_CONNECTED
+                               else "not resumed")
             c.close()
-            slots[i] = Client(port, options)
+            slots[i] = Client(port, options, session)
     elapsed = time.perf_counter() - start
     for c in slots:
         c.close()

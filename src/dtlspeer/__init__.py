@@ -15,7 +15,8 @@ from .errors import DTLSPeerError, GodotError
 from .hashing import HashingContext, HMACContext
 from .host import DisconnectReason, DTLSHost, HostEvent, HostEventType, HostPeer
 from .packet_peer import PacketPeer
-from .tls_options import TLSOptions
+from .session import Session, SessionTicketKeys
+from .tls_options import PeerCertificate, TLSOptions
 from .udp import PacketPeerUDP, UDPServer
 
 __version__ = "0.1.0"
@@ -38,6 +39,9 @@ __all__ = [
     "PacketPeer",
     "PacketPeerDTLS",
     "PacketPeerUDP",
+    "PeerCertificate",
+    "Session",
+    "SessionTicketKeys",
     "TLSOptions",
     "UDPServer",
     "X509Certificate",

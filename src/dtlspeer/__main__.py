@@ -38,6 +38,7 @@ from .crypto import Crypto, CryptoKey, X509Certificate
 from .dtls import DTLSServer, DTLSSettings, PacketPeerDTLS
 from .errors import DTLSPeerError, InvalidArgumentError
 from .host import DTLSHost, HostEventType, HostPeer
+from .session import SessionTicketKeys
 from .tls_options import TLSOptions
 from .udp import PacketPeerUDP, UDPServer
 
@@ -410,10 +411,10 @@ def _worker_shared_secrets() -> dict[str, Any]:
     """What every worker of one ``serve --workers`` port must share, as
     DTLSHost keyword arguments: the cookie secret (a cookie from one worker
     is valid at any other: the kernel may hash a client's retried hello to
-    another worker when the group changes). Session ticket keys belong here
-    too (a ticket from one worker resumes at any other) once DTLSHost takes
-    them. Made fresh per run; never printed or logged (docs/deploy.md)."""
-    return {"cookie_secret": os.urandom(32)}
+    another worker when the group changes) and the session ticket keys (a
+    ticket from one worker resumes at any other). Made fresh per run; never
+    printed or logged (docs/deploy.md)."""
+    return {"cookie_secret": os.urandom(32), "ticket_keys": SessionTicketKeys()}
 
 
 def _serve_workers(args: argparse.Namespace, host_options: dict[str, Any], shown: str,

@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 from . import errors
 from ._binding import check, ffi, lib, to_bytes
+from .session import fetch_session, offer_error
 
 __all__ = [
     "Connection",
@@ -187,12 +188,16 @@ class EngineConfig:
         trusted_chain: Any = None,
         common_name_override: str = "",
         psk: Optional[tuple[bytes, bytes]] = None,
+        key: Any = None,
+        certificate: Any = None,
         **common: Any,
     ) -> EngineConfig:
         """Client options: certificate checks, trust anchors, optional PSK
-        (identity, key) and the common options of :meth:`_apply_common`."""
+        (identity, key), an optional client certificate chain + key (for
+        servers that ask for one) and the common options of :meth:`_apply_common`."""
         cfg = cls(lib.DP_ROLE_CLIENT)
         try:
+            cfg._set_own_cert(key, certificate)
             check(
                 lib.dp_config_set_verify(
                     cfg._ptr, int(verify), common_name_override.encode("utf-8")
@@ -222,24 +227,26 @@ class EngineConfig:
         key: Any = None,
         certificate: Any = None,
         psks: Optional[Mapping[bytes, bytes]] = None,
+        ticket_keys: Any = None,
+        client_auth: int = 0,
+        client_ca: Any = None,
         **common: Any,
     ) -> EngineConfig:
         """Server options: the cookie gate, certificate chain + key and/or a
-        PSK identity -> key table, and the common options."""
+        PSK identity -> key table, session ticket keys (a native
+        ``dp_ticket_keys *``; None = no tickets), client certificate
+        requirement (``DP_CLIENT_AUTH_*``) with the CA chain to verify
+        client certificates against, and the common options."""
         cfg = cls(lib.DP_ROLE_SERVER)
         try:
             check(lib.dp_config_set_cookie_gate(cfg._ptr, gate.handle), "gate")
-            if (key is None) != (certificate is None):
-                raise errors.InvalidArgumentError("key and certificate go together")
-            if key is not None:
-                check(
-                    lib.dp_config_set_own_cert(
-                        cfg._ptr,
-                        _handle(certificate, "dp_cert *", "certificate"),
-                        _handle(key, "dp_key *", "key"),
-                    ),
-                    "certificate",
-                )
+            cfg._set_own_cert(key, certificate)
+            if ticket_keys is not None:
+                check(lib.dp_config_set_ticket_keys(cfg._ptr, ticket_keys), "ticket_keys")
+            if client_ca is not None:
+                check(lib.dp_config_set_ca_chain(cfg._ptr, _handle(client_ca, "dp_cert *",
+                                                                   "client_ca")), "client_ca")
+            check(lib.dp_config_set_client_auth(cfg._ptr, client_auth), "client_auth")
             for identity, psk_key in (psks or {}).items():
                 ident, value = to_bytes(identity, "psk identity"), to_bytes(psk_key, "psk key")
                 check(lib.dp_config_set_psk(cfg._ptr, ident, len(ident), value, len(value)), "psk")
@@ -249,6 +256,19 @@ class EngineConfig:
             cfg.close()
             raise
         return cfg
+
+    def _set_own_cert(self, key: Any, certificate: Any) -> None:
+        if (key is None) != (certificate is None):
+            raise errors.InvalidArgumentError("key and certificate go together")
+        if key is not None:
+            check(
+                lib.dp_config_set_own_cert(
+                    self._ptr,
+                    _handle(certificate, "dp_cert *", "certificate"),
+                    _handle(key, "dp_key *", "key"),
+                ),
+                "certificate",
+            )
 
     def _apply_common(
         self,
@@ -434,8 +454,8 @@ class Connection:
     @property
     def handshake_progressed(self) -> bool:
         """False while a server connection still waits for the client's key
-        exchange after its first flight (a half-open handshake); True
-        otherwise, and for clients."""
+        exchange after its first flight, or for the Finished of a resumed
+        handshake (a half-open handshake); True otherwise, and for clients."""
         return bool(lib.dp_conn_handshake_progressed(self._conn))
 
     @property
@@ -463,6 +483,25 @@ class Connection:
         lib.dp_conn_ciphersuite(self._conn, buf, len(buf))
         name: str = ffi.string(buf).decode("ascii")
         return name
+
+    def set_session(self, blob: bytes) -> None:
+        """Client, before the first :meth:`update`: offer a saved session.
+        InvalidArgumentError when it does not load (see ``session.offer_error``)."""
+        rc = lib.dp_conn_set_session(self._conn, blob, len(blob))
+        if rc < 0:
+            if rc == lib.DP_ERR_BAD_STATE:
+                check(rc, "set_session")
+            raise offer_error(rc)
+
+    def get_session(self) -> Optional[bytes]:
+        """Client, once connected: the saved session (None if there is none)."""
+        conn = self._conn
+        session = fetch_session(lambda buf, cap: lib.dp_conn_get_session(conn, buf, cap))
+        return None if session is None else session.to_bytes()
+
+    def resumed(self) -> bool:
+        """True if the handshake resumed a session."""
+        return bool(lib.dp_conn_resumed(self._conn))
 
     @property
     def connection_id(self) -> Optional[tuple[bytes, bytes]]:

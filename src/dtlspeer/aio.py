@@ -84,7 +84,8 @@ from ._binding import lib
 from .dtls import DTLSSettings, _Status
 from .host import DisconnectReason, DTLSHost, HostEvent, HostEventType, HostPeer
 from .packet_peer import BytesLike
-from .tls_options import TLSOptions
+from .session import Session, SessionTicketKeys
+from .tls_options import PeerCertificate, TLSOptions
 
 __all__ = [
     "CertificateVerifyError",
@@ -509,6 +510,23 @@ class Connection:
         return self._peer
 
     @property
+    def resumed(self) -> bool:
+        """True if the handshake resumed a session (ours; RFC 5077)."""
+        return self._peer.is_session_resumed()
+
+    @property
+    def peer_certificate(self) -> PeerCertificate | None:
+        """Server connections with ``TLSOptions.server(client_auth=...)``: the
+        client's verified certificate, else None."""
+        return self._peer.get_peer_certificate()
+
+    def get_session(self) -> Session | None:
+        """Client connections: the session to pass to ``connect(...,
+        session=...)`` next time (also after close); None if there is none.
+        Secret material: store it like a key."""
+        return self._peer.get_session()
+
+    @property
     def peer_address(self) -> Address:
         """(IP, port) of the remote side; follows a Connection ID client
         whose NAT rebound (``HostEventType.ADDRESS_CHANGED``)."""
@@ -854,6 +872,7 @@ async def serve(
     ciphersuites: Sequence[str] | None = None,
     max_peers: int = 4096,
     cookie_secret: bytes | None = None,
+    ticket_keys: SessionTicketKeys | bool | None = None,
     max_queue: int = DEFAULT_MAX_QUEUE,
     max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
     overflow: Overflow | str = Overflow.DROP_NEWEST,
@@ -865,7 +884,8 @@ async def serve(
 
     ``options`` (``TLSOptions.server(key, cert)``) and/or ``psk`` (identity
     -> key) are the credentials; ``settings``, ``ciphersuites``,
-    ``max_peers`` and ``cookie_secret`` pass through to
+    ``max_peers``, ``cookie_secret`` and ``ticket_keys`` (session tickets:
+    on by default, shareable, ``False`` = off) pass through to
     :class:`~dtlspeer.DTLSHost`. ``max_queue`` (packets) /
     ``max_queue_bytes`` / ``overflow`` set each connection's receive
     queue; ``write_limit`` the send backpressure (see the module notes).
@@ -886,6 +906,7 @@ async def serve(
         ciphersuites=ciphersuites,
         max_peers=max_peers,
         cookie_secret=cookie_secret,
+        ticket_keys=ticket_keys,
     )
     try:
         return Server(loop, dtls_host, handler, limits, write_limit)
@@ -928,6 +949,7 @@ async def connect(
     settings: DTLSSettings | None = None,
     ciphersuites: Sequence[str] | None = None,
     local_addr: Address | None = None,
+    session: Session | bytes | None = None,
     max_queue: int = DEFAULT_MAX_QUEUE,
     max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
     overflow: Overflow | str = Overflow.DROP_NEWEST,
@@ -947,7 +969,10 @@ async def connect(
     retransmissions run out (wrap it in ``asyncio.wait_for`` for a shorter
     bound; cancelling it frees everything). ``max_queue``,
     ``max_queue_bytes``, ``overflow`` and ``write_limit`` are as for
-    :func:`serve`. Close the connection when done: one dropped without
+    :func:`serve`. ``session`` (from an earlier connection's
+    :meth:`Connection.get_session`) is offered for resumption (RFC 5077);
+    :attr:`Connection.resumed` says whether the server took it (otherwise
+    a full handshake ran). Close the connection when done: one dropped without
     ``close()`` is closed when garbage-collected, with a ResourceWarning.
 
     Raises :class:`HandshakeError` (reason HANDSHAKE_TIMEOUT or
@@ -985,7 +1010,7 @@ async def connect(
     endpoint: _Endpoint | None = None
     try:
         endpoint = _Endpoint(loop, dtls_host, None, write_limit)
-        peer = dtls_host.connect(ip, port, hostname=hostname)
+        peer = dtls_host.connect(ip, port, hostname=hostname, session=session)
         conn = Connection(endpoint, peer, limits, True)
         waiter: asyncio.Future[None] = loop.create_future()
         endpoint.conns[peer] = conn  # records right after CONNECT land in its queue

@@ -14,6 +14,7 @@ different threads, and ``disconnect_from_peer()`` (or the server's
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
 import threading
 import weakref
@@ -24,7 +25,8 @@ from . import errors
 from ._binding import NOW, check, error_text, ffi, lib, to_bytes
 from ._engine import Connection, CookieGate, EngineConfig, EngineStatus, Verify
 from .packet_peer import BytesLike, PacketPeer
-from .tls_options import TLSOptions
+from .session import Session, SessionTicketKeys, session_arg
+from .tls_options import _CLIENT_AUTH, PeerCertificate, TLSOptions, read_peer_certificate
 from .udp import PacketPeerUDP, _addr_text
 
 __all__ = ["DTLSServer", "DTLSSettings", "PacketPeerDTLS"]
@@ -178,6 +180,52 @@ def _check_settings(settings: Optional[DTLSSettings]) -> DTLSSettings:
     return settings
 
 
+def _ticket_keys_arg(value: Any, current: Optional[SessionTicketKeys] = None
+                     ) -> Optional[SessionTicketKeys]:
+    """A server's ``ticket_keys=`` argument: keys to share, ``None`` for keys of
+    its own (``current`` if it has some already), ``False`` for no tickets."""
+    if value is None:
+        return current if current is not None else SessionTicketKeys()
+    if value is False:
+        return None
+    if not isinstance(value, SessionTicketKeys):
+        raise errors.ArgumentTypeError(
+            f"ticket_keys must be SessionTicketKeys, None or False, not {type(value).__name__}")
+    return value
+
+
+def _build_server_config(
+    options: Optional[TLSOptions],
+    gate: CookieGate,
+    tickets: Optional[SessionTicketKeys],
+    **engine_options: Any,
+) -> EngineConfig:
+    """The engine configuration of a server: its certificate and key, client
+    certificate policy, ticket keys, plus ``engine_options`` (timers, PSKs,
+    suites). Shared by DTLSServer and DTLSHost."""
+    key = cert = client_ca = None
+    client_auth = lib.DP_CLIENT_AUTH_NONE
+    if options is not None:
+        key, cert = options.get_private_key(), options.get_own_certificate()
+        client_ca = options.get_client_ca()
+        client_auth = _CLIENT_AUTH[options.get_client_auth()]
+    with contextlib.ExitStack() as locks:
+        for obj in (key, cert, client_ca):
+            if obj is not None:
+                locks.enter_context(obj._mutex)
+        return EngineConfig.server(
+            gate=gate, key=key, certificate=cert, client_ca=client_ca, client_auth=client_auth,
+            ticket_keys=None if tickets is None else tickets._ptr, **engine_options
+        )
+
+
+def _conn_peer_certificate(conn: Connection) -> Optional[PeerCertificate]:
+    ptr = conn._conn
+    return read_peer_certificate(
+        lambda subject, subject_cap, san, san_cap, fingerprint: lib.dp_conn_peer_certificate(
+            ptr, subject, subject_cap, san, san_cap, fingerprint))
+
+
 # Client configurations are immutable: share one per (options, settings).
 _client_configs: weakref.WeakKeyDictionary[TLSOptions, dict[DTLSSettings, EngineConfig]] = (
     weakref.WeakKeyDictionary()
@@ -194,11 +242,14 @@ def _build_client_config(options: TLSOptions, **engine_options: Any) -> EngineCo
         verify = Verify.FULL
     chain = options._effective_ca_chain() if verify != Verify.NONE else None
     name = options.get_common_name_override()
-    if chain is None:
-        return EngineConfig.client(verify=verify, common_name_override=name, **engine_options)
-    with chain._mutex:
+    key, cert = options.get_private_key(), options.get_own_certificate()
+    with contextlib.ExitStack() as locks:
+        for obj in (chain, key, cert):
+            if obj is not None:
+                locks.enter_context(obj._mutex)
         return EngineConfig.client(
-            verify=verify, trusted_chain=chain, common_name_override=name, **engine_options
+            verify=verify, trusted_chain=chain, common_name_override=name,
+            key=key, certificate=cert, **engine_options
         )
 
 
@@ -288,6 +339,10 @@ class PacketPeerDTLS(PacketPeer):
       on its next ``poll()`` (reason says so); application state never
       carries over. A forged hello that never completes leaves the old
       session working.
+    * Ours, not in Godot: session resumption (``connect_to_peer(...,
+      session=)``, :meth:`get_session`, :meth:`is_session_resumed`) and, on
+      server peers of ``TLSOptions.server(client_auth=...)``, the client's
+      verified certificate (:meth:`get_peer_certificate`).
     """
 
     Status = _Status
@@ -315,6 +370,10 @@ class PacketPeerDTLS(PacketPeer):
         self._link_stats = _fresh_link_stats()
         self._result = ffi.new("dp_link_result *")
         self._packet_error: Optional[errors.DTLSPeerError] = None
+        # Kept from the connection when it ends (its TLS state is freed then).
+        self._session: Optional[bytes] = None
+        self._resumed = False
+        self._peer_cert: Optional[PeerCertificate] = None
         # Ending (disconnect_from_peer on one thread, a poll() noticing the
         # end on another) frees the connection's Mbed TLS context; readers of
         # that context outside the endpoint lock take this too. Never taken
@@ -355,6 +414,7 @@ class PacketPeerDTLS(PacketPeer):
         self._conn_stats = {}
         self._connection_id = None
         self._link_stats = _fresh_link_stats()
+        self._session, self._resumed, self._peer_cert = None, False, None
 
     def _address_moved(self) -> None:
         """A record with this server peer's Connection ID, authenticated and
@@ -423,6 +483,9 @@ class PacketPeerDTLS(PacketPeer):
             self._ciphersuite = conn.ciphersuite
             self._connection_id = conn.connection_id
             self._conn_stats = conn.stats()
+            self._session = conn.get_session()
+            self._resumed = conn.resumed()
+            self._peer_cert = _conn_peer_certificate(conn)
             if keep_records:
                 self._records.extend(conn.read_all())
             # Its TLS state was freed when it ended; the small rest goes with
@@ -450,6 +513,7 @@ class PacketPeerDTLS(PacketPeer):
         client_options: Optional[TLSOptions] = None,
         *,
         settings: Optional[DTLSSettings] = None,
+        session: Optional[Session | bytes] = None,
     ) -> None:
         """Start a client handshake over ``packet_peer`` (Godot ``connect_to_peer``).
 
@@ -463,7 +527,15 @@ class PacketPeerDTLS(PacketPeer):
         ``packet_peer`` another PacketPeerDTLS's session runs over (Godot
         lets two sessions split its datagrams); ``settings`` is ours. The
         ClientHello is sent before it returns.
+
+        ``session`` (ours): a :class:`~dtlspeer.session.Session` from an
+        earlier connection's :meth:`get_session` to resume (RFC 5077); the
+        server may decline it (unknown, expired or foreign ticket), and a
+        full handshake runs instead. :meth:`is_session_resumed` tells which.
+        InvalidArgumentError for data that is not a saved session or that
+        this build cannot load.
         """
+        blob = session_arg(session)
         if not isinstance(packet_peer, PacketPeerUDP):
             raise errors.ArgumentTypeError(
                 f"packet_peer must be a PacketPeerUDP, not {type(packet_peer).__name__}"
@@ -505,6 +577,12 @@ class PacketPeerDTLS(PacketPeer):
         # client_unsafe never checks the name (Godot clears it: no SNI either).
         name = None if client_options.is_unsafe_client() or not hostname else hostname
         conn = Connection(config, NOW, hostname=name)
+        if blob is not None:
+            try:
+                conn.set_session(blob)
+            except BaseException:
+                conn.close()
+                raise
         self._start(packet_peer, conn, settings, None)
         conn.update(NOW)  # queues the ClientHello
         route = self._route()
@@ -544,6 +622,27 @@ class PacketPeerDTLS(PacketPeer):
     def get_status(self) -> _Status:
         """The connection status (Godot ``get_status``), as of the last call."""
         return self._status
+
+    def get_session(self) -> Optional[Session]:
+        """Client (ours): the session to resume later with
+        ``connect_to_peer(..., session=...)``, once connected and after the
+        connection ended; None before (or on server peers). It holds the
+        session's master secret: store it like a key."""
+        conn = self._conn
+        blob = conn.get_session() if conn is not None else self._session
+        return None if blob is None else Session(blob)
+
+    def is_session_resumed(self) -> bool:
+        """True if the handshake resumed a session (abbreviated, no certificate
+        or key exchange); ours. Both sides report it."""
+        conn = self._conn
+        return conn.resumed() if conn is not None else self._resumed
+
+    def get_peer_certificate(self) -> Optional[PeerCertificate]:
+        """Server peers with ``TLSOptions.server(client_auth=...)`` (ours): the
+        client's verified certificate once connected, else None."""
+        conn = self._conn
+        return _conn_peer_certificate(conn) if conn is not None else self._peer_cert
 
     def disconnect_from_peer(self) -> None:
         """Send close_notify if connected, free the TLS state, become
@@ -757,6 +856,8 @@ class DTLSServer:
     for new connections (Godot fails with ``ERR_ALREADY_IN_USE``); cookies
     stay valid across it unless a new ``cookie_secret`` is given. Several
     processes given the same ``cookie_secret`` accept each other's cookies.
+    Session tickets (RFC 5077) are issued by default (``setup(...,
+    ticket_keys=)`` shares or disables them; Godot has no resumption).
     ``get_stats()`` exposes the gate's counters. Misuse raises.
     """
 
@@ -766,6 +867,7 @@ class DTLSServer:
         self._gate: Optional[CookieGate] = None
         self._settings = _DEFAULT_SETTINGS
         self._secret: Optional[bytes] = None
+        self._tickets: Optional[SessionTicketKeys] = None
         self._created = 0
         self._result = ffi.new("dp_link_result *")
         self._out = ffi.new("dp_conn **")
@@ -785,6 +887,7 @@ class DTLSServer:
         *,
         settings: Optional[DTLSSettings] = None,
         cookie_secret: Optional[bytes] = None,
+        ticket_keys: Optional[SessionTicketKeys | bool] = None,
         max_handshaking: int = _MAX_HANDSHAKING,
         max_handshaking_per_address: int = _MAX_HANDSHAKING_PER_ADDRESS,
     ) -> None:
@@ -795,7 +898,11 @@ class DTLSServer:
         accept the same cookies; their gates then use the wall clock for
         cookies, so keep those clocks in sync; connection timers stay on the
         monotonic clock) are ours, as are the bounds on handshakes in
-        progress (see the class notes).
+        progress (see the class notes). ``ticket_keys`` (ours): session
+        tickets (RFC 5077) are issued by default with keys of this server's
+        own (kept across ``setup`` calls); pass a
+        :class:`~dtlspeer.session.SessionTicketKeys` shared with other
+        processes to resume each other's sessions, or ``False`` for none.
         Calling it again replaces the configuration (see the class notes)."""
         if server_options is None:  # Godot: null options are ERR_INVALID_PARAMETER
             raise errors.InvalidArgumentError("server_options must be TLSOptions.server(...)")
@@ -824,19 +931,16 @@ class DTLSServer:
         gate = self._gate
         if gate is None or cookie_secret != self._secret:
             gate = CookieGate(cookie_secret)
-        key, cert = server_options.get_private_key(), server_options.get_own_certificate()
-        assert key is not None and cert is not None
-        with key._mutex, cert._mutex:
-            config = EngineConfig.server(
-                gate=gate, key=key, certificate=cert, **settings._engine_options()
-            )
+        tickets = _ticket_keys_arg(ticket_keys, self._tickets)
+        config = _build_server_config(server_options, gate, tickets, **settings._engine_options())
         if self._config is not None:
             self._config.close()  # live connections keep their reference
-        self._config, self._gate, self._settings, self._secret = (
+        self._config, self._gate, self._settings, self._secret, self._tickets = (
             config,
             gate,
             settings,
             cookie_secret,
+            tickets,
         )
 
     def take_connection(self, udp_peer: PacketPeerUDP) -> PacketPeerDTLS:

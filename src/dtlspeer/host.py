@@ -38,11 +38,14 @@ from .dtls import (
     DTLSSettings,
     PacketPeerDTLS,
     _build_client_config,
+    _build_server_config,
     _check_settings,
     _Status,
+    _ticket_keys_arg,
 )
 from .packet_peer import BytesLike
-from .tls_options import TLSOptions
+from .session import Session, SessionTicketKeys, fetch_session, offer_error, session_arg
+from .tls_options import PeerCertificate, TLSOptions, read_peer_certificate
 from .udp import _addr_text, _check_int, _fill_addr, _open_socket, _resolve
 from .variant import bytes_to_var
 
@@ -213,6 +216,13 @@ class HostPeer(PacketPeerDTLS):
             self._verify_flags = self.get_verify_flags()
             self._final_suite = self.get_ciphersuite()
             self._final_cid = self.get_connection_id()
+            self._resumed = self.is_session_resumed()
+            # Only outgoing peers have a session; only servers asking for
+            # client certificates have one to keep (no calls per peer otherwise).
+            if self._outgoing:
+                self._session = self._native_session()
+            elif host._client_auth:
+                self._peer_cert = self.get_peer_certificate()
         self._status = _Status(status)
         self._reason = message
         self._error_code = code
@@ -357,6 +367,49 @@ class HostPeer(PacketPeerDTLS):
             return self._final_cid
         return bytes(ffi.buffer(own, own_len[0])), bytes(ffi.buffer(peer, peer_len[0]))
 
+    def _native_session(self) -> bytes | None:
+        host = self._live_host()
+        if host is None:
+            return self._session
+        ptr, peer_id = host._ptr, self._peer_id
+        try:
+            session = fetch_session(
+                lambda buf, cap: lib.dp_host_peer_session(ptr, peer_id, buf, cap))
+        except errors.StateError:  # the entry is gone: what _finish kept
+            return self._session
+        return None if session is None else session.to_bytes()
+
+    def get_session(self) -> Session | None:
+        """Outgoing peers (ours): the session to resume later with
+        ``DTLSHost.connect(..., session=...)``, once connected (kept after the
+        peer ended); None before, and on peers of the server role. Secret
+        material: store it like a key."""
+        blob = self._native_session()
+        return None if blob is None else Session(blob)
+
+    def is_session_resumed(self) -> bool:
+        """True if the handshake resumed a session (ours; both roles report it)."""
+        host = self._live_host()
+        if host is None:
+            return self._resumed
+        rc = lib.dp_host_peer_resumed(host._ptr, self._peer_id)
+        return self._resumed if rc < 0 else rc == 1
+
+    def get_peer_certificate(self) -> PeerCertificate | None:
+        """Server role with ``TLSOptions.server(client_auth=...)`` (ours): the
+        client's verified certificate once connected, else None."""
+        host = self._live_host()
+        if host is None:
+            return self._peer_cert
+        ptr, peer_id = host._ptr, self._peer_id
+        try:
+            return read_peer_certificate(
+                lambda subject, subject_cap, san, san_cap, fingerprint:
+                lib.dp_host_peer_certificate(ptr, peer_id, subject, subject_cap, san, san_cap,
+                                             fingerprint))
+        except errors.StateError:  # the entry is gone: what _finish kept
+            return self._peer_cert
+
     def get_peer_address(self) -> tuple[str, int]:
         """(IP, port) of the remote side (kept after the peer ended); with a
         Connection ID it follows the peer (``ADDRESS_CHANGED`` events)."""
@@ -426,6 +479,12 @@ class DTLSHost:
     --workers N`` does). Elsewhere the program is not available: rebound
     CID clients land on a worker by hash (documented limitation).
 
+    Session resumption (RFC 5077; ours): the server role issues session
+    tickets by default with keys of its own; ``ticket_keys`` (a
+    :class:`~dtlspeer.session.SessionTicketKeys`) shares them with other
+    processes or machines, ``False`` turns tickets off. The client role
+    resumes with ``connect(..., session=peer.get_session())``.
+
     Events per call are bounded by ``max_events`` and ``payload_buffer_size``
     bytes of payload; what does not fit stays queued in C for the next call
     (nothing is lost, per-peer order is kept).
@@ -450,6 +509,7 @@ class DTLSHost:
         max_handshaking: int | None = None,
         max_handshaking_per_address: int = lib.DP_HOST_DEFAULT_MAX_HANDSHAKING_PER_ADDRESS,
         cookie_secret: bytes | None = None,
+        ticket_keys: SessionTicketKeys | bool | None = None,
         max_events: int = 4096,
         payload_buffer_size: int = 1 << 20,
         socket_buffer_size: int = _DEFAULT_SOCKET_BUFFER,
@@ -492,7 +552,15 @@ class DTLSHost:
         self._now = NOW
         suites = list(ciphersuites) if ciphersuites is not None else None
         self._worker_prefix = self._check_worker(worker_id, reuse_port)
-        server_config = self._server_config(server_options, server_psk, cookie_secret, suites)
+        self._tickets: SessionTicketKeys | None = None
+        self._client_auth = server_options is not None and (
+            isinstance(server_options, TLSOptions) and server_options.get_client_auth() != "none"
+        )
+        if server_options is not None or server_psk is not None:
+            self._tickets = _ticket_keys_arg(ticket_keys)
+        server_config = self._server_config(
+            server_options, server_psk, cookie_secret, self._tickets, suites
+        )
         self._client_options = client_options
         self._client_psk = client_psk
         self._suites = suites
@@ -582,6 +650,7 @@ class DTLSHost:
         options: TLSOptions | None,
         psk: Mapping[bytes, bytes] | None,
         secret: bytes | None,
+        tickets: SessionTicketKeys | None,
         suites: list[str] | None,
     ) -> tuple[EngineConfig, CookieGate] | None:
         if options is None and psk is None:
@@ -598,15 +667,9 @@ class DTLSHost:
         if psk is not None and not isinstance(psk, Mapping):
             raise errors.ArgumentTypeError("server_psk must be a mapping identity -> key")
         gate = CookieGate(secret)
-        if options is not None:
-            key, cert = options.get_private_key(), options.get_own_certificate()
-            assert key is not None and cert is not None
-            with key._mutex, cert._mutex:
-                config = EngineConfig.server(
-                    gate=gate, key=key, certificate=cert, psks=psk, **self._server_common(suites)
-                )
-        else:
-            config = EngineConfig.server(gate=gate, psks=psk, **self._server_common(suites))
+        config = _build_server_config(
+            options, gate, tickets, psks=psk, **self._server_common(suites)
+        )
         return config, gate
 
     def _client_config(
@@ -733,13 +796,19 @@ class DTLSHost:
             _TYPES[kind], peer, b"", _REASONS.get(reason, DisconnectReason.NONE), message, code
         )
 
-    def connect(self, address: str, port: int, hostname: str | None = None) -> HostPeer:
+    def connect(self, address: str, port: int, hostname: str | None = None, *,
+                session: Session | bytes | None = None) -> HostPeer:
         """Start a handshake with ``address``:``port``; returns the peer
         (``STATUS_HANDSHAKING``). A CONNECT or DISCONNECT event follows.
         ``hostname`` is checked against the server certificate (and sent as
         SNI); default: ``address`` when certificates are verified.
+        ``session`` (a :class:`~dtlspeer.session.Session` from an earlier
+        peer's ``get_session()``) is offered for resumption; the server may
+        decline it and a full handshake runs (``is_session_resumed()``
+        tells). InvalidArgumentError for data that is not a saved session.
         StateError if a peer with that address exists; LimitError at
         ``max_peers``."""
+        blob = session_arg(session)
         ptr = self._require()
         if not isinstance(address, str):
             raise errors.ArgumentTypeError(f"address must be str, not {type(address).__name__}")
@@ -758,7 +827,14 @@ class DTLSHost:
         if "\0" in name:
             raise errors.InvalidArgumentError("hostname contains a NUL character")
         encoded = name.encode("idna" if not name.isascii() else "ascii") if name else ffi.NULL
-        rc = lib.dp_host_connect(ptr, self._addr, encoded, self._now, self._peer_out)
+        if blob is None:
+            rc = lib.dp_host_connect(ptr, self._addr, encoded, self._now, self._peer_out)
+        else:
+            rc = lib.dp_host_connect_session(
+                ptr, self._addr, encoded, blob, len(blob), self._now, self._peer_out
+            )
+            if rc in (lib.DP_ERR_INVALID_ARGUMENT,) or -0x8000 < rc < -0x1000:
+                raise offer_error(rc)
         if rc == lib.DP_ERR_BAD_STATE:
             raise errors.AlreadyInUseError(f"already a peer at {address}:{port}")
         check(rc, "connect")

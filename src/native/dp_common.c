@@ -19,6 +19,7 @@
 #include "mbedtls/build_info.h"
 #include "mbedtls/error.h"
 #include "mbedtls/platform.h"
+#include "mbedtls/platform_time.h"
 #include "mbedtls/psa_util.h"
 #include "mbedtls/ssl.h"
 #include "mbedtls/ssl_ciphersuites.h"
@@ -50,6 +51,14 @@ int64_t dp_clock_ms(int wall)
     clock_gettime(wall ? CLOCK_REALTIME : CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 #endif
+}
+
+/* Mbed TLS's millisecond clock (MBEDTLS_PLATFORM_MS_TIME_ALT, see
+ * dtlspeer_mbedtls_config.h): the wall clock, so session tickets carry a
+ * creation time that every machine sharing the ticket keys can judge. */
+mbedtls_ms_time_t mbedtls_ms_time(void)
+{
+    return (mbedtls_ms_time_t)dp_clock_ms(1);
 }
 
 int64_t dp_resolve_now(int64_t now_ms)

@@ -126,6 +126,7 @@ void dp_config_free(dp_config *cfg)
     }
     dp_free(cfg->common_name_override);
     dp_cookie_gate_free(cfg->gate);
+    dp_ticket_keys_free(cfg->tickets);
     mbedtls_mutex_free(&cfg->ref_lock);
     dp_free(cfg);
 }
@@ -495,6 +496,38 @@ int dp_config_set_cookie_gate(dp_config *cfg, dp_cookie_gate *gate)
     return DP_OK;
 }
 
+int dp_config_set_client_auth(dp_config *cfg, int mode)
+{
+    int ret = check_mutable(cfg);
+    if (ret != 0) {
+        return ret;
+    }
+    if (cfg->role != DP_ROLE_SERVER ||
+        (mode != DP_CLIENT_AUTH_NONE && mode != DP_CLIENT_AUTH_OPTIONAL &&
+         mode != DP_CLIENT_AUTH_REQUIRED)) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    cfg->client_auth = mode;
+    return DP_OK;
+}
+
+int dp_config_set_ticket_keys(dp_config *cfg, dp_ticket_keys *keys)
+{
+    int ret = check_mutable(cfg);
+    if (ret != 0) {
+        return ret;
+    }
+    if (cfg->role != DP_ROLE_SERVER) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (keys != NULL) {
+        dp_ticket_keys_ref(keys);
+    }
+    dp_ticket_keys_free(cfg->tickets);
+    cfg->tickets = keys;
+    return DP_OK;
+}
+
 /* ---- Finish --------------------------------------------------------------- */
 
 static int psk_lookup(void *ctx, mbedtls_ssl_context *ssl, const unsigned char *identity,
@@ -578,8 +611,20 @@ int dp_config_finish(dp_config *cfg)
     mbedtls_ssl_conf_groups(&cfg->conf, cfg->groups);
 
     if (server) {
-        /* Clients are not asked for certificates (as in Godot). */
-        mbedtls_ssl_conf_authmode(&cfg->conf, MBEDTLS_SSL_VERIFY_NONE);
+        /* Clients are not asked for certificates (as in Godot) unless
+         * client_auth says so; their chain is checked against ca_chain. */
+        if (cfg->client_auth != DP_CLIENT_AUTH_NONE && !cfg->has_ca_chain) {
+            return DP_ERR_BAD_STATE;
+        }
+        mbedtls_ssl_conf_authmode(&cfg->conf,
+                                  cfg->client_auth == DP_CLIENT_AUTH_REQUIRED ? MBEDTLS_SSL_VERIFY_REQUIRED
+                                  : cfg->client_auth == DP_CLIENT_AUTH_OPTIONAL
+                                      ? MBEDTLS_SSL_VERIFY_OPTIONAL
+                                      : MBEDTLS_SSL_VERIFY_NONE);
+        if (cfg->tickets != NULL) {
+            mbedtls_ssl_conf_session_tickets_cb(&cfg->conf, dp_ticket_write_cb,
+                                                dp_ticket_parse_cb, cfg);
+        }
         if (cfg->psk_count > 0) {
             mbedtls_ssl_conf_psk_cb(&cfg->conf, psk_lookup, cfg);
         }

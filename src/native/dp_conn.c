@@ -77,6 +77,32 @@ typedef struct dp_queue {
     size_t bytes; /* payload + node header of every entry */
 } dp_queue;
 
+/* What a server exposes about its client's certificate (client_auth): the
+ * leaf's subject, SAN and fingerprint, not the chain. */
+struct dp_peer_info {
+    char subject[DP_PEER_SUBJECT_MAX];
+    char san[DP_PEER_SAN_MAX];
+    unsigned char fingerprint[DP_FINGERPRINT_LEN];
+    int have_names; /* subject + san filled (full handshake) */
+    int have_fingerprint;
+};
+
+/* Saved client sessions: magic, format version, how the server was
+ * authenticated in the original handshake (DP_VERIFY_* of the saving client,
+ * or DP_VERIFY_NONE if its verification failed), then Mbed TLS's own session
+ * serialization (which checks Mbed TLS's version and options). A resumed
+ * handshake checks no certificate, so a client only resumes sessions
+ * authenticated at least as strictly as it would check the server now. */
+static const unsigned char DP_SESSION_MAGIC[4] = {'D', 'P', 'S', 'S'};
+#define DP_SESSION_FORMAT 1
+#define DP_SESSION_HEADER_LEN 6
+
+/* How strictly a verify mode authenticates the server: higher is stricter. */
+static int verify_strength(int mode)
+{
+    return mode == DP_VERIFY_FULL ? 2 : mode == DP_VERIFY_CHAIN_ONLY ? 1 : 0;
+}
+
 struct dp_conn {
     mbedtls_ssl_context *ssl; /* own heap; NULL while parked */
     unsigned char *parked;    /* serialized context while parked (keys!) */
@@ -121,6 +147,11 @@ struct dp_conn {
     uint8_t peer_cid_len;
     uint8_t cid_negotiated;
     uint64_t rx_newest_parked; /* dp_conn_rx_newest, saved at park time */
+    int key_exchanged;        /* the handshake ran a key exchange (full handshake) */
+    int resumed;              /* the handshake resumed a session (abbreviated) */
+    unsigned char *session;   /* client: saved session (magic + Mbed TLS blob) */
+    size_t session_len;
+    dp_peer_info *peer;       /* server with client_auth: the verified leaf */
 };
 
 /* ---- Queues --------------------------------------------------------------- */
@@ -295,6 +326,7 @@ static void set_reason(dp_conn *c, const char *text)
 /* End the association because of Mbed TLS error ret (or one of ours). */
 static void fail(dp_conn *c, int ret)
 {
+    int was_handshaking = c->status == DP_STATUS_HANDSHAKING;
     c->last_error = ret;
     c->status = DP_STATUS_ERROR;
     if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
@@ -321,10 +353,25 @@ static void fail(dp_conn *c, int ret)
         unsigned char code = c->ssl != NULL && c->ssl->MBEDTLS_PRIVATE(in_msg) != NULL
                                  ? c->ssl->MBEDTLS_PRIVATE(in_msg)[1]
                                  : 255;
-        snprintf(c->reason, sizeof(c->reason), "fatal alert received from peer: %s (%u)",
-                 alert_name(code), (unsigned)code);
+        /* A server that wants a client certificate answers a client
+         * without one (or with one it does not trust) with one of these. */
+        const char *hint = "";
+        if (c->cfg->role == DP_ROLE_CLIENT && was_handshaking) {
+            if (!c->cfg->has_own_cert && code == MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE) {
+                hint = "; if the server requires a client certificate: none was configured";
+            } else if (c->cfg->has_own_cert &&
+                       (code == MBEDTLS_SSL_ALERT_MSG_BAD_CERT ||
+                        code == MBEDTLS_SSL_ALERT_MSG_UNKNOWN_CA ||
+                        code == MBEDTLS_SSL_ALERT_MSG_CERT_UNKNOWN)) {
+                hint = "; the server rejected our client certificate";
+            }
+        }
+        snprintf(c->reason, sizeof(c->reason), "fatal alert received from peer: %s (%u)%s",
+                 alert_name(code), (unsigned)code, hint);
     } else if (ret == MBEDTLS_ERR_SSL_TIMEOUT) {
         set_reason(c, "handshake timed out: the peer stopped answering");
+    } else if (ret == MBEDTLS_ERR_SSL_NO_CLIENT_CERTIFICATE) {
+        set_reason(c, "no client certificate: this server requires one (client_auth=required)");
     } else {
         char text[200];
         mbedtls_strerror(ret, text, sizeof(text));
@@ -339,9 +386,185 @@ static void note_activity(dp_conn *c)
     c->park_due_ms = after != 0 ? c->now_ms + (int64_t)after : -1;
 }
 
+/* ---- Sessions and peer certificates --------------------------------------- */
+
+void dp_session_blob_free(unsigned char *blob, size_t len)
+{
+    if (blob != NULL) {
+        mbedtls_platform_zeroize(blob, len); /* it holds the master secret */
+        dp_free(blob);
+    }
+}
+
+void dp_peer_info_free(dp_peer_info *info)
+{
+    if (info != NULL) {
+        mbedtls_platform_zeroize(info, sizeof(*info));
+        dp_free(info);
+    }
+}
+
+static void session_release(dp_conn *c)
+{
+    dp_session_blob_free(c->session, c->session_len);
+    c->session = NULL;
+    c->session_len = 0;
+}
+
+static void peer_release(dp_conn *c)
+{
+    dp_peer_info_free(c->peer);
+    c->peer = NULL;
+}
+
+/* Client, connected: keep the session (with the server's ticket, if it sent
+ * one) for dp_conn_get_session; the context may be parked or freed later.
+ * Without memory there is simply nothing to resume. */
+static void save_session(dp_conn *c)
+{
+    session_release(c);
+    mbedtls_ssl_session session;
+    mbedtls_ssl_session_init(&session);
+    size_t need = 0;
+    if (mbedtls_ssl_get_session(c->ssl, &session) == 0 &&
+        mbedtls_ssl_session_save(&session, NULL, 0, &need) == MBEDTLS_ERR_SSL_BUFFER_TOO_SMALL) {
+        unsigned char *blob = dp_calloc(1, DP_SESSION_HEADER_LEN + need);
+        size_t len = 0;
+        if (blob != NULL &&
+            mbedtls_ssl_session_save(&session, blob + DP_SESSION_HEADER_LEN, need, &len) == 0) {
+            memcpy(blob, DP_SESSION_MAGIC, sizeof(DP_SESSION_MAGIC));
+            blob[4] = DP_SESSION_FORMAT;
+            /* A PSK suite authenticates the server by the key (the client
+             * has one: it offers PSK suites only then). */
+            const mbedtls_ssl_ciphersuite_t *suite = mbedtls_ssl_ciphersuite_from_id(c->suite_id);
+            mbedtls_key_exchange_type_t kx =
+                suite != NULL ? suite->MBEDTLS_PRIVATE(key_exchange) : MBEDTLS_KEY_EXCHANGE_NONE;
+            int psk = kx == MBEDTLS_KEY_EXCHANGE_PSK || kx == MBEDTLS_KEY_EXCHANGE_ECDHE_PSK;
+            blob[5] = (unsigned char)(psk ? DP_VERIFY_FULL
+                                      : c->verify_flags == 0 ? c->cfg->verify_mode
+                                                              : DP_VERIFY_NONE);
+            c->session = blob;
+            c->session_len = DP_SESSION_HEADER_LEN + len;
+        } else if (blob != NULL) {
+            mbedtls_platform_zeroize(blob, DP_SESSION_HEADER_LEN + need);
+            dp_free(blob);
+        }
+    }
+    mbedtls_ssl_session_free(&session); /* wipes the master secret */
+}
+
+/* Server, connected: keep what the verify callback recorded only if the
+ * certificate was verified; the fingerprint comes from the session (the
+ * SHA-256 digest Mbed TLS keeps instead of the certificate), so it is also
+ * known after a resumed handshake. */
+static void settle_peer_info(dp_conn *c)
+{
+    const mbedtls_ssl_session *session = c->ssl->MBEDTLS_PRIVATE(session);
+    int verified = c->verify_flags == 0 && session != NULL &&
+                   session->MBEDTLS_PRIVATE(peer_cert_digest) != NULL &&
+                   session->MBEDTLS_PRIVATE(peer_cert_digest_type) == MBEDTLS_MD_SHA256 &&
+                   session->MBEDTLS_PRIVATE(peer_cert_digest_len) == DP_FINGERPRINT_LEN;
+    if (!verified) {
+        peer_release(c); /* optional mode: none sent, or it failed to verify */
+        return;
+    }
+    if (c->peer == NULL) {
+        c->peer = dp_calloc(1, sizeof(*c->peer)); /* resumed: no verify callback ran */
+        if (c->peer == NULL) {
+            return;
+        }
+    }
+    memcpy(c->peer->fingerprint, session->MBEDTLS_PRIVATE(peer_cert_digest), DP_FINGERPRINT_LEN);
+    c->peer->have_fingerprint = 1;
+}
+
+/* Append text to dst (NUL-terminated, capacity cap), replacing bytes that
+ * are not printable ASCII: names come from the peer. */
+static void append_text(char *dst, size_t cap, const char *text, size_t len)
+{
+    size_t at = strlen(dst);
+    for (size_t i = 0; i < len && at + 1 < cap; i++) {
+        unsigned char ch = (unsigned char)text[i];
+        dst[at++] = (ch >= 0x20 && ch < 0x7f) ? (char)ch : '?';
+    }
+    dst[at] = '\0';
+}
+
+static void format_san(char *dst, size_t cap, const mbedtls_x509_crt *crt)
+{
+    dst[0] = '\0';
+    for (const mbedtls_x509_sequence *cur = &crt->subject_alt_names; cur != NULL; cur = cur->next) {
+        if (cur->buf.p == NULL) {
+            continue;
+        }
+        mbedtls_x509_subject_alternative_name san;
+        memset(&san, 0, sizeof(san));
+        if (mbedtls_x509_parse_subject_alt_name(&cur->buf, &san) != 0) {
+            continue; /* a type Mbed TLS does not parse */
+        }
+        const mbedtls_x509_buf *v = &san.san.unstructured_name;
+        char text[64];
+        const char *prefix = NULL;
+        if (san.type == MBEDTLS_X509_SAN_DNS_NAME) {
+            prefix = "DNS:";
+        } else if (san.type == MBEDTLS_X509_SAN_UNIFORM_RESOURCE_IDENTIFIER) {
+            prefix = "URI:";
+        } else if (san.type == MBEDTLS_X509_SAN_RFC822_NAME) {
+            prefix = "email:";
+        } else if (san.type == MBEDTLS_X509_SAN_IP_ADDRESS && v->len == 4) {
+            snprintf(text, sizeof(text), "IP:%u.%u.%u.%u", v->p[0], v->p[1], v->p[2], v->p[3]);
+        } else if (san.type == MBEDTLS_X509_SAN_IP_ADDRESS && v->len == 16) {
+            int n = snprintf(text, sizeof(text), "IP:");
+            for (int i = 0; i < 16 && n > 0 && (size_t)n < sizeof(text); i += 2) {
+                n += snprintf(text + n, sizeof(text) - (size_t)n, i ? ":%x" : "%x",
+                              (unsigned)(v->p[i] << 8 | v->p[i + 1]));
+            }
+        } else {
+            mbedtls_x509_free_subject_alt_name(&san);
+            continue; /* other names, directory names: not exposed */
+        }
+        if (dst[0] != '\0') {
+            append_text(dst, cap, ", ", 2);
+        }
+        if (prefix != NULL) {
+            append_text(dst, cap, prefix, strlen(prefix));
+            append_text(dst, cap, (const char *)v->p, v->len);
+        } else {
+            append_text(dst, cap, text, strlen(text));
+        }
+        mbedtls_x509_free_subject_alt_name(&san);
+    }
+}
+
+/* Mbed TLS calls this for every certificate of the client's chain, the leaf
+ * (depth 0) last; only the leaf's names are kept. */
+static int verify_cb(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+{
+    (void)flags;
+    dp_conn *c = ctx;
+    if (depth != 0) {
+        return 0;
+    }
+    if (c->peer == NULL) {
+        c->peer = dp_calloc(1, sizeof(*c->peer));
+        if (c->peer == NULL) {
+            return 0; /* nothing to expose; verification itself goes on */
+        }
+    }
+    int n = mbedtls_x509_dn_gets(c->peer->subject, sizeof(c->peer->subject), &crt->subject);
+    if (n < 0) {
+        snprintf(c->peer->subject, sizeof(c->peer->subject), "(subject longer than %d bytes)",
+                 DP_PEER_SUBJECT_MAX - 1);
+    }
+    format_san(c->peer->san, sizeof(c->peer->san), crt);
+    c->peer->have_names = 1;
+    return 0;
+}
+
 static void on_connected(dp_conn *c)
 {
     c->status = DP_STATUS_CONNECTED;
+    c->resumed = !c->key_exchanged;
     c->last_rx_ms = c->now_ms;
     /* Remembered for the session's whole life: parked, and after it ended
      * (its Mbed TLS context is freed at once then). */
@@ -358,11 +581,37 @@ static void on_connected(dp_conn *c)
         c->peer_cid_len = (uint8_t)peer_len;
     }
     set_reason(c, "connected");
+    if (c->cfg->role == DP_ROLE_CLIENT) {
+        save_session(c);
+    } else if (c->cfg->client_auth != DP_CLIENT_AUTH_NONE) {
+        settle_peer_info(c);
+    }
+}
+
+/* mbedtls_ssl_handshake, one step at a time, noting whether a key exchange
+ * ran: Mbed TLS 3.6 has no getter for "resumed" (the flag lives in its
+ * internal handshake state). Every full TLS 1.2 handshake passes through the
+ * CLIENT_KEY_EXCHANGE state on both sides (the client writes it, the server
+ * reads it, PSK included); an abbreviated one (RFC 5077) never does. */
+static int handshake_steps(dp_conn *c)
+{
+    mbedtls_ssl_context *ssl = c->ssl;
+    int ret = 0;
+    while (!mbedtls_ssl_is_handshake_over(ssl)) {
+        ret = mbedtls_ssl_handshake_step(ssl);
+        if (ssl->MBEDTLS_PRIVATE(state) == MBEDTLS_SSL_CLIENT_KEY_EXCHANGE) {
+            c->key_exchanged = 1;
+        }
+        if (ret != 0) {
+            break;
+        }
+    }
+    return ret;
 }
 
 static void handshake_step(dp_conn *c)
 {
-    int ret = mbedtls_ssl_handshake(c->ssl);
+    int ret = handshake_steps(c);
     if (ret == 0) {
         on_connected(c);
     } else if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) {
@@ -380,6 +629,13 @@ static void handshake_step(dp_conn *c)
             fail(c, r);
         }
     } else {
+        if (ret == MBEDTLS_ERR_SSL_NO_CLIENT_CERTIFICATE) {
+            /* Mbed TLS 3.6 ends a TLS 1.2 server handshake without a word
+             * here; the client would retransmit until its timeout. RFC 5246
+             * 7.4.6: answer with a fatal handshake_failure. */
+            (void)mbedtls_ssl_send_alert_message(c->ssl, MBEDTLS_SSL_ALERT_LEVEL_FATAL,
+                                                 MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE);
+        }
         fail(c, ret);
     }
 }
@@ -550,6 +806,9 @@ static int ssl_open(dp_conn *c)
     mbedtls_ssl_set_bio(ssl, c, bio_send, bio_recv, NULL);
     mbedtls_ssl_set_timer_cb(ssl, c, timer_set, timer_get);
     mbedtls_ssl_set_export_keys_cb(ssl, export_keys, c);
+    if (c->cfg->role == DP_ROLE_SERVER && c->cfg->client_auth != DP_CLIENT_AUTH_NONE) {
+        mbedtls_ssl_set_verify(ssl, verify_cb, c);
+    }
     if (c->cfg->mtu != 0) {
         mbedtls_ssl_set_mtu(ssl, c->cfg->mtu);
     }
@@ -1070,6 +1329,8 @@ void dp_conn_free(dp_conn *c)
     blob_release(c);
     guard_free(c);
     master_wipe(c);
+    session_release(c);
+    peer_release(c);
     queue_clear(&c->out, 0);
     queue_clear(&c->app, 1);
     dp_config_free(c->cfg);
@@ -1365,8 +1626,12 @@ int dp_conn_handshake_progressed(const dp_conn *c)
         return 1;
     }
     /* A server waits in CLIENT_CERTIFICATE (client auth) or
-     * CLIENT_KEY_EXCHANGE after its first flight (Mbed TLS 3.6 states). */
-    return c->ssl != NULL && c->ssl->MBEDTLS_PRIVATE(state) > MBEDTLS_SSL_CLIENT_KEY_EXCHANGE;
+     * CLIENT_KEY_EXCHANGE after its first flight (Mbed TLS 3.6 states). A
+     * resumed handshake skips both and waits for the client's Finished
+     * having seen only a cookie and a ticket, which anyone holding a ticket
+     * can replay: no progress either until it completes. */
+    return c->ssl != NULL && c->key_exchanged &&
+           c->ssl->MBEDTLS_PRIVATE(state) > MBEDTLS_SSL_CLIENT_KEY_EXCHANGE;
 }
 
 int dp_conn_parked(const dp_conn *c)
@@ -1421,4 +1686,106 @@ uint64_t dp_conn_rx_newest(const dp_conn *c)
      * window top only after a record was authenticated (replay_update). */
     return ((uint64_t)c->ssl->MBEDTLS_PRIVATE(in_epoch) << 48) |
            (c->ssl->MBEDTLS_PRIVATE(in_window_top) & 0xFFFFFFFFFFFFull);
+}
+
+/* ---- Resumption and peer certificates ------------------------------------- */
+
+int dp_conn_set_session(dp_conn *c, const unsigned char *blob, size_t len)
+{
+    if (c == NULL || (blob == NULL && len != 0)) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (c->cfg->role != DP_ROLE_CLIENT || c->ssl == NULL || c->status != DP_STATUS_HANDSHAKING ||
+        c->ssl->MBEDTLS_PRIVATE(state) != MBEDTLS_SSL_HELLO_REQUEST) {
+        return DP_ERR_BAD_STATE;
+    }
+    if (len <= DP_SESSION_HEADER_LEN || memcmp(blob, DP_SESSION_MAGIC, 4) != 0 ||
+        blob[4] != DP_SESSION_FORMAT ||
+        (blob[5] != DP_VERIFY_FULL && blob[5] != DP_VERIFY_CHAIN_ONLY &&
+         blob[5] != DP_VERIFY_NONE)) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    mbedtls_ssl_session session;
+    mbedtls_ssl_session_init(&session);
+    int ret = mbedtls_ssl_session_load(&session, blob + DP_SESSION_HEADER_LEN,
+                                       len - DP_SESSION_HEADER_LEN);
+    /* A resumed handshake checks no certificate: never resume a session
+     * whose server was authenticated less strictly than this client would
+     * (saved by an unsafe client, or its verification failed). */
+    if (ret == 0 && verify_strength(blob[5]) < verify_strength(c->cfg->verify_mode)) {
+        ret = MBEDTLS_ERR_X509_CERT_VERIFY_FAILED;
+    }
+    if (ret == 0) {
+        ret = mbedtls_ssl_set_session(c->ssl, &session); /* copies it */
+    }
+    mbedtls_ssl_session_free(&session);
+    return ret;
+}
+
+int dp_conn_get_session(const dp_conn *c, unsigned char *buf, size_t cap)
+{
+    if (c == NULL || (buf == NULL && cap != 0)) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    if (c->session == NULL) {
+        return DP_ERR_BAD_STATE;
+    }
+    if (cap == 0) {
+        return (int)c->session_len;
+    }
+    if (cap < c->session_len) {
+        return DP_ERR_BUFFER_TOO_SMALL;
+    }
+    memcpy(buf, c->session, c->session_len);
+    return (int)c->session_len;
+}
+
+int dp_conn_resumed(const dp_conn *c)
+{
+    return c == NULL ? DP_ERR_INVALID_ARGUMENT : c->resumed;
+}
+
+void dp_conn_detach_outcome(dp_conn *c, unsigned char **session, size_t *session_len,
+                            dp_peer_info **peer)
+{
+    *session = c->session;
+    *session_len = c->session_len;
+    *peer = c->status == DP_STATUS_HANDSHAKING ? NULL : c->peer;
+    c->session = NULL;
+    c->session_len = 0;
+    if (*peer != NULL) {
+        c->peer = NULL;
+    }
+}
+
+int dp_conn_peer_certificate(const dp_conn *c, char *subject, size_t subject_cap, char *san,
+                             size_t san_cap, unsigned char *fingerprint)
+{
+    if (c == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    return dp_peer_info_read(c->status == DP_STATUS_HANDSHAKING ? NULL : c->peer, subject,
+                             subject_cap, san, san_cap, fingerprint);
+}
+
+int dp_peer_info_read(const dp_peer_info *p, char *subject, size_t subject_cap, char *san,
+                      size_t san_cap, unsigned char *fingerprint)
+{
+    if (subject == NULL || subject_cap == 0 || san == NULL || san_cap == 0 ||
+        fingerprint == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    subject[0] = '\0';
+    san[0] = '\0';
+    if (p == NULL || !p->have_fingerprint) {
+        return 0;
+    }
+    int mask = 2;
+    memcpy(fingerprint, p->fingerprint, DP_FINGERPRINT_LEN);
+    if (p->have_names) {
+        snprintf(subject, subject_cap, "%s", p->subject);
+        snprintf(san, san_cap, "%s", p->san);
+        mask |= 1;
+    }
+    return mask;
 }

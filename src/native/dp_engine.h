@@ -63,10 +63,33 @@ struct dp_config {
     uint8_t own_cid_len;
     uint8_t cid_prefix_len;
     uint8_t cid_prefix[DP_CID_MAX];
+    int client_auth;           /* server: DP_CLIENT_AUTH_* */
+    dp_ticket_keys *tickets;   /* server: session ticket keys (referenced), NULL = none */
 };
+
+/* What a connection leaves behind for the host's outcome record when it
+ * ends: the saved client session and the verified client certificate
+ * (dp_conn.c). dp_conn_detach_outcome hands both over (NULL if none); the
+ * caller frees them with the functions below. */
+typedef struct dp_peer_info dp_peer_info;
+void dp_conn_detach_outcome(dp_conn *c, unsigned char **session, size_t *session_len,
+                            dp_peer_info **peer);
+int dp_peer_info_read(const dp_peer_info *info, char *subject, size_t subject_cap, char *san,
+                      size_t san_cap, unsigned char *fingerprint);
+void dp_peer_info_free(dp_peer_info *info);
+void dp_session_blob_free(unsigned char *blob, size_t len);
 
 /* Reference counting of shared engine objects. */
 void dp_config_ref(dp_config *cfg);
+void dp_ticket_keys_ref(dp_ticket_keys *keys);
+
+/* Mbed TLS session ticket callbacks (mbedtls_ssl_conf_session_tickets_cb);
+ * their context is the server's dp_config: its ticket keys and its client
+ * certificate policy. */
+int dp_ticket_write_cb(void *cfg, const mbedtls_ssl_session *session, unsigned char *start,
+                       const unsigned char *end, size_t *tlen, uint32_t *lifetime);
+int dp_ticket_parse_cb(void *cfg, mbedtls_ssl_session *session, unsigned char *buf,
+                       size_t len);
 
 /* Mbed TLS cookie callbacks over a gate (mbedtls_ssl_conf_dtls_cookies): a
  * new server connection checks the cookie of its first ClientHello with the

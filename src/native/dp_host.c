@@ -81,7 +81,20 @@ typedef struct dp_host_final {
     size_t own_cid_len;
     size_t peer_cid_len;
     int cid_negotiated;
+    int resumed;
+    unsigned char *session; /* outgoing: the saved session (secret), NULL if none */
+    size_t session_len;
+    dp_peer_info *peer;     /* server with client_auth: the verified client certificate */
 } dp_host_final;
+
+static void final_free(dp_host_final *f)
+{
+    if (f != NULL) {
+        dp_session_blob_free(f->session, f->session_len);
+        dp_peer_info_free(f->peer);
+        dp_free(f);
+    }
+}
 
 typedef struct dp_host_peer {
     uint64_t handle;      /* slot handle = peer id; 0 = free entry */
@@ -498,7 +511,7 @@ static void peer_drop(dp_host *h, dp_host_peer *p)
     dp_conn_free(p->successor);
     dp_conn_free(p->orphan);
     dp_conn_free(p->conn);
-    dp_free(p->final);
+    final_free(p->final);
     memset(p, 0, sizeof(*p));
     p->heap_pos = DP_NONE;
     h->live--;
@@ -532,6 +545,8 @@ static int finalize(dp_host *h, dp_host_peer *p, uint8_t reason, const char *tex
     (void)dp_conn_ciphersuite(c, f->suite, sizeof(f->suite));
     f->cid_negotiated = dp_conn_cid(c, f->own_cid, &f->own_cid_len, f->peer_cid,
                                     &f->peer_cid_len) == 1;
+    f->resumed = dp_conn_resumed(c);
+    dp_conn_detach_outcome(c, &f->session, &f->session_len, &f->peer);
     if (reason == DP_HOST_REASON_NONE) {
         reason = natural_reason(p, f->status, f->last_error);
     } else {
@@ -1324,8 +1339,9 @@ static int host_set_client(dp_host *h, dp_config *cfg)
     return DP_OK;
 }
 
-static int host_connect(dp_host *h, const dp_addr *addr, const char *hostname, int64_t now_ms,
-                    uint64_t *peer)
+static int host_connect(dp_host *h, const dp_addr *addr, const char *hostname,
+                        const unsigned char *session, size_t session_len, int64_t now_ms,
+                        uint64_t *peer)
 {
     now_ms = dp_resolve_now(now_ms);
     if (h == NULL || addr == NULL || peer == NULL) {
@@ -1359,6 +1375,9 @@ static int host_connect(dp_host *h, const dp_addr *addr, const char *hostname, i
     }
     dp_conn *conn = NULL;
     rc = dp_conn_new(h->client_cfg, hostname, NULL, 0, now_ms, &conn);
+    if (rc == DP_OK && session != NULL) {
+        rc = dp_conn_set_session(conn, session, session_len);
+    }
     dp_host_peer *p = NULL;
     if (rc == DP_OK && (p = peer_add(h, handle)) == NULL) {
         rc = DP_ERR_NO_MEMORY;
@@ -1646,6 +1665,54 @@ static int host_peer_stats(const dp_host *h, uint64_t peer, dp_conn_stats *out)
     return DP_OK;
 }
 
+/* Live peers answer from their connection, ended ones from their outcome. */
+static int host_peer_session(const dp_host *h, uint64_t peer, unsigned char *buf, size_t cap)
+{
+    const dp_host_peer *p = h->closed ? NULL : peer_get(h, peer);
+    if (p == NULL) {
+        return DP_ERR_CLOSED;
+    }
+    if (p->conn != NULL) {
+        return dp_conn_get_session(p->conn, buf, cap);
+    }
+    const dp_host_final *f = p->final;
+    if (f->session == NULL) {
+        return DP_ERR_BAD_STATE;
+    }
+    if (cap == 0) {
+        return (int)f->session_len;
+    }
+    if (buf == NULL || cap < f->session_len) {
+        return DP_ERR_BUFFER_TOO_SMALL;
+    }
+    memcpy(buf, f->session, f->session_len);
+    return (int)f->session_len;
+}
+
+static int host_peer_resumed(const dp_host *h, uint64_t peer)
+{
+    const dp_host_peer *p = h->closed ? NULL : peer_get(h, peer);
+    if (p == NULL) {
+        return DP_ERR_CLOSED;
+    }
+    return p->conn != NULL ? dp_conn_resumed(p->conn) : p->final->resumed;
+}
+
+static int host_peer_certificate(const dp_host *h, uint64_t peer, char *subject,
+                                 size_t subject_cap, char *san, size_t san_cap,
+                                 unsigned char *fingerprint)
+{
+    const dp_host_peer *p = h->closed ? NULL : peer_get(h, peer);
+    if (p == NULL) {
+        return DP_ERR_CLOSED;
+    }
+    if (p->conn != NULL) {
+        return dp_conn_peer_certificate(p->conn, subject, subject_cap, san, san_cap,
+                                        fingerprint);
+    }
+    return dp_peer_info_read(p->final->peer, subject, subject_cap, san, san_cap, fingerprint);
+}
+
 static int host_get_stats(const dp_host *h, dp_host_stats *out)
 {
     if (h == NULL || out == NULL) {
@@ -1704,7 +1771,17 @@ int dp_host_set_handshake_limits(dp_host *h, uint32_t max_handshaking, uint32_t 
 int dp_host_connect(dp_host *h, const dp_addr *addr, const char *hostname, int64_t now_ms,
                     uint64_t *peer)
 {
-    DP_HOST_LOCKED(int, h, host_connect(h, addr, hostname, now_ms, peer));
+    DP_HOST_LOCKED(int, h, host_connect(h, addr, hostname, NULL, 0, now_ms, peer));
+}
+
+int dp_host_connect_session(dp_host *h, const dp_addr *addr, const char *hostname,
+                            const unsigned char *session, size_t session_len, int64_t now_ms,
+                            uint64_t *peer)
+{
+    if (session == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    DP_HOST_LOCKED(int, h, host_connect(h, addr, hostname, session, session_len, now_ms, peer));
 }
 
 int dp_host_service(dp_host *h, int64_t now_ms, int timeout_ms, dp_host_event *events,
@@ -1798,6 +1875,23 @@ int dp_host_peer_cid(const dp_host *h, uint64_t peer, uint8_t *own, size_t *own_
                      uint8_t *peer_cid, size_t *peer_len)
 {
     DP_HOST_LOCKED(int, h, host_peer_cid(h, peer, own, own_len, peer_cid, peer_len));
+}
+
+int dp_host_peer_session(const dp_host *h, uint64_t peer, unsigned char *buf, size_t cap)
+{
+    DP_HOST_LOCKED(int, h, host_peer_session(h, peer, buf, cap));
+}
+
+int dp_host_peer_resumed(const dp_host *h, uint64_t peer)
+{
+    DP_HOST_LOCKED(int, h, host_peer_resumed(h, peer));
+}
+
+int dp_host_peer_certificate(const dp_host *h, uint64_t peer, char *subject, size_t subject_cap,
+                             char *san, size_t san_cap, unsigned char *fingerprint)
+{
+    DP_HOST_LOCKED(int, h, host_peer_certificate(h, peer, subject, subject_cap, san, san_cap,
+                                                 fingerprint));
 }
 
 int dp_host_peer_stats(const dp_host *h, uint64_t peer, dp_conn_stats *out)

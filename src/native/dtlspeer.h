@@ -407,6 +407,7 @@ int dp_endpoint_stats(const dp_endpoint *ep, uint64_t handle, dp_udp_stats *out)
 typedef struct dp_config dp_config;           /* immutable once finished; refcounted */
 typedef struct dp_conn dp_conn;               /* one DTLS association */
 typedef struct dp_cookie_gate dp_cookie_gate; /* stateless HelloVerifyRequest gate */
+typedef struct dp_ticket_keys dp_ticket_keys; /* session ticket keys (dp_ticket.c) */
 
 enum { DP_ROLE_CLIENT = 0, DP_ROLE_SERVER = 1 };
 
@@ -511,6 +512,14 @@ int dp_config_set_cid(dp_config *cfg, int enabled, uint32_t own_len, const uint8
 int dp_socket_steer_by_cid(int64_t fd, uint32_t cid_len);
 /* Server: the gate whose keys also check cookies on live connections. */
 int dp_config_set_cookie_gate(dp_config *cfg, dp_cookie_gate *gate);
+/* Server: who must present a certificate (TLSOptions.server client_auth;
+ * not in Godot). OPTIONAL/REQUIRED need a CA chain (dp_config_set_ca_chain)
+ * to verify it against; a client certificate is then requested. */
+enum { DP_CLIENT_AUTH_NONE = 0, DP_CLIENT_AUTH_OPTIONAL = 1, DP_CLIENT_AUTH_REQUIRED = 2 };
+int dp_config_set_client_auth(dp_config *cfg, int mode);
+/* Server: issue and accept RFC 5077 session tickets sealed with these keys
+ * (referenced; NULL = no tickets, full handshakes only). */
+int dp_config_set_ticket_keys(dp_config *cfg, dp_ticket_keys *keys);
 int dp_config_finish(dp_config *cfg);
 
 typedef struct dp_conn_stats {
@@ -578,8 +587,9 @@ int dp_conn_ciphersuite(const dp_conn *conn, char *buf, size_t cap);
 /* 1 while parked (see dp_config_set_park_after), else 0. */
 int dp_conn_parked(const dp_conn *conn);
 /* 1 unless a server connection still waits for the client's key exchange
- * after its first flight (the client proved no more than a cookie): what
- * half-open handshake eviction looks at. */
+ * after its first flight (the client proved no more than a cookie), or is in
+ * a resumed handshake that has not completed (a cookie and a replayable
+ * ticket): what half-open handshake eviction looks at. */
 int dp_conn_handshake_progressed(const dp_conn *conn);
 void dp_conn_get_stats(const dp_conn *conn, dp_conn_stats *out);
 /* RFC 9146 Connection ID of an established session: 1 if negotiated, 0 if
@@ -595,6 +605,62 @@ int dp_conn_cid(const dp_conn *conn, uint8_t *own, size_t *own_len, uint8_t *pee
  * is the test RFC 9146 section 6 asks for before a peer's address moves:
  * a replayed record (even from before the newest) never moves it. */
 uint64_t dp_conn_rx_newest(const dp_conn *conn);
+
+/* ---- Resumption and peer certificates (dp_conn.c) ---- */
+/* Client, before the first dp_conn_update: offer a session saved by
+ * dp_conn_get_session (ours: magic + format version + Mbed TLS's session
+ * serialization, which checks its own version and build options).
+ * DP_ERR_INVALID_ARGUMENT: not a dtlspeer session blob or another format
+ * version; Mbed TLS's error (MBEDTLS_ERR_SSL_VERSION_MISMATCH,
+ * MBEDTLS_ERR_SSL_BAD_INPUT_DATA) when its part does not load;
+ * MBEDTLS_ERR_X509_CERT_VERIFY_FAILED when the session's server was
+ * authenticated less strictly than this client's verify mode asks (saved by
+ * an unsafe client, or a failed verification): resumption checks nothing;
+ * DP_ERR_BAD_STATE once the handshake started or on a server. */
+int dp_conn_set_session(dp_conn *conn, const unsigned char *blob, size_t len);
+/* Client, once connected: the session to resume later (it holds the
+ * master secret: keep it as secret as a key). Returns the length written;
+ * with cap 0 (buf may be NULL), the length needed. DP_ERR_BAD_STATE if
+ * there is none (server, not connected yet, handshake failed). */
+int dp_conn_get_session(const dp_conn *conn, unsigned char *buf, size_t cap);
+/* 1 if the last handshake resumed a session (abbreviated), else 0. */
+int dp_conn_resumed(const dp_conn *conn);
+
+enum { DP_FINGERPRINT_LEN = 32, DP_PEER_SUBJECT_MAX = 256, DP_PEER_SAN_MAX = 512 };
+/* Server with client_auth, once connected: the client's verified leaf
+ * certificate. Returns a bitmask: 1 = subject and SAN filled (full
+ * handshake), 2 = SHA-256 fingerprint of the DER filled (also after a
+ * resumed handshake, from the session); 0 = no verified certificate. SAN
+ * entries are "DNS:name", "IP:addr", "URI:uri", "email:addr", joined by
+ * ", ". Buffers: subject DP_PEER_SUBJECT_MAX, san DP_PEER_SAN_MAX,
+ * fingerprint DP_FINGERPRINT_LEN bytes. */
+int dp_conn_peer_certificate(const dp_conn *conn, char *subject, size_t subject_cap, char *san,
+                             size_t san_cap, unsigned char *fingerprint);
+
+/* ---- Session ticket keys (dp_ticket.c) ---- */
+typedef struct dp_ticket_stats {
+    uint64_t issued;    /* tickets sealed */
+    uint64_t accepted;  /* tickets opened (the handshake resumes) */
+    uint64_t rejected;  /* tickets that did not open: forged, foreign, expired */
+    uint64_t rotations; /* keys installed */
+} dp_ticket_stats;
+enum {
+    DP_TICKET_SECRET_MIN = 16,
+    DP_TICKET_SECRET_MAX = 64,
+    DP_TICKET_LIFETIME_MIN = 60,      /* seconds */
+    DP_TICKET_LIFETIME_MAX = 604800   /* 7 days (RFC 5077 lifetime hint bound) */
+};
+/* secret NULL: a random 32-byte one. Keys of slot n = unix time /
+ * lifetime_s are derived from the secret, so servers sharing it (and a
+ * clock) open each other's tickets; a ticket is accepted for lifetime_s. */
+int dp_ticket_keys_new(const unsigned char *secret, size_t secret_len, uint32_t lifetime_s,
+                       dp_ticket_keys **out);
+void dp_ticket_keys_free(dp_ticket_keys *keys);
+/* Copy the secret (what another process needs); returns its length. */
+int dp_ticket_keys_export(dp_ticket_keys *keys, unsigned char *buf, size_t cap);
+/* Tests: judge slots at unix_s instead of the wall clock (0 = wall clock). */
+int dp_ticket_keys_set_time(dp_ticket_keys *keys, int64_t unix_s);
+void dp_ticket_keys_get_stats(dp_ticket_keys *keys, dp_ticket_stats *out);
 
 typedef struct dp_cookie_stats {
     uint64_t hellos_seen;        /* well-formed ClientHellos examined */
@@ -837,6 +903,18 @@ int dp_host_set_client(dp_host *host, dp_config *cfg);
  * already has a peer or no client config is set; DP_ERR_LIMIT at max_peers. */
 int dp_host_connect(dp_host *host, const dp_addr *addr, const char *hostname, int64_t now_ms,
                     uint64_t *peer);
+/* dp_host_connect offering a saved session (dp_conn_set_session's
+ * errors for a blob that does not load; nothing is created then). */
+int dp_host_connect_session(dp_host *host, const dp_addr *addr, const char *hostname,
+                            const unsigned char *session, size_t session_len, int64_t now_ms,
+                            uint64_t *peer);
+/* A peer's dp_conn_get_session / dp_conn_resumed / dp_conn_peer_certificate,
+ * also after it ended (until its entry is released by the next service). */
+int dp_host_peer_session(const dp_host *host, uint64_t peer, unsigned char *buf, size_t cap);
+int dp_host_peer_resumed(const dp_host *host, uint64_t peer);
+int dp_host_peer_certificate(const dp_host *host, uint64_t peer, char *subject,
+                             size_t subject_cap, char *san, size_t san_cap,
+                             unsigned char *fingerprint);
 /* Everything in one call (see above). timeout_ms: 0 = do not wait, < 0 =
  * wait until a datagram or a timer; only waits when no event is ready.
  * Fills events[0 .. *n_events). payload_cap >= DP_HOST_MIN_PAYLOAD. */

@@ -143,6 +143,22 @@
  * and a parked session stores a SHA-256 digest of it, not the DER. */
 #undef MBEDTLS_SSL_KEEP_PEER_CERTIFICATE
 
+/* ---- Session resumption and client certificates (issue 14 sections 1 and 3) -- */
+
+/* RFC 5077 tickets stay as in the defaults (MBEDTLS_SSL_SESSION_TICKETS,
+ * MBEDTLS_SSL_TICKET_C; dp_ticket.c drives mbedtls_ssl_ticket_rotate with
+ * keys derived from a shareable secret). Mbed TLS stamps a ticket with
+ * mbedtls_ms_time() when it issues it and checks the ticket's age with the
+ * same function when it parses it; on Linux that is CLOCK_BOOTTIME, whose
+ * origin differs per machine, so a ticket minted by one machine would look
+ * expired (or from the future) to another sharing the keys. dp_common.c
+ * provides mbedtls_ms_time() on the wall clock instead (as Mbed TLS does on
+ * Windows). Its only other users: TLS 1.3 (compiled out) and the PSA RNG's
+ * personalization string (any changing value does). Client certificates need
+ * nothing here: the server reads what it exposes (subject, SAN, fingerprint)
+ * in the verify callback, so MBEDTLS_SSL_KEEP_PEER_CERTIFICATE stays off. */
+#define MBEDTLS_PLATFORM_MS_TIME_ALT
+
 /* ---- Platform: the extension owns I/O, time and memory -------------------- */
 
 /* Sockets are Python's, the clock is injected (sans-I/O engine) and files

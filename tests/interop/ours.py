@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from peers import Deadline
 
@@ -27,12 +27,13 @@ class EchoServer:
     exchange), ``poll()`` every peer, echo every packet with ``put_packet``.
     Everything received is kept, in order, in :attr:`received`."""
 
-    def __init__(self, key: CryptoKey, cert: X509Certificate) -> None:
+    def __init__(self, key: CryptoKey, cert: X509Certificate,
+                 options: Optional[TLSOptions] = None, **setup: Any) -> None:
         self.udp = UDPServer()
         self.udp.listen(0, "127.0.0.1")
         self.port = self.udp.get_local_port()
         self.dtls = DTLSServer()
-        self.dtls.setup(TLSOptions.server(key, cert))
+        self.dtls.setup(options or TLSOptions.server(key, cert), **setup)
         self.peers: list[PacketPeerDTLS] = []
         self.refused = 0  # take_connection results that were not HANDSHAKING
         self.received: list[bytes] = []
@@ -122,13 +123,14 @@ class ConnectedEchoServer(EchoServer):
         self.socket.close()
 
 
-def start_client(port: int, hostname: str, options: Optional[TLSOptions]
-                 ) -> tuple[PacketPeerUDP, PacketPeerDTLS]:
-    """Our client's first step: UDP ``connect_to_host`` + ``connect_to_peer``."""
+def start_client(port: int, hostname: str, options: Optional[TLSOptions],
+                 session: Any = None) -> tuple[PacketPeerUDP, PacketPeerDTLS]:
+    """Our client's first step: UDP ``connect_to_host`` + ``connect_to_peer``
+    (offering a saved ``session`` if given)."""
     udp = PacketPeerUDP()
     udp.connect_to_host("127.0.0.1", port)
     dtls = PacketPeerDTLS()
-    dtls.connect_to_peer(udp, hostname, options)
+    dtls.connect_to_peer(udp, hostname, options, session=session)
     return udp, dtls
 
 

@@ -53,10 +53,11 @@ def start_gnutls_serv(
 
 
 def start_gnutls_cli(peers: PeerSet, gnutls_cli: str, port: int, ca: Optional[ServerCert],
-                     hostname: str = HOSTNAME) -> PeerProcess:
+                     hostname: str = HOSTNAME, extra: Sequence[str] = ()) -> PeerProcess:
     """``gnutls-cli --udp`` to 127.0.0.1:port, verifying the chain against
-    ``ca`` and the name ``hostname`` (``ca=None``: ``--insecure``)."""
-    argv = [gnutls_cli, "--udp", "-p", str(port)]
+    ``ca`` and the name ``hostname`` (``ca=None``: ``--insecure``), plus
+    ``extra`` options."""
+    argv = [gnutls_cli, "--udp", "-p", str(port), *extra]
     if ca is None:
         argv.append("--insecure")
     else:
