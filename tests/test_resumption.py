@@ -373,9 +373,11 @@ def test_unverified_session_is_not_resumed_by_a_verifying_client(identity: Ident
         again.connect_to_peer(udp2, "game.test", TLSOptions.client_unsafe(), session=session)
         handshake(server, again)
         assert again.is_session_resumed()
+        udp3 = PacketPeerUDP()  # udp2 carries `again`: one DTLS session per UDP peer
+        udp3.connect_to_host("127.0.0.1", server.port)
         verifying = PacketPeerDTLS()
         with pytest.raises(errors.InvalidArgumentError, match="not verified as strictly"):
-            verifying.connect_to_peer(udp2, "game.test", client_options(identity),
+            verifying.connect_to_peer(udp3, "game.test", client_options(identity),
                                       session=session)
     finally:
         server.stop()
