@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from _host_clients import PSK_IDENTITY, PSK_KEY, EngineClients
-from dtlspeer import DTLSHost, HostEvent, HostEventType
+from dtlspeer import DTLSHost, HostEvent, HostEventType, PacketPeerDTLS, SessionTicketKeys
 from dtlspeer._engine import EngineStatus
 from udp_helpers import until
 
@@ -37,16 +37,19 @@ ROOT = Path(__file__).resolve().parents[1]
 class Workers:
     """``count`` hosts on one port, bound in order (worker i = socket i)."""
 
-    def __init__(self, count: int, secrets: list[bytes] | None = None) -> None:
+    def __init__(self, count: int, secrets: list[bytes] | None = None,
+                 ticket_keys: SessionTicketKeys | None = None) -> None:
         self.hosts: list[DTLSHost] = []
         self.events: list[list[HostEvent]] = []
+        self.ticket_keys = ticket_keys
         for i in range(count):
             self.add(i, (secrets or [SECRET] * count)[i])
 
     def add(self, worker_id: int, secret: bytes = SECRET) -> DTLSHost:
         port = self.hosts[0].get_local_port() if self.hosts else 0
         host = DTLSHost("127.0.0.1", port, server_psk={PSK_IDENTITY: PSK_KEY},
-                        cookie_secret=secret, reuse_port=True, worker_id=worker_id)
+                        cookie_secret=secret, reuse_port=True, worker_id=worker_id,
+                        ticket_keys=self.ticket_keys)
         self.hosts.append(host)
         self.events.append([])
         return host
@@ -153,6 +156,61 @@ def test_rebound_cid_client_reaches_the_worker_with_its_session() -> None:
     finally:
         clients.close()
         workers.close()
+
+
+def _connect_via(workers: Workers, worker: int, session: object = None
+                 ) -> tuple[DTLSHost, object] | None:
+    """Connect one PSK client (a fresh socket: a new 4-tuple for the kernel's
+    hash) and return (client host, its peer) if it landed on ``worker``;
+    None (closed) if the kernel picked the other one."""
+    client = DTLSHost("127.0.0.1", 0, client_psk=(PSK_IDENTITY, PSK_KEY))
+    before = [workers.count(i, HostEventType.CONNECT) for i in range(len(workers.hosts))]
+    peer = client.connect("127.0.0.1", workers.port, session=session)  # type: ignore[arg-type]
+    def step() -> None:
+        workers.step()
+        client.service(0)
+
+    until(lambda: peer.get_status() == PacketPeerDTLS.STATUS_CONNECTED, step)
+    after = [workers.count(i, HostEventType.CONNECT) for i in range(len(workers.hosts))]
+    assert peer.get_status() == PacketPeerDTLS.STATUS_CONNECTED
+    if after[worker] == before[worker] + 1:
+        return client, peer
+    client.close()
+    return None
+
+
+def test_a_session_from_one_worker_resumes_at_the_other() -> None:
+    """Workers sharing ticket keys (as ``serve --workers`` does): a client's
+    session from worker 0 resumes when its reconnect hashes to worker 1; a
+    worker with keys of its own runs a full handshake instead (the control)."""
+    for shared in (True, False):
+        keys = SessionTicketKeys()
+        workers = Workers(1, ticket_keys=keys)
+        workers.ticket_keys = keys if shared else SessionTicketKeys()
+        workers.add(1)
+        clients: list[DTLSHost] = []
+        try:
+            first = None
+            for _ in range(40):  # the kernel's hash decides: bounded retries
+                first = _connect_via(workers, 0)
+                if first is not None:
+                    break
+            assert first is not None, "no client landed on worker 0 in 40 tries"
+            clients.append(first[0])
+            session = first[1].get_session()  # type: ignore[attr-defined]
+            assert session is not None
+            second = None
+            for _ in range(40):
+                second = _connect_via(workers, 1, session)
+                if second is not None:
+                    break
+            assert second is not None, "no client landed on worker 1 in 40 tries"
+            clients.append(second[0])
+            assert second[1].is_session_resumed() is shared  # type: ignore[attr-defined]
+        finally:
+            for client in clients:
+                client.close()
+            workers.close()
 
 
 def test_serve_workers_cli() -> None:
