@@ -9,16 +9,19 @@ and fails only in the wheel jobs. This script repeats those steps on this
 machine, reading every setting from ``[tool.cibuildwheel]`` in
 ``pyproject.toml``, so ``.ci/run`` catches such a test before a wheel job does:
 
-1. build the wheel from the checkout (``python -m build --wheel
+1. build the sdist, which is what the wheel jobs get (``wheels.yml``): they
+   build from it and cibuildwheel copies ``test-sources`` out of it, so a
+   test source missing from ``MANIFEST.in`` fails here as it would there;
+2. build the wheel from the checkout (``python -m build --wheel
    --no-isolation``: the Mbed TLS objects cached under ``build/`` are reused;
-   the sdist -> wheel path is ``tests/test_packaging.py``'s), or take
+   the sdist -> wheel compile is ``tests/test_packaging.py``'s), or take
    ``--wheel PATH``;
-2. a fresh venv (no system site-packages), ``pip install "WHEEL[extras]"``
+3. a fresh venv (no system site-packages), ``pip install "WHEEL[extras]"``
    (the extras' requirements come from the package index, as in cibuildwheel);
-3. copy ``test-sources`` into an empty directory;
+   copy ``test-sources`` from the extracted sdist into an empty directory;
 4. run the ``test-command`` entries there, in order, stopping at the first
    failure (cibuildwheel joins them with ``&&``); ``{project}`` and
-   ``{package}`` are replaced by the checkout, as cibuildwheel does.
+   ``{package}`` are replaced by the extracted sdist, as cibuildwheel does.
 
 Not emulated: the manylinux/musllinux containers, ``repair-wheel-command``
 (auditwheel) and the other platforms. Run: ``python tools/cibuildwheel_test.py``
@@ -35,6 +38,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -74,6 +78,19 @@ def run(
         sys.exit(proc.returncode)
 
 
+def build_sdist(out: Path) -> Path:
+    """The sdist of the checkout, extracted under ``out``: its top directory."""
+    run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(out)], ROOT)
+    (sdist,) = out.glob("dtlspeer-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        if hasattr(tarfile, "data_filter"):  # Python 3.12, and the security backports
+            tar.extractall(out, filter="data")
+        else:  # our own archive, just built
+            tar.extractall(out)
+    (top,) = [p for p in out.iterdir() if p.is_dir()]
+    return top
+
+
 def build_wheel(out: Path) -> Path:
     """The wheel of the checkout, built in place (reusing ``build/``)."""
     run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out)], ROOT)
@@ -94,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="cibw-test-"))
     try:
+        project = build_sdist(work / "sdist")
         wheel = args.wheel.resolve() if args.wheel else build_wheel(work / "wheelhouse")
         built = time.monotonic()
         # The environment cibuildwheel gives the test: its own venv, nothing
@@ -128,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         test_dir = work / "test_cwd"
         test_dir.mkdir()
         for source in options["test-sources"]:
-            src, dst = ROOT / source, test_dir / source
+            src, dst = project / source, test_dir / source
+            if not src.exists():
+                sys.exit(f"cibuildwheel_test: FAILED: test-source {source!r} is not in the sdist "
+                         "(MANIFEST.in)")
             dst.parent.mkdir(parents=True, exist_ok=True)
             if src.is_dir():
                 shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
@@ -136,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copy2(src, dst)
         installed = time.monotonic()
         for command in options["test-command"]:
-            command = command.replace("{project}", str(ROOT)).replace("{package}", str(ROOT))
+            command = command.replace("{project}", str(project)).replace("{package}", str(project))
             run(command, test_dir, env, shell=True)
         done = time.monotonic()
         print(
