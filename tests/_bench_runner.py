@@ -24,12 +24,16 @@ ENTRY_POINT_GROUP = "dtlspeer.commands"
 
 def installed_bench_entry_point() -> Optional[metadata.EntryPoint]:
     """The installed ``bench`` command (``dtlspeer_benchmarks``), or None
-    when dtlspeer runs from a source tree without installed metadata."""
+    when dtlspeer runs from a source tree: without metadata, or with the
+    metadata a build leaves in ``src/`` (``dtlspeer.egg-info``) naming a
+    runner that is not importable from there."""
     if sys.version_info >= (3, 10):
         found = list(metadata.entry_points(group=ENTRY_POINT_GROUP, name="bench"))
     else:
         found = [e for e in metadata.entry_points().get(ENTRY_POINT_GROUP, ()) if e.name == "bench"]
-    return found[0] if found else None
+    if not found or importlib.util.find_spec(found[0].module.split(".")[0]) is None:
+        return None
+    return found[0]
 
 
 def runner_package() -> tuple[str, dict[str, str]]:

@@ -666,7 +666,9 @@ COMMANDS_ENTRY_POINT_GROUP = "dtlspeer.commands"
 def _registered_command(name: str) -> Optional[Callable[..., int]]:
     """The callable an installed package registered as command ``name`` in
     :data:`COMMANDS_ENTRY_POINT_GROUP`, or None when nothing did (dtlspeer
-    runs from a source tree, without installed metadata)."""
+    runs from a source tree, without installed metadata). ImportError when
+    what registered it cannot be imported (e.g. the metadata a build leaves
+    in a source tree, naming a package that only the wheel installs)."""
     from importlib import metadata
 
     if sys.version_info >= (3, 10):
@@ -686,7 +688,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     The runner is the ``bench`` command registered by the installed wheel
     (``dtlspeer_benchmarks``); a source checkout runs it as ``python -m
     benchmarks --quick``."""
-    bench_main = _registered_command("bench")
+    try:
+        bench_main = _registered_command("bench")
+    except ImportError as exc:
+        print(f"error: the benchmark runner registered as `bench` cannot be imported ({exc}); "
+              "in a source checkout run `python -m benchmarks --quick`", file=sys.stderr)
+        return EXIT_FAILURE
     if bench_main is None:
         print("error: the benchmark runner is not installed (it comes with the wheel as "
               "dtlspeer_benchmarks); in a source checkout run `python -m benchmarks --quick`",
