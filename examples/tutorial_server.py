@@ -1,9 +1,12 @@
 """The tutorial's game server: Godot clients over DTLS, messages as Variants.
 
 The documentation's end-to-end tutorial pairs this server with the Godot 4
-project in ``examples/godot_tutorial/`` (``client.gd``). Both sides speak
-Godot Variants (``put_var``/``get_var``): each message is one Dictionary in
-one DTLS record.
+project in ``examples/godot_tutorial/`` (``client.gd``; the same client for
+Godot 3.2+ is ``examples/godot3_tutorial/``). Both sides speak Godot Variants
+(``put_var``/``get_var``): each message is one Dictionary in one DTLS record.
+The two Godot generations encode Variants differently; the server reads a
+client's ``hello`` in Godot 4's format or, failing that, Godot 3's, and keeps
+talking to that client in its format.
 
 * client -> server ``{"type": "hello", "name": String}``: once, after the
   handshake; the server answers ``{"type": "welcome", "id": int,
@@ -26,7 +29,8 @@ press Play; headless: see the tutorial)::
 
 ``--self-test`` runs the server in a thread and two Python clients written
 like ``client.gd`` (``PacketPeerUDP`` + ``PacketPeerDTLS``, ``put_var`` /
-``get_var``) on 127.0.0.1, and exits 0 once both saw each other move.
+``get_var``; one in Godot 4's Variant format, one in Godot 3's) on
+127.0.0.1, and exits 0 once both saw each other move.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class Player:
     y: float = 0.0
     move: tuple[float, float] = (0.0, 0.0)
     last_seq: int = 0
+    godot: int = 4  # the Variant format of this client (4, or 3 for Godot 3.x)
 
 
 def checked_move(value: Any) -> tuple[float, float] | None:
@@ -95,12 +100,8 @@ class TutorialServer:
         for event in self.host.service(timeout):
             peer = event.peer
             if event.type == HostEventType.RECEIVE:
-                try:
-                    message = event.var()  # never allow_objects for remote data
-                except VariantDecodeError:
-                    self.rejected += 1
-                    continue
-                if not (isinstance(message, dict) and self.handle_message(peer, message)):
+                decoded = self.decode(event.var, self.players.get(peer))
+                if decoded is None or not self.handle_message(peer, *decoded):
                     self.rejected += 1
             elif event.type == HostEventType.DISCONNECT:
                 gone = self.players.pop(peer, None)
@@ -108,19 +109,35 @@ class TutorialServer:
                     print(f"{gone.name} (id {gone.player_id}) left: {event.reason.name}",
                           flush=True)
 
-    def handle_message(self, peer: HostPeer, message: dict[Any, Any]) -> bool:
-        """Apply one client message; False when it is not a valid one."""
+    @staticmethod
+    def decode(var: Any, player: Player | None) -> tuple[dict[Any, Any], int] | None:
+        """A record (``var``: its event's decoder) as a Dictionary and the
+        Variant format it was in: the player's, or before the hello, Godot 4's
+        and then Godot 3's. None when it is no Dictionary in either."""
+        for godot in (player.godot,) if player else (4, 3):
+            try:
+                message = var(godot=godot)  # never allow_objects for remote data
+            except VariantDecodeError:
+                continue
+            if isinstance(message, dict):
+                return message, godot
+        return None
+
+    def handle_message(self, peer: HostPeer, message: dict[Any, Any], godot: int) -> bool:
+        """Apply one client message (in Variant format ``godot``); False when
+        it is not a valid one."""
         kind = message.get("type")
         player = self.players.get(peer)
         if kind == "hello" and player is None:
             name = message.get("name")
             if not isinstance(name, str) or not name:
                 return False
-            player = Player(self.next_id, name[:MAX_NAME])
+            player = Player(self.next_id, name[:MAX_NAME], godot=godot)
             self.next_id += 1
             self.players[peer] = player
-            peer.put_var({"type": "welcome", "id": player.player_id, "tick_rate": self.tick_rate})
-            print(f"{player.name} (id {player.player_id}) joined from "
+            peer.put_var({"type": "welcome", "id": player.player_id, "tick_rate": self.tick_rate},
+                         godot=godot)
+            print(f"{player.name} (id {player.player_id}, Godot {godot} format) joined from "
                   f"{peer.get_peer_address()[0]}", flush=True)
             return True
         if kind == "input" and player is not None:
@@ -146,8 +163,8 @@ class TutorialServer:
             "players": {p.player_id: {"name": p.name, "pos": Vector2(p.x, p.y)}
                         for p in self.players.values()},
         }
-        for peer in self.players:
-            peer.put_var(state)  # leaves with the next service()
+        for peer, player in self.players.items():
+            peer.put_var(state, godot=player.godot)  # leaves with the next service()
 
     def run(self, stop: threading.Event, duration: float | None = None) -> None:
         """The fixed-rate loop: sleep in ``service()`` until the next tick."""
@@ -174,14 +191,16 @@ def throwaway_certificate() -> tuple[CryptoKey, X509Certificate]:
 
 
 class PythonClient:
-    """What ``client.gd`` does, with dtlspeer's Godot-style classes."""
+    """What ``client.gd`` does, with dtlspeer's Godot-style classes, in the
+    Variant format of Godot ``godot`` (4 or 3)."""
 
-    def __init__(self, port: int, cert: X509Certificate, name: str, move: Vector2) -> None:
+    def __init__(self, port: int, cert: X509Certificate, name: str, move: Vector2,
+                 godot: int = 4) -> None:
         self.udp = PacketPeerUDP()
         self.udp.connect_to_host("127.0.0.1", port)
         self.dtls = PacketPeerDTLS()
         self.dtls.connect_to_peer(self.udp, "localhost", TLSOptions.client(cert))
-        self.name, self.move = name, move
+        self.name, self.move, self.godot = name, move, godot
         self.said_hello = False
         self.my_id = -1
         self.seq = 0
@@ -195,17 +214,18 @@ class PythonClient:
         if status != PacketPeerDTLS.STATUS_CONNECTED:
             raise RuntimeError(f"{self.name}: {self.dtls.get_last_error()}")
         if not self.said_hello:
-            self.dtls.put_var({"type": "hello", "name": self.name})
+            self.dtls.put_var({"type": "hello", "name": self.name}, godot=self.godot)
             self.said_hello = True
         while self.dtls.get_available_packet_count() > 0:
-            message = self.dtls.get_var()
+            message = self.dtls.get_var(godot=self.godot)
             if message.get("type") == "welcome":
                 self.my_id = message["id"]
             elif message.get("type") == "state":
                 self.players = message["players"]
                 if self.my_id >= 0:
                     self.seq += 1  # one input per state received: the tick rate
-                    self.dtls.put_var({"type": "input", "seq": self.seq, "move": self.move})
+                    self.dtls.put_var({"type": "input", "seq": self.seq, "move": self.move},
+                                      godot=self.godot)
 
 
 def self_test() -> int:
@@ -216,7 +236,7 @@ def self_test() -> int:
     thread = threading.Thread(target=server.run, args=(stop,))  # the host belongs to it
     thread.start()
     clients = [PythonClient(host.get_local_port(), cert, "ada", Vector2(1, 0)),
-               PythonClient(host.get_local_port(), cert, "bob", Vector2(0, -2))]
+               PythonClient(host.get_local_port(), cert, "bob", Vector2(0, -2), godot=3)]
 
     def moved(client: PythonClient, other: PythonClient) -> bool:
         me, them = client.players.get(client.my_id), client.players.get(other.my_id)
