@@ -3,37 +3,34 @@
 In a checkout the runner is ``benchmarks/`` (``python -m benchmarks``); an
 installed wheel carries it as the top-level package ``dtlspeer_benchmarks``,
 registered as the CLI's ``bench`` command through the ``dtlspeer.commands``
-entry point. cibuildwheel runs the suite from a directory holding only
-``tests/`` and ``pyproject.toml`` (``tools/cibuildwheel_test.py``), so a
-test must not assume the checkout."""
+entry point. cibuildwheel runs the suite from a directory holding only its
+``test-sources`` (``tools/cibuildwheel_test.py``), so a test must not assume
+the checkout."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-ENTRY_POINT_GROUP = "dtlspeer.commands"
 
 
-def installed_bench_entry_point() -> Optional[metadata.EntryPoint]:
-    """The installed ``bench`` command (``dtlspeer_benchmarks``), or None
-    when dtlspeer runs from a source tree: without metadata, or with the
-    metadata a build leaves in ``src/`` (``dtlspeer.egg-info``) naming a
-    runner that is not importable from there."""
-    if sys.version_info >= (3, 10):
-        found = list(metadata.entry_points(group=ENTRY_POINT_GROUP, name="bench"))
-    else:
-        found = [e for e in metadata.entry_points().get(ENTRY_POINT_GROUP, ()) if e.name == "bench"]
-    if not found or importlib.util.find_spec(found[0].module.split(".")[0]) is None:
+def installed_bench_runner() -> Optional[str]:
+    """The package of the installed ``bench`` command (``dtlspeer_benchmarks``),
+    found the way the CLI finds it, or None when dtlspeer runs from a source
+    tree: without metadata, or with the metadata a build leaves in ``src/``
+    (``dtlspeer.egg-info``) naming a runner that is not importable there."""
+    from dtlspeer.__main__ import _registered_command
+
+    try:
+        command = _registered_command("bench")
+    except ImportError:
         return None
-    return found[0]
+    return None if command is None else command.__module__.split(".")[0]
 
 
 def runner_package() -> tuple[str, dict[str, str]]:

@@ -13,30 +13,16 @@ from pathlib import Path
 from typing import Optional
 
 import dtlspeer
-from _bench_runner import installed_bench_entry_point, runner_package
+from _bench_runner import installed_bench_runner, runner_package
 
-QUICK = [
-    "--runs",
-    "1",
-    "--seconds",
-    "0.2",
-    "--conns",
-    "20",
-    "--clients",
-    "4",
-    "--concurrency",
-    "2",
-    "--timeout",
-    "60",
-]
+QUICK = "--runs 1 --seconds 0.2 --conns 20 --clients 4 --concurrency 2 --timeout 60".split()
 
 
 def test_quick_benchmark_prints_every_row() -> None:
-    entry_point = installed_bench_entry_point()
-    if entry_point is not None:
+    runner = installed_bench_runner()
+    if runner is not None:
         # What a wheel offers: `dtlspeer bench`, the CLI finding the runner
         # through its entry point.
-        runner = entry_point.module.split(".")[0]
         cmd = [sys.executable, "-m", "dtlspeer", "bench", *QUICK]
         env: Optional[dict[str, str]] = None
     else:
