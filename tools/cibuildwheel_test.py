@@ -67,20 +67,31 @@ def cibuildwheel_options(pyproject: Path) -> dict[str, Any]:
 
 
 def run(
-    cmd: list[str] | str, cwd: Path, env: dict[str, str] | None = None, shell: bool = False
+    cmd: list[str] | str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    shell: bool = False,
+    quiet: bool = False,
 ) -> None:
-    """Run one step, echoing it; exit with its status when it fails."""
+    """Run one step, echoing it; exit with its status when it fails. ``quiet``:
+    its output (a build's file list) is shown only if it fails."""
     shown = cmd if isinstance(cmd, str) else shlex.join(cmd)
     print(f"+ (cd {cwd} && {shown})", flush=True)
-    proc = subprocess.run(cmd, cwd=cwd, env=env, shell=shell)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, shell=shell, capture_output=quiet, text=True)
     if proc.returncode != 0:
+        if quiet:
+            print((proc.stdout + proc.stderr)[-6000:], file=sys.stderr)
         print(f"cibuildwheel_test: FAILED ({proc.returncode}): {shown}", file=sys.stderr)
         sys.exit(proc.returncode)
 
 
 def build_sdist(out: Path) -> Path:
     """The sdist of the checkout, extracted under ``out``: its top directory."""
-    run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(out)], ROOT)
+    run(
+        [sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(out)],
+        ROOT,
+        quiet=True,
+    )
     (sdist,) = out.glob("dtlspeer-*.tar.gz")
     with tarfile.open(sdist) as tar:
         if hasattr(tarfile, "data_filter"):  # Python 3.12, and the security backports
@@ -93,7 +104,11 @@ def build_sdist(out: Path) -> Path:
 
 def build_wheel(out: Path) -> Path:
     """The wheel of the checkout, built in place (reusing ``build/``)."""
-    run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out)], ROOT)
+    run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out)],
+        ROOT,
+        quiet=True,
+    )
     (wheel,) = out.glob("dtlspeer-*.whl")
     return wheel
 
@@ -148,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         for source in options["test-sources"]:
             src, dst = project / source, test_dir / source
             if not src.exists():
-                sys.exit(f"cibuildwheel_test: FAILED: test-source {source!r} is not in the sdist "
-                         "(MANIFEST.in)")
+                sys.exit(
+                    f"cibuildwheel_test: FAILED: test-source {source!r} is not in the sdist "
+                    "(MANIFEST.in)"
+                )
             dst.parent.mkdir(parents=True, exist_ok=True)
             if src.is_dir():
                 shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
