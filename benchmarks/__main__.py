@@ -21,7 +21,7 @@ from typing import Any
 
 from .harness import Cfg, Lib, Metric, Row, make_certificate, print_table, run_pair
 
-# "benchmarks" in a checkout, "dtlspeer._benchmarks" in an installed wheel.
+# "benchmarks" in a checkout, "dtlspeer_benchmarks" in an installed wheel.
 _PKG = __package__ or "benchmarks"
 
 LIBS: list[Lib] = [

@@ -31,6 +31,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from typing import Any
 
 from dtlspeer._binding import check, ffi, lib
@@ -83,23 +84,40 @@ def establish(
     tid: bytes,
     now: int,
     hostname: str | None,
+    server_cpu: list[float] | None = None,
 ) -> Connection:
+    """One server connection, handshake completed in memory. With
+    ``server_cpu``, the thread CPU time of every server-side call (cookie
+    gate, connection set-up, feeds, outgoing flights) is appended to it,
+    one entry per call (``engine_handshake.py``)."""
+
+    def server_side(call: Any, *args: Any) -> Any:
+        if server_cpu is None:
+            return call(*args)
+        start = time.thread_time()
+        try:
+            return call(*args)
+        finally:
+            server_cpu.append(time.thread_time() - start)
+
     client = Connection(client_cfg, now, hostname=hostname)
     client.update(now)
     server: Connection | None = None
     for _ in range(16):
         for datagram in client.take_outgoing():
             if server is None:
-                verdict, reply = gate.check(tid, datagram, now)
+                verdict, reply = server_side(gate.check, tid, datagram, now)
                 if verdict == GateVerdict.REPLY:
                     client.feed(reply, now)
                 elif verdict == GateVerdict.ADMIT:
-                    server = Connection(server_cfg, now, transport_id=tid)
-                    server.feed(datagram, now)
+                    server = server_side(
+                        lambda: Connection(server_cfg, now, transport_id=tid)
+                    )
+                    server_side(server.feed, datagram, now)
             else:
-                server.feed(datagram, now)
+                server_side(server.feed, datagram, now)
         if server is not None:
-            for datagram in server.take_outgoing():
+            for datagram in server_side(server.take_outgoing):
                 client.feed(datagram, now)
         if server is not None and server.status == client.status == EngineStatus.CONNECTED:
             break

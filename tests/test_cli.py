@@ -298,3 +298,25 @@ def test_demo_progress_goes_to_stderr_and_quiet_silences_it() -> None:
     assert "demo:" not in loud.stdout
     quiet = dtlspeer_cli("demo", "--clients", "2", "--messages", "3", "--quiet")
     assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+@pytest.mark.parametrize("registered", ["nothing", "unimportable"])
+def test_bench_without_an_importable_runner_says_how_to_run_it(
+    registered: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`dtlspeer bench` finds the runner through the `dtlspeer.commands`
+    entry point only; without one (a source tree), or with one naming a
+    package that is not there (metadata a build left in src/), it fails
+    with a message instead of a traceback."""
+    from dtlspeer import __main__ as cli
+
+    def lookup(name: str) -> None:
+        assert name == "bench"
+        if registered == "unimportable":
+            raise ModuleNotFoundError("No module named 'dtlspeer_benchmarks'")
+
+    monkeypatch.setattr(cli, "_registered_command", lookup)
+    assert cli.main(["bench"]) == 1
+    err = capsys.readouterr().err
+    assert "python -m benchmarks --quick" in err and "Traceback" not in err
+    assert ("cannot be imported" in err) == (registered == "unimportable")

@@ -509,7 +509,7 @@ def test_idle_server_peer_parks_and_wakes_transparently(ec_identity: Identity) -
 
 @pytest.mark.skipif(not has_ipv6(), reason="no IPv6 loopback on this machine")
 def test_ipv6_loopback(ec_identity: Identity) -> None:
-    """IPv4 and IPv6 (DESIGN §5): a handshake and echo over ::1, name = IP SAN."""
+    """IPv4 and IPv6: a handshake and echo over ::1, name = IP SAN."""
     server = EchoServer(ec_identity, bind="::1")
     client = connect_client(
         server.port, hostname="::1", host="::1", options=TLSOptions.client(ec_identity[1])
@@ -635,7 +635,7 @@ def drain_server(server: EchoServer) -> None:
 
 @pytest.mark.parametrize("kind", ["garbage", "truncated", "oversized"])
 def test_bad_datagrams_create_no_connection(kind: str, ec_identity: Identity) -> None:
-    """DESIGN §7 bad input: garbage, truncated hellos and an oversized
+    """Bad input: garbage, truncated hellos and an oversized
     ClientHello are dropped by the gate; take_connection still returns an
     object (STATUS_ERROR); the server keeps working."""
     server = EchoServer(ec_identity)
@@ -664,7 +664,7 @@ def test_bad_datagrams_create_no_connection(kind: str, ec_identity: Identity) ->
 
 
 def test_spoofed_client_hello_flood_costs_no_memory(ec_identity: Identity) -> None:
-    """DESIGN §4 cookie gate: thousands of ClientHellos from distinct loopback
+    """The cookie gate: thousands of ClientHellos from distinct loopback
     addresses/ports each get a HelloVerifyRequest; no TLS connection is
     created and the native heap stays flat. A real client still gets in."""
     server = EchoServer(ec_identity)

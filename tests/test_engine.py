@@ -4,7 +4,6 @@ in-memory link, time injected, loss/duplication/reordering seeded."""
 from __future__ import annotations
 
 import gc
-import time
 
 import pytest
 
@@ -434,74 +433,6 @@ def test_config_misuse_raises() -> None:
     verified = EngineConfig.client(trusted_chain=cert)
     with pytest.raises(errors.InvalidArgumentError):
         Connection(verified, 0)  # full verification needs a hostname
-
-
-# ---- measurements (printed, never asserted) ---------------------------------
-
-
-def _server_cpu_per_handshake(make: callable, rounds: int) -> float:
-    total = 0.0
-    for _ in range(rounds):
-        link = make()
-        server_time = 0.0
-        original_deliver = link._deliver
-
-        def timed(dst: str, data: bytes, _orig=original_deliver) -> None:
-            nonlocal server_time
-            if dst == "server":
-                start = time.thread_time()
-                _orig(dst, data)
-                server_time += time.thread_time() - start
-            else:
-                _orig(dst, data)
-
-        link._deliver = timed  # type: ignore[method-assign]
-        link.handshake()
-        total += server_time
-        link.close()
-    return total / rounds * 1000
-
-
-def test_measure_handshake_cpu_and_idle_heap(capsys: pytest.CaptureFixture[str]) -> None:
-    psk_plain = psk_configs(ciphersuites=["TLS-PSK-WITH-AES-128-GCM-SHA256"])
-    psk_ecdhe = psk_configs()
-    results = {
-        "PSK-AES128-GCM": _server_cpu_per_handshake(lambda: Link(*psk_plain), 20),
-        "ECDHE-PSK-CHACHA20 (X25519)": _server_cpu_per_handshake(lambda: Link(*psk_ecdhe), 10),
-    }
-    for group in (Group.X25519, Group.SECP256R1):
-        key = native_key("ec")
-        cert = native_self_signed(key, "game.example")
-        gate = CookieGate()
-        server_cfg = EngineConfig.server(
-            gate=gate, key=key, certificate=cert, groups=[group, Group.SECP256R1]
-        )
-        client_cfg = EngineConfig.client(trusted_chain=cert, groups=[group, Group.SECP256R1])
-        results[f"ECDHE-ECDSA P-256 cert, {group.name}"] = _server_cpu_per_handshake(
-            lambda c=client_cfg, s=server_cfg, g=gate: Link(c, s, g, hostname="game.example"), 10)
-    # Idle heap of one established server connection (last flight released).
-    client_cfg, server_cfg, gate = psk_plain
-    gc.collect()
-    base = alloc_stats()[0]
-    link = Link(client_cfg, server_cfg, gate)
-    link.handshake()
-    link.client.write(b"x", link.now)
-    link.pump()
-    link.run_until(lambda: link.server.pending_count() > 0, 1000)
-    link.server.read_all()
-    both = alloc_stats()[0] - base
-    client_only = Connection(client_cfg, 0)
-    before_client = alloc_stats()[0]
-    client_only.close()
-    fresh_client = before_client - alloc_stats()[0]
-    link.close()
-    with capsys.disabled():
-        print()
-        for name, ms in results.items():
-            print("  server CPU per handshake (incl. cookie round, Python driver): "
-                  f"{name}: {ms:.3f} ms")
-        print(f"  heap of an established client+server pair: {both} B; "
-              f"a fresh client conn: {fresh_client} B")
 
 
 def test_received_records_are_bounded_in_bytes() -> None:

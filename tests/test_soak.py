@@ -5,26 +5,22 @@ peer left after the drain and the native heap back after warm-up. The
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from _bench_runner import runner_package
 
 
 @pytest.mark.slow
 def test_short_soak_is_clean() -> None:
-    env = dict(os.environ)
-    # The benchmarks package from the checkout, dtlspeer from wherever the
-    # suite takes it (installed package or PYTHONPATH).
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    # The checkout's benchmarks/, or the wheel's dtlspeer_benchmarks.
+    package, env = runner_package()
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.soak", "--seconds", "30", "--clients", "60",
+        [sys.executable, "-m", f"{package}.soak", "--seconds", "30", "--clients", "60",
          "--sample", "3", "--garbage", "300"],
-        capture_output=True, text=True, timeout=240, env=env, cwd=ROOT,
+        capture_output=True, text=True, timeout=240, env=env,
     )
     report = proc.stdout + proc.stderr
     assert proc.returncode == 0, report

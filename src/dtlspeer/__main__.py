@@ -30,7 +30,7 @@ import sys
 import textwrap
 import threading
 import time
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Optional
 
 from . import __version__
 from .build_info import build_info, ciphersuites, mbedtls_version
@@ -750,27 +750,49 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: Entry-point group through which installed tools add commands to this CLI.
+#: The benchmark runner (``dtlspeer_benchmarks`` in a wheel, ``benchmarks/``
+#: in a checkout) registers ``bench`` there: it depends on the library, and
+#: the library never imports it.
+COMMANDS_ENTRY_POINT_GROUP = "dtlspeer.commands"
+
+
+def _registered_command(name: str) -> Optional[Callable[..., int]]:
+    """The callable an installed package registered as command ``name`` in
+    :data:`COMMANDS_ENTRY_POINT_GROUP`, or None when nothing did (dtlspeer
+    runs from a source tree, without installed metadata). ImportError when
+    what registered it cannot be imported (e.g. the metadata a build leaves
+    in a source tree, naming a package that only the wheel installs)."""
+    from importlib import metadata
+
+    if sys.version_info >= (3, 10):
+        found = list(metadata.entry_points(group=COMMANDS_ENTRY_POINT_GROUP, name=name))
+    else:  # pragma: no cover - Python 3.9's entry_points() returns a dict
+        found = [e for e in metadata.entry_points().get(COMMANDS_ENTRY_POINT_GROUP, ())
+                 if e.name == name]
+    if not found:
+        return None
+    command: Callable[..., int] = found[0].load()
+    return command
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the benchmark runner's quick mode plus ``args.bench_args``.
 
-    An installed wheel carries the runner as ``dtlspeer._benchmarks``; a
-    source checkout has it as ``benchmarks/`` (found in the current directory
-    or in the checkout this package was loaded from)."""
+    The runner is the ``bench`` command registered by the installed wheel
+    (``dtlspeer_benchmarks``); a source checkout runs it as ``python -m
+    benchmarks --quick``."""
     try:
-        from ._benchmarks.__main__ import main as bench_main
-    except ImportError:
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        for where in (os.getcwd(), root):
-            if os.path.isfile(os.path.join(where, "benchmarks", "__main__.py")):
-                if where not in sys.path:
-                    sys.path.insert(0, where)
-                break
-        try:
-            from benchmarks.__main__ import main as bench_main
-        except ImportError:
-            print("error: the benchmark runner is missing (neither dtlspeer._benchmarks "
-                  "nor a checkout's benchmarks/)", file=sys.stderr)
-            return EXIT_FAILURE
+        bench_main = _registered_command("bench")
+    except ImportError as exc:
+        print(f"error: the benchmark runner registered as `bench` cannot be imported ({exc}); "
+              "in a source checkout run `python -m benchmarks --quick`", file=sys.stderr)
+        return EXIT_FAILURE
+    if bench_main is None:
+        print("error: the benchmark runner is not installed (it comes with the wheel as "
+              "dtlspeer_benchmarks); in a source checkout run `python -m benchmarks --quick`",
+              file=sys.stderr)
+        return EXIT_FAILURE
     extra = [a for a in args.bench_args if a != "--"]
     if not ({"-h", "--help"} & set(extra)):
         options = " ".join(["--quick", *extra])
@@ -942,8 +964,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = _add_command(
         sub, "bench", cmd_bench,
         "run the quick benchmark table (plain UDP vs dtlspeer vs pyOpenSSL/trio)",
-        "Run the benchmark runner's quick mode (`python -m benchmarks --quick` in a source "
-        "checkout; the wheel carries the same runner); every further argument is passed to it "
+        "Run the benchmark runner's quick mode (installed with the wheel as "
+        "dtlspeer_benchmarks; `python -m benchmarks --quick` in a source checkout); every "
+        "further argument is passed to it "
         "(`python -m dtlspeer bench -- --help` lists them). Exit 1 if a run failed.",
         "  python -m dtlspeer bench\n"
         "  python -m dtlspeer bench --only pingpong --runs 5 -v",

@@ -451,7 +451,7 @@ class DTLSHost:
     ``server_psk`` (identity -> key) make it accept clients;
     ``client_options`` and/or ``client_psk`` ((identity, key)) are used by
     :meth:`connect` (default: ``TLSOptions.client()``). ``settings``
-    (:class:`DTLSSettings`) sets timers, idle timeout and MTU for every peer.
+    (:class:`~dtlspeer.dtls.DTLSSettings`) sets timers, idle timeout and MTU for every peer.
     ``ciphersuites`` restricts both roles (Mbed TLS names). ``max_peers``
     bounds the connections (handshaking + connected). Handshakes admitted
     by the cookie gate are bounded too: ``max_handshaking`` in total
