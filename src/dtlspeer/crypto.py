@@ -817,7 +817,7 @@ class Crypto:
 
     def hmac_digest(self, hash_type: int, key: Union[bytes, bytearray, memoryview],
                     msg: Union[bytes, bytearray, memoryview]) -> bytes:
-        """The HMAC of ``msg`` under ``key`` (one-shot :class:`HMACContext`):
+        """The HMAC of ``msg`` under ``key`` (one-shot :class:`~dtlspeer.hashing.HMACContext`):
         SHA-1 or SHA-256 only, non-empty ``key`` and ``msg`` (Godot returns an
         empty array for an empty message; we raise
         :class:`~dtlspeer.errors.InvalidArgumentError`)."""
@@ -834,7 +834,7 @@ class Crypto:
                               received: Union[bytes, bytearray, memoryview]) -> bool:
         """True when both byte strings are equal, in time independent of
         their content (not of their length: different lengths are ``False``
-        at once, as in Godot). Uses :func:`hmac.compare_digest`."""
+        at once, as in Godot). Uses ``hmac.compare_digest`` (standard library)."""
         return hmac.compare_digest(to_bytes(trusted, "trusted"), to_bytes(received, "received"))
 
 
