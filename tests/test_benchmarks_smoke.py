@@ -24,7 +24,8 @@ def test_quick_benchmark_prints_every_row() -> None:
     env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
     proc = subprocess.run(
         [sys.executable, "-m", "dtlspeer", "bench", "--runs", "1", "--seconds", "0.2",
-         "--conns", "20", "--clients", "4", "--concurrency", "2", "--timeout", "60"],
+         "--conns", "20", "--clients", "4", "--concurrency", "2", "--timeout", "60",
+         "--snapshot", "300", "--ramp-start", "4", "--ramp-max", "4"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     out = proc.stdout
@@ -38,3 +39,43 @@ def test_quick_benchmark_prints_every_row() -> None:
                 assert lib.title in block, f"{lib.title} missing in {metric.key}:\n{block}"
         assert "FAILED" not in block, block
         assert "CORRUPT" not in block, block
+
+
+def test_tick_benchmark_rows_and_accounting() -> None:
+    """The tick metric with two tiny N: one block per N, every row measured
+    (CPU per client-tick printed), no failure or corruption; and the JSON
+    report's counters add up (inputs delivered <= expected, snapshots
+    verified by the generator's checking clients)."""
+    import json
+    import tempfile
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
+    with tempfile.TemporaryDirectory() as tmp:
+        report = os.path.join(tmp, "tick.json")
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks", "--only", "tick", "--runs", "1",
+             "--seconds", "0.3", "--clients", "3", "--clients", "5", "--snapshot", "200",
+             "--hz", "30", "--input", "24", "--timeout", "60", "--json", report],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        )
+        out = proc.stdout
+        assert proc.returncode == 0, out + proc.stderr
+        with open(report) as f:
+            data = json.load(f)
+    blocks = out.split("\n== ")[1:]
+    assert len(blocks) == 2, out
+    for n, block in zip((3, 5), blocks):
+        assert f"N={n} clients, 30 Hz, 24 B inputs, 200 B snapshots" in block, block
+        assert "FAILED" not in block and "CORRUPT" not in block, block
+    for key, metric in data["metrics"].items():
+        assert key.startswith("tick "), key
+        for row in metric["rows"]:
+            if row["status"]:
+                continue
+            (run,) = row["runs"]
+            assert "us CPU/client-tick" in " ".join(row["problems"]), row
+            assert run["server_value"] > 0, run
+            assert 0 < run["server_inputs_delivered"] <= run["server_inputs_expected"], run
+            assert run["snapshots_received"] <= run["server_snapshots_sent"], run
+            assert run["verified"] > 0 and run["bad"] == 0, run

@@ -379,3 +379,48 @@ def flood_server(cfg: Cfg, ready: Callable[[Any], None], stop: Any) -> Result:
 
 
 flood_client = flood.flood_client
+
+
+# -- game tick (benchmarks/tick.py) ---------------------------------------------------
+
+
+def tick_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    """The loop Godot documents, once per tick: ``udp_server.poll()``, take
+    new connections, ``peer.poll()`` and read every peer's packets; then
+    ``put_packet`` per client (each sent at once)."""
+    from .. import tick
+
+    srv = Server(cfg, max_pending=64)
+    ready(srv.port)
+    targets: list[tuple[int, Any]] = []  # connected: every tick sends them a snapshot
+    pending: list[Any] = []  # handshaking: polled until connected
+    make = tick.Snapshots(cfg).make
+    connected, handshaking = srv.CONNECTED, srv.HANDSHAKING
+
+    def drain() -> list[bytes]:
+        pending.extend(srv.accept())
+        if pending:
+            for peer in pending:
+                peer.poll()
+                if peer.get_status() == connected:
+                    targets.append((len(targets), peer))
+            pending[:] = [p for p in pending if p.get_status() == handshaking]
+        inputs = []
+        for _, peer in targets:
+            peer.poll()
+            for _ in range(peer.get_available_packet_count()):
+                inputs.append(peer.get_packet())
+        return inputs
+
+    def send(t: int) -> int:
+        for slot, peer in targets:
+            peer.put_packet(make(slot, t))
+        return len(targets)
+
+    return tick.serve_sync(cfg, stop, drain, send, lambda: len(targets))
+
+
+def tick_client(cfg: Cfg, port: int, stop: Any) -> Result:
+    from .. import tick
+
+    return tick.dtls_client(cfg, port, stop)

@@ -270,3 +270,49 @@ def flood_server(cfg: Cfg, ready: Callable[[Any], None], stop: Any) -> Result:
 
 
 flood_client = flood.flood_client
+
+
+# -- game tick (benchmarks/tick.py) ---------------------------------------------------
+
+
+def tick_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    """``service(0)`` once per tick (RECEIVE data into a list, CONNECT adds
+    a client), then ``put_packet`` per client and one ``flush()``
+    (``sendmmsg`` batches)."""
+    from dtlspeer import HostEventType
+
+    from .. import tick
+
+    host = make_host(cfg)
+    ready(host.get_local_port())
+    receive, connect = HostEventType.RECEIVE, HostEventType.CONNECT
+    targets: list[tuple[int, Any]] = []
+    make = tick.Snapshots(cfg).make
+    service, flush = host.service, host.flush
+
+    def drain() -> list[bytes]:
+        inputs = []
+        for event in service(0):
+            kind = event.type
+            if kind is receive:
+                inputs.append(event.data)
+            elif kind is connect:
+                targets.append((len(targets), event.peer))
+        return inputs
+
+    def send(t: int) -> int:
+        for slot, peer in targets:
+            peer.put_packet(make(slot, t))
+        flush()
+        return len(targets)
+
+    try:
+        return tick.serve_sync(cfg, stop, drain, send, lambda: len(targets))
+    finally:
+        host.close()
+
+
+def tick_client(cfg: Cfg, port: int, stop: Any) -> Result:
+    from .. import tick
+
+    return tick.dtls_client(cfg, port, stop)

@@ -415,3 +415,51 @@ def memory_client(cfg: Cfg, port: int, stop: Any) -> Result:
         keep.extend(batch)
     stop.wait(cfg.timeout)
     return {"established": len(keep)}
+
+
+# -- game tick (benchmarks/tick.py) ---------------------------------------------------
+
+
+def tick_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    """``drain`` (recvfrom, ``bio_write``, ``recv`` per record) into a list,
+    then per client ``write`` + ``bio_read`` + ``sendto``."""
+    from .. import tick
+
+    srv = Server(cfg)
+    ready(srv.port)
+    targets: list[tuple[int, Any, Addr]] = []
+    make = tick.Snapshots(cfg).make
+    inputs: list[bytes] = []
+    SSL = srv.SSL
+    sendto = srv.sock.sendto
+
+    def on_established(addr: Addr) -> None:
+        targets.append((len(targets), srv.conns[addr][0], addr))
+
+    def on_data(addr: Addr, conn: Any, msg: bytes) -> None:
+        inputs.append(msg)
+
+    def drain() -> list[bytes]:
+        srv.drain(on_data=on_data, on_established=on_established)
+        got = inputs[:]
+        inputs.clear()
+        return got
+
+    def send(t: int) -> int:
+        sent = 0
+        for slot, conn, addr in targets:
+            try:
+                conn.write(make(slot, t))
+                sendto(conn.bio_read(65536), addr)
+                sent += 1
+            except (SSL.Error, OSError):
+                pass
+        return sent
+
+    return tick.serve_sync(cfg, stop, drain, send, lambda: len(targets))
+
+
+def tick_client(cfg: Cfg, port: int, stop: Any) -> Result:
+    from .. import tick
+
+    return tick.dtls_client(cfg, port, stop)
