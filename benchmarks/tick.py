@@ -67,6 +67,7 @@ import socket
 import struct
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from .harness import HOST, Cfg, Result, Stop, raise_fd_limit, wait_readable
@@ -239,19 +240,37 @@ class TickClock:
         }
 
 
-def serve_sync(cfg: Cfg, stop: Any, drain: Callable[[], Sequence[bytes]],
-               send: Callable[[int], int], peers: Callable[[], int]) -> Result:
+@dataclass
+class TickParts:
+    """A synchronous row's server, as the tick loop (and the instruction
+    profile, ``benchmarks/tick_profile.py``) drives it."""
+
+    port: int
+    drain: Callable[[], list[bytes]]  # every waiting input (handshakes run here too)
+    send: Callable[[int], int]  # one snapshot per connected client; returns how many
+    peers: Callable[[], int]  # connected clients
+    close: Callable[[], Any]
+
+
+def serve_parts(cfg: Cfg, ready: Callable[[int], None], stop: Any,
+                make: Callable[[Cfg], TickParts]) -> Result:
     """The server loop of every synchronous row (see :class:`TickClock`)."""
-    clock = TickClock(cfg, stop)
-    while not clock.done:
-        clock.begin()
-        inputs = drain()
-        sent = send(clock.tick)
-        clock.end(inputs, peers(), sent)
-        left = clock.sleep_s()
-        if left:
-            time.sleep(left)
-    return clock.result()
+    parts = make(cfg)
+    ready(parts.port)
+    drain, send, peers = parts.drain, parts.send, parts.peers
+    try:
+        clock = TickClock(cfg, stop)
+        while not clock.done:
+            clock.begin()
+            inputs = drain()
+            sent = send(clock.tick)
+            clock.end(inputs, peers(), sent)
+            left = clock.sleep_s()
+            if left:
+                time.sleep(left)
+        return clock.result()
+    finally:
+        parts.close()
 
 
 # -- the load generator -------------------------------------------------------------------
@@ -408,26 +427,32 @@ def plain_client(cfg: Cfg, port: int, stop: Any) -> Result:
             s.close()
 
 
-def dtls_client(cfg: Cfg, port: int, stop: Any) -> Result:
-    """The DTLS rows' generator: dtlspeer engine clients (no certificate
-    check: the server's cost does not depend on it), handshakes in batches,
-    every input record encrypted before the timed part."""
-    from dtlspeer._engine import Connection, EngineConfig, EngineStatus, Verify
+class EngineClients:
+    """N dtlspeer engine clients on their own sockets (the DTLS generator)."""
 
-    _, size, snapshot = settings(cfg)
-    socks = _client_sockets(cfg.clients, port)
-    conf = EngineConfig.client(verify=Verify.NONE, mtu=1400,
-                               handshake_timeout_ms=(500, 20_000))
-    conns: list[Any] = []
-    connected = EngineStatus.CONNECTED
-    handshaking = EngineStatus.HANDSHAKING
-    deadline = time.monotonic() + cfg.timeout
-    early = [0] * cfg.clients
-    try:
+    def __init__(self, cfg: Cfg, port: int) -> None:
+        from dtlspeer._engine import Connection, EngineConfig, EngineStatus, Verify
+
+        self.cfg = cfg
+        self.Connection = Connection
+        self.connected = EngineStatus.CONNECTED
+        self.handshaking = EngineStatus.HANDSHAKING
+        self.socks = _client_sockets(cfg.clients, port)
+        self.conf = EngineConfig.client(verify=Verify.NONE, mtu=1400,
+                                        handshake_timeout_ms=(500, 20_000))
+        self.conns: list[Any] = []
+        self.early = [0] * cfg.clients  # snapshots read while others still handshake
+        self.tail = body(settings(cfg)[1])
+
+    def handshake(self, deadline: float, stop: Any, pump: Callable[[], Any] | None = None) -> str:
+        """Handshake every client, HANDSHAKE_BATCH at a time; "" or why not.
+        ``pump``: called instead of waiting (the server in the same process)."""
+        cfg, socks, conns = self.cfg, self.socks, self.conns
+        snapshot = settings(cfg)[2]
         for start in range(0, cfg.clients, HANDSHAKE_BATCH):
             batch = list(range(start, min(cfg.clients, start + HANDSHAKE_BATCH)))
             for i in batch:
-                c = Connection(conf, _now_ms())
+                c = self.Connection(self.conf, _now_ms())
                 c.update(_now_ms())
                 conns.append(c)
                 for d in c.take_outgoing():
@@ -435,9 +460,11 @@ def dtls_client(cfg: Cfg, port: int, stop: Any) -> Result:
             waiting = batch
             while waiting:
                 if time.monotonic() > deadline or stop.is_set():
-                    return {"error": f"{len(waiting) + cfg.clients - len(conns)} handshakes "
-                            "unfinished"}
-                wait_readable([socks[i] for i in waiting], 0.05)
+                    return f"{len(waiting) + cfg.clients - len(conns)} handshakes unfinished"
+                if pump is None:
+                    wait_readable([socks[i] for i in waiting], 0.05)
+                else:
+                    pump()
                 still = []
                 for i in waiting:
                     c, s = conns[i], socks[i]
@@ -448,51 +475,64 @@ def dtls_client(cfg: Cfg, port: int, stop: Any) -> Result:
                         except BlockingIOError:
                             break
                         # a snapshot sent right after the server's CONNECT
-                        early[i] += c.status == connected and len(datagram) >= snapshot
+                        self.early[i] += c.status == self.connected and len(datagram) >= snapshot
                         c.feed(datagram, now)
                     due = c.next_timeout()
                     if due is not None and due <= now:
                         c.update(now)
                     for d in c.take_outgoing():
                         s.send(d)
-                    if c.status == handshaking:
+                    if c.status == self.handshaking:
                         still.append(i)
-                    elif c.status != connected:
-                        return {"error": f"handshake failed: {c.reason}"}
+                    elif c.status != self.connected:
+                        return f"handshake failed: {c.reason}"
                 waiting = still
-        tail = body(size)
-        per = prebuilt_ticks(cfg)
-        inputs = []
-        for i, c in enumerate(conns):
-            records = []
-            for k in range(per):
-                c.write(HEAD.pack(i, k) + tail, 0)
-                records.extend(c.take_outgoing())
-            inputs.append(records)
+        return ""
 
-        def opener(c: Any) -> Callable[[bytes], list[bytes]]:
-            def open_(datagram: bytes) -> list[bytes]:
-                c.feed(datagram, _now_ms())
-                return c.read_all()  # type: ignore[no-any-return]
-            return open_
+    def make_tick(self, seq: int) -> list[bytes]:
+        """Every client's input record of client-tick ``seq``."""
+        out = []
+        tail = self.tail
+        for i, c in enumerate(self.conns):
+            c.write(HEAD.pack(i, seq) + tail, 0)
+            out.extend(c.take_outgoing())
+        return out
 
-        verifiers = [_Verifier(opener(conns[i]), snapshot)
+    def opener(self, i: int) -> Callable[[bytes], list[bytes]]:
+        """Decrypts client ``i``'s datagrams (for a _Verifier)."""
+        c = self.conns[i]
+
+        def open_(datagram: bytes) -> list[bytes]:
+            c.feed(datagram, _now_ms())
+            return c.read_all()  # type: ignore[no-any-return]
+        return open_
+
+    def close(self) -> None:
+        for c in self.conns:
+            c.close()
+        for s in self.socks:
+            s.close()
+
+
+def dtls_client(cfg: Cfg, port: int, stop: Any) -> Result:
+    """The DTLS rows' generator: dtlspeer engine clients (no certificate
+    check: the server's cost does not depend on it), handshakes in batches,
+    every input record encrypted before the timed part."""
+    clients = EngineClients(cfg, port)
+    try:
+        why = clients.handshake(time.monotonic() + cfg.timeout, stop)
+        if why:
+            return {"error": why}
+        per_tick = [clients.make_tick(k) for k in range(prebuilt_ticks(cfg))]
+        inputs = [list(q) for q in zip(*per_tick)]
+        snapshot = settings(cfg)[2]
+        verifiers = [_Verifier(clients.opener(i), snapshot)
                      for i in range(min(VERIFIED, cfg.clients))]
-        def make_tick(seq: int) -> list[bytes]:
-            out = []
-            for i, c in enumerate(conns):
-                c.write(HEAD.pack(i, seq) + tail, 0)
-                out.extend(c.take_outgoing())
-            return out
-
-        res = run_generator(cfg, stop, socks, inputs, verifiers, make_tick)
-        res["snapshots_received"] = res.get("snapshots_received", 0) + sum(early)
+        res = run_generator(cfg, stop, clients.socks, inputs, verifiers, clients.make_tick)
+        res["snapshots_received"] = res.get("snapshots_received", 0) + sum(clients.early)
         return res
     finally:
-        for c in conns:
-            c.close()
-        for s in socks:
-            s.close()
+        clients.close()
 
 
 # -- reading a run ---------------------------------------------------------------------------

@@ -385,13 +385,18 @@ flood_client = flood.flood_client
 
 
 def tick_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    from .. import tick
+
+    return tick.serve_parts(cfg, ready, stop, tick_parts)
+
+
+def tick_parts(cfg: Cfg) -> Any:
     """The loop Godot documents, once per tick: ``udp_server.poll()``, take
     new connections, ``peer.poll()`` and read every peer's packets; then
     ``put_packet`` per client (each sent at once)."""
     from .. import tick
 
     srv = Server(cfg, max_pending=64)
-    ready(srv.port)
     targets: list[tuple[int, Any]] = []  # connected: every tick sends them a snapshot
     pending: list[Any] = []  # handshaking: polled until connected
     make = tick.Snapshots(cfg).make
@@ -417,7 +422,7 @@ def tick_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
             peer.put_packet(make(slot, t))
         return len(targets)
 
-    return tick.serve_sync(cfg, stop, drain, send, lambda: len(targets))
+    return tick.TickParts(srv.port, drain, send, lambda: len(targets), srv.udp.stop)
 
 
 def tick_client(cfg: Cfg, port: int, stop: Any) -> Result:

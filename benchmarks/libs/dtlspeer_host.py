@@ -276,19 +276,24 @@ flood_client = flood.flood_client
 
 
 def tick_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    from .. import tick
+
+    return tick.serve_parts(cfg, ready, stop, tick_parts)
+
+
+def tick_parts(cfg: Cfg) -> Any:
     """``service(0)`` once per tick (RECEIVE data into a list, CONNECT adds
-    a client), then ``put_packet`` per client and one ``flush()``
-    (``sendmmsg`` batches)."""
+    a client), then every client's snapshot in one ``send_many`` and one
+    ``flush()`` (``sendmmsg`` batches)."""
     from dtlspeer import HostEventType
 
     from .. import tick
 
     host = make_host(cfg)
-    ready(host.get_local_port())
     receive, connect = HostEventType.RECEIVE, HostEventType.CONNECT
-    targets: list[tuple[int, Any]] = []
+    peers: list[Any] = []  # slot = index
     make = tick.Snapshots(cfg).make
-    service, flush = host.service, host.flush
+    service, send_many, flush = host.service, host.send_many, host.flush
 
     def drain() -> list[bytes]:
         inputs = []
@@ -297,19 +302,15 @@ def tick_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
             if kind is receive:
                 inputs.append(event.data)
             elif kind is connect:
-                targets.append((len(targets), event.peer))
+                peers.append(event.peer)
         return inputs
 
     def send(t: int) -> int:
-        for slot, peer in targets:
-            peer.put_packet(make(slot, t))
+        sent = send_many(peers, [make(slot, t) for slot in range(len(peers))])
         flush()
-        return len(targets)
+        return sent
 
-    try:
-        return tick.serve_sync(cfg, stop, drain, send, lambda: len(targets))
-    finally:
-        host.close()
+    return tick.TickParts(host.get_local_port(), drain, send, lambda: len(peers), host.close)
 
 
 def tick_client(cfg: Cfg, port: int, stop: Any) -> Result:

@@ -117,11 +117,16 @@ def faninsrv_client(cfg: Cfg, port: int, stop: Any) -> Result:
 
 
 def tick_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    from .. import tick
+
+    return tick.serve_parts(cfg, ready, stop, tick_parts)
+
+
+def tick_parts(cfg: Cfg) -> Any:
     """``recvfrom_into`` drain into a list, then one ``sendto`` per client."""
     from .. import tick
 
     s = plain_server_socket()
-    ready(s.getsockname()[1])
     slots: dict[tuple[str, int], int] = {}
     targets: list[tuple[int, tuple[str, int]]] = []
     buf = bytearray(2048)
@@ -151,10 +156,7 @@ def tick_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
                 pass
         return sent
 
-    try:
-        return tick.serve_sync(cfg, stop, drain, send, lambda: len(targets))
-    finally:
-        s.close()
+    return tick.TickParts(s.getsockname()[1], drain, send, lambda: len(targets), s.close)
 
 
 def tick_client(cfg: Cfg, port: int, stop: Any) -> Result:

@@ -421,12 +421,17 @@ def memory_client(cfg: Cfg, port: int, stop: Any) -> Result:
 
 
 def tick_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    from .. import tick
+
+    return tick.serve_parts(cfg, ready, stop, tick_parts)
+
+
+def tick_parts(cfg: Cfg) -> Any:
     """``drain`` (recvfrom, ``bio_write``, ``recv`` per record) into a list,
     then per client ``write`` + ``bio_read`` + ``sendto``."""
     from .. import tick
 
     srv = Server(cfg)
-    ready(srv.port)
     targets: list[tuple[int, Any, Addr]] = []
     make = tick.Snapshots(cfg).make
     inputs: list[bytes] = []
@@ -456,7 +461,7 @@ def tick_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
                 pass
         return sent
 
-    return tick.serve_sync(cfg, stop, drain, send, lambda: len(targets))
+    return tick.TickParts(srv.port, drain, send, lambda: len(targets), srv.sock.close)
 
 
 def tick_client(cfg: Cfg, port: int, stop: Any) -> Result:
