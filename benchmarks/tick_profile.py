@@ -70,7 +70,7 @@ class _Stop:
 
 
 def run(row: str, cfg: Cfg, ticks: int, warmup: int, measure: Callable[[], Any] | None,
-        repeat: int) -> list[float]:
+        repeat: int, evict_mb: int = 0) -> list[float]:
     """Drive ``row``'s server for warmup + ticks ticks; returns CPU seconds of
     the server part per round (``measure``: the callgrind toggle, called
     before and after each server part of the measured ticks)."""
@@ -103,6 +103,9 @@ def run(row: str, cfg: Cfg, ticks: int, warmup: int, measure: Callable[[], Any] 
         total = warmup + ticks * repeat
         prebuilt = [make_tick(k) for k in range(total)]
         buf = bytearray(65536)
+        # Between ticks a real server sleeps while other processes run and
+        # take its caches; --evict writes that many MB between ticks.
+        evict = bytearray(evict_mb << 20)
         received = 0
         rounds: list[float] = []
         cpu = 0.0
@@ -132,6 +135,8 @@ def run(row: str, cfg: Cfg, ticks: int, warmup: int, measure: Callable[[], Any] 
                         received += s.recv_into(buf) >= snapshot
                     except BlockingIOError:
                         break
+            if evict:
+                evict[::64] = bytes(len(evict[::64]))  # one write per cache line
         if received < n * ticks * repeat:
             print(f"only {received} snapshots received", file=sys.stderr)
         return rounds
@@ -162,16 +167,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--input", type=int, default=tick.INPUT)
     p.add_argument("--snapshot", type=int, default=tick.SNAPSHOT)
     p.add_argument("--callgrind", action="store_true", help="count instructions (valgrind)")
+    p.add_argument("--cache-sim", action="store_true",
+                   help="with --callgrind: simulate caches (D1/LL misses per client-tick)")
     p.add_argument("--out", default="", help="callgrind output file (default: a temp file)")
+    p.add_argument("--evict", type=int, default=0, metavar="MB",
+                   help="write MB megabytes between ticks (caches cold, as after a sleep)")
     p.add_argument("--top", type=int, default=25, help="functions listed (callgrind)")
     p.add_argument("--under-valgrind", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.callgrind and not args.under_valgrind:
         out = args.out or tempfile.mktemp(prefix="callgrind.tick.")
         cmd = ["valgrind", "--tool=callgrind", "--collect-atstart=no",
+               *(["--cache-sim=yes"] if args.cache_sim else []),
                f"--callgrind-out-file={out}", sys.executable, "-m", "benchmarks.tick_profile",
                "--under-valgrind", "--repeat", "1"]
-        skip = {"--callgrind", "--repeat"}
+        skip = {"--callgrind", "--repeat", "--cache-sim"}
         argv_ = list(sys.argv[1:] if argv is None else argv)
         i = 0
         while i < len(argv_):
@@ -184,15 +194,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         if proc.returncode:
             print(proc.stdout + proc.stderr)
             return 1
-        total = 0
+        events: list[str] = []
+        totals: list[int] = []
         with open(out) as f:
             for line in f:
+                if line.startswith("events:"):
+                    events = line.split()[1:]
                 if line.startswith(("summary:", "totals:")):
-                    total = int(line.split()[1])
-        per = total / (args.clients * args.ticks)
+                    totals = [int(x) for x in line.split()[1:]]
+        count = dict(zip(events, totals))
+        client_ticks = args.clients * args.ticks
+        per = count.get("Ir", 0) / client_ticks
         print(f"{args.lib}: N={args.clients}, {args.input} B inputs, {args.snapshot} B "
               f"snapshots: {per:,.0f} instructions per client-tick (server part, user space; "
               f"{args.ticks} ticks)  [{out}]")
+        if "D1mr" in count:
+            d1 = (count["D1mr"] + count["D1mw"]) / client_ticks
+            ll = (count["DLmr"] + count["DLmw"]) / client_ticks
+            print(f"   data cache misses per client-tick (simulated): L1 {d1:,.0f}, "
+                  f"last level {ll:,.0f}")
         for line in _top(out, args.top):
             print("   " + line)
         return 0
@@ -200,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = Cfg(clients=args.clients, key_pem=key, cert_pem=cert, timeout=120,
               extra={"input": args.input, "snapshot": args.snapshot})
     measure = _toggle() if args.under_valgrind else None
-    rounds = run(args.lib, cfg, args.ticks, args.warmup, measure, args.repeat)
+    rounds = run(args.lib, cfg, args.ticks, args.warmup, measure, args.repeat, args.evict)
     if not args.under_valgrind:
         per = [1e6 * r / (args.clients * args.ticks) for r in rounds]
         print(f"{args.lib}: N={args.clients}: {min(per):.2f} us CPU per client-tick (server "

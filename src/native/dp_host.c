@@ -1410,7 +1410,22 @@ static int host_send(dp_host *h, uint64_t peer, const uint8_t *data, size_t len,
     if (dp_conn_outgoing_count(p->conn) >= DP_HOST_DEEP_QUEUE) {
         flush_peer(h, p); /* keeps the connection's bounded queue from dropping */
     }
-    int rc = dp_conn_write(p->conn, data, len, now_ms);
+    /* The record goes straight into the send batch (no queue node) when the
+     * peer has nothing queued and the batch has room; else it is queued. */
+    if (h->batch_len == DP_HOST_BATCH) {
+        send_batch(h);
+    }
+    size_t direct = 0;
+    int rc = dp_conn_write_direct(p->conn, data, len, now_ms, h->arena + h->arena_used,
+                                  DP_HOST_ARENA - h->arena_used, &direct);
+    if (direct > 0) {
+        dp_endpoint_out *m = &h->batch[h->batch_len++];
+        m->handle = p->handle;
+        m->dst = NULL;
+        m->data = h->arena + h->arena_used;
+        m->len = direct;
+        h->arena_used += direct;
+    }
     if (rc > 0) {
         h->stats.records_out++;
     }
