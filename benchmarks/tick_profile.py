@@ -39,11 +39,12 @@ from typing import Any, Callable
 from . import tick
 from .harness import Cfg, make_certificate
 
-ROWS = {
-    "plain": "plain",
-    "dtlspeer": "dtlspeer_dtls",
-    "dtlspeer-host": "dtlspeer_host",
-    "pyopenssl": "pyopenssl_dtls",
+ROWS: dict[str, tuple[str, dict[str, Any]]] = {
+    "plain": ("plain", {}),
+    "dtlspeer": ("dtlspeer_dtls", {}),
+    "dtlspeer-host": ("dtlspeer_host", {}),
+    "dtlspeer-host-put-packet": ("dtlspeer_host", {"send_many": False}),  # one put_packet each
+    "pyopenssl": ("pyopenssl_dtls", {}),
 }
 
 _TOGGLE_C = """#include <valgrind/callgrind.h>
@@ -76,8 +77,9 @@ def run(row: str, cfg: Cfg, ticks: int, warmup: int, measure: Callable[[], Any] 
     before and after each server part of the measured ticks)."""
     import importlib
 
-    adapter = importlib.import_module(f"benchmarks.libs.{ROWS[row]}")
-    parts: tick.TickParts = adapter.tick_parts(cfg)
+    module, kwargs = ROWS[row]
+    adapter = importlib.import_module(f"benchmarks.libs.{module}")
+    parts: tick.TickParts = adapter.tick_parts(cfg, **kwargs)
     n = cfg.clients
     snapshot = tick.settings(cfg)[2]
     clients: Any = None

@@ -281,10 +281,11 @@ def tick_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
     return tick.serve_parts(cfg, ready, stop, tick_parts)
 
 
-def tick_parts(cfg: Cfg) -> Any:
+def tick_parts(cfg: Cfg, send_many: bool = True) -> Any:
     """``service(0)`` once per tick (RECEIVE data into a list, CONNECT adds
-    a client), then every client's snapshot in one ``send_many`` and one
-    ``flush()`` (``sendmmsg`` batches)."""
+    a client), then every client's snapshot in one ``send_many`` (or, with
+    ``send_many=False``, one ``put_packet`` each: benchmarks/tick_profile.py
+    compares the two) and one ``flush()`` (``sendmmsg`` batches)."""
     from dtlspeer import HostEventType
 
     from .. import tick
@@ -293,7 +294,8 @@ def tick_parts(cfg: Cfg) -> Any:
     receive, connect = HostEventType.RECEIVE, HostEventType.CONNECT
     peers: list[Any] = []  # slot = index
     make = tick.Snapshots(cfg).make
-    service, send_many, flush = host.service, host.send_many, host.flush
+    service, flush = host.service, host.flush
+    batch = host.send_many
 
     def drain() -> list[bytes]:
         inputs = []
@@ -306,11 +308,18 @@ def tick_parts(cfg: Cfg) -> Any:
         return inputs
 
     def send(t: int) -> int:
-        sent = send_many(peers, [make(slot, t) for slot in range(len(peers))])
+        sent = batch(peers, [make(slot, t) for slot in range(len(peers))])
         flush()
         return sent
 
-    return tick.TickParts(host.get_local_port(), drain, send, lambda: len(peers), host.close)
+    def send_each(t: int) -> int:
+        for slot, peer in enumerate(peers):
+            peer.put_packet(make(slot, t))
+        flush()
+        return len(peers)
+
+    return tick.TickParts(host.get_local_port(), drain, send if send_many else send_each,
+                          lambda: len(peers), host.close)
 
 
 def tick_client(cfg: Cfg, port: int, stop: Any) -> Result:
