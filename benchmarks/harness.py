@@ -182,6 +182,19 @@ def wait_readable(fds: Sequence[Any], timeout: float) -> list[Any]:
     return [by_fd[fd] for fd, _ in poller.poll(timeout * 1000)]
 
 
+def loopback_source(i: int, per_address: int = 2) -> str | None:
+    """The local address of client ``i`` when a benchmark spreads clients
+    over loopback addresses (Linux routes all of 127.0.0.0/8 to ``lo``):
+    ``per_address`` clients per address 127.88.x.y, as players come from many
+    addresses and servers limit handshakes in flight per address (the
+    Godot-style UDPServer to 4 pending per address). None elsewhere: every
+    client then uses 127.0.0.1."""
+    if not sys.platform.startswith("linux"):
+        return None
+    j = i // per_address
+    return f"127.88.{j // 250}.{1 + j % 250}"
+
+
 def plain_server_socket() -> socket.socket:
     """A bound non-blocking UDP socket on 127.0.0.1 with the shared RCVBUF."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

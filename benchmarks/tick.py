@@ -71,7 +71,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .harness import HOST, Cfg, Result, Stop, raise_fd_limit, wait_readable
+from .harness import HOST, Cfg, Result, Stop, loopback_source, raise_fd_limit, wait_readable
 
 HZ = 60
 INPUT = 40
@@ -393,18 +393,15 @@ def run_generator(cfg: Cfg, stop: Any, socks: list[socket.socket],
 
 def _client_sockets(n: int, port: int) -> list[socket.socket]:
     """One connected socket per client, two clients per loopback address
-    (players come from many addresses; servers limit handshakes in flight
-    per address). Where only 127.0.0.1 exists (not Linux), all share it."""
+    (harness.loopback_source; 127.0.0.1 for all where only it exists)."""
     raise_fd_limit(n + 256)
     socks = []
     for i in range(n):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
-        j = i // CLIENTS_PER_ADDRESS
-        try:
-            s.bind((f"127.88.{j // 250}.{1 + j % 250}", 0))
-        except OSError:
-            pass
+        source = loopback_source(i, CLIENTS_PER_ADDRESS)
+        if source is not None:
+            s.bind((source, 0))
         s.connect((HOST, port))
         s.setblocking(False)
         socks.append(s)

@@ -26,6 +26,7 @@ from ..harness import (
     Result,
     Stop,
     blast,
+    loopback_source,
     payload,
     raise_fd_limit,
     rss_bytes,
@@ -84,10 +85,13 @@ class Server:
 class Client:
     """One client connection: a connected PacketPeerUDP plus PacketPeerDTLS."""
 
-    def __init__(self, port: int, options: Any) -> None:
+    def __init__(self, port: int, options: Any, source: str | None = None) -> None:
+        """``source``: local address to bind first (see harness.loopback_source)."""
         from dtlspeer import PacketPeerDTLS, PacketPeerUDP
 
         self.udp = PacketPeerUDP()
+        if source is not None:
+            self.udp.bind(0, source)
         self.udp.connect_to_host(HOST, port)
         self.sock = self.udp._ep.sock  # only to select() over many clients
         self.dtls = PacketPeerDTLS()
@@ -188,7 +192,9 @@ def fanin_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
 
 def fanin_client(cfg: Cfg, port: int, stop: Any) -> Result:
     options = _materials(cfg)[1]
-    clients = [Client(port, options) for _ in range(cfg.clients)]
+    # Spread over loopback addresses: all 64 from one address overran the
+    # UDPServer's 4 pending handshakes per address and timed out.
+    clients = [Client(port, options, loopback_source(i)) for i in range(cfg.clients)]
     _handshake_all(clients, time.monotonic() + 60)
     bufs = [bytearray(payload(cfg.payload, i)) for i in range(cfg.clients)]
     return blast([c.dtls.put_packet for c in clients], bufs, cfg,
