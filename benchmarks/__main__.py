@@ -197,10 +197,13 @@ def run_ramp(metric: Metric, libs: Sequence[Lib], cfg: Cfg,
     the one-core projection from CPU per client-tick at that N."""
     rows = []
     for lib in libs:
-        if metric.key not in lib.metrics:
+        if metric.key not in lib.metrics and lib.key in LISTED_ONLY:
             continue
         row = Row(lib)
-        row.status = lib.missing() or ""
+        if metric.key not in lib.metrics:
+            row.status = "n/a (not driven for this metric; see README)"
+        else:
+            row.status = lib.missing() or ""
         rows.append(row)
         if not row.status:
             _ramp_row(metric, row, cfg, args)
