@@ -96,6 +96,13 @@ def settings(cfg: Cfg) -> tuple[int, int, int]:
             int(extra.get("snapshot", SNAPSHOT)))
 
 
+def dtls_mtu(cfg: Cfg) -> int:
+    """Datagram size the DTLS tick servers allow (``DTLSSettings.mtu``): the
+    default 1200 cannot carry a 1200 B snapshot in one record (29-37 B of
+    record overhead), so every DTLS row gets room for the snapshot."""
+    return max(1200, settings(cfg)[2] + 64)
+
+
 def body(size: int) -> bytes:
     """The constant part of a message of ``size`` bytes (after HEAD)."""
     return bytes((7 * i) & 0xFF for i in range(size - HEAD.size))
@@ -205,7 +212,9 @@ class TickClock:
         elif self.tick >= self.phase_end:  # tail over
             self.done = True
         if self.phase != "setup" and self.guard.every(16):
-            self.error = self.error or f"stopped by the runner in the {self.phase} phase"
+            self.error = self.error or (
+                f"stopped in the {self.phase} phase (the load generator gave up after "
+                "--timeout: this server was too slow to get every client connected and ticking)")
             self.done = True
         self.tick += 1
 
@@ -438,7 +447,7 @@ class EngineClients:
         self.connected = EngineStatus.CONNECTED
         self.handshaking = EngineStatus.HANDSHAKING
         self.socks = _client_sockets(cfg.clients, port)
-        self.conf = EngineConfig.client(verify=Verify.NONE, mtu=1400,
+        self.conf = EngineConfig.client(verify=Verify.NONE, mtu=dtls_mtu(cfg),
                                         handshake_timeout_ms=(500, 20_000))
         self.conns: list[Any] = []
         self.early = [0] * cfg.clients  # snapshots read while others still handshake

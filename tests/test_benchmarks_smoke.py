@@ -42,7 +42,8 @@ def test_quick_benchmark_prints_every_row() -> None:
 
 
 def test_tick_benchmark_rows_and_accounting() -> None:
-    """The tick metric with two tiny N: one block per N, every row measured
+    """The tick metric with two tiny N and two snapshot sizes (the second at
+    the first N): one block each, every row measured
     (CPU per client-tick printed), no failure or corruption; and the JSON
     report's counters add up (inputs delivered <= expected, snapshots
     verified by the generator's checking clients)."""
@@ -56,6 +57,7 @@ def test_tick_benchmark_rows_and_accounting() -> None:
         proc = subprocess.run(
             [sys.executable, "-m", "benchmarks", "--only", "tick", "--runs", "1",
              "--seconds", "0.3", "--clients", "3", "--clients", "5", "--snapshot", "200",
+             "--snapshot", "1200",  # above the default DTLS MTU's payload: servers get room
              "--hz", "30", "--input", "24", "--timeout", "60", "--json", report],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
         )
@@ -64,9 +66,9 @@ def test_tick_benchmark_rows_and_accounting() -> None:
         with open(report) as f:
             data = json.load(f)
     blocks = out.split("\n== ")[1:]
-    assert len(blocks) == 2, out
-    for n, block in zip((3, 5), blocks):
-        assert f"N={n} clients, 30 Hz, 24 B inputs, 200 B snapshots" in block, block
+    assert len(blocks) == 3, out
+    for (n, size), block in zip(((3, 200), (5, 200), (3, 1200)), blocks):
+        assert f"N={n} clients, 30 Hz, 24 B inputs, {size} B snapshots" in block, block
         assert "FAILED" not in block and "CORRUPT" not in block, block
     for key, metric in data["metrics"].items():
         assert key.startswith("tick "), key

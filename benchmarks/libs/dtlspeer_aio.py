@@ -20,7 +20,7 @@ def tick_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
 
 
 async def _tick_server(cfg: Cfg, ready: Callable[[int], None], stop: Any, tick: Any) -> Result:
-    from dtlspeer import aio
+    from dtlspeer import DTLSSettings, aio
 
     targets: list[tuple[int, Any]] = []
     finished = asyncio.Event()
@@ -30,7 +30,7 @@ async def _tick_server(cfg: Cfg, ready: Callable[[int], None], stop: Any, tick: 
         await finished.wait()
 
     server = await aio.serve(handler, HOST, 0, dtlspeer_dtls._materials(cfg)[0],
-                             max_queue=64)
+                             settings=DTLSSettings(mtu=tick.dtls_mtu(cfg)), max_queue=64)
     ready(server.port)
     make = tick.Snapshots(cfg).make
     clock = tick.TickClock(cfg, stop)

@@ -48,7 +48,7 @@ def _materials(cfg: Cfg) -> tuple[Any, Any]:
 class Server:
     """A Godot-style DTLS server on 127.0.0.1 (an ephemeral port)."""
 
-    def __init__(self, cfg: Cfg, max_pending: int = 64) -> None:
+    def __init__(self, cfg: Cfg, max_pending: int = 64, settings: Any = None) -> None:
         from dtlspeer import DTLSServer, PacketPeerDTLS, UDPServer
 
         self.HANDSHAKING = PacketPeerDTLS.STATUS_HANDSHAKING
@@ -59,7 +59,7 @@ class Server:
         self.sock = server_socket(self.udp)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         self.dtls = DTLSServer()
-        self.dtls.setup(_materials(cfg)[0])
+        self.dtls.setup(_materials(cfg)[0], settings=settings)
         self.peers: list[Any] = []
 
     @property
@@ -402,7 +402,9 @@ def tick_parts(cfg: Cfg) -> Any:
     ``put_packet`` per client (each sent at once)."""
     from .. import tick
 
-    srv = Server(cfg, max_pending=64)
+    from dtlspeer import DTLSSettings
+
+    srv = Server(cfg, max_pending=64, settings=DTLSSettings(mtu=tick.dtls_mtu(cfg)))
     targets: list[tuple[int, Any]] = []  # connected: every tick sends them a snapshot
     pending: list[Any] = []  # handshaking: polled until connected
     make = tick.Snapshots(cfg).make

@@ -290,7 +290,7 @@ def tick_parts(cfg: Cfg, send_many: bool = True) -> Any:
 
     from .. import tick
 
-    host = make_host(cfg)
+    host = make_host(cfg, mtu=tick.dtls_mtu(cfg))
     receive, connect = HostEventType.RECEIVE, HostEventType.CONNECT
     peers: list[Any] = []  # slot = index
     make = tick.Snapshots(cfg).make

@@ -117,6 +117,7 @@ class Server:
         self.established = 0
         self.closed = 0
         self.buf = bytearray(65536)
+        self.mtu = MTU  # ciphertext MTU of new connections (the tick metric raises it)
 
     def drain(self, on_data: Callable[[Addr, Any, bytes], None] | None = None,
               on_established: Callable[[Addr], None] | None = None,
@@ -137,7 +138,7 @@ class Server:
                 conn = SSL.Connection(self.ctx, None)
                 conn.set_app_data(addr)
                 conn.set_accept_state()
-                conn.set_ciphertext_mtu(MTU)
+                conn.set_ciphertext_mtu(self.mtu)
                 conn.bio_write(data)
                 try:
                     conn.DTLSv1_listen()
@@ -432,6 +433,7 @@ def tick_parts(cfg: Cfg) -> Any:
     from .. import tick
 
     srv = Server(cfg)
+    srv.mtu = tick.dtls_mtu(cfg)
     targets: list[tuple[int, Any, Addr]] = []
     make = tick.Snapshots(cfg).make
     inputs: list[bytes] = []
