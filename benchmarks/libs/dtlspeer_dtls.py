@@ -400,9 +400,9 @@ def tick_parts(cfg: Cfg) -> Any:
     """The loop Godot documents, once per tick: ``udp_server.poll()``, take
     new connections, ``peer.poll()`` and read every peer's packets; then
     ``put_packet`` per client (each sent at once)."""
-    from .. import tick
-
     from dtlspeer import DTLSSettings
+
+    from .. import tick
 
     srv = Server(cfg, max_pending=64, settings=DTLSSettings(mtu=tick.dtls_mtu(cfg)))
     targets: list[tuple[int, Any]] = []  # connected: every tick sends them a snapshot
