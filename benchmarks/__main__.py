@@ -11,6 +11,7 @@ the median of per-run ratios against the baseline measured in that run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -19,6 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from . import tick
 from .harness import Cfg, Lib, Metric, Row, make_certificate, print_table, run_pair
 
 # "benchmarks" in a checkout, "dtlspeer_benchmarks" in an installed wheel.
@@ -26,19 +28,22 @@ _PKG = __package__ or "benchmarks"
 
 LIBS: list[Lib] = [
     Lib("plain", "plain Python UDP socket", f"{_PKG}.libs.plain",
-        ("pingpong", "fanin", "faninsrv")),
+        ("pingpong", "fanin", "faninsrv", "tick", "tickramp")),
     Lib("dtlspeer-udp", "dtlspeer UDP (PacketPeerUDP, no TLS)", f"{_PKG}.libs.dtlspeer_udp",
         ("pingpong", "fanin"), ("dtlspeer",)),
     Lib("dtlspeer", "dtlspeer DTLS (Godot-style classes)", f"{_PKG}.libs.dtlspeer_dtls",
-        ("pingpong", "fanin", "faninsrv", "handshake", "hsserver", "memory", "flood"),
-        ("dtlspeer",)),
+        ("pingpong", "fanin", "faninsrv", "handshake", "hsserver", "memory", "flood", "tick",
+         "tickramp"), ("dtlspeer",)),
     Lib("dtlspeer-host", "dtlspeer DTLS (DTLSHost batch)", f"{_PKG}.libs.dtlspeer_host",
-        ("pingpong", "fanin", "faninsrv", "handshake", "hsserver", "memory", "flood"),
-        ("dtlspeer.host",)),
+        ("pingpong", "fanin", "faninsrv", "handshake", "hsserver", "memory", "flood", "tick",
+         "tickramp"), ("dtlspeer.host",)),
+    Lib("dtlspeer-aio", "dtlspeer asyncio (aio.serve)", f"{_PKG}.libs.dtlspeer_aio",
+        ("tick", "tickramp"), ("dtlspeer.aio",)),
     Lib("dtlspeer-host-unparked", "dtlspeer DTLSHost, parking off",
         f"{_PKG}.libs.dtlspeer_host_unparked", ("memory",), ("dtlspeer.host",)),
     Lib("pyopenssl", "pyOpenSSL DTLS (memory BIOs)", f"{_PKG}.libs.pyopenssl_dtls",
-        ("pingpong", "fanin", "faninsrv", "handshake", "hsserver", "memory"), ("OpenSSL",)),
+        ("pingpong", "fanin", "faninsrv", "handshake", "hsserver", "memory", "tick", "tickramp"),
+        ("OpenSSL",)),
     Lib("trio", "trio DTLSEndpoint (pyOpenSSL)", f"{_PKG}.libs.trio_dtls",
         ("pingpong", "fanin", "handshake", "memory"), ("trio", "OpenSSL")),
     Lib("python-mbedtls", "python-mbedtls DTLS", f"{_PKG}.libs.python_mbedtls",
@@ -54,7 +59,7 @@ LIBS: list[Lib] = [
 # Rows shown only for the metrics they drive: no TLS (handshakes, memory),
 # or a memory-only variant.
 LISTED_ONLY = ("plain", "dtlspeer-udp", "dtlspeer-host-unparked", "openssl-listen",
-               "dtlspeer-resumed", "dtlspeer-full")
+               "dtlspeer-resumed", "dtlspeer-full", "dtlspeer-aio")
 
 METRICS: list[Metric] = [
     Metric("pingpong", "ping-pong round trips/s, 100 B, one client, one in flight", "rt/s",
@@ -83,6 +88,14 @@ METRICS: list[Metric] = [
            "same DTLSHost server and Godot-style clients, cookie round included; notes: server "
            "CPU per handshake", "hs/s", "value", "dtlspeer-full", target_ratio=10.0,
            target_text="resumed >= 10x full handshakes/s"),
+    Metric("tick", "game tick: server CPU efficiency, client-ticks per server CPU second "
+           "(benchmarks/tick.py)", "client-ticks/CPU-s", "server_value", "plain",
+           target_ratio=0.9, row_targets=(("dtlspeer", 0.8),),
+           target_text="DTLSHost and aio >= 0.9x plain UDP, Godot-style classes >= 0.8x; "
+           "no row BEHIND, inputs and snapshots delivered"),
+    Metric("tickramp", "game tick ramp: largest N clients the server held the tick for "
+           "(<= 1% late ticks and lost inputs; benchmarks/tick.py)", "clients", "value", "plain",
+           target_text="information (the load generator bounds the top N)"),
     Metric("memory", "server memory per idle established connection (RSS delta / N)",
            "KiB/conn", "server_value", "pyopenssl", higher_is_better=False, target_abs=12.0,
            target_text="dtlspeer <= 12 KiB (pyOpenSSL ~81 KB); ratio vs pyOpenSSL"),
@@ -105,6 +118,8 @@ def _problems(metric: Metric, res: dict[str, Any]) -> list[str]:
             out.append(f"lost {100 * (sent - got) / sent:.1f}% of sent")
         if res.get("server_senders", 0) < res.get("clients", 0):
             out.append("some senders never delivered")
+    if metric.key in ("tick", "tickramp"):
+        out.extend(tick.problems(res))
     if metric.key in ("hsserver", "resume") and res.get("server_cpu_ms") is not None:
         out.append(f"server CPU {res['server_cpu_ms']:.2f} ms/hs")
     if metric.key == "memory" and res.get("server_conns") is not None:
@@ -169,6 +184,92 @@ def run_metric(metric: Metric, libs: Sequence[Lib], cfg: Cfg, runs: int,
     return rows
 
 
+def tick_variants(args: argparse.Namespace, quick: bool) -> list[tuple[Cfg, str]]:
+    """The tick metric's rows: every N (``--clients``) at the first snapshot
+    size, and the other snapshot sizes at the first N."""
+    clients = args.clients or list(tick.CLIENTS)
+    snaps = args.snapshot or ([tick.SNAPSHOT] if quick else list(tick.SNAPSHOTS))
+    combos = [(n, snaps[0]) for n in clients] + [(clients[0], s) for s in snaps[1:]]
+    out = []
+    for n, snap in combos:
+        extra = {"hz": args.hz, "input": args.input, "snapshot": snap}
+        out.append((Cfg(clients=n, extra=extra),
+                    f"N={n} clients, {args.hz} Hz, {args.input} B inputs, {snap} B snapshots"))
+    return out
+
+
+def run_ramp(metric: Metric, libs: Sequence[Lib], cfg: Cfg,
+             args: argparse.Namespace) -> list[Row]:
+    """``tickramp``: per row, N doubles from ``--ramp-start`` while the server
+    holds the tick (tick.held), then one bisection step between the last N
+    held and the first N missed. Value = the largest N held; the note adds
+    the one-core projection from CPU per client-tick at that N."""
+    rows = []
+    for lib in libs:
+        if metric.key not in lib.metrics and lib.key in LISTED_ONLY:
+            continue
+        row = Row(lib)
+        if metric.key not in lib.metrics:
+            row.status = "n/a (not driven for this metric; see README)"
+        else:
+            row.status = lib.missing() or ""
+        rows.append(row)
+        if not row.status:
+            _ramp_row(metric, row, cfg, args)
+    base = next((r for r in rows if r.lib.key == metric.baseline and r.values), None)
+    for row in rows:
+        if base is not None and row.values and base.values[0]:
+            row.ratios.append(row.values[0] / base.values[0])
+    return rows
+
+
+def _ramp_row(metric: Metric, row: Row, cfg: Cfg, args: argparse.Namespace) -> None:
+    """One implementation's ramp (see run_ramp); fills ``row``."""
+    best: dict[str, Any] | None = None
+    tried: list[str] = []
+
+    def step(count: int) -> bool:
+        nonlocal best
+        res = run_pair(row.lib, "tick", dataclasses.replace(cfg, clients=count))
+        row.details.append({k: v for k, v in res.items() if k != "trace"})
+        ok = tick.held(res)
+        tried.append(f"{count}:{'held' if ok else 'missed'}")
+        if args.verbose:
+            print(f"   ramp {row.lib.key:<15} N={count:<6} {'held' if ok else 'missed'}  "
+                  f"{'; '.join(_problems(metric, res))}", flush=True)
+        if ok:
+            best = res
+        elif res.get("error"):
+            row.problems.append(f"N={count}: {res['error']}")
+        return ok
+
+    good = bad = 0
+    n = args.ramp_start
+    while n <= args.ramp_max:
+        if not step(n):
+            bad = n
+            break
+        good = n
+        n *= 2
+    if good and bad and bad - good > 1:
+        mid = (good + bad) // 2
+        if step(mid):
+            good = mid
+        else:
+            bad = mid
+    row.values.append(float(good))
+    notes = [" ".join(tried)]
+    if best is not None and best.get("server_cpu_us"):
+        hz = best.get("server_hz", args.hz)
+        notes.append(f"one-core projection {1e6 / (hz * best['server_cpu_us']):,.0f} "
+                     f"({best['server_cpu_us']:.2f} us/client-tick at N={good})")
+    if best is not None and best.get("generator_lag_ticks"):
+        notes.append("generator lagged at the largest N: the load generator may bound it")
+    if not bad:
+        notes.append(f"held up to --ramp-max {args.ramp_max}")
+    row.problems.extend(notes)
+
+
 def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=(__doc__ or "").replace(
                                     "python -m benchmarks", prog),
@@ -190,7 +291,21 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
                    help="seconds of each 'flood' run (default 1: the machine may be shared)")
     p.add_argument("--memory-runs", type=int, default=1,
                    help="runs of the memory metric (default 1: it is deterministic and slow)")
-    p.add_argument("--clients", type=int, default=64, help="fan-in senders (default 64)")
+    p.add_argument("--clients", type=int, action="append",
+                   help="fan-in senders (default 64; the first value given); tick: clients, "
+                   "repeatable (default: one row at 200 and one at 1000)")
+    p.add_argument("--hz", type=int, default=tick.HZ,
+                   help=f"tick: server tick rate and each client's input rate (default {tick.HZ})")
+    p.add_argument("--input", type=int, default=tick.INPUT,
+                   help=f"tick: bytes per client input (default {tick.INPUT})")
+    p.add_argument("--snapshot", type=int, action="append",
+                   help="tick: bytes per snapshot, repeatable (default 300 at every N, plus "
+                   "1200 at the first N; quick: 300 only)")
+    p.add_argument("--ramp-start", type=int, default=250,
+                   help="tickramp: first N (doubled while the server holds the tick; default 250)")
+    p.add_argument("--ramp-max", type=int, default=4000,
+                   help="tickramp: largest N tried (default 4000; the load generator, one Python "
+                   "process, tops out around there)")
     p.add_argument("--concurrency", type=int, default=4, help="handshakes in flight (default 4; "
                    "hsserver uses twice as many to keep the server busy)")
     p.add_argument("--timeout", type=float, default=None,
@@ -222,26 +337,43 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") 
     report: dict[str, Any] = {"mode": "quick" if quick else "full", "runs": runs,
                               "seconds": seconds, "conns": conns, "metrics": {}}
     failed = False
+    fanin_clients = (args.clients or [64])[0]
     for metric in metrics:
         is_mem = metric.key == "memory"
         cfg = Cfg(seconds=args.flood_seconds if metric.key == "flood" else seconds,
-                  clients=args.clients, concurrency=args.concurrency,
+                  clients=fanin_clients, concurrency=args.concurrency,
                   conns=conns, key_pem=key_pem, cert_pem=cert_pem,
                   timeout=args.timeout or (300.0 if is_mem else 60.0),
                   extra={"flood_rate": args.flood_rate})
         n = args.memory_runs if is_mem else runs
-        rows = run_metric(metric, libs, cfg, n, args.verbose)
-        note = (f"{n} run(s), N={conns}" if is_mem else f"{n} runs x {cfg.seconds:g} s")
-        print_table(metric, rows, n, note)
-        failed |= any(p.startswith("FAILED") for r in rows for p in r.problems)
-        report["metrics"][metric.key] = {
-            "title": metric.title, "unit": metric.unit, "baseline": metric.baseline,
-            "target": metric.target_text,
-            "rows": [{"lib": r.lib.key, "title": r.lib.title, "status": r.status,
-                      "median": r.value, "ratio": r.ratio, "values": r.values,
-                      "ratios": r.ratios, "problems": list(dict.fromkeys(r.problems)),
-                      "runs": r.details} for r in rows],
-        }
+        if metric.key == "tick":
+            variants = tick_variants(args, quick)
+        elif metric.key == "tickramp":
+            variants = tick_variants(args, quick)[:1]
+        else:
+            variants = [(cfg, "")]
+        for vcfg, vnote in variants:
+            if vnote:
+                vcfg = dataclasses.replace(cfg, clients=vcfg.clients, extra=vcfg.extra)
+            if metric.key == "tickramp":
+                rows = run_ramp(metric, libs, vcfg, args)
+                note = f"{vnote}; N from {args.ramp_start}, doubling up to {args.ramp_max}, " \
+                       f"one run x {vcfg.seconds:g} s per step"
+            else:
+                rows = run_metric(metric, libs, vcfg, n, args.verbose)
+                note = (f"{n} run(s), N={conns}" if is_mem else f"{n} runs x {vcfg.seconds:g} s")
+                if vnote:
+                    note = f"{vnote}; {note}"
+            print_table(metric, rows, n, note)
+            failed |= any(p.startswith("FAILED") for r in rows for p in r.problems)
+            report["metrics"][metric.key + (f" {vnote}" if vnote else "")] = {
+                "title": metric.title, "unit": metric.unit, "baseline": metric.baseline,
+                "target": metric.target_text, "variant": vnote,
+                "rows": [{"lib": r.lib.key, "title": r.lib.title, "status": r.status,
+                          "median": r.value, "ratio": r.ratio, "values": r.values,
+                          "ratios": r.ratios, "problems": list(dict.fromkeys(r.problems)),
+                          "runs": r.details} for r in rows],
+            }
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1, default=str)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Optional
 import dtlspeer
 from _bench_runner import installed_bench_runner, runner_package
 
-QUICK = "--runs 1 --seconds 0.2 --conns 20 --clients 4 --concurrency 2 --timeout 60".split()
+QUICK = ("--runs 1 --seconds 0.2 --conns 20 --clients 4 --concurrency 2 --timeout 60 "
+         "--snapshot 300 --ramp-start 4 --ramp-max 4").split()
 
 
 def test_quick_benchmark_prints_every_row() -> None:
@@ -77,3 +79,44 @@ def test_the_library_never_imports_the_benchmark_runner() -> None:
         )
     }
     assert not offenders, sorted(offenders)
+
+
+def test_tick_benchmark_rows_and_accounting() -> None:
+    """The tick metric with two tiny N and two snapshot sizes (the second at
+    the first N): one block each, every row measured
+    (CPU per client-tick printed), no failure or corruption; and the JSON
+    report's counters add up (inputs delivered <= expected, snapshots
+    verified by the generator's checking clients)."""
+    import json
+    import tempfile
+
+    runner, env = runner_package()
+    with tempfile.TemporaryDirectory() as tmp:
+        report = os.path.join(tmp, "tick.json")
+        proc = subprocess.run(
+            [sys.executable, "-m", runner, "--only", "tick", "--runs", "1",
+             "--seconds", "0.3", "--clients", "3", "--clients", "5", "--snapshot", "200",
+             "--snapshot", "1200",  # above the default DTLS MTU's payload: servers get room
+             "--hz", "30", "--input", "24", "--timeout", "60", "--json", report],
+            env=env, capture_output=True, text=True, timeout=600,
+        )
+        out = proc.stdout
+        assert proc.returncode == 0, out + proc.stderr
+        with open(report) as f:
+            data = json.load(f)
+    blocks = out.split("\n== ")[1:]
+    assert len(blocks) == 3, out
+    for (n, size), block in zip(((3, 200), (5, 200), (3, 1200)), blocks):
+        assert f"N={n} clients, 30 Hz, 24 B inputs, {size} B snapshots" in block, block
+        assert "FAILED" not in block and "CORRUPT" not in block, block
+    for key, metric in data["metrics"].items():
+        assert key.startswith("tick "), key
+        for row in metric["rows"]:
+            if row["status"]:
+                continue
+            (run,) = row["runs"]
+            assert "us CPU/client-tick" in " ".join(row["problems"]), row
+            assert run["server_value"] > 0, run
+            assert 0 < run["server_inputs_delivered"] <= run["server_inputs_expected"], run
+            assert run["snapshots_received"] <= run["server_snapshots_sent"], run
+            assert run["verified"] > 0 and run["bad"] == 0, run

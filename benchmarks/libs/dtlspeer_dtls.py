@@ -26,6 +26,7 @@ from ..harness import (
     Result,
     Stop,
     blast,
+    loopback_source,
     payload,
     raise_fd_limit,
     rss_bytes,
@@ -47,7 +48,7 @@ def _materials(cfg: Cfg) -> tuple[Any, Any]:
 class Server:
     """A Godot-style DTLS server on 127.0.0.1 (an ephemeral port)."""
 
-    def __init__(self, cfg: Cfg, max_pending: int = 64) -> None:
+    def __init__(self, cfg: Cfg, max_pending: int = 64, settings: Any = None) -> None:
         from dtlspeer import DTLSServer, PacketPeerDTLS, UDPServer
 
         self.HANDSHAKING = PacketPeerDTLS.STATUS_HANDSHAKING
@@ -58,7 +59,7 @@ class Server:
         self.sock = server_socket(self.udp)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         self.dtls = DTLSServer()
-        self.dtls.setup(_materials(cfg)[0])
+        self.dtls.setup(_materials(cfg)[0], settings=settings)
         self.peers: list[Any] = []
 
     @property
@@ -84,10 +85,14 @@ class Server:
 class Client:
     """One client connection: a connected PacketPeerUDP plus PacketPeerDTLS."""
 
-    def __init__(self, port: int, options: Any, session: Any = None) -> None:
+    def __init__(self, port: int, options: Any, session: Any = None,
+                 source: str | None = None) -> None:
+        """``source``: local address to bind first (see harness.loopback_source)."""
         from dtlspeer import PacketPeerDTLS, PacketPeerUDP
 
         self.udp = PacketPeerUDP()
+        if source is not None:
+            self.udp.bind(0, source)
         self.udp.connect_to_host(HOST, port)
         self.sock = self.udp._ep.sock  # only to select() over many clients
         self.dtls = PacketPeerDTLS()
@@ -188,7 +193,9 @@ def fanin_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
 
 def fanin_client(cfg: Cfg, port: int, stop: Any) -> Result:
     options = _materials(cfg)[1]
-    clients = [Client(port, options) for _ in range(cfg.clients)]
+    # Spread over loopback addresses: all 64 from one address overran the
+    # UDPServer's 4 pending handshakes per address and timed out.
+    clients = [Client(port, options, loopback_source(i)) for i in range(cfg.clients)]
     _handshake_all(clients, time.monotonic() + 60)
     bufs = [bytearray(payload(cfg.payload, i)) for i in range(cfg.clients)]
     return blast([c.dtls.put_packet for c in clients], bufs, cfg,
@@ -385,3 +392,55 @@ def flood_server(cfg: Cfg, ready: Callable[[Any], None], stop: Any) -> Result:
 
 
 flood_client = flood.flood_client
+
+
+# -- game tick (benchmarks/tick.py) ---------------------------------------------------
+
+
+def tick_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    from .. import tick
+
+    return tick.serve_parts(cfg, ready, stop, tick_parts)
+
+
+def tick_parts(cfg: Cfg) -> Any:
+    """The loop Godot documents, once per tick: ``udp_server.poll()``, take
+    new connections, ``peer.poll()`` and read every peer's packets; then
+    ``put_packet`` per client (each sent at once)."""
+    from dtlspeer import DTLSSettings
+
+    from .. import tick
+
+    srv = Server(cfg, max_pending=64, settings=DTLSSettings(mtu=tick.dtls_mtu(cfg)))
+    targets: list[tuple[int, Any]] = []  # connected: every tick sends them a snapshot
+    pending: list[Any] = []  # handshaking: polled until connected
+    make = tick.Snapshots(cfg).make
+    connected, handshaking = srv.CONNECTED, srv.HANDSHAKING
+
+    def drain() -> list[bytes]:
+        pending.extend(srv.accept())
+        if pending:
+            for peer in pending:
+                peer.poll()
+                if peer.get_status() == connected:
+                    targets.append((len(targets), peer))
+            pending[:] = [p for p in pending if p.get_status() == handshaking]
+        inputs = []
+        for _, peer in targets:
+            peer.poll()
+            for _ in range(peer.get_available_packet_count()):
+                inputs.append(peer.get_packet())
+        return inputs
+
+    def send(t: int) -> int:
+        for slot, peer in targets:
+            peer.put_packet(make(slot, t))
+        return len(targets)
+
+    return tick.TickParts(srv.port, drain, send, lambda: len(targets), srv.udp.stop)
+
+
+def tick_client(cfg: Cfg, port: int, stop: Any) -> Result:
+    from .. import tick
+
+    return tick.dtls_client(cfg, port, stop)

@@ -270,3 +270,59 @@ def flood_server(cfg: Cfg, ready: Callable[[Any], None], stop: Any) -> Result:
 
 
 flood_client = flood.flood_client
+
+
+# -- game tick (benchmarks/tick.py) ---------------------------------------------------
+
+
+def tick_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    from .. import tick
+
+    return tick.serve_parts(cfg, ready, stop, tick_parts)
+
+
+def tick_parts(cfg: Cfg, send_many: bool = True) -> Any:
+    """``service(0)`` once per tick (RECEIVE data into a list, CONNECT adds
+    a client), then every client's snapshot in one ``send_many`` (or, with
+    ``send_many=False``, one ``put_packet`` each: benchmarks/tick_profile.py
+    compares the two) and one ``flush()`` (``sendmmsg`` batches)."""
+    from dtlspeer import HostEventType
+
+    from .. import tick
+
+    host = make_host(cfg, mtu=tick.dtls_mtu(cfg))
+    receive, connect = HostEventType.RECEIVE, HostEventType.CONNECT
+    peers: list[Any] = []  # slot = index
+    make = tick.Snapshots(cfg).make
+    service, flush = host.service, host.flush
+    batch = host.send_many
+
+    def drain() -> list[bytes]:
+        inputs = []
+        for event in service(0):
+            kind = event.type
+            if kind is receive:
+                inputs.append(event.data)
+            elif kind is connect:
+                peers.append(event.peer)
+        return inputs
+
+    def send(t: int) -> int:
+        sent = batch(peers, [make(slot, t) for slot in range(len(peers))])
+        flush()
+        return sent
+
+    def send_each(t: int) -> int:
+        for slot, peer in enumerate(peers):
+            peer.put_packet(make(slot, t))
+        flush()
+        return len(peers)
+
+    return tick.TickParts(host.get_local_port(), drain, send if send_many else send_each,
+                          lambda: len(peers), host.close)
+
+
+def tick_client(cfg: Cfg, port: int, stop: Any) -> Result:
+    from .. import tick
+
+    return tick.dtls_client(cfg, port, stop)

@@ -111,3 +111,55 @@ def faninsrv_client(cfg: Cfg, port: int, stop: Any) -> Result:
     msgs = [[payload(cfg.payload, i, k) for k in range(per)] for i in range(cfg.clients)]
     return blast_prebuilt([c.send for c in socks], msgs, cfg, lambda: [c.close() for c in socks])
 
+
+
+# -- game tick (benchmarks/tick.py) ----------------------------------------------------
+
+
+def tick_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    from .. import tick
+
+    return tick.serve_parts(cfg, ready, stop, tick_parts)
+
+
+def tick_parts(cfg: Cfg) -> Any:
+    """``recvfrom_into`` drain into a list, then one ``sendto`` per client."""
+    from .. import tick
+
+    s = plain_server_socket()
+    slots: dict[tuple[str, int], int] = {}
+    targets: list[tuple[int, tuple[str, int]]] = []
+    buf = bytearray(2048)
+    view = memoryview(buf)
+    make = tick.Snapshots(cfg).make
+    recv_into, sendto = s.recvfrom_into, s.sendto
+
+    def drain() -> list[bytes]:
+        inputs = []
+        while True:
+            try:
+                n, addr = recv_into(buf)
+            except BlockingIOError:
+                return inputs
+            if addr not in slots:
+                slots[addr] = len(targets)
+                targets.append((len(targets), addr))
+            inputs.append(bytes(view[:n]))
+
+    def send(t: int) -> int:
+        sent = 0
+        for slot, addr in targets:
+            try:
+                sendto(make(slot, t), addr)
+                sent += 1
+            except OSError:  # a full buffer: lost, as on a real link
+                pass
+        return sent
+
+    return tick.TickParts(s.getsockname()[1], drain, send, lambda: len(targets), s.close)
+
+
+def tick_client(cfg: Cfg, port: int, stop: Any) -> Result:
+    from .. import tick
+
+    return tick.plain_client(cfg, port, stop)

@@ -117,6 +117,7 @@ class Server:
         self.established = 0
         self.closed = 0
         self.buf = bytearray(65536)
+        self.mtu = MTU  # ciphertext MTU of new connections (the tick metric raises it)
 
     def drain(self, on_data: Callable[[Addr, Any, bytes], None] | None = None,
               on_established: Callable[[Addr], None] | None = None,
@@ -137,7 +138,7 @@ class Server:
                 conn = SSL.Connection(self.ctx, None)
                 conn.set_app_data(addr)
                 conn.set_accept_state()
-                conn.set_ciphertext_mtu(MTU)
+                conn.set_ciphertext_mtu(self.mtu)
                 conn.bio_write(data)
                 try:
                     conn.DTLSv1_listen()
@@ -415,3 +416,57 @@ def memory_client(cfg: Cfg, port: int, stop: Any) -> Result:
         keep.extend(batch)
     stop.wait(cfg.timeout)
     return {"established": len(keep)}
+
+
+# -- game tick (benchmarks/tick.py) ---------------------------------------------------
+
+
+def tick_server(cfg: Cfg, ready: Callable[[int], None], stop: Any) -> Result:
+    from .. import tick
+
+    return tick.serve_parts(cfg, ready, stop, tick_parts)
+
+
+def tick_parts(cfg: Cfg) -> Any:
+    """``drain`` (recvfrom, ``bio_write``, ``recv`` per record) into a list,
+    then per client ``write`` + ``bio_read`` + ``sendto``."""
+    from .. import tick
+
+    srv = Server(cfg)
+    srv.mtu = tick.dtls_mtu(cfg)
+    targets: list[tuple[int, Any, Addr]] = []
+    make = tick.Snapshots(cfg).make
+    inputs: list[bytes] = []
+    SSL = srv.SSL
+    sendto = srv.sock.sendto
+
+    def on_established(addr: Addr) -> None:
+        targets.append((len(targets), srv.conns[addr][0], addr))
+
+    def on_data(addr: Addr, conn: Any, msg: bytes) -> None:
+        inputs.append(msg)
+
+    def drain() -> list[bytes]:
+        srv.drain(on_data=on_data, on_established=on_established)
+        got = inputs[:]
+        inputs.clear()
+        return got
+
+    def send(t: int) -> int:
+        sent = 0
+        for slot, conn, addr in targets:
+            try:
+                conn.write(make(slot, t))
+                sendto(conn.bio_read(65536), addr)
+                sent += 1
+            except (SSL.Error, OSError):
+                pass
+        return sent
+
+    return tick.TickParts(srv.port, drain, send, lambda: len(targets), srv.sock.close)
+
+
+def tick_client(cfg: Cfg, port: int, stop: Any) -> Result:
+    from .. import tick
+
+    return tick.dtls_client(cfg, port, stop)

@@ -27,6 +27,7 @@ import math
 import socket
 import struct
 import sys
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Union
 
@@ -61,6 +62,8 @@ _CONNECT_CODE = int(lib.DP_HOST_EVENT_CONNECT)
 _ADDRESS_CODE = int(lib.DP_HOST_EVENT_ADDRESS_CHANGED)
 _service = lib.dp_host_service
 _host_send = lib.dp_host_send
+_host_send_many = lib.dp_host_send_many
+_from_buffer = ffi.from_buffer
 _CLOSED = lib.DP_ERR_CLOSED
 _ERRORS_RAISED_BY_SEND = (
     lib.DP_ERR_TOO_LARGE,
@@ -614,6 +617,7 @@ class DTLSHost:
         self._text = ffi.new("char[]", 512)
         self._conn_stats_out = ffi.new("dp_conn_stats *")
         self._peer_out = ffi.new("uint64_t *")
+        self._failed_at = ffi.new("size_t *")  # send_many: the item it refused
         self._addr = ffi.new("dp_addr *")
 
     # -- configuration ---------------------------------------------------------------
@@ -890,6 +894,80 @@ class DTLSHost:
             lib.dp_host_broadcast(ptr, payload, len(payload), id_array, len(ids), self._now),
             "broadcast",
         )
+
+    def send_many(self, peers: Sequence[HostPeer], payloads: Sequence[BytesLike]) -> int:
+        """Queue ``payloads[i]`` as one record to ``peers[i]``, for every i,
+        in one native call: a tick's per-player snapshots without a Python
+        and a native call per player (ours; Godot has no batch send). They
+        leave at the next ``service()`` or ``flush()``, like ``put_packet``'s.
+
+        Checked before anything is queued (nothing is queued if one check
+        fails): StateError for a peer still handshaking, one you
+        disconnected (``disconnect_from_peer``) or a closed host;
+        InvalidArgumentError for a payload above that peer's
+        :meth:`HostPeer.get_max_packet_size` or ``settings.max_packet_size``,
+        or sequences of different lengths; ForeignPeerError for another
+        host's peer; ArgumentTypeError for a non-peer or a payload that is
+        not bytes-like (bytes, bytearray, a byte memoryview). Peers the
+        remote side ended are skipped silently and counted in
+        ``get_stats()["send_to_ended"]``, as ``put_packet`` does. Empty
+        payloads send nothing. Returns the number of records queued."""
+        ptr = self._require()
+        count = len(peers)
+        if len(payloads) != count:
+            raise errors.InvalidArgumentError(
+                f"send_many: {count} peers but {len(payloads)} payloads")
+        if not count:
+            return 0
+        try:
+            ids = array("Q", [p._peer_id for p in peers if p._host is self
+                              and not p._closed_locally])
+        except AttributeError:
+            ids = array("Q")
+        if len(ids) != count:
+            self._send_many_peer_error(peers)
+        try:
+            data = b"".join(payloads)
+        except TypeError as exc:
+            raise errors.ArgumentTypeError(
+                f"send_many: payloads must be bytes-like ({exc})") from None
+        lengths = array("I", map(len, payloads))
+        cap = self._settings.max_packet_size
+        if cap and max(lengths) > cap:
+            raise errors.InvalidArgumentError(
+                f"a payload of {max(lengths)} bytes exceeds settings.max_packet_size={cap}")
+        failed_at = self._failed_at
+        rc = _host_send_many(ptr, _from_buffer("uint64_t[]", ids), data, len(data),
+                             _from_buffer("uint32_t[]", lengths), count, self._now, failed_at)
+        if rc < 0:
+            self._send_many_failed(rc, int(failed_at[0]), peers, lengths)
+        return int(rc)
+
+    def _send_many_peer_error(self, peers: Sequence[HostPeer]) -> None:
+        """Raise for the first item of ``peers`` that is no sendable peer of ours."""
+        for i, peer in enumerate(peers):
+            own = self._own(peer, f"peers[{i}]")
+            if own._closed_locally:
+                raise errors.StateError(f"cannot send to peers[{i}]: disconnected locally")
+        raise AssertionError("unreachable: every peer was valid")  # pragma: no cover
+
+    def _send_many_failed(self, rc: int, index: int, peers: Sequence[HostPeer],
+                          lengths: array[int]) -> None:
+        """Turn dp_host_send_many's refusal (nothing was queued) into an exception."""
+        if rc == lib.DP_ERR_BAD_STATE:
+            raise errors.StateError(
+                f"cannot send to peers[{index}]: not connected ({peers[index].get_status().name})")
+        if rc == lib.DP_ERR_TOO_LARGE:
+            raise errors.InvalidArgumentError(
+                f"payloads[{index}] of {lengths[index]} bytes exceeds the peer's maximum "
+                f"packet size {peers[index].get_max_packet_size()}")
+        if rc == lib.DP_ERR_INVALID_ARGUMENT:
+            raise errors.ArgumentTypeError(
+                "send_many: payloads must be bytes-like objects of bytes (a memoryview with "
+                "wider items has fewer elements than bytes)")
+        if rc == lib.DP_ERR_CLOSED:
+            raise errors.StateError("the host is closed")
+        check(rc, "send_many")
 
     def flush(self) -> int:
         """Send every queued record now (``sendmmsg`` batches); returns the

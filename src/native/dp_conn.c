@@ -136,6 +136,11 @@ struct dp_conn {
     int in_pending;
     dp_queue out;
     dp_queue app;
+    /* Set during dp_conn_write_direct only: the caller's buffer that takes
+     * the record's datagram instead of a queue node (no allocation, one copy). */
+    unsigned char *direct_buf;
+    size_t direct_cap;
+    size_t direct_len;
     unsigned char transport_id[DP_TRANSPORT_ID_MAX];
     size_t transport_id_len;
     dp_conn_stats stats;
@@ -229,6 +234,13 @@ static int queue_pop(dp_queue *q, unsigned char *buf, size_t cap, int wipe)
 static int bio_send(void *ctx, const unsigned char *buf, size_t len)
 {
     dp_conn *c = ctx;
+    if (c->direct_buf != NULL && c->direct_len == 0 && c->out.count == 0 && len <= c->direct_cap) {
+        /* Nothing queued before it, so sending it first keeps the order. */
+        memcpy(c->direct_buf, buf, len);
+        c->direct_len = len;
+        c->stats.datagrams_out++;
+        return (int)len;
+    }
     if (c->out.count >= c->cfg->out_queue_max) { /* a whole flight fits (dp_config.c) */
         /* Like a full socket buffer: the datagram is lost, DTLS retransmits. */
         c->stats.dropped_out_full++;
@@ -1548,6 +1560,24 @@ int dp_conn_write(dp_conn *c, const unsigned char *data, size_t len, int64_t now
     note_activity(c);
     c->stats.records_out++;
     return ret;
+}
+
+int dp_conn_write_direct(dp_conn *c, const unsigned char *data, size_t len, int64_t now_ms,
+                         unsigned char *out, size_t out_cap, size_t *out_len)
+{
+    if (c == NULL || out == NULL || out_len == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    *out_len = 0;
+    c->direct_buf = out;
+    c->direct_cap = out_cap;
+    c->direct_len = 0;
+    int rc = dp_conn_write(c, data, len, now_ms);
+    *out_len = c->direct_len;
+    c->direct_buf = NULL;
+    c->direct_cap = 0;
+    c->direct_len = 0;
+    return rc;
 }
 
 int dp_conn_close(dp_conn *c, int64_t now_ms)

@@ -109,4 +109,12 @@ int64_t dp_cookie_gate_time(dp_cookie_gate *gate);
  * ClientHello (the gate's own bounded parser), else 0. */
 int dp_cookie_hello_well_formed(const unsigned char *d, size_t len);
 
+/* dp_conn_write, but the record's datagram goes into out[0 .. out_cap) when
+ * nothing is queued before it (*out_len = its length; the caller sends it
+ * before popping the queue). Otherwise, or when it does not fit, it is
+ * queued as by dp_conn_write and *out_len = 0. Saves the queue node's
+ * allocation and one copy per record on the per-tick send paths. */
+int dp_conn_write_direct(dp_conn *conn, const unsigned char *data, size_t len, int64_t now_ms,
+                         unsigned char *out, size_t out_cap, size_t *out_len);
+
 #endif /* DTLSPEER_DP_ENGINE_H */

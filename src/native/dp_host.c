@@ -1486,7 +1486,22 @@ static int host_send(dp_host *h, uint64_t peer, const uint8_t *data, size_t len,
     if (dp_conn_outgoing_count(p->conn) >= DP_HOST_DEEP_QUEUE) {
         flush_peer(h, p); /* keeps the connection's bounded queue from dropping */
     }
-    int rc = dp_conn_write(p->conn, data, len, now_ms);
+    /* The record goes straight into the send batch (no queue node) when the
+     * peer has nothing queued and the batch has room; else it is queued. */
+    if (h->batch_len == DP_HOST_BATCH) {
+        send_batch(h);
+    }
+    size_t direct = 0;
+    int rc = dp_conn_write_direct(p->conn, data, len, now_ms, h->arena + h->arena_used,
+                                  DP_HOST_ARENA - h->arena_used, &direct);
+    if (direct > 0) {
+        dp_endpoint_out *m = &h->batch[h->batch_len++];
+        m->handle = p->handle;
+        m->dst = NULL;
+        m->data = h->arena + h->arena_used;
+        m->len = direct;
+        h->arena_used += direct;
+    }
     if (rc > 0) {
         h->stats.records_out++;
     }
@@ -1539,6 +1554,71 @@ static int host_broadcast(dp_host *h, const uint8_t *data, size_t len, const uin
         }
     }
     return rc < 0 ? rc : count;
+}
+
+/* ---- send_many: one native call for a tick's per-peer records ---------------------------
+ * A game server sends every player its own snapshot each tick; one call for
+ * all of them replaces a Python method call plus a cffi call (argument
+ * conversion, GIL release) per player. Payload i is data[off_i, off_i +
+ * lengths[i]) with off_i the sum of the lengths before it. */
+
+static int send_many_check(dp_host *h, const uint64_t *peers, const uint32_t *lengths,
+                           size_t count, size_t data_len, size_t *failed_at)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < count; i++) {
+        *failed_at = i;
+        if (lengths[i] > data_len - total) {
+            return DP_ERR_INVALID_ARGUMENT; /* lengths overrun the buffer */
+        }
+        total += lengths[i];
+        dp_host_peer *p = peer_get(h, peers[i]);
+        if (p == NULL || p->conn == NULL) {
+            continue; /* ended or released: host_send drops it and counts it */
+        }
+        int status = dp_conn_status(p->conn);
+        if (status_ended(status)) {
+            continue;
+        }
+        if (status != DP_STATUS_CONNECTED) {
+            return DP_ERR_BAD_STATE;
+        }
+        int max = dp_conn_max_payload(p->conn);
+        if (max < 0 || lengths[i] > (uint32_t)max) {
+            return DP_ERR_TOO_LARGE;
+        }
+    }
+    *failed_at = count;
+    return total == data_len ? DP_OK : DP_ERR_INVALID_ARGUMENT;
+}
+
+static int host_send_many(dp_host *h, const uint64_t *peers, const uint8_t *data,
+                          size_t data_len, const uint32_t *lengths, size_t count, int64_t now_ms,
+                          size_t *failed_at)
+{
+    if (h == NULL || failed_at == NULL || count > INT32_MAX ||
+        (count != 0 && (peers == NULL || lengths == NULL)) || (data == NULL && data_len != 0)) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    *failed_at = 0;
+    if (h->closed) {
+        return DP_ERR_CLOSED;
+    }
+    /* First pass: refuse the whole call (nothing queued) for local misuse. */
+    int rc = send_many_check(h, peers, lengths, count, data_len, failed_at);
+    if (rc != DP_OK) {
+        return rc;
+    }
+    now_ms = dp_resolve_now(now_ms); /* once for every record */
+    int queued = 0;
+    size_t offset = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (host_send(h, peers[i], data + offset, lengths[i], now_ms) >= 0) {
+            queued++;
+        }
+        offset += lengths[i];
+    }
+    return queued;
 }
 
 static int host_flush(dp_host *h)
@@ -1801,6 +1881,13 @@ int dp_host_broadcast(dp_host *h, const uint8_t *data, size_t len, const uint64_
                       size_t n_exclude, int64_t now_ms)
 {
     DP_HOST_LOCKED(int, h, host_broadcast(h, data, len, exclude, n_exclude, now_ms));
+}
+
+int dp_host_send_many(dp_host *h, const uint64_t *peers, const uint8_t *data, size_t data_len,
+                      const uint32_t *lengths, size_t count, int64_t now_ms, size_t *failed_at)
+{
+    DP_HOST_LOCKED(int, h,
+                   host_send_many(h, peers, data, data_len, lengths, count, now_ms, failed_at));
 }
 
 int dp_host_flush(dp_host *h)

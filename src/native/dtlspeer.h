@@ -932,6 +932,17 @@ int dp_host_send(dp_host *host, uint64_t peer, const uint8_t *data, size_t len, 
  * max_payload. Returns the number of peers it was queued for. */
 int dp_host_broadcast(dp_host *host, const uint8_t *data, size_t len, const uint64_t *exclude,
                       size_t n_exclude, int64_t now_ms);
+/* dp_host_send of count records in one call: record i goes to peers[i]
+ * and is data[off, off + lengths[i]) where off is the sum of the lengths
+ * before it; the lengths must add up to data_len. Checked first, nothing
+ * queued on failure, *failed_at = the offending index: DP_ERR_BAD_STATE
+ * (a peer still handshaking), DP_ERR_TOO_LARGE (above that peer's
+ * max_payload), DP_ERR_INVALID_ARGUMENT (lengths do not match data_len;
+ * *failed_at = count when they fall short). Ended or released peers are
+ * skipped and counted in send_to_ended, as by dp_host_send. Returns the
+ * number of records queued. */
+int dp_host_send_many(dp_host *host, const uint64_t *peers, const uint8_t *data, size_t data_len,
+                      const uint32_t *lengths, size_t count, int64_t now_ms, size_t *failed_at);
 /* Send every queued datagram now (sendmmsg). Returns how many left. */
 int dp_host_flush(dp_host *host);
 /* Send close_notify (if connected) and end the peer now (reason LOCAL, its
