@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_godot_variant import godot4, godot4_env, godot4_project  # noqa: F401 - fixture
+from conftest import godot4_env, godot4_project
 
 from dtlspeer import AESContext, Crypto, CryptoKey, HashingContext, HMACContext, errors
 
@@ -165,7 +165,7 @@ def our_misuse_cases(keys: dict[str, CryptoKey]) -> dict[str, Callable[[], objec
     }
 
 
-def test_godot4_crypto_family_both_ways(godot4: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_godot4_crypto_family_both_ways(godot4: Path, tmp_path: Path) -> None:
     rng = random.Random(2026)
     job, keys = make_job(rng)
     out = run_godot4(godot4, tmp_path, job)
