@@ -21,7 +21,7 @@ from typing import Callable
 
 import pytest
 from peers import PeerSet
-from test_godot_variant import godot4, godot4_env, godot4_project  # noqa: F401 (fixture)
+from conftest import godot4_env, godot4_project
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -59,7 +59,7 @@ def play(peers: PeerSet, tmp_path: Path, client: Callable[[int, Path], Sequence[
 
 
 def test_godot4_tutorial_client_plays_against_the_python_server(
-    godot4: Path, tmp_path: Path, peers: PeerSet  # noqa: F811
+    godot4: Path, tmp_path: Path, peers: PeerSet
 ) -> None:
     # The project as shipped, in a throw-away copy (Godot writes .godot/ into it).
     shipped = EXAMPLES / "godot_tutorial"
