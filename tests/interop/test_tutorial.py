@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from peers import PeerSet
 from conftest import godot4_env, godot4_project
+from peers import PeerSet
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
