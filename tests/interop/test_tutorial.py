@@ -11,6 +11,7 @@ leaving with close_notify. Each test skips when its runtime is absent."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -37,10 +38,14 @@ def play(peers: PeerSet, tmp_path: Path, client: Callable[[int, Path], Sequence[
     """Start the tutorial server, run ``client(port, cert)`` to its end and
     check both sides' transcripts."""
     cert = tmp_path / "server.crt"
+    # Our own process: it keeps the sanitizer runtime of the ASan pass (peers
+    # started by PeerSet lose it, being other programs).
+    ours = {k: os.environ[k] for k in ("LD_PRELOAD", "ASAN_OPTIONS") if k in os.environ}
     server = peers.start(
         "tutorial_server",
         [sys.executable, str(EXAMPLES / "tutorial_server.py"), "--bind", "127.0.0.1",
          "--port", "0", "--save-cert", str(cert), "--duration", "90"],
+        env=ours,
     )  # fmt: skip
     port = int(server.expect(rb"listening on port (\d+)", timeout=60).group(1))
     proc = subprocess.run(
