@@ -85,9 +85,10 @@ class Server:
 class Client:
     """One client connection: a connected PacketPeerUDP plus PacketPeerDTLS."""
 
-    def __init__(self, port: int, options: Any, session: Any = None,
-                 source: str | None = None) -> None:
-        """``source``: local address to bind first (see harness.loopback_source)."""
+    def __init__(self, port: int, options: Any, source: str | None = None, *,
+                 session: Any = None) -> None:
+        """``source``: local address to bind first (see harness.loopback_source);
+        ``session``: a saved session to offer (resumption)."""
         from dtlspeer import PacketPeerDTLS, PacketPeerUDP
 
         self.udp = PacketPeerUDP()
@@ -238,7 +239,7 @@ def handshake_client(cfg: Cfg, port: int, stop: Any, session: Any = None) -> Res
     from dtlspeer import PacketPeerDTLS
 
     options = _materials(cfg)[1]
-    slots = [Client(port, options, session) for _ in range(cfg.concurrency)]
+    slots = [Client(port, options, session=session) for _ in range(cfg.concurrency)]
     done = failed = 0
     reasons: list[str] = []
     start = time.perf_counter()
@@ -259,7 +260,7 @@ def handshake_client(cfg: Cfg, port: int, stop: Any, session: Any = None) -> Res
                 reasons.append(c.dtls.get_last_error() if st != PacketPeerDTLS.STATUS_CONNECTED
                                else "not resumed")
             c.close()
-            slots[i] = Client(port, options, session)
+            slots[i] = Client(port, options, session=session)
     elapsed = time.perf_counter() - start
     for c in slots:
         c.close()
