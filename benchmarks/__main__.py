@@ -130,9 +130,9 @@ def _problems(metric: Metric, res: dict[str, Any]) -> list[str]:
     return out
 
 
-def run_metric(metric: Metric, libs: Sequence[Lib], cfg: Cfg, runs: int,
-               verbose: bool) -> list[Row]:
-    """All rows of one metric; the baseline is measured in every run."""
+def metric_rows(metric: Metric, libs: Sequence[Lib]) -> list[Row]:
+    """One row per implementation shown for ``metric``; ``status`` says why
+    a row is not measured (not driven, not installed, no load generator)."""
     rows = []
     for lib in libs:
         if metric.key not in lib.metrics and lib.key in LISTED_ONLY:
@@ -143,10 +143,15 @@ def run_metric(metric: Metric, libs: Sequence[Lib], cfg: Cfg, runs: int,
         elif metric.missing():
             row.status = metric.missing() or ""
         else:
-            missing = lib.missing()
-            if missing:
-                row.status = missing
+            row.status = lib.missing() or ""
         rows.append(row)
+    return rows
+
+
+def run_metric(metric: Metric, libs: Sequence[Lib], cfg: Cfg, runs: int,
+               verbose: bool) -> list[Row]:
+    """All rows of one metric; the baseline is measured in every run."""
+    rows = metric_rows(metric, libs)
     base = next((r for r in rows if r.lib.key == metric.baseline), None)
     for run in range(runs):
         values: dict[str, float | None] = {}
@@ -204,16 +209,8 @@ def run_ramp(metric: Metric, libs: Sequence[Lib], cfg: Cfg,
     holds the tick (tick.held), then one bisection step between the last N
     held and the first N missed. Value = the largest N held; the note adds
     the one-core projection from CPU per client-tick at that N."""
-    rows = []
-    for lib in libs:
-        if metric.key not in lib.metrics and lib.key in LISTED_ONLY:
-            continue
-        row = Row(lib)
-        if metric.key not in lib.metrics:
-            row.status = "n/a (not driven for this metric; see README)"
-        else:
-            row.status = lib.missing() or ""
-        rows.append(row)
+    rows = metric_rows(metric, libs)
+    for row in rows:
         if not row.status:
             _ramp_row(metric, row, cfg, args)
     base = next((r for r in rows if r.lib.key == metric.baseline and r.values), None)
