@@ -789,8 +789,9 @@ static int emit(dp_enet *e, const ENetEvent *ev, dp_enet_event *events, uint32_t
     memset(o, 0, sizeof(*o));
     o->type = (uint8_t)ev->type;
     o->peer = ev->peer != NULL ? ev->peer->incomingPeerID : 0;
-    o->data = ev->data;
-    o->channel = ev->channelID;
+    /* ENet leaves channelID unset outside RECEIVE, and data unset in it. */
+    o->data = ev->type == ENET_EVENT_TYPE_RECEIVE ? 0 : ev->data;
+    o->channel = ev->type == ENET_EVENT_TYPE_RECEIVE ? ev->channelID : 0;
     if (ev->type == ENET_EVENT_TYPE_RECEIVE && ev->packet != NULL) {
         size_t len = ev->packet->dataLength;
         if (len > cap - *used) {

@@ -1,0 +1,307 @@
+"""Plain ENet wire compatibility: dtlspeer.enet against pyenet (real ENet C,
+1.3.17, which we did not write), as server and as client, on loopback.
+
+Both sides run in this process and are serviced in turn with short waits;
+every loop is bounded in rounds and seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import pytest
+
+from dtlspeer import errors
+from dtlspeer.enet import ENetConnection, ENetPacketPeer
+
+enet = pytest.importorskip("enet")  # pyenet
+
+CONNECT, DISCONNECT, RECEIVE = 1, 2, 3
+RELIABLE = ENetPacketPeer.FLAG_RELIABLE
+UNSEQUENCED = ENetPacketPeer.FLAG_UNSEQUENCED
+BIG = bytes(range(256)) * 40  # 10 240 bytes: fragmented at ENet's 1392-byte MTU
+# (channel, flags, payload): reliable, unreliable sequenced, unsequenced, on several channels
+SENDS = [
+    (0, RELIABLE, b"reliable-0"),
+    (1, 0, b"unreliable-1"),
+    (2, UNSEQUENCED, b"unsequenced-2"),
+    (3, RELIABLE, BIG),
+]
+
+
+def pump(
+    ours: ENetConnection,
+    theirs: Any,
+    until: Callable[[], bool],
+    seconds: float = 5.0,
+    on_ours: Callable[[Any], None] | None = None,
+    on_theirs: Callable[[Any], None] | None = None,
+) -> None:
+    deadline = time.monotonic() + seconds
+    for _ in range(5000):
+        if until() or time.monotonic() > deadline:
+            break
+        for ev in ours.service_batch(2):
+            if on_ours is not None:
+                on_ours(ev)
+        if theirs is not None:
+            ev = theirs.service(2)
+            while ev is not None and ev.type != enet.EVENT_TYPE_NONE:
+                if on_theirs is not None:
+                    on_theirs(ev)
+                ev = theirs.check_events()
+    assert until(), "condition not reached in time"
+
+
+@pytest.fixture
+def server() -> Any:
+    conn = ENetConnection()
+    conn.create_host_bound("127.0.0.1", 0, 8)
+    yield conn
+    conn.destroy()
+
+
+def test_pyenet_client_to_our_server_every_send_kind(server: ENetConnection) -> None:
+    client = enet.Host(None, 1, 8, 0, 0)
+    peer = client.connect(enet.Address(b"127.0.0.1", server.get_local_port()), 6, 0x12345678)
+    ours: list[Any] = []
+    echoed: list[tuple[int, bytes, int]] = []
+    connected: list[bool] = []
+
+    def theirs(ev: Any) -> None:
+        if ev.type == enet.EVENT_TYPE_CONNECT:
+            connected.append(True)
+            for channel, flags, data in SENDS:
+                peer.send(channel, enet.Packet(data, flags))
+        elif ev.type == enet.EVENT_TYPE_RECEIVE:
+            echoed.append((ev.channelID, ev.packet.data, ev.packet.flags & 3))
+
+    def mine(ev: Any) -> None:
+        ours.append(ev)
+        if ev.type == RECEIVE:
+            ev.peer.send(ev.channel, ev.packet, ev.flags or 0)
+
+    pump(server, client, lambda: len(echoed) == len(SENDS), on_ours=mine, on_theirs=theirs)
+    assert connected
+    connect = ours[0]
+    assert connect.type == CONNECT and connect.data == 0x12345678
+    assert connect.peer.get_remote_address() == "127.0.0.1"
+    assert connect.peer.get_channels() == 6
+    assert connect.peer.get_state() == ENetPacketPeer.PeerState.STATE_CONNECTED
+    received = sorted((ev.channel, ev.flags, ev.packet) for ev in ours if ev.type == RECEIVE)
+    assert received == sorted(SENDS)
+    assert sorted(echoed) == sorted((c, d, f) for c, f, d in SENDS)
+    stats = server.get_stats()
+    assert stats["dropped_oversized"] == stats["dropped_ring_full"] == 0
+
+
+def test_our_client_to_pyenet_server_every_send_kind() -> None:
+    host = enet.Host(enet.Address(b"127.0.0.1", 0), 4, 8, 0, 0)
+    port = host.address.port
+    ours = ENetConnection()
+    ours.create_host(1)
+    try:
+        peer = ours.connect_to_host("127.0.0.1", port, 5, 77)
+        seen: list[tuple[int, bytes, int]] = []
+        connect_data: list[int] = []
+        mine: list[Any] = []
+
+        def theirs(ev: Any) -> None:
+            if ev.type == enet.EVENT_TYPE_CONNECT:
+                connect_data.append(ev.data)
+            elif ev.type == enet.EVENT_TYPE_RECEIVE:
+                seen.append((ev.channelID, ev.packet.data, ev.packet.flags & 3))
+                ev.peer.send(ev.channelID, enet.Packet(ev.packet.data[::-1], ev.packet.flags & 3))
+
+        def on_ours(ev: Any) -> None:
+            mine.append(ev)
+            if ev.type == CONNECT:
+                assert ev.peer is peer
+                for channel, flags, data in SENDS:
+                    peer.send(channel, data, flags)
+
+        pump(
+            ours,
+            host,
+            lambda: len([e for e in mine if e.type == RECEIVE]) == len(SENDS),
+            on_ours=on_ours,
+            on_theirs=theirs,
+        )
+        assert connect_data == [77]
+        assert sorted(seen) == sorted((c, d, f) for c, f, d in SENDS)
+        back = sorted((e.channel, e.flags, e.packet) for e in mine if e.type == RECEIVE)
+        assert back == sorted((c, f, d[::-1]) for c, f, d in SENDS)
+        assert peer.get_statistic(ENetPacketPeer.PeerStatistic.PEER_ROUND_TRIP_TIME) >= 0
+        # Godot-style single events: RECEIVE packets are queued on the peer.
+        peer.put_packet(b"queued")
+        got: list[bytes] = []
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            ev = host.service(2)
+            if ev.type == enet.EVENT_TYPE_RECEIVE:
+                ev.peer.send(0, enet.Packet(b"reply", enet.PACKET_FLAG_RELIABLE))
+            event = ours.service(2)
+            if event.type == ENetConnection.EventType.EVENT_RECEIVE:
+                assert event.peer is peer and peer.get_packet_channel() == 0
+                got.append(peer.get_packet())
+        assert got == [b"reply"]
+        with pytest.raises(errors.WouldBlockError):
+            peer.get_packet()
+    finally:
+        ours.destroy()
+
+
+def connected_pair(server: ENetConnection) -> tuple[Any, Any, ENetPacketPeer]:
+    """A pyenet client connected to our server: (client host, its peer, our peer)."""
+    client = enet.Host(None, 1, 2, 0, 0)
+    cpeer = client.connect(enet.Address(b"127.0.0.1", server.get_local_port()), 2, 0)
+    ours: list[ENetPacketPeer] = []
+    done: list[bool] = []
+    pump(
+        server,
+        client,
+        lambda: bool(ours and done),
+        on_ours=lambda ev: ours.append(ev.peer) if ev.type == CONNECT else None,
+        on_theirs=lambda ev: done.append(True) if ev.type == enet.EVENT_TYPE_CONNECT else None,
+    )
+    return client, cpeer, ours[0]
+
+
+def test_disconnect_from_our_side_carries_data(server: ENetConnection) -> None:
+    client, _, peer = connected_pair(server)
+    peer.peer_disconnect(99)
+    theirs: list[int] = []
+    ours: list[Any] = []
+    pump(
+        server,
+        client,
+        lambda: bool(theirs and ours),
+        on_ours=lambda ev: ours.append(ev) if ev.type == DISCONNECT else None,
+        on_theirs=lambda ev: (
+            theirs.append(ev.data) if ev.type == enet.EVENT_TYPE_DISCONNECT else None
+        ),
+    )
+    assert theirs == [99]
+    assert ours[0].peer is peer and not peer.is_active()
+    assert peer.get_state() == ENetPacketPeer.PeerState.STATE_DISCONNECTED
+    with pytest.raises(errors.StateError):
+        peer.send(0, b"x", RELIABLE)
+    assert server.get_peers() == []
+
+
+def test_disconnect_from_their_side_carries_data(server: ENetConnection) -> None:
+    client, cpeer, peer = connected_pair(server)
+    cpeer.disconnect(1234)
+    ours: list[Any] = []
+    pump(
+        server,
+        client,
+        lambda: bool(ours),
+        on_ours=lambda ev: ours.append(ev) if ev.type == DISCONNECT else None,
+    )
+    assert ours[0].data == 1234 and ours[0].peer is peer
+
+
+def test_disconnect_now_tells_them_without_an_event_here(server: ENetConnection) -> None:
+    client, _, peer = connected_pair(server)
+    peer.peer_disconnect_now(5)
+    theirs: list[int] = []
+    ours: list[Any] = []
+    pump(
+        server,
+        client,
+        lambda: bool(theirs),
+        on_ours=lambda ev: ours.append(ev),
+        on_theirs=lambda ev: (
+            theirs.append(ev.data) if ev.type == enet.EVENT_TYPE_DISCONNECT else None
+        ),
+    )
+    assert theirs == [5] and ours == [] and not peer.is_active()
+
+
+def test_silent_peer_times_out(server: ENetConnection) -> None:
+    client, _, peer = connected_pair(server)
+    peer.set_timeout(8, 300, 600)  # ENet: limit, minimum, maximum (ms)
+    peer.ping_interval(100)
+    ours: list[Any] = []
+    # The pyenet side is never serviced again: it goes silent.
+    pump(
+        server,
+        None,
+        lambda: bool(ours),
+        seconds=10,
+        on_ours=lambda ev: ours.append(ev) if ev.type == DISCONNECT else None,
+    )
+    assert ours[0].peer is peer
+    del client
+
+
+def test_we_time_out_a_silent_server() -> None:
+    host = enet.Host(enet.Address(b"127.0.0.1", 0), 4, 2, 0, 0)
+    ours = ENetConnection()
+    ours.create_host(1)
+    try:
+        peer = ours.connect_to_host("127.0.0.1", host.address.port, 2)
+        events: list[int] = []
+        pump(ours, host, lambda: CONNECT in events, on_ours=lambda ev: events.append(ev.type))
+        peer.set_timeout(8, 300, 600)
+        pump(
+            ours,
+            None,
+            lambda: DISCONNECT in events,
+            seconds=10,
+            on_ours=lambda ev: events.append(ev.type),
+        )
+        assert not peer.is_active()
+    finally:
+        ours.destroy()
+
+
+def test_range_coder_compression_interoperates(server: ENetConnection) -> None:
+    server.compress(ENetConnection.CompressionMode.COMPRESS_RANGE_CODER)
+    client = enet.Host(None, 1, 2, 0, 0)
+    client.compress_with_range_coder()
+    peer = client.connect(enet.Address(b"127.0.0.1", server.get_local_port()), 2, 0)
+    text = b"compressible " * 200
+    got: list[bytes] = []
+
+    def theirs(ev: Any) -> None:
+        if ev.type == enet.EVENT_TYPE_CONNECT:
+            peer.send(0, enet.Packet(text, enet.PACKET_FLAG_RELIABLE))
+
+    pump(
+        server,
+        client,
+        lambda: bool(got),
+        on_theirs=theirs,
+        on_ours=lambda ev: got.append(ev.packet) if ev.type == RECEIVE else None,
+    )
+    assert got == [text]
+    assert server.pop_statistic(ENetConnection.HostStatistic.HOST_TOTAL_RECEIVED_DATA) < len(text)
+    assert server.pop_statistic(ENetConnection.HostStatistic.HOST_TOTAL_RECEIVED_DATA) == 0
+
+
+def test_godot_only_compressors_are_refused(server: ENetConnection) -> None:
+    with pytest.raises(errors.UnsupportedError):
+        server.compress(ENetConnection.CompressionMode.COMPRESS_ZSTD)
+
+
+def test_send_checks_channel_and_size(server: ENetConnection) -> None:
+    client, _, peer = connected_pair(server)
+    with pytest.raises(errors.InvalidArgumentError):
+        peer.send(2, b"x", RELIABLE)  # 2 channels negotiated
+    with pytest.raises(errors.DTLSPeerError):
+        peer.send(0, bytes((1 << 20) + 1), RELIABLE)
+    del client
+
+
+def test_calls_before_create_or_after_destroy_raise() -> None:
+    conn = ENetConnection()
+    with pytest.raises(errors.StateError):
+        conn.service()
+    conn.create_host(2)
+    conn.destroy()
+    with pytest.raises(errors.StateError):
+        conn.connect_to_host("127.0.0.1", 9)
+    conn.destroy()  # idempotent
