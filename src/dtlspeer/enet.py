@@ -30,7 +30,10 @@ from typing import Any, NamedTuple, Optional
 
 from . import errors
 from ._binding import check, ffi, lib, to_bytes
+from ._engine import CookieGate, EngineConfig
+from .dtls import DTLSSettings, _check_settings, _client_config
 from .packet_peer import PacketPeer
+from .tls_options import TLSOptions
 from .udp import _addr_text, _check_int, _fill_addr, _open_socket, _resolve
 
 __all__ = [
@@ -41,6 +44,16 @@ __all__ = [
 
 _EVENT = struct.Struct("<IIIIIBBBB")
 DEFAULT_MAX_PACKET_SIZE = 1 << 20
+
+# DTLS under ENet. ENet's datagrams are at most its MTU (1392 by default on
+# both ends; ENet negotiates the smaller of the two peers' MTUs, so we
+# advertise ENet's default and never send more). Each becomes ONE record: 13
+# bytes of header + up to 24 of AEAD (GCM/CCM; 16 ChaCha20-Poly1305): 1429
+# bytes, which fits our DTLS MTU of 1452 (an IPv6 + UDP datagram in a
+# 1500-byte frame), also for handshake flights. A peer may announce an
+# ENet MTU up to 4096 (ENet's maximum), so records are accepted up to 4096
+# bytes of plaintext, as Godot does (it drops larger ones).
+ENET_DTLS_SETTINGS = DTLSSettings(mtu=1452, max_receive_size=4096)
 
 
 class ENetEvent(NamedTuple):
@@ -437,6 +450,53 @@ class ENetConnection:
         if self._peers.get(peer._index) is peer:
             del self._peers[peer._index]
         peer._active = False
+
+    # -- DTLS ---------------------------------------------------------------------------
+
+    def dtls_server_setup(
+        self, server_options: TLSOptions, *, settings: Optional[DTLSSettings] = None
+    ) -> None:
+        """Accept ENet only inside DTLS from now on: each remote address is a
+        DTLS session behind our cookie gate, each ENet datagram one record
+        (Godot 4: same; once, right after ``create_host_bound``). ``settings``
+        default: ``ENET_DTLS_SETTINGS`` (MTU 1452, records up to 4096 bytes)."""
+        handle = self._native()
+        if not isinstance(server_options, TLSOptions) or not server_options.is_server():
+            raise errors.InvalidArgumentError("server_options must be TLSOptions.server(...)")
+        settings = _check_settings(settings or ENET_DTLS_SETTINGS)
+        gate = CookieGate(None)
+        key, cert = server_options.get_private_key(), server_options.get_own_certificate()
+        assert key is not None and cert is not None
+        with key._mutex, cert._mutex:
+            config = EngineConfig.server(
+                gate=gate, key=key, certificate=cert, **settings._engine_options()
+            )
+        check(lib.dp_enet_dtls_server_setup(handle, config.handle, gate.handle), "dtls setup")
+        self._dtls_keep += [config, gate]
+
+    def dtls_client_setup(
+        self,
+        hostname: str,
+        client_options: Optional[TLSOptions] = None,
+        *,
+        settings: Optional[DTLSSettings] = None,
+    ) -> None:
+        """Connect out only inside DTLS, checking the server's certificate
+        against ``hostname`` (Godot 4: same; call before ``connect_to_host``).
+        ``client_options`` default: ``TLSOptions.client()`` (system CAs;
+        Godot 4.8-dev rejects a null here although its docs allow it)."""
+        handle = self._native()
+        options = client_options if client_options is not None else TLSOptions.client()
+        if not isinstance(options, TLSOptions) or options.is_server():
+            raise errors.InvalidArgumentError("client_options must be TLSOptions.client...(...)")
+        if not isinstance(hostname, str):
+            raise errors.ArgumentTypeError("hostname must be a str")
+        config = _client_config(options, _check_settings(settings or ENET_DTLS_SETTINGS))
+        check(
+            lib.dp_enet_dtls_client_setup(handle, config.handle, hostname.encode("utf-8")),
+            "dtls setup",
+        )
+        self._dtls_keep.append(config)
 
     # -- peers ------------------------------------------------------------------------
 

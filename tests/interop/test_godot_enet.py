@@ -1,0 +1,137 @@
+"""ENet inside DTLS against Godot 4.8-dev (bundled ENet 1.3.18 with Godot's
+socket patch, Mbed TLS 4.1.1), both roles, certificate and name checked.
+
+* A Godot 4 ``ENetMultiplayerPeer`` client (``host.dtls_client_setup("localhost",
+  TLSOptions.client(cert))``) against our ``ENetConnection`` DTLS server: every
+  transfer mode, several script channels (ENet channel N+1), a 10 000-byte
+  reliable packet; we echo each packet on its ENet channel with its flags and
+  the Godot script checks mode and channel of every echo.
+* Our ``ENetConnection`` DTLS client against a Godot 4 ``ENetConnection`` DTLS
+  server that echoes: reliable, unsequenced, several channels, fragmented.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from test_godot_variant import godot4, godot4_env, godot4_project  # noqa: F401
+
+from dtlspeer import TLSOptions
+from dtlspeer.enet import ENetConnection, ENetPacketPeer
+
+HERE = Path(__file__).parent / "godot4"
+RELIABLE = ENetPacketPeer.FLAG_RELIABLE
+UNSEQUENCED = ENetPacketPeer.FLAG_UNSEQUENCED
+
+
+def start_godot(binary: Path, tmp_path: Path, script: str, *args: str) -> subprocess.Popen[str]:
+    project = godot4_project(tmp_path, HERE / script)
+    return subprocess.Popen(
+        [str(binary), "--headless", "--path", str(project), "--script", f"res://{script}",
+         "--", *args],
+        env=godot4_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    try:
+        return proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_godot4_enet_multiplayer_dtls_client_to_our_server(
+    godot4: Path,  # noqa: F811
+    tmp_path: Path,
+    server_certs: dict[str, Any],
+) -> None:
+    cert = server_certs["ecdsa-p256/ours"]
+    key, x509 = cert.load()
+    server = ENetConnection()
+    server.create_host_bound("127.0.0.1", 0, 4)
+    server.dtls_server_setup(TLSOptions.server(key, x509))
+    proc = start_godot(godot4, tmp_path, "enet_dtls_client.gd",
+                       str(server.get_local_port()), str(cert.cert_path))  # fmt: skip
+    events: list[Any] = []
+    try:
+        deadline = time.monotonic() + 40
+        while proc.poll() is None and time.monotonic() < deadline:
+            for ev in server.service_batch(5):
+                events.append(ev)
+                if ev.type == ENetConnection.EventType.EVENT_RECEIVE:
+                    ev.peer.send(ev.channel, ev.packet, ev.flags)
+        out, err = finish(proc)
+    finally:
+        server.destroy()
+    assert proc.returncode == 0 and "PASS 6" in out, out + err
+    connects = [ev for ev in events if ev.type == ENetConnection.EventType.EVENT_CONNECT]
+    assert len(connects) == 1 and connects[0].data >= 2  # the client's unique id
+    got = {(ev.channel, ev.flags, ev.packet[:16]) for ev in events if ev.type == 3}
+    # Godot 4's mapping: reliable -> ENet 0 (flag 1), unreliable -> ENet 1
+    # (unsequenced, flag 2), ordered -> ENet 1 (flag 0), script channel N -> N+1.
+    assert (0, RELIABLE, b"reliable") in got
+    assert (1, UNSEQUENCED, b"unreliable") in got
+    assert (1, 0, b"ordered") in got
+    assert (4, RELIABLE, b"reliable-ch3") in got
+    assert (3, UNSEQUENCED, b"unreliable-ch2") in got
+    assert any(ch == 2 and flags == RELIABLE for ch, flags, _ in got)  # the 10 000 bytes
+
+
+def test_our_enet_dtls_client_to_godot4_server(
+    godot4: Path,  # noqa: F811
+    tmp_path: Path,
+    server_certs: dict[str, Any],
+) -> None:
+    import socket
+
+    cert = server_certs["ecdsa-p256/ours"]
+    _, x509 = cert.load()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = start_godot(godot4, tmp_path, "enet_dtls_server.gd",
+                       str(port), str(cert.key_path), str(cert.cert_path))  # fmt: skip
+    assert proc.stdout is not None
+    banner: list[str] = []
+    for _ in range(10):  # Godot's banner lines come first; READY once listening
+        banner.append(proc.stdout.readline().strip())
+        if banner[-1] == "READY":
+            break
+    assert banner[-1] == "READY", banner
+    client = ENetConnection()
+    client.create_host(1)
+    client.dtls_client_setup("localhost", TLSOptions.client(x509))
+    peer = client.connect_to_host("127.0.0.1", port, 4, 4242)
+    big = bytes(i % 251 for i in range(10_000))
+    sends = [(0, RELIABLE, b"R-reliable"), (1, UNSEQUENCED, b"u-unseq"), (3, RELIABLE, big),
+             (2, UNSEQUENCED, b"u-ch2")]  # fmt: skip
+    echoes: list[tuple[int, int, bytes]] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(echoes) < len(sends) and time.monotonic() < deadline:
+            for ev in client.service_batch(5):
+                if ev.type == ENetConnection.EventType.EVENT_CONNECT:
+                    status = peer.get_dtls_status()
+                    assert status is not None and status["status"] == 2
+                    for channel, flags, data in sends:
+                        peer.send(channel, data, flags)
+                elif ev.type == ENetConnection.EventType.EVENT_RECEIVE:
+                    echoes.append((ev.channel, ev.flags, ev.packet))
+        assert sorted(echoes) == sorted(sends)
+        peer.peer_disconnect(7)
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline:
+            client.service_batch(5)
+        out, err = finish(proc)
+    finally:
+        client.destroy()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and "CONNECT 4242" in out and "PASS 4 data=7" in out, out + err
