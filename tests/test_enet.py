@@ -7,6 +7,9 @@ every loop is bounded in rounds and seconds.
 
 from __future__ import annotations
 
+import random
+import socket
+import struct
 import time
 from typing import Any, Callable
 
@@ -305,3 +308,84 @@ def test_calls_before_create_or_after_destroy_raise() -> None:
     with pytest.raises(errors.StateError):
         conn.connect_to_host("127.0.0.1", 9)
     conn.destroy()  # idempotent
+
+
+# ---- hostile input (plain mode) ------------------------------------------------
+
+
+def hostile_datagrams(rng: random.Random, peer_id: int) -> list[bytes]:
+    """Garbage headers, bogus peer ids, command lengths past the datagram,
+    fragment counts and offsets out of range (ENet's protocol layout)."""
+    out: list[bytes] = []
+    for _ in range(3000):
+        kind = rng.randrange(6)
+        header = struct.pack(
+            ">HH",
+            (peer_id & 0xFFF) | rng.choice([0, 0x4000, 0x8000, 0xC000]),
+            rng.randrange(1 << 16),
+        )
+        if kind == 0:
+            out.append(bytes(rng.randrange(256) for _ in range(rng.randrange(0, 64))))
+        elif kind == 1:  # bogus peer id
+            out.append(struct.pack(">HH", rng.randrange(1 << 16), 0) + rng.randbytes(12))
+        elif kind == 2:  # SEND_RELIABLE whose dataLength runs past the datagram
+            out.append(header + bytes([0x86, 0, 0, 1]) + struct.pack(">H", 0xFFFF) + b"x")
+        elif kind == 3:  # SEND_FRAGMENT with absurd counts, offsets and total length
+            frag = struct.pack(
+                ">BBHHHIIII",
+                0x88,
+                rng.randrange(4),
+                rng.randrange(1 << 16),
+                rng.randrange(1 << 16),
+                rng.randrange(8),
+                rng.choice([0, 1, 0xFFFF, 0x100000, 0xFFFFFFFF]),
+                rng.randrange(1 << 32),
+                rng.choice([1, 1 << 20, 1 << 31, 0xFFFFFFFF]),
+                rng.randrange(1 << 32),
+            )
+            out.append(header + frag + rng.randbytes(rng.randrange(0, 32)))
+        elif kind == 4:  # any command number, truncated
+            out.append(header + bytes([rng.randrange(256)]) + rng.randbytes(rng.randrange(8)))
+        else:  # oversized datagram
+            out.append(rng.randbytes(5000))
+    return out
+
+
+def alloc_bytes() -> int:
+    from dtlspeer._binding import ffi, lib
+
+    b, n = ffi.new("int64_t *"), ffi.new("int64_t *")
+    lib.dp_alloc_stats(b, n)
+    return int(b[0])
+
+
+def test_hostile_datagrams_neither_crash_nor_grow_memory(server: ENetConnection) -> None:
+    from dtlspeer._binding import ffi, lib
+
+    client, cpeer, peer = connected_pair(server)
+    src = ffi.new("dp_addr *")
+    src.ip = b"\0" * 10 + b"\xff\xff" + socket.inet_aton("127.0.0.1")
+    src.port = client.address.port if client.address else 0
+    rng = random.Random(1313)
+    before = alloc_bytes()
+    for round_ in range(4):
+        for data in hostile_datagrams(rng, peer._index):
+            lib.dp_enet_inject(server._ptr, src, data, len(data))
+            if rng.random() < 0.05:
+                server.service_batch(0)
+        server.service_batch(0)
+        # Bounded: ENet's per-peer waiting data and packet size (1 MiB) cap what
+        # fragments may hold; far below what the forged totals ask for.
+        assert alloc_bytes() - before < 8 << 20, round_
+    stats = server.get_stats()
+    assert stats["dropped_oversized"] > 0
+    # The real peer still works (or was cleanly disconnected by ENet's own checks).
+    if peer.is_active():
+        got: list[bytes] = []
+        cpeer.send(0, enet.Packet(b"still here", enet.PACKET_FLAG_RELIABLE))
+        pump(
+            server,
+            client,
+            lambda: bool(got) or not peer.is_active(),
+            on_ours=lambda ev: got.append(ev.packet) if ev.type == RECEIVE else None,
+        )
