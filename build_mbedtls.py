@@ -726,13 +726,17 @@ def compile_objects(compiler, build_temp: Path, trees: Mapping[str, Path]) -> li
     macros, mbed_flags, our_flags = compile_flags()
     includes = [str(d) for d in include_dirs(trees)]
     obj_ext = compiler.obj_extension
-    platform_key = (macros, mbed_flags, compiler.compiler_type, sysconfig.get_platform())
 
     def group_dir(prefix: str, digest: str, sources: list[tuple[Path, str]]) -> Path:
+        # The same key as before ENet joined, so Mbed TLS objects stay cached.
         key = hashlib.sha256(digest.encode())
         key.update(CONFIG_HEADER.read_bytes())
         file_flags = [(stem, per_file_flags(src.name)) for src, stem in sources]
-        key.update(repr((*platform_key, file_flags)).encode())
+        key.update(
+            repr(
+                (macros, mbed_flags, file_flags, compiler.compiler_type, sysconfig.get_platform())
+            ).encode()
+        )
         return build_temp / f"{prefix}-{key.hexdigest()[:16]}"
 
     # One object directory per pinned source: an ENet change never

@@ -167,6 +167,16 @@ def _build_client_config(options: TLSOptions, **engine_options: Any) -> EngineCo
         )
 
 
+def _build_server_config(
+    options: TLSOptions, gate: CookieGate, **engine_options: Any
+) -> EngineConfig:
+    """The engine configuration of a certificate server (TLSOptions.server)."""
+    key, cert = options.get_private_key(), options.get_own_certificate()
+    assert key is not None and cert is not None
+    with key._mutex, cert._mutex:
+        return EngineConfig.server(gate=gate, key=key, certificate=cert, **engine_options)
+
+
 def _client_config(options: TLSOptions, settings: DTLSSettings) -> EngineConfig:
     per_options = _client_configs.setdefault(options, {})
     config = per_options.get(settings)
@@ -741,12 +751,7 @@ class DTLSServer:
         gate = self._gate
         if gate is None or cookie_secret != self._secret:
             gate = CookieGate(cookie_secret)
-        key, cert = server_options.get_private_key(), server_options.get_own_certificate()
-        assert key is not None and cert is not None
-        with key._mutex, cert._mutex:
-            config = EngineConfig.server(
-                gate=gate, key=key, certificate=cert, **settings._engine_options()
-            )
+        config = _build_server_config(server_options, gate, **settings._engine_options())
         if self._config is not None:
             self._config.close()  # live connections keep their reference
         self._config, self._gate, self._settings, self._secret = (

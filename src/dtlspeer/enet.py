@@ -30,8 +30,8 @@ from typing import Any, NamedTuple, Optional
 
 from . import errors
 from ._binding import check, ffi, lib, to_bytes
-from ._engine import CookieGate, EngineConfig
-from .dtls import DTLSSettings, _check_settings, _client_config
+from ._engine import CookieGate
+from .dtls import DTLSSettings, _build_server_config, _check_settings, _client_config
 from .packet_peer import PacketPeer
 from .tls_options import TLSOptions
 from .udp import _addr_text, _check_int, _fill_addr, _open_socket, _resolve
@@ -465,12 +465,7 @@ class ENetConnection:
             raise errors.InvalidArgumentError("server_options must be TLSOptions.server(...)")
         settings = _check_settings(settings or ENET_DTLS_SETTINGS)
         gate = CookieGate(None)
-        key, cert = server_options.get_private_key(), server_options.get_own_certificate()
-        assert key is not None and cert is not None
-        with key._mutex, cert._mutex:
-            config = EngineConfig.server(
-                gate=gate, key=key, certificate=cert, **settings._engine_options()
-            )
+        config = _build_server_config(server_options, gate, **settings._engine_options())
         check(lib.dp_enet_dtls_server_setup(handle, config.handle, gate.handle), "dtls setup")
         self._dtls_keep += [config, gate]
 
