@@ -389,3 +389,35 @@ def test_hostile_datagrams_neither_crash_nor_grow_memory(server: ENetConnection)
             lambda: bool(got) or not peer.is_active(),
             on_ours=lambda ev: got.append(ev.packet) if ev.type == RECEIVE else None,
         )
+
+
+def test_connect_and_disconnect_in_one_service_call(server: ENetConnection) -> None:
+    """A client that disconnects right after connecting: its ACK and its
+    DISCONNECT reach our server in one service call, so the CONNECT event's
+    peer is already gone when Python reads the event. service() must report
+    both events, not raise (found by the enet-dtls fuzz target)."""
+    client = ENetConnection()
+    client.create_host(1)
+    try:
+        peer = client.connect_to_host("127.0.0.1", server.get_local_port(), 2, 9)
+        events: list[Any] = []
+        client_connected = False
+        deadline = time.monotonic() + 5
+        while not client_connected:
+            assert time.monotonic() < deadline
+            events += server.service_batch(0)  # VERIFY_CONNECT goes out; nothing else yet
+            for ev in client.service_batch(2):
+                if ev.type == CONNECT:
+                    client_connected = True
+                    peer.peer_disconnect_now(3)  # right behind the ACK
+            time.sleep(0.002)
+        deadline = time.monotonic() + 5
+        while DISCONNECT not in [e.type for e in events]:
+            assert time.monotonic() < deadline
+            events += server.service_batch(2)
+        kinds = [(e.type, e.data) for e in events]
+        assert kinds == [(CONNECT, 9), (DISCONNECT, 3)], kinds
+        assert events[0].peer is events[1].peer and not events[0].peer.is_active()
+        assert events[0].peer.get_remote_port() == client.get_local_port()
+    finally:
+        client.destroy()

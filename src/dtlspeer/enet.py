@@ -42,7 +42,7 @@ __all__ = [
     "ENetPacketPeer",
 ]
 
-_EVENT = struct.Struct("<IIIIIBBBB")
+_EVENT = struct.Struct("<IIIIIBBBB24x")  # dp_enet_event; its address is read for CONNECT only
 DEFAULT_MAX_PACKET_SIZE = 1 << 20
 
 # DTLS under ENet. ENet's datagrams are at most its MTU (1392 by default on
@@ -541,16 +541,19 @@ class ENetConnection:
         payload = ffi.buffer(self._payload)
         out: list[ENetEvent] = []
         peers = self._peers
-        for index, connect_id, data, offset, length, etype, channel, flags, _ in _EVENT.iter_unpack(
-            self._events_view[: n * _EVENT.size]
+        rows = _EVENT.iter_unpack(self._events_view[: n * _EVENT.size])
+        for i, (index, connect_id, data, offset, length, etype, channel, flags, _) in enumerate(
+            rows
         ):
             if etype == lib.DP_ENET_EVENT_CONNECT:
                 peer = peers.get(index)
                 if peer is None or peer._connect_id != connect_id:
                     peer = ENetPacketPeer(self, index, connect_id)
                     peers[index] = peer
-                info = peer._fill_info()
-                peer._address = (_addr_text(info.addr), int(info.addr.port))
+                # From the event, not from the peer: a DISCONNECT later in
+                # this same batch may already have ended it.
+                addr = self._events[i].addr
+                peer._address = (_addr_text(addr), int(addr.port))
                 out.append(ENetEvent(etype, peer, data, channel))
             elif etype == lib.DP_ENET_EVENT_RECEIVE:
                 peer = peers.get(index)

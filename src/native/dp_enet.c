@@ -812,8 +812,10 @@ static int emit(dp_enet *e, const ENetEvent *ev, dp_enet_event *events, uint32_t
             if (slot < e->slots_cap) {
                 e->peer_addr[ev->peer->incomingPeerID] = e->slots[slot].addr;
             }
+            o->addr = e->peer_addr[ev->peer->incomingPeerID];
         } else if (ev->type == ENET_EVENT_TYPE_CONNECT) {
             enet_to_addr_plain(&ev->peer->address, &e->peer_addr[ev->peer->incomingPeerID]);
+            o->addr = e->peer_addr[ev->peer->incomingPeerID];
         } else if (ev->type == ENET_EVENT_TYPE_DISCONNECT && e->mode == DP_ENET_MODE_DTLS) {
             /* ENet is done with the peer: end its DTLS session too (close_notify). */
             uint64_t id = synthetic_peer(e, &ev->peer->address);
@@ -1112,6 +1114,10 @@ int dp_enet_peer_get_info(const dp_enet *e, uint32_t index, uint32_t connect_id,
     out->outgoing_data_total = p->outgoingDataTotal;
     out->reliable_data_in_transit = p->reliableDataInTransit;
     out->dtls_peer = e->mode == DP_ENET_MODE_DTLS ? synthetic_peer(e, &p->address) : 0;
+    out->incoming_peer_id = p->incomingPeerID;
+    out->outgoing_peer_id = p->outgoingPeerID;
+    out->incoming_session_id = p->incomingSessionID;
+    out->outgoing_session_id = p->outgoingSessionID;
     return DP_OK;
 }
 

@@ -782,6 +782,9 @@ typedef struct dp_enet_event {
     uint8_t channel;
     uint8_t flags;       /* RECEIVE: ENet packet flags (1 reliable, 2 unsequenced) */
     uint8_t reserved;
+    dp_addr addr;        /* CONNECT: the peer's address (the peer may be gone by the
+                            time the caller reads the event: a later event of the
+                            same call may be its DISCONNECT) */
 } dp_enet_event;
 
 typedef struct dp_enet_peer_info {
@@ -799,6 +802,11 @@ typedef struct dp_enet_peer_info {
     uint32_t incoming_bandwidth, outgoing_bandwidth;
     uint32_t incoming_data_total, outgoing_data_total, reliable_data_in_transit;
     uint64_t dtls_peer; /* DTLS mode: the dp_host peer id (0 if its session ended) */
+    /* ENet's header fields of this connection (diagnostics, fuzzing): the id
+     * and session the remote side puts in the datagrams it sends us (incoming)
+     * and the ones we put in ours (outgoing). */
+    uint16_t incoming_peer_id, outgoing_peer_id;
+    uint8_t incoming_session_id, outgoing_session_id;
 } dp_enet_peer_info;
 
 typedef struct dp_enet_stats {

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from peers import free_udp_port
 from test_godot_variant import godot4, godot4_env, godot4_project  # noqa: F401
 
 from dtlspeer import TLSOptions
@@ -88,13 +89,9 @@ def test_our_enet_dtls_client_to_godot4_server(
     tmp_path: Path,
     server_certs: dict[str, Any],
 ) -> None:
-    import socket
-
     cert = server_certs["ecdsa-p256/ours"]
     _, x509 = cert.load()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_udp_port()
     proc = start_godot(godot4, tmp_path, "enet_dtls_server.gd",
                        str(port), str(cert.key_path), str(cert.cert_path))  # fmt: skip
     assert proc.stdout is not None
@@ -135,3 +132,125 @@ def test_our_enet_dtls_client_to_godot4_server(
             proc.kill()
             proc.wait()
     assert proc.returncode == 0 and "CONNECT 4242" in out and "PASS 4 data=7" in out, out + err
+
+
+# ---- ENetMultiplayerPeer <-> ENetMultiplayerPeer, DTLS, every transfer mode ----------
+
+MP_SENDS = [  # (transfer mode, script channel, payload)
+    (2, 0, b"reliable"),
+    (0, 0, b"unreliable"),
+    (1, 0, b"ordered"),
+    (2, 3, b"reliable-ch3"),
+    (0, 2, b"unreliable-ch2"),
+    (1, 1, b"ordered-ch1"),
+    (2, 1, bytes(i % 251 for i in range(10_000))),
+]
+
+
+def test_godot4_multiplayer_client_to_our_multiplayer_server(
+    godot4: Path,  # noqa: F811
+    tmp_path: Path,
+    server_certs: dict[str, Any],
+) -> None:
+    """The Godot 4 ENetMultiplayerPeer DTLS client of the first test, against
+    our ENetMultiplayerPeer: every packet is echoed with get_packet_mode and
+    get_packet_channel, which the Godot script checks against what it sent."""
+    from dtlspeer.enet_multiplayer import ENetMultiplayerPeer
+
+    cert = server_certs["ecdsa-p256/ours"]
+    key, x509 = cert.load()
+    server = ENetMultiplayerPeer()
+    server.set_bind_ip("127.0.0.1")
+    server.create_server(0, 4)
+    server.host.dtls_server_setup(TLSOptions.server(key, x509))
+    joined: list[int] = []
+    left: list[int] = []
+    server.peer_connected.connect(joined.append)
+    server.peer_disconnected.connect(left.append)
+    seen: list[tuple[int, int, int]] = []
+    proc = start_godot(godot4, tmp_path, "enet_dtls_client.gd",
+                       str(server.host.get_local_port()), str(cert.cert_path))  # fmt: skip
+    try:
+        deadline = time.monotonic() + 40
+        while proc.poll() is None and time.monotonic() < deadline:
+            server.poll()
+            while server.get_available_packet_count():
+                sender, mode = server.get_packet_peer(), server.get_packet_mode()
+                channel = server.get_packet_channel()
+                data = server.get_packet()
+                seen.append((sender, mode, channel))
+                server.set_target_peer(sender)
+                server.transfer_mode, server.transfer_channel = mode, channel
+                server.put_packet(data)
+            time.sleep(0.002)
+        out, err = finish(proc)
+        deadline = time.monotonic() + 10
+        while not left and time.monotonic() < deadline:
+            server.poll()
+            time.sleep(0.005)
+    finally:
+        server.close()
+    assert proc.returncode == 0 and "PASS 6" in out, out + err
+    assert len(joined) == 1 and joined[0] >= 2 and left == joined
+    assert {(mode, channel) for _, mode, channel in seen} == {
+        (2, 0), (0, 0), (1, 0), (2, 3), (0, 2), (2, 1)}  # fmt: skip
+    assert {sender for sender, _, _ in seen} == set(joined)
+
+
+def test_our_multiplayer_client_to_godot4_multiplayer_server(
+    godot4: Path,  # noqa: F811
+    tmp_path: Path,
+    server_certs: dict[str, Any],
+) -> None:
+    from dtlspeer.enet_multiplayer import ENetMultiplayerPeer
+
+    cert = server_certs["ecdsa-p256/ours"]
+    _, x509 = cert.load()
+    port = free_udp_port()
+    proc = start_godot(godot4, tmp_path, "enet_mp_server.gd",
+                       str(port), str(cert.key_path), str(cert.cert_path))  # fmt: skip
+    assert proc.stdout is not None
+    banner: list[str] = []
+    for _ in range(10):
+        banner.append(proc.stdout.readline().strip())
+        if banner[-1] == "READY":
+            break
+    assert banner[-1] == "READY", banner
+    client = ENetMultiplayerPeer()
+    client.create_client("127.0.0.1", port, 4)
+    client.host.dtls_client_setup("localhost", TLSOptions.client(x509))
+    connected: list[int] = []
+    client.peer_connected.connect(connected.append)
+    echoes: list[tuple[int, int, int, bytes]] = []
+    try:
+        deadline = time.monotonic() + 30
+        while not connected and time.monotonic() < deadline:
+            client.poll()
+            time.sleep(0.002)
+        assert connected == [1]
+        uid = client.get_unique_id()
+        assert 2 <= uid < 2**31
+        assert (
+            client.get_connection_status()
+            == ENetMultiplayerPeer.ConnectionStatus.CONNECTION_CONNECTED
+        )
+        client.set_target_peer(1)
+        for mode, channel, data in MP_SENDS:
+            client.transfer_mode, client.transfer_channel = mode, channel
+            client.put_packet(data)
+        while len(echoes) < len(MP_SENDS) and time.monotonic() < deadline:
+            client.poll()
+            while client.get_available_packet_count():
+                echoes.append((client.get_packet_peer(), client.get_packet_mode(),
+                               client.get_packet_channel(), client.get_packet()))  # fmt: skip
+            time.sleep(0.002)
+        client.close()
+        out, err = finish(proc)
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert sorted(echoes) == sorted((1, m, c, d) for m, c, d in MP_SENDS)
+    assert proc.returncode == 0 and f"CONNECTED {uid}" in out, out + err
+    assert f"PASS {len(MP_SENDS)}" in out, out + err
