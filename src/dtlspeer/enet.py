@@ -339,6 +339,7 @@ class ENetConnection:
 
     def __init__(self) -> None:
         self._ptr: Any = None
+        self._fd = -1
         self._port = 0
         self._family = socket.AF_INET
         self._peers: dict[int, ENetPacketPeer] = {}
@@ -402,7 +403,7 @@ class ENetConnection:
         except BaseException:
             sock.close()
             raise
-        sock.detach()  # the native host owns the descriptor
+        self._fd = sock.detach()  # the native host owns the descriptor
         self._ptr = ffi.gc(out[0], lib.dp_enet_free)
         check(lib.dp_enet_set(self._ptr, lib.DP_ENET_SET_MAX_PACKET_SIZE, max_packet_size, 0))
         self._payload_cap = max(max_packet_size, 256 * 1024)
@@ -642,6 +643,12 @@ class ENetConnection:
         """DTLS server: admit no new handshake while set (Godot: same; a plain
         host ignores it, as Godot's does)."""
         check(lib.dp_enet_set(self._native(), lib.DP_ENET_SET_REFUSE, int(bool(refuse)), 0))
+
+    def fileno(self) -> int:
+        """The socket's descriptor, for an event loop's readiness watch (not
+        in Godot). Owned by the host: never close it."""
+        self._native()
+        return self._fd
 
     def get_local_port(self) -> int:
         self._native()
