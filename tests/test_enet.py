@@ -421,3 +421,97 @@ def test_connect_and_disconnect_in_one_service_call(server: ENetConnection) -> N
         assert events[0].peer.get_remote_port() == client.get_local_port()
     finally:
         client.destroy()
+
+
+# ---- ENet over DTLS through a lossy path --------------------------------------------------
+
+
+class LossyRelay:
+    """A UDP relay between a client and a server that drops, duplicates and
+    reorders datagrams (seeded), both ways. It also drops handshake
+    datagrams: the DTLS retransmission timers and ENet's must cope."""
+
+    def __init__(self, server_port: int, seed: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.server = ("127.0.0.1", server_port)
+        self.client: tuple[str, int] | None = None
+        self.rng = random.Random(seed)
+        self.held: list[tuple[bytes, tuple[str, int]]] = []
+        self.counts = {"dropped": 0, "duplicated": 0, "reordered": 0, "passed": 0}
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def step(self) -> None:
+        for _ in range(256):
+            try:
+                data, addr = self.sock.recvfrom(65536)
+            except BlockingIOError:
+                break
+            if addr != self.server:
+                self.client = addr
+            dest = self.client if addr == self.server else self.server
+            if dest is None:
+                continue
+            roll = self.rng.random()
+            if roll < 0.15:
+                self.counts["dropped"] += 1
+                continue
+            if roll < 0.25:
+                self.counts["duplicated"] += 1
+                self.sock.sendto(data, dest)
+            elif roll < 0.40:
+                self.counts["reordered"] += 1
+                self.held.append((data, dest))  # goes out after later datagrams
+                continue
+            self.counts["passed"] += 1
+            self.sock.sendto(data, dest)
+        if self.held and self.rng.random() < 0.5:
+            for data, dest in self.held:
+                self.sock.sendto(data, dest)
+            self.held.clear()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_reliable_packets_arrive_in_order_over_dtls_through_loss() -> None:
+    from dtlspeer import Crypto, TLSOptions
+
+    crypto = Crypto()
+    key = crypto.generate_ec("P-256")
+    cert = crypto.generate_self_signed_certificate(
+        key, "CN=localhost", "20240101000000", "20440101000000", dns_names=["localhost"]
+    )
+    server = ENetConnection()
+    server.create_host_bound("127.0.0.1", 0, 2)
+    server.dtls_server_setup(TLSOptions.server(key, cert))
+    relay = LossyRelay(server.get_local_port(), seed=7)
+    client = ENetConnection()
+    client.create_host(1)
+    client.dtls_client_setup("localhost", TLSOptions.client(cert))
+    peer = client.connect_to_host("127.0.0.1", relay.port, 2, 0)
+    payloads = [i.to_bytes(4, "big") * (1 + i % 700) for i in range(200)]  # up to 2.8 KB: fragments
+    got: list[bytes] = []
+    sent = False
+    try:
+        deadline = time.monotonic() + 60
+        while len(got) < len(payloads):
+            assert time.monotonic() < deadline, (len(got), relay.counts)
+            for ev in client.service_batch(1):
+                if ev.type == CONNECT and not sent:
+                    sent = True
+                    for data in payloads:
+                        peer.send(0, data, RELIABLE)
+            relay.step()
+            got += [ev.packet for ev in server.service_batch(1) if ev.type == RECEIVE]
+            relay.step()
+        assert got == payloads  # every one, in order, once
+        assert min(relay.counts.values()) > 10, relay.counts  # the path really was lossy
+    finally:
+        client.destroy()
+        server.destroy()
+        relay.close()
