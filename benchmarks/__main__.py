@@ -45,11 +45,18 @@ LIBS: list[Lib] = [
         ("pingpong", "handshake"), ("mbedtls",)),
     Lib("openssl-listen", "openssl s_server -dtls1_2 -listen (DTLSv1_listen)",
         f"{_PKG}.libs.openssl_listen", ("flood",)),
+    Lib("pyenet", "pyenet plain ENet (ENet 1.3.17 C, no encryption)", f"{_PKG}.libs.pyenet_enet",
+        ("enetpingpong", "enetfanin"), ("enet",)),
+    Lib("dtlspeer-enet", "dtlspeer ENet over DTLS (service_batch)", f"{_PKG}.libs.dtlspeer_enet",
+        ("enetpingpong", "enetfanin"), ("dtlspeer.enet",)),
+    Lib("dtlspeer-enet-plain", "dtlspeer ENet, plain (no DTLS)",
+        f"{_PKG}.libs.dtlspeer_enet_plain", ("enetpingpong", "enetfanin"), ("dtlspeer.enet",)),
 ]
 
 # Rows shown only for the metrics they drive: no TLS (handshakes, memory),
 # or a memory-only variant.
-LISTED_ONLY = ("plain", "dtlspeer-udp", "dtlspeer-host-unparked", "openssl-listen")
+LISTED_ONLY = ("plain", "dtlspeer-udp", "dtlspeer-host-unparked", "openssl-listen", "pyenet",
+               "dtlspeer-enet", "dtlspeer-enet-plain")
 
 METRICS: list[Metric] = [
     Metric("pingpong", "ping-pong round trips/s, 100 B, one client, one in flight", "rt/s",
@@ -74,6 +81,12 @@ METRICS: list[Metric] = [
            higher_is_better=False, target_ratio=1.0,
            target_text="dtlspeer <= 1.0x openssl s_server -listen, <= 1 B RSS/hello, "
            "legit handshake < 100 ms"),
+    Metric("enetpingpong", "ENet reliable ping-pong round trips/s, 100 B on channel 0, one "
+           "client, one in flight", "rt/s", "value", "pyenet", target_ratio=0.9,
+           target_text="dtlspeer ENet over DTLS >= 0.9x pyenet plain ENet"),
+    Metric("enetfanin", "ENet one-way reliable 100 B messages/s delivered to one server from "
+           "64 clients", "msg/s", "server_value", "pyenet", target_ratio=0.9,
+           target_text="dtlspeer ENet over DTLS >= 0.9x pyenet plain ENet"),
     Metric("memory", "server memory per idle established connection (RSS delta / N)",
            "KiB/conn", "server_value", "pyopenssl", higher_is_better=False, target_abs=12.0,
            target_text="dtlspeer <= 12 KiB (pyOpenSSL ~81 KB); ratio vs pyOpenSSL"),
@@ -90,7 +103,7 @@ def _problems(metric: Metric, res: dict[str, Any]) -> list[str]:
         out.append(f"LOST {res['lost']} of {res.get('count')}")
     if res.get("bad") or res.get("server_bad"):
         out.append(f"CORRUPT {res.get('bad') or res.get('server_bad')}")
-    if metric.key in ("fanin", "faninsrv"):
+    if metric.key in ("fanin", "faninsrv", "enetfanin"):
         sent, got = res.get("sent", 0), res.get("server_count", 0)
         if sent and got < sent:
             out.append(f"lost {100 * (sent - got) / sent:.1f}% of sent")
@@ -131,7 +144,7 @@ def run_metric(metric: Metric, libs: Sequence[Lib], cfg: Cfg, runs: int,
                 continue
             t0 = time.perf_counter()
             res = run_pair(row.lib, metric.key, cfg)
-            res.setdefault("clients", cfg.clients if metric.key == "fanin" else 0)
+            res.setdefault("clients", cfg.clients if metric.key in ("fanin", "enetfanin") else 0)
             res.setdefault("want", cfg.conns)
             row.details.append({k: v for k, v in res.items() if k not in ("trace",)})
             probs = _problems(metric, res)

@@ -42,8 +42,10 @@ __all__ = [
     "ENetPacketPeer",
 ]
 
+_new_event = tuple.__new__  # an ENetEvent without NamedTuple's per-call argument handling
 _EVENT = struct.Struct("<IIIIIBBBB24x")  # dp_enet_event; its address is read for CONNECT only
 DEFAULT_MAX_PACKET_SIZE = 1 << 20
+_RECEIVE = lib.DP_ENET_EVENT_RECEIVE
 
 # DTLS under ENet. ENet's datagrams are at most its MTU (1392 by default on
 # both ends; ENet negotiates the smaller of the two peers' MTUs, so we
@@ -170,6 +172,14 @@ class ENetPacketPeer(PacketPeer):
         ``service``/``flush``. Raises ``InvalidArgumentError`` for a channel the
         connection did not negotiate (Godot: ERR_INVALID_PARAMETER),
         ``StateError`` unless connected, ``LimitError`` above max_packet_size."""
+        conn = self._connection._ptr
+        if type(packet) is bytes and type(channel) is int and type(flags) is int and self._active:
+            # The per-packet path: one native call; checks and errors are native.
+            code = lib.dp_enet_send(
+                conn, self._index, self._connect_id, channel, packet, len(packet), flags
+            )
+            if code >= 0:
+                return
         data = to_bytes(packet, "packet")
         channel = _check_int(channel, "channel")
         flags = _check_int(flags, "flags")
@@ -349,6 +359,7 @@ class ENetConnection:
         self._events_view = memoryview(ffi.buffer(self._events))
         self._payload_cap = 0
         self._payload: Any = None
+        self._payload_view: Any = None
         self._n = ffi.new("uint32_t *")
         self._index = ffi.new("uint32_t *")
         self._connect_id = ffi.new("uint32_t *")
@@ -408,6 +419,7 @@ class ENetConnection:
         check(lib.dp_enet_set(self._ptr, lib.DP_ENET_SET_MAX_PACKET_SIZE, max_packet_size, 0))
         self._payload_cap = max(max_packet_size, 256 * 1024)
         self._payload = ffi.new("uint8_t[]", self._payload_cap)
+        self._payload_view = ffi.buffer(self._payload)
 
     def create_host(
         self,
@@ -525,7 +537,7 @@ class ENetConnection:
     # -- servicing --------------------------------------------------------------------
 
     def _run(self, timeout_ms: int) -> list[ENetEvent]:
-        handle = self._native()
+        handle = self._ptr if self._ptr is not None else self._native()
         code = lib.dp_enet_service(
             handle,
             timeout_ms,
@@ -535,11 +547,11 @@ class ENetConnection:
             self._payload_cap,
             self._n,
         )
-        check(code, "service")
-        n = int(self._n[0])
-        if n == 0:
+        if code <= 0:
+            check(code, "service")
             return []
-        payload = ffi.buffer(self._payload)
+        n = code
+        payload = self._payload_view
         out: list[ENetEvent] = []
         peers = self._peers
         rows = _EVENT.iter_unpack(self._events_view[: n * _EVENT.size])
@@ -556,10 +568,11 @@ class ENetConnection:
                 addr = self._events[i].addr
                 peer._address = (_addr_text(addr), int(addr.port))
                 out.append(ENetEvent(etype, peer, data, channel))
-            elif etype == lib.DP_ENET_EVENT_RECEIVE:
-                peer = peers.get(index)
+            elif etype == _RECEIVE:
                 packet = payload[offset : offset + length]
-                out.append(ENetEvent(etype, peer, data, channel, packet, flags))
+                out.append(
+                    _new_event(ENetEvent, (etype, peers.get(index), 0, channel, packet, flags))
+                )
             elif etype == lib.DP_ENET_EVENT_DISCONNECT:
                 peer = peers.pop(index, None)
                 if peer is not None:
@@ -589,7 +602,9 @@ class ENetConnection:
         if self._pending:
             pending, self._pending = self._pending[::-1], []
             return pending
-        return self._run(_check_int(timeout, "timeout"))
+        if type(timeout) is not int:
+            timeout = _check_int(timeout, "timeout")
+        return self._run(timeout)
 
     def flush(self) -> None:
         """Send every queued packet now (Godot: same)."""

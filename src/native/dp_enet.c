@@ -858,14 +858,25 @@ static int host_service(dp_enet *e, int timeout_ms, dp_enet_event *events, uint3
         if (rc < 0) {
             break;
         }
+        /* enet_host_service sends for and receives from every peer before
+         * it dispatches ONE event; the events it queued meanwhile come from
+         * enet_host_check_events (dispatch only), so a batch costs one pass
+         * over the peers, not one per event. */
         ENetEvent ev;
-        int got;
-        while (n < max_events && (got = enet_host_service(e->host, &ev, 0)) > 0) {
+        int got = n < max_events ? enet_host_service(e->host, &ev, 0) : 0;
+        while (got > 0) {
             if (!emit(e, &ev, events, &n, payload, cap, &used)) {
                 e->carry = ev;
                 e->has_carry = 1;
                 full = 1;
                 break;
+            }
+            if (n == max_events) {
+                break;
+            }
+            got = enet_host_check_events(e->host, &ev);
+            if (got == 0 && e->ring_count > 0) {
+                got = enet_host_service(e->host, &ev, 0);
             }
         }
         if (n == max_events) {
@@ -883,6 +894,7 @@ static int host_service(dp_enet *e, int timeout_ms, dp_enet_event *events, uint3
         }
         /* Nothing happened: wait in the transport (a DTLS host never waits
          * past its own timers), then go round once more. */
+        enet_host_flush(e->host);
         flush_transport(e);
         rc = pump(e, timeout_ms < 0 ? 1000 : (int)left);
         if (rc < 0) {
@@ -894,6 +906,9 @@ static int host_service(dp_enet *e, int timeout_ms, dp_enet_event *events, uint3
             break;
         }
     }
+    /* The acknowledgements and replies ENet queued while the events were
+     * dispatched leave now, not at the caller's next call. */
+    enet_host_flush(e->host);
     flush_transport(e);
     *n_events = n;
     return rc < 0 && rc != DP_ERR_WOULD_BLOCK ? rc : (int)n;
