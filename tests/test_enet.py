@@ -515,3 +515,26 @@ def test_reliable_packets_arrive_in_order_over_dtls_through_loss() -> None:
         client.destroy()
         server.destroy()
         relay.close()
+
+
+def test_destroy_from_another_thread_stops_a_servicing_thread() -> None:
+    import threading
+
+    conn = ENetConnection()
+    conn.create_host_bound("127.0.0.1", 0, 2)
+    ended: list[str] = []
+
+    def network_thread() -> None:
+        for _ in range(10_000):
+            try:
+                conn.service_batch(100)
+            except errors.StateError:
+                ended.append("stopped")
+                return
+
+    thread = threading.Thread(target=network_thread)
+    thread.start()
+    time.sleep(0.05)
+    conn.destroy()
+    thread.join(5)
+    assert not thread.is_alive() and ended == ["stopped"]

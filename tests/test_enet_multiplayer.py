@@ -286,3 +286,26 @@ def test_refused_client_that_leaves_at_once_does_not_break_poll(server: MP) -> N
         server.poll()  # must not raise
         time.sleep(0.002)
     assert ids == []
+
+
+# ---- SceneMultiplayer framing -----------------------------------------------------------------
+
+
+def test_scene_multiplayer_framing_matches_godot_captures() -> None:
+    from dtlspeer.enet_multiplayer import parse_scene_packet, scene_raw, scene_relay, scene_sys
+
+    # godot-wire.md §5 rt4 captures
+    assert scene_raw(b"B") == bytes.fromhex("0342")
+    assert scene_relay(0, scene_raw(b"A")) == bytes.fromhex("0703000000000341")
+    assert scene_relay(-5, scene_raw(b"F")) == bytes.fromhex("0703fbffffff0346")
+    assert scene_sys(1, 1002) == bytes.fromhex("0701ea030000")
+    assert parse_scene_packet(bytes.fromhex("0703e9030000" + "0372")) == ("relay", 1001, b"\x03r")
+    assert parse_scene_packet(bytes.fromhex("0702ea030000")) == ("del_peer", 1002, b"")
+    assert parse_scene_packet(bytes.fromhex("070068656c6c6f")) == ("auth", 0, b"hello")
+    assert parse_scene_packet(bytes.fromhex("f3" + "41")) == ("raw", 0, b"A")  # flags ignored
+    assert parse_scene_packet(b"\x00rpc") == ("other", 0, b"\x00rpc")
+    for bad in (b"", b"\x03", b"\x07\x01\x00", b"\x07\x03\x00\x00\x00\x00", b"\x07\x09\0\0\0\0"):
+        with pytest.raises(errors.InvalidArgumentError):
+            parse_scene_packet(bad)
+    with pytest.raises(errors.InvalidArgumentError):
+        scene_raw(b"")

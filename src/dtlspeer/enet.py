@@ -26,6 +26,7 @@ from __future__ import annotations
 import enum
 import socket
 import struct
+import threading
 from typing import Any, NamedTuple, Optional
 
 from . import errors
@@ -350,6 +351,10 @@ class ENetConnection:
     def __init__(self) -> None:
         self._ptr: Any = None
         self._fd = -1
+        # Held across service() and destroy(): destroy() from another thread
+        # (the usual way to stop a network thread) waits for a service() in
+        # flight to return (at most its timeout) instead of freeing ENet under it.
+        self._lock = threading.Lock()
         self._port = 0
         self._family = socket.AF_INET
         self._peers: dict[int, ENetPacketPeer] = {}
@@ -448,16 +453,19 @@ class ENetConnection:
 
     def destroy(self) -> None:
         """Close the socket and forget every peer (Godot: same). Queued
-        packets are flushed first; DTLS peers get close_notify."""
-        if self._ptr is None:
-            return
-        lib.dp_enet_close(self._ptr)
-        for peer in self._peers.values():
-            peer._active = False
-        self._peers.clear()
-        self._pending.clear()
-        ffi.release(self._ptr)
-        self._ptr = None
+        packets are flushed first; DTLS peers get close_notify. Safe from
+        another thread: it waits for a ``service()`` in flight to return (at
+        most that call's timeout)."""
+        with self._lock:
+            if self._ptr is None:
+                return
+            lib.dp_enet_close(self._ptr)
+            for peer in self._peers.values():
+                peer._active = False
+            self._peers.clear()
+            self._pending.clear()
+            ffi.release(self._ptr)
+            self._ptr = None
 
     def _forget(self, peer: ENetPacketPeer) -> None:
         if self._peers.get(peer._index) is peer:
@@ -537,16 +545,17 @@ class ENetConnection:
     # -- servicing --------------------------------------------------------------------
 
     def _run(self, timeout_ms: int) -> list[ENetEvent]:
-        handle = self._ptr if self._ptr is not None else self._native()
-        code = lib.dp_enet_service(
-            handle,
-            timeout_ms,
-            self._events,
-            self._max_events,
-            self._payload,
-            self._payload_cap,
-            self._n,
-        )
+        with self._lock:
+            handle = self._ptr if self._ptr is not None else self._native()
+            code = lib.dp_enet_service(
+                handle,
+                timeout_ms,
+                self._events,
+                self._max_events,
+                self._payload,
+                self._payload_cap,
+                self._n,
+            )
         if code <= 0:
             check(code, "service")
             return []

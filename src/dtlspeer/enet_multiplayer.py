@@ -34,14 +34,22 @@ import secrets
 import struct
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from . import errors
 from .enet import DEFAULT_MAX_PACKET_SIZE, ENetConnection, ENetPacketPeer
 from .packet_peer import PacketPeer
 from .udp import _check_int
 
-__all__ = ["ENetMultiplayerPeer", "Signal"]
+__all__ = [
+    "ENetMultiplayerPeer",
+    "ScenePacket",
+    "Signal",
+    "parse_scene_packet",
+    "scene_raw",
+    "scene_relay",
+    "scene_sys",
+]
 
 _RELIABLE = ENetPacketPeer.FLAG_RELIABLE
 _UNSEQUENCED = ENetPacketPeer.FLAG_UNSEQUENCED
@@ -489,3 +497,74 @@ class ENetMultiplayerPeer(PacketPeer):
                     pass  # ENet ended it already
         host.destroy()
         self._reset()
+
+
+# ---- SceneMultiplayer's raw-bytes framing (Godot 4) -------------------------------------------
+#
+# What Godot 4's SceneMultiplayer puts inside an ENetMultiplayerPeer packet for
+# ``multiplayer.send_bytes`` and its peer bookkeeping (godot-wire.md §5, checked
+# against the runtime in tests/interop/test_godot_enet.py). Only the low 3 bits
+# of the first byte are the command. RPCs, spawns and syncs (commands 0-2, 4-6)
+# are SceneMultiplayer internals Godot documents as unstable: not decoded here.
+
+SCENE_CMD_RAW = 3
+SCENE_CMD_SYS = 7
+SCENE_SYS_AUTH, SCENE_SYS_ADD_PEER, SCENE_SYS_DEL_PEER, SCENE_SYS_RELAY = 0, 1, 2, 3
+_SCENE_ID = struct.Struct("<i")
+
+
+class ScenePacket(NamedTuple):
+    """A decoded SceneMultiplayer packet: ``kind`` is ``"raw"`` (``data`` is
+    what ``send_bytes`` got), ``"relay"`` (``peer`` = target when a client
+    sent it, source when a server did; ``data`` = the inner packet),
+    ``"add_peer"`` / ``"del_peer"`` (``peer``), ``"auth"`` (``data``), or
+    ``"other"`` (RPC, spawn, sync...: ``data`` is the whole packet)."""
+
+    kind: str
+    peer: int
+    data: bytes
+
+
+def scene_raw(data: bytes) -> bytes:
+    """``multiplayer.send_bytes(data)`` on the wire: ``03`` + data (data must
+    not be empty: Godot refuses it)."""
+    if not data:
+        raise errors.InvalidArgumentError("send_bytes data must not be empty (Godot: same)")
+    return b"\x03" + bytes(data)
+
+
+def scene_relay(peer: int, inner: bytes) -> bytes:
+    """A SYS RELAY packet: from a server, ``peer`` is the original source."""
+    return bytes((SCENE_CMD_SYS, SCENE_SYS_RELAY)) + _SCENE_ID.pack(peer) + bytes(inner)
+
+
+def scene_sys(command: int, peer: int) -> bytes:
+    """ADD_PEER / DEL_PEER announcements (server -> clients)."""
+    return bytes((SCENE_CMD_SYS, command)) + _SCENE_ID.pack(peer)
+
+
+def parse_scene_packet(packet: bytes) -> ScenePacket:
+    """Decode one packet with Godot's receive-side size rules; raises
+    ``InvalidArgumentError`` for what Godot drops as malformed."""
+    if not packet:
+        raise errors.InvalidArgumentError("empty SceneMultiplayer packet")
+    command = packet[0] & 7
+    if command == SCENE_CMD_RAW:
+        if len(packet) < 2:
+            raise errors.InvalidArgumentError("RAW packet too small (Godot: same check)")
+        return ScenePacket("raw", 0, bytes(packet[1:]))
+    if command != SCENE_CMD_SYS:
+        return ScenePacket("other", 0, bytes(packet))
+    if len(packet) >= 2 and packet[1] == SCENE_SYS_AUTH:
+        return ScenePacket("auth", 0, bytes(packet[2:]))
+    if len(packet) < 6:
+        raise errors.InvalidArgumentError("SYS packet shorter than 6 bytes (Godot: same check)")
+    (peer,) = _SCENE_ID.unpack_from(packet, 2)
+    sub = packet[1]
+    if sub == SCENE_SYS_RELAY:
+        if len(packet) < 7:
+            raise errors.InvalidArgumentError("RELAY without an inner packet")
+        return ScenePacket("relay", peer, bytes(packet[6:]))
+    if sub in (SCENE_SYS_ADD_PEER, SCENE_SYS_DEL_PEER):
+        return ScenePacket("add_peer" if sub == SCENE_SYS_ADD_PEER else "del_peer", peer, b"")
+    raise errors.InvalidArgumentError(f"unknown SYS command {sub}")

@@ -254,3 +254,52 @@ def test_our_multiplayer_client_to_godot4_multiplayer_server(
     assert sorted(echoes) == sorted((1, m, c, d) for m, c, d in MP_SENDS)
     assert proc.returncode == 0 and f"CONNECTED {uid}" in out, out + err
     assert f"PASS {len(MP_SENDS)}" in out, out + err
+
+
+# ---- SceneMultiplayer's send_bytes framing ---------------------------------------------------
+
+
+def test_godot4_scene_multiplayer_send_bytes_framing(
+    godot4: Path,  # noqa: F811
+    tmp_path: Path,
+    server_certs: dict[str, Any],
+) -> None:
+    """A Godot 4 client using the SceneTree's MultiplayerAPI over
+    ENetMultiplayerPeer + DTLS: ``send_bytes("hello")`` arrives as a SYS RELAY
+    to everyone wrapping ``03 hello``, ``send_bytes("direct", 1, UNRELIABLE, 2)``
+    as a plain ``03 direct`` (unreliable, script channel 2); our replies in
+    ``03`` framing come out of Godot's ``peer_packet(1, data)``."""
+    from dtlspeer.enet_multiplayer import ENetMultiplayerPeer, parse_scene_packet, scene_raw
+
+    cert = server_certs["ecdsa-p256/ours"]
+    key, x509 = cert.load()
+    server = ENetMultiplayerPeer()
+    server.set_bind_ip("127.0.0.1")
+    server.create_server(0, 4)
+    server.host.dtls_server_setup(TLSOptions.server(key, x509))
+    seen: list[tuple[Any, int, int]] = []
+    proc = start_godot(godot4, tmp_path, "scene_send_bytes_client.gd",
+                       str(server.host.get_local_port()), str(cert.cert_path))  # fmt: skip
+    try:
+        deadline = time.monotonic() + 40
+        while proc.poll() is None and time.monotonic() < deadline:
+            server.poll()
+            while server.get_available_packet_count():
+                sender, mode = server.get_packet_peer(), server.get_packet_mode()
+                channel = server.get_packet_channel()
+                packet = parse_scene_packet(server.get_packet())
+                seen.append((packet, mode, channel))
+                inner = parse_scene_packet(packet.data) if packet.kind == "relay" else packet
+                server.set_target_peer(sender)
+                server.transfer_mode, server.transfer_channel = mode, channel
+                server.put_packet(scene_raw(b"echo:" + inner.data))
+            time.sleep(0.002)
+        out, err = finish(proc)
+    finally:
+        server.close()
+    assert proc.returncode == 0 and "PASS 1:echo:direct,1:echo:hello" in out, out + err
+    kinds = sorted((p.kind, p.peer, p.data, mode, channel) for p, mode, channel in seen)
+    assert kinds == [
+        ("raw", 0, b"direct", 0, 2),  # UNRELIABLE on script channel 2
+        ("relay", 0, b"\x03hello", 2, 0),  # to everyone: wrapped, reliable, channel 0
+    ], kinds
