@@ -557,7 +557,8 @@ class ENetConnection:
                 self._n,
             )
         if code <= 0:
-            check(code, "service")
+            if code < 0:
+                check(code, "service")
             return []
         n = code
         payload = self._payload_view

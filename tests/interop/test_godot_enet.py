@@ -38,6 +38,23 @@ def start_godot(binary: Path, tmp_path: Path, script: str, *args: str) -> subpro
     )  # fmt: skip
 
 
+def start_godot_server(
+    binary: Path, tmp_path: Path, script: str, cert: Any
+) -> tuple[subprocess.Popen[str], int]:
+    """A Godot server script on a free port, once it printed READY."""
+    port = free_udp_port()
+    proc = start_godot(binary, tmp_path, script, str(port), str(cert.key_path),
+                       str(cert.cert_path))  # fmt: skip
+    assert proc.stdout is not None
+    banner: list[str] = []
+    for _ in range(10):  # Godot's banner lines come first; READY once listening
+        banner.append(proc.stdout.readline().strip())
+        if banner[-1] == "READY":
+            break
+    assert banner[-1] == "READY", banner
+    return proc, port
+
+
 def finish(proc: subprocess.Popen[str]) -> tuple[str, str]:
     try:
         return proc.communicate(timeout=30)
@@ -91,16 +108,7 @@ def test_our_enet_dtls_client_to_godot4_server(
 ) -> None:
     cert = server_certs["ecdsa-p256/ours"]
     _, x509 = cert.load()
-    port = free_udp_port()
-    proc = start_godot(godot4, tmp_path, "enet_dtls_server.gd",
-                       str(port), str(cert.key_path), str(cert.cert_path))  # fmt: skip
-    assert proc.stdout is not None
-    banner: list[str] = []
-    for _ in range(10):  # Godot's banner lines come first; READY once listening
-        banner.append(proc.stdout.readline().strip())
-        if banner[-1] == "READY":
-            break
-    assert banner[-1] == "READY", banner
+    proc, port = start_godot_server(godot4, tmp_path, "enet_dtls_server.gd", cert)
     client = ENetConnection()
     client.create_host(1)
     client.dtls_client_setup("localhost", TLSOptions.client(x509))
@@ -206,16 +214,7 @@ def test_our_multiplayer_client_to_godot4_multiplayer_server(
 
     cert = server_certs["ecdsa-p256/ours"]
     _, x509 = cert.load()
-    port = free_udp_port()
-    proc = start_godot(godot4, tmp_path, "enet_mp_server.gd",
-                       str(port), str(cert.key_path), str(cert.cert_path))  # fmt: skip
-    assert proc.stdout is not None
-    banner: list[str] = []
-    for _ in range(10):
-        banner.append(proc.stdout.readline().strip())
-        if banner[-1] == "READY":
-            break
-    assert banner[-1] == "READY", banner
+    proc, port = start_godot_server(godot4, tmp_path, "enet_mp_server.gd", cert)
     client = ENetMultiplayerPeer()
     client.create_client("127.0.0.1", port, 4)
     client.host.dtls_client_setup("localhost", TLSOptions.client(x509))
