@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .libs.pyenet_enet import _events as _pyenet_events
+
 MSG = b"x" * 100
 HOST = "127.0.0.1"
 
@@ -33,17 +35,6 @@ def _identity() -> tuple[Any, Any]:
         key, "CN=localhost", "20240101000000", "20440101000000", dns_names=["localhost"]
     )
     return TLSOptions.server(key, cert), TLSOptions.client(cert)
-
-
-def _pyenet_events(host: Any, timeout_ms: int = 0) -> list[Any]:
-    import enet
-
-    out = []
-    ev = host.service(timeout_ms)
-    while ev is not None and ev.type != enet.EVENT_TYPE_NONE:
-        out.append(ev)
-        ev = host.check_events()
-    return out
 
 
 class PyENet:

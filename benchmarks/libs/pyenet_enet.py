@@ -30,7 +30,7 @@ def _server_host(peers: int) -> Any:
     return enet.Host(enet.Address(HOST.encode(), 0), peers, 2, 0, 0)
 
 
-def _events(host: Any, timeout_ms: int) -> list[Any]:
+def _events(host: Any, timeout_ms: int = 0) -> list[Any]:
     import enet
 
     out = []

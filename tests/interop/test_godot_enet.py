@@ -15,7 +15,7 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from peers import free_udp_port
 from test_godot_variant import godot4, godot4_env, godot4_project  # noqa: F401
@@ -62,6 +62,39 @@ def finish(proc: subprocess.Popen[str]) -> tuple[str, str]:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def our_multiplayer_server(server_certs: dict[str, Any]) -> tuple[Any, Any]:
+    """(cert, ENetMultiplayerPeer DTLS server on 127.0.0.1) with the test certificate."""
+    from dtlspeer.enet_multiplayer import ENetMultiplayerPeer
+
+    cert = server_certs["ecdsa-p256/ours"]
+    key, x509 = cert.load()
+    server = ENetMultiplayerPeer()
+    server.set_bind_ip("127.0.0.1")
+    server.create_server(0, 4)
+    server.host.dtls_server_setup(TLSOptions.server(key, x509))
+    return cert, server
+
+
+def serve_until_exit(
+    server: Any, proc: subprocess.Popen[str], on_packet: Callable[[int, int, int, bytes], bytes]
+) -> tuple[str, str]:
+    """Poll ``server`` until the Godot process exits (bounded); each packet
+    goes to ``on_packet(sender, mode, channel, data)``, whose return value is
+    sent back to the sender on the packet's own mode and channel."""
+    deadline = time.monotonic() + 40
+    while proc.poll() is None and time.monotonic() < deadline:
+        server.poll()
+        while server.get_available_packet_count():
+            sender, mode = server.get_packet_peer(), server.get_packet_mode()
+            channel = server.get_packet_channel()
+            reply = on_packet(sender, mode, channel, server.get_packet())
+            server.set_target_peer(sender)
+            server.transfer_mode, server.transfer_channel = mode, channel
+            server.put_packet(reply)
+        time.sleep(0.002)
+    return finish(proc)
 
 
 def test_godot4_enet_multiplayer_dtls_client_to_our_server(
@@ -163,35 +196,21 @@ def test_godot4_multiplayer_client_to_our_multiplayer_server(
     """The Godot 4 ENetMultiplayerPeer DTLS client of the first test, against
     our ENetMultiplayerPeer: every packet is echoed with get_packet_mode and
     get_packet_channel, which the Godot script checks against what it sent."""
-    from dtlspeer.enet_multiplayer import ENetMultiplayerPeer
-
-    cert = server_certs["ecdsa-p256/ours"]
-    key, x509 = cert.load()
-    server = ENetMultiplayerPeer()
-    server.set_bind_ip("127.0.0.1")
-    server.create_server(0, 4)
-    server.host.dtls_server_setup(TLSOptions.server(key, x509))
+    cert, server = our_multiplayer_server(server_certs)
     joined: list[int] = []
     left: list[int] = []
     server.peer_connected.connect(joined.append)
     server.peer_disconnected.connect(left.append)
     seen: list[tuple[int, int, int]] = []
+
+    def echo(sender: int, mode: int, channel: int, data: bytes) -> bytes:
+        seen.append((sender, mode, channel))
+        return data
+
     proc = start_godot(godot4, tmp_path, "enet_dtls_client.gd",
                        str(server.host.get_local_port()), str(cert.cert_path))  # fmt: skip
     try:
-        deadline = time.monotonic() + 40
-        while proc.poll() is None and time.monotonic() < deadline:
-            server.poll()
-            while server.get_available_packet_count():
-                sender, mode = server.get_packet_peer(), server.get_packet_mode()
-                channel = server.get_packet_channel()
-                data = server.get_packet()
-                seen.append((sender, mode, channel))
-                server.set_target_peer(sender)
-                server.transfer_mode, server.transfer_channel = mode, channel
-                server.put_packet(data)
-            time.sleep(0.002)
-        out, err = finish(proc)
+        out, err = serve_until_exit(server, proc, echo)
         deadline = time.monotonic() + 10
         while not left and time.monotonic() < deadline:
             server.poll()
@@ -268,32 +287,21 @@ def test_godot4_scene_multiplayer_send_bytes_framing(
     to everyone wrapping ``03 hello``, ``send_bytes("direct", 1, UNRELIABLE, 2)``
     as a plain ``03 direct`` (unreliable, script channel 2); our replies in
     ``03`` framing come out of Godot's ``peer_packet(1, data)``."""
-    from dtlspeer.enet_multiplayer import ENetMultiplayerPeer, parse_scene_packet, scene_raw
+    from dtlspeer.enet_multiplayer import parse_scene_packet, scene_raw
 
-    cert = server_certs["ecdsa-p256/ours"]
-    key, x509 = cert.load()
-    server = ENetMultiplayerPeer()
-    server.set_bind_ip("127.0.0.1")
-    server.create_server(0, 4)
-    server.host.dtls_server_setup(TLSOptions.server(key, x509))
+    cert, server = our_multiplayer_server(server_certs)
     seen: list[tuple[Any, int, int]] = []
+
+    def reply(sender: int, mode: int, channel: int, data: bytes) -> bytes:
+        packet = parse_scene_packet(data)
+        seen.append((packet, mode, channel))
+        inner = parse_scene_packet(packet.data) if packet.kind == "relay" else packet
+        return scene_raw(b"echo:" + inner.data)
+
     proc = start_godot(godot4, tmp_path, "scene_send_bytes_client.gd",
                        str(server.host.get_local_port()), str(cert.cert_path))  # fmt: skip
     try:
-        deadline = time.monotonic() + 40
-        while proc.poll() is None and time.monotonic() < deadline:
-            server.poll()
-            while server.get_available_packet_count():
-                sender, mode = server.get_packet_peer(), server.get_packet_mode()
-                channel = server.get_packet_channel()
-                packet = parse_scene_packet(server.get_packet())
-                seen.append((packet, mode, channel))
-                inner = parse_scene_packet(packet.data) if packet.kind == "relay" else packet
-                server.set_target_peer(sender)
-                server.transfer_mode, server.transfer_channel = mode, channel
-                server.put_packet(scene_raw(b"echo:" + inner.data))
-            time.sleep(0.002)
-        out, err = finish(proc)
+        out, err = serve_until_exit(server, proc, reply)
     finally:
         server.close()
     assert proc.returncode == 0 and "PASS 1:echo:direct,1:echo:hello" in out, out + err
