@@ -538,3 +538,41 @@ def test_destroy_from_another_thread_stops_a_servicing_thread() -> None:
     conn.destroy()
     thread.join(5)
     assert not thread.is_alive() and ended == ["stopped"]
+
+
+def test_failed_dtls_handshake_ends_the_connection_at_once_with_its_reason() -> None:
+    """A DTLS client whose certificate check fails (wrong name) gets a
+    DISCONNECT event as soon as the handshake fails, not after ENet's ~30 s
+    timeout, and the peer tells why."""
+    from dtlspeer import Crypto, TLSOptions
+
+    crypto = Crypto()
+    key = crypto.generate_ec("P-256")
+    cert = crypto.generate_self_signed_certificate(
+        key, "CN=localhost", "20240101000000", "20440101000000", dns_names=["localhost"]
+    )
+    server = ENetConnection()
+    server.create_host_bound("127.0.0.1", 0, 2)
+    server.dtls_server_setup(TLSOptions.server(key, cert))
+    client = ENetConnection()
+    client.create_host(1)
+    client.dtls_client_setup("not-the-name.example", TLSOptions.client(cert))
+    peer = client.connect_to_host("127.0.0.1", server.get_local_port(), 2, 0)
+    events: list[Any] = []
+    try:
+        started = time.monotonic()
+        while DISCONNECT not in [e.type for e in events]:
+            assert time.monotonic() - started < 10, "no DISCONNECT before ENet's own timeout"
+            server.service_batch(0)
+            events += client.service_batch(2)
+        assert [e.type for e in events] == [DISCONNECT] and events[0].peer is peer
+        assert not peer.is_active()
+        reason = peer.get_last_error()
+        assert "name" in reason.lower() or "verif" in reason.lower(), reason
+        # The index is free again: a new connection works (here: to the same server, plain fails
+        # its handshake too, so just check that connect_to_host is accepted).
+        again = client.connect_to_host("127.0.0.1", server.get_local_port(), 2, 0)
+        assert again.is_active() and again.get_last_error() == ""
+    finally:
+        client.destroy()
+        server.destroy()

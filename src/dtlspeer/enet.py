@@ -30,7 +30,7 @@ import threading
 from typing import Any, NamedTuple, Optional
 
 from . import errors
-from ._binding import check, ffi, lib, to_bytes
+from ._binding import check, error_text, ffi, lib, to_bytes
 from ._engine import CookieGate
 from .dtls import DTLSSettings, _build_server_config, _check_settings, _client_config
 from .packet_peer import PacketPeer
@@ -141,6 +141,7 @@ class ENetPacketPeer(PacketPeer):
         self._packets: list[tuple[bytes, int, int]] = []  # (data, channel, flags)
         self._info = ffi.new("dp_enet_peer_info *")
         self._address = ("", 0)
+        self._last_error = ""
 
     # -- identity ---------------------------------------------------------------
 
@@ -299,6 +300,18 @@ class ENetPacketPeer(PacketPeer):
         """The MTU ENet negotiated with this peer."""
         return int(self._fill_info().mtu)
 
+    def get_last_error(self) -> str:
+        """DTLS mode: why this peer's DTLS session ended, in words ("" if it
+        did not): a failed handshake (certificate, name, alert, timeout) ends
+        an outgoing connection at once with a DISCONNECT event instead of an
+        ENet timeout ~30 s later, and says why here. Not in Godot (it only
+        prints DTLS errors)."""
+        if self._active and self._connection._ptr is not None:
+            reason = self._connection._last_error(self._index)
+            if reason:
+                return reason
+        return self._last_error
+
     def get_dtls_status(self) -> Optional[dict[str, Any]]:
         """DTLS mode: the session's status, ciphersuite and reason (Godot has no
         per-peer DTLS access); None in plain mode or once the session ended."""
@@ -369,6 +382,7 @@ class ENetConnection:
         self._index = ffi.new("uint32_t *")
         self._connect_id = ffi.new("uint32_t *")
         self._dtls_keep: list[Any] = []  # configs the native host references
+        self._reason_buf = ffi.new("char[]", 256)
 
     # -- creation -------------------------------------------------------------------
 
@@ -467,6 +481,17 @@ class ENetConnection:
             ffi.release(self._ptr)
             self._ptr = None
 
+    def _last_error(self, index: int) -> str:
+        code = ffi.new("int32_t *")
+        text = self._reason_buf
+        n = lib.dp_enet_peer_last_error(self._ptr, index, text, 256, code)
+        if n <= 0:
+            return ""
+        reason: str = ffi.string(text).decode("utf-8", "replace")
+        if code[0] and "-0x" not in reason:
+            reason += f" ({error_text(code[0])}, code -0x{-code[0]:04X})"
+        return reason
+
     def _forget(self, peer: ENetPacketPeer) -> None:
         if self._peers.get(peer._index) is peer:
             del self._peers[peer._index]
@@ -535,6 +560,9 @@ class ENetConnection:
         )
         peer = ENetPacketPeer(self, int(self._index[0]), int(self._connect_id[0]))
         peer._address = (str(ip), port)
+        old = self._peers.get(peer._index)
+        if old is not None:
+            old._active = False  # ENet reused the index: that connection is over
         self._peers[peer._index] = peer
         return peer
 
@@ -584,9 +612,13 @@ class ENetConnection:
                     _new_event(ENetEvent, (etype, peers.get(index), 0, channel, packet, flags))
                 )
             elif etype == lib.DP_ENET_EVENT_DISCONNECT:
-                peer = peers.pop(index, None)
+                peer = peers.get(index)
+                if peer is not None and connect_id and peer._connect_id != connect_id:
+                    peer = None  # owed to an earlier connection of this index
                 if peer is not None:
+                    del peers[index]
                     peer._active = False
+                    peer._last_error = self._last_error(index)
                 out.append(ENetEvent(etype, peer, data, channel))
         return out
 

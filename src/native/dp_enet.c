@@ -61,6 +61,7 @@
 #define DP_ENET_HOST_PAYLOAD (DP_HOST_MIN_PAYLOAD * 4)
 #define DP_ENET_MAX_SLOTS (1u << 20)
 #define DP_ENET_ROUNDS 64 /* pump/drain rounds per service call */
+#define DP_ENET_REASON 120 /* bytes of a DTLS session's end reason kept per ENet peer */
 
 enum { DP_ENET_MODE_UNSET = 0, DP_ENET_MODE_PLAIN = 1, DP_ENET_MODE_DTLS = 2 };
 
@@ -105,6 +106,14 @@ struct dp_enet {
     dp_enet_slot *slots;
     uint32_t slots_cap;
     dp_addr *peer_addr; /* real address per ENet peer index */
+    /* DTLS mode, per ENet peer index: why its DTLS session ended (Mbed TLS /
+     * DP code and text), and a DISCONNECT event owed to the caller for an
+     * outgoing connection whose handshake failed (ENet itself would only
+     * notice at its timeout, ~30 s). */
+    int32_t *fail_code;
+    char (*fail_reason)[DP_ENET_REASON];
+    uint32_t *owed_connect_id; /* 0: no event owed */
+    uint32_t owed;
 
     ENetEvent carry; /* an event whose packet did not fit the payload buffer */
     int has_carry;
@@ -413,6 +422,40 @@ static void slot_clear(dp_enet *e, uint64_t id)
     }
 }
 
+/* A DTLS session ended (DISCONNECT / ERROR event). Its ENet peer keeps the
+ * reason. A connected ENet peer then times out, as with Godot, which hides
+ * DTLS failures from ENet; an outgoing connection still handshaking is reset
+ * at once and owes the caller a DISCONNECT event. */
+static void dtls_session_ended(dp_enet *e, const dp_host_event *ev)
+{
+    ENetAddress a;
+    synthetic_address(ev->peer, &a);
+    if (e->fail_code == NULL || synthetic_peer(e, &a) != ev->peer) {
+        return;
+    }
+    for (size_t i = 0; i < e->host->peerCount; i++) {
+        ENetPeer *p = &e->host->peers[i];
+        if (p->state == ENET_PEER_STATE_DISCONNECTED || p->address.host != a.host ||
+            p->address.port != a.port) {
+            continue;
+        }
+        size_t len = ev->length < DP_ENET_REASON - 1 ? ev->length : DP_ENET_REASON - 1;
+        memcpy(e->fail_reason[i], e->hbuf + ev->offset, len);
+        e->fail_reason[i][len] = '\0';
+        e->fail_code[i] = ev->code;
+        if (p->state == ENET_PEER_STATE_CONNECTING && p->connectID != 0) {
+            e->owed_connect_id[i] = p->connectID;
+            e->owed++;
+            ENetPeer *saved = p;
+            dp_enet *saved_current = dp_enet_current;
+            dp_enet_current = e;
+            enet_peer_reset(saved);
+            dp_enet_current = saved_current;
+        }
+        return;
+    }
+}
+
 /* Take the DTLS host's events: sessions come and go, records go to the ring. */
 static void dtls_events(dp_enet *e, uint32_t n)
 {
@@ -434,8 +477,7 @@ static void dtls_events(dp_enet *e, uint32_t n)
                 ring_push(e, a.host, a.port, e->hbuf + ev->offset, ev->length);
             }
         } else {
-            /* DISCONNECT / ERROR: the ENet peer (if any) times out, as with
-             * Godot, which hides DTLS failures from ENet. */
+            dtls_session_ended(e, ev);
             slot_clear(e, ev->peer);
         }
     }
@@ -657,11 +699,28 @@ void dp_enet_free(dp_enet *e)
     dp_free(e->ring_data);
     dp_free(e->tx_arena);
     dp_free(e->peer_addr);
+    dp_free(e->fail_code);
+    dp_free(e->fail_reason);
+    dp_free(e->owed_connect_id);
     dp_free(e);
 }
 
 static int dtls_buffers(dp_enet *e)
 {
+    if (e->fail_code == NULL) {
+        e->fail_code = dp_calloc(e->host->peerCount, sizeof(*e->fail_code));
+        e->fail_reason = dp_calloc(e->host->peerCount, sizeof(*e->fail_reason));
+        e->owed_connect_id = dp_calloc(e->host->peerCount, sizeof(*e->owed_connect_id));
+        if (e->fail_code == NULL || e->fail_reason == NULL || e->owed_connect_id == NULL) {
+            dp_free(e->fail_code);
+            dp_free(e->fail_reason);
+            dp_free(e->owed_connect_id);
+            e->fail_code = NULL;
+            e->fail_reason = NULL;
+            e->owed_connect_id = NULL;
+            return DP_ERR_NO_MEMORY;
+        }
+    }
     if (e->hev == NULL) {
         e->hev = dp_calloc(DP_ENET_HOST_EVENTS, sizeof(dp_host_event));
         e->hbuf = dp_malloc_uninit(1, DP_ENET_HOST_PAYLOAD);
@@ -778,6 +837,10 @@ int dp_enet_connect(dp_enet *e, const dp_addr *addr, uint32_t channels, uint32_t
     *index = p->incomingPeerID;
     *connect_id = p->connectID;
     e->peer_addr[p->incomingPeerID] = *addr;
+    if (e->fail_code != NULL) {
+        e->fail_code[p->incomingPeerID] = 0;
+        e->fail_reason[p->incomingPeerID][0] = '\0';
+    }
     return DP_OK;
 }
 
@@ -809,6 +872,10 @@ static int emit(dp_enet *e, const ENetEvent *ev, dp_enet_event *events, uint32_t
         o->connect_id = ev->peer->connectID;
         if (ev->type == ENET_EVENT_TYPE_CONNECT && e->mode == DP_ENET_MODE_DTLS) {
             uint32_t slot = ev->peer->address.host - 1u;
+            if (e->fail_code != NULL) {
+                e->fail_code[ev->peer->incomingPeerID] = 0;
+                e->fail_reason[ev->peer->incomingPeerID][0] = '\0';
+            }
             if (slot < e->slots_cap) {
                 e->peer_addr[ev->peer->incomingPeerID] = e->slots[slot].addr;
             }
@@ -854,6 +921,22 @@ static int host_service(dp_enet *e, int timeout_ms, dp_enet_event *events, uint3
         e->has_carry = 0;
     }
     for (int round = 0; round < DP_ENET_ROUNDS && !full; round++) {
+        if (e->owed > 0) {
+            for (uint32_t i = 0; i < e->host->peerCount && n < max_events; i++) {
+                if (e->owed_connect_id[i] != 0) {
+                    dp_enet_event *o = &events[n++];
+                    memset(o, 0, sizeof(*o));
+                    o->type = DP_ENET_EVENT_DISCONNECT;
+                    o->peer = (uint32_t)i;
+                    o->connect_id = e->owed_connect_id[i];
+                    e->owed_connect_id[i] = 0;
+                    e->owed--;
+                }
+            }
+            if (n == max_events) {
+                break;
+            }
+        }
         rc = pump(e, 0);
         if (rc < 0) {
             break;
@@ -1242,4 +1325,25 @@ int dp_enet_inject(dp_enet *e, const dp_addr *src, const uint8_t *data, size_t l
     int ok;
     addr_to_enet_plain(src, &a, &ok);
     return ok ? ring_push(e, a.host, a.port, data, len) : 0;
+}
+
+int dp_enet_peer_last_error(const dp_enet *e, uint32_t index, char *buf, size_t cap,
+                            int32_t *code)
+{
+    if (e == NULL || buf == NULL || cap == 0 || code == NULL || index >= e->host->peerCount) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    *code = 0;
+    buf[0] = '\0';
+    if (e->fail_code == NULL) {
+        return 0;
+    }
+    size_t len = strlen(e->fail_reason[index]);
+    if (len >= cap) {
+        len = cap - 1;
+    }
+    memcpy(buf, e->fail_reason[index], len);
+    buf[len] = '\0';
+    *code = e->fail_code[index];
+    return (int)len;
 }

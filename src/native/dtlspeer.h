@@ -858,6 +858,11 @@ int dp_enet_set(dp_enet *e, int what, uint32_t a, uint32_t b);
  * read and reset to 0 (Godot's pop_statistic). */
 int dp_enet_pop_statistic(dp_enet *e, int which, uint32_t *out);
 int dp_enet_get_stats(const dp_enet *e, dp_enet_stats *out);
+/* DTLS mode: why the DTLS session of ENet peer `index` ended (its reason
+ * text and Mbed TLS / DP code; "" and 0 if it did not). Kept until the index
+ * connects again. Returns the text length. */
+int dp_enet_peer_last_error(const dp_enet *e, uint32_t index, char *buf, size_t cap,
+                            int32_t *code);
 /* DTLS mode: the dp_host under ENet (NULL otherwise), for per-session queries. */
 dp_host *dp_enet_dtls_host(const dp_enet *e);
 /* Plain mode: queue a datagram as if it had arrived from src (fuzzing and
