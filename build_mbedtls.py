@@ -1,21 +1,23 @@
-"""Build ``dtlspeer._native``: the pinned Mbed TLS plus our C core, through cffi.
+"""Build ``dtlspeer._native``: the pinned Mbed TLS and ENet plus our C core, through cffi.
 
 What happens, in order:
 
-1. ``resolve_source()`` finds the Mbed TLS release named in
-   ``vendor/mbedtls.lock.json`` and verifies every byte against the pinned
-   SHA-256 values (the tarball's, and a digest of the extracted subset we
-   compile). Places tried, first hit wins:
-   ``$DTLSPEER_MBEDTLS_SOURCE`` (tree or tarball) -> verified tree under
+1. ``resolve_sources()`` finds each pinned third-party source (Mbed TLS,
+   ``vendor/mbedtls.lock.json``; ENet, ``vendor/enet.lock.json``) and verifies
+   every byte against the pinned SHA-256 values (the tarball's, and a digest
+   of the extracted subset we compile). One chain for every lock, first hit
+   wins: ``$DTLSPEER_<NAME>_SOURCE`` (tree or tarball) -> verified tree under
    ``vendor/`` (the sdist case) -> cached tarball under ``vendor/`` -> the
-   upstream release URL -> the OS source packages (``apt-get source``).
-   If all fail, ``SourceError`` lists each place and what happened there.
-   A ``$DTLSPEER_MBEDTLS_SOURCE`` that is set but missing or fails
-   verification raises ``SourceError`` at once: no other place is tried.
+   upstream release URL (when the lock pins one) -> the OS source packages
+   (``apt-get source``). If a source cannot be found, ONE ``SourceError``
+   lists, for every failed lock, each place and what happened there.
+   A ``$DTLSPEER_<NAME>_SOURCE`` that is set but missing or fails
+   verification fails that lock at once: no other place is tried.
 2. ``ffibuilder`` declares our small C API (``src/native/dtlspeer.h``) to cffi.
-3. ``BuildExt`` (a setuptools ``build_ext``) compiles the Mbed TLS library and
-   our ``src/native/*.c`` in parallel, caching Mbed TLS objects by a digest of
-   tree, config and flags, then links them into the extension.
+3. ``BuildExt`` (a setuptools ``build_ext``) compiles Mbed TLS, ENet's
+   protocol sources and our ``src/native/*.c`` in parallel, caching the
+   third-party objects by a digest of tree, config and flags, then links
+   them into the extension (every symbol hidden but ``PyInit__native``).
 
 ``setup.py`` uses it through ``cffi_modules`` and ``cmdclass``. Run this file
 directly to resolve the source and build the extension in place
@@ -44,10 +46,13 @@ ROOT = Path(__file__).resolve().parent
 VENDOR_DIR = ROOT / "vendor"
 NATIVE_DIR = ROOT / "src" / "native"
 LOCK_PATH = VENDOR_DIR / "mbedtls.lock.json"
+ENET_LOCK_PATH = VENDOR_DIR / "enet.lock.json"
+LOCK_PATHS = (LOCK_PATH, ENET_LOCK_PATH)
 API_HEADER = NATIVE_DIR / "dtlspeer.h"
 CONFIG_HEADER = NATIVE_DIR / "dtlspeer_mbedtls_config.h"
 
-SOURCE_ENV = "DTLSPEER_MBEDTLS_SOURCE"
+SOURCE_ENV = "DTLSPEER_MBEDTLS_SOURCE"  # Lock.source_env of the Mbed TLS lock
+# Skips the network places for every pinned source (the name predates ENet).
 NO_DOWNLOAD_ENV = "DTLSPEER_MBEDTLS_NO_DOWNLOAD"
 WERROR_ENV = "DTLSPEER_WERROR"
 SANITIZE_ENV = "DTLSPEER_SANITIZE"
@@ -61,12 +66,18 @@ DOWNLOAD_TIMEOUT_S = 20
 
 
 class LockError(ValueError):
-    """vendor/mbedtls.lock.json is missing a field or has a malformed one."""
+    """A vendor/*.lock.json is missing a field or has a malformed one."""
 
 
 @dataclass(frozen=True)
 class Lock:
-    """The pinned Mbed TLS release, as read from ``vendor/mbedtls.lock.json``."""
+    """One pinned third-party release, as read from ``vendor/<name>.lock.json``.
+
+    ``url`` is empty when no upstream download is pinned (ENet: the pinned
+    tarball is Debian's repacked ``orig``, reached through ``apt-get source``).
+    ``os_version`` is the upstream version as the OS source package spells it
+    (``1.3.18+ds`` for a repack), ``version`` when the same.
+    """
 
     name: str
     version: str
@@ -77,6 +88,21 @@ class Lock:
     os_source_package: str
     tree_paths: tuple[str, ...]
     tree_sha256: str
+    title: str = ""
+    os_version: str = ""
+
+    @property
+    def display(self) -> str:
+        return f"{self.title or self.name} {self.version}"
+
+    @property
+    def source_env(self) -> str:
+        """The variable that names an explicit tree or tarball for this lock."""
+        return f"DTLSPEER_{re.sub(r'[^A-Z0-9]', '_', self.name.upper())}_SOURCE"
+
+    @property
+    def os_upstream_version(self) -> str:
+        return self.os_version or self.version
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> "Lock":
@@ -105,16 +131,25 @@ class Lock:
         version = text("version")
         if not re.fullmatch(r"\d+\.\d+\.\d+", version):
             raise LockError(f"lock file: 'version' must look like 3.6.7, not {version!r}")
+
+        def optional(key: str) -> str:
+            return "" if data.get(key) is None else text(key)
+
+        os_version = optional("os_version")
+        if os_version and not os_version.startswith(version):
+            raise LockError(f"lock file: 'os_version' {os_version!r} is not a {version} release")
         return cls(
             name=text("name"),
             version=version,
             tarball=text("tarball"),
             sha256=digest("sha256"),
-            url=text("url"),
+            url=optional("url"),
             top_dir=text("top_dir"),
             os_source_package=text("os_source_package"),
             tree_paths=tuple(paths),
             tree_sha256=digest("sha256", tree),
+            title=optional("title"),
+            os_version=os_version,
         )
 
     @classmethod
@@ -138,16 +173,25 @@ class Lock:
 
 
 class SourceError(RuntimeError):
-    """No verified Mbed TLS source could be found. ``attempts`` lists each place tried."""
+    """No verified source could be found for one or more locks.
 
-    def __init__(self, lock: Lock, attempts: list[tuple[str, str]]):
-        self.attempts = attempts
-        lines = [f"no verified source for Mbed TLS {lock.version} (sha256 {lock.sha256}); tried:"]
-        lines += [f"  {i}. {place}: {outcome}" for i, (place, outcome) in enumerate(attempts, 1)]
-        lines.append(
-            f"Fix: put {lock.tarball} in {VENDOR_DIR} or point {SOURCE_ENV} at it "
-            "(see vendor/README.md)."
-        )
+    ``failures`` holds (lock, attempts) per failed lock; ``attempts`` lists
+    every place tried, over all of them (one report for the whole build).
+    """
+
+    def __init__(self, failures: list[tuple[Lock, list[tuple[str, str]]]]):
+        self.failures = failures
+        self.attempts = [a for _, attempts in failures for a in attempts]
+        lines: list[str] = []
+        for lock, attempts in failures:
+            lines.append(f"no verified source for {lock.display} (sha256 {lock.sha256}); tried:")
+            lines += [
+                f"  {i}. {place}: {outcome}" for i, (place, outcome) in enumerate(attempts, 1)
+            ]
+            lines.append(
+                f"Fix: put {lock.tarball} in {VENDOR_DIR} or point {lock.source_env} at it "
+                "(see vendor/README.md)."
+            )
         super().__init__("\n".join(lines))
 
 
@@ -343,11 +387,11 @@ def _apt_source(lock: Lock, workdir: Path) -> Path:
         timeout=120,
     )
     versions = re.findall(r"^Version:\s*(\S+)", show.stdout, flags=re.M)
-    matching = [v for v in versions if _debian_upstream(v) == lock.version]
+    matching = [v for v in versions if _debian_upstream(v) == lock.os_upstream_version]
     if not matching:
         detail = (upd.stderr.strip().splitlines() or [""])[-1]
         raise _NotThere(
-            f"no {lock.os_source_package} {lock.version} in the OS source index "
+            f"no {lock.os_source_package} {lock.os_upstream_version} in the OS source index "
             f"(available: {', '.join(sorted(set(versions))) or 'none'}) {detail}".strip()
         )
     dl = workdir / "download"
@@ -360,7 +404,7 @@ def _apt_source(lock: Lock, workdir: Path) -> Path:
             text=True,
             timeout=600,
         )
-        origs = sorted(dl.glob(f"{lock.os_source_package}_{lock.version}.orig.tar.*"))
+        origs = sorted(dl.glob(f"{lock.os_source_package}_{lock.os_upstream_version}.orig.tar.*"))
         if origs:
             return origs[0]
         errors.append(f"{version}: {(got.stderr.strip().splitlines() or ['no orig tarball'])[-1]}")
@@ -375,7 +419,8 @@ def resolve_source(
     apt_fetch: Callable[[Lock, Path], Path] = _apt_source,
     download: Callable[[str, Path], None] = _download,
 ) -> Path:
-    """Return a verified, extracted Mbed TLS tree, fetching it if needed.
+    """Return a verified, extracted tree of ``lock`` (default: Mbed TLS),
+    fetching it if needed.
 
     ``network=False`` (or ``DTLSPEER_MBEDTLS_NO_DOWNLOAD=1``) skips the URL and
     the OS package steps. Raises ``SourceError`` listing every place tried.
@@ -396,9 +441,10 @@ def resolve_source(
         return extract_tarball(path, lock, vendor_dir)
 
     # 1. explicit override
-    override = env.get(SOURCE_ENV, "")
+    source_env = lock.source_env
+    override = env.get(source_env, "")
     if override:
-        place = f"${SOURCE_ENV}={override}"
+        place = f"${source_env}={override}"
         p = Path(override)
         try:
             if p.is_dir():
@@ -411,9 +457,9 @@ def resolve_source(
             attempts.append((place, str(exc)))
         # An explicit choice that fails stops here: building from another
         # source than the one asked for would hide the failure.
-        raise SourceError(lock, attempts)
+        raise SourceError([(lock, attempts)])
     else:
-        attempts.append((f"${SOURCE_ENV}", "not set"))
+        attempts.append((f"${source_env}", "not set"))
 
     # 2. a verified tree already in vendor/ (sdist, or an earlier build)
     place = f"extracted tree {tree}"
@@ -437,21 +483,26 @@ def resolve_source(
         attempts.append((place, "not present"))
 
     if not network:
-        attempts.append((f"upstream URL {lock.url}", f"skipped ({NO_DOWNLOAD_ENV} set)"))
+        attempts.append(
+            (f"upstream URL {lock.url or '(none pinned)'}", f"skipped ({NO_DOWNLOAD_ENV} set)")
+        )
         attempts.append(("OS source packages (apt-get source)", f"skipped ({NO_DOWNLOAD_ENV} set)"))
-        raise SourceError(lock, attempts)
+        raise SourceError([(lock, attempts)])
 
-    # 4. the upstream release URL
-    place = f"upstream URL {lock.url}"
-    with tempfile.TemporaryDirectory(prefix="dtlspeer-dl-") as tmp:
-        target = Path(tmp) / lock.tarball
-        try:
-            download(lock.url, target)
-            return from_tarball(target, keep_copy=True)
-        except VerificationError as exc:
-            attempts.append((place, str(exc)))
-        except Exception as exc:  # network errors come in many types
-            attempts.append((place, f"download failed: {exc}"))
+    # 4. the upstream release URL, when the lock pins one
+    if not lock.url:
+        attempts.append(("upstream URL", "none pinned (the lock pins the OS source package)"))
+    else:
+        place = f"upstream URL {lock.url}"
+        with tempfile.TemporaryDirectory(prefix="dtlspeer-dl-") as tmp:
+            target = Path(tmp) / lock.tarball
+            try:
+                download(lock.url, target)
+                return from_tarball(target, keep_copy=True)
+            except VerificationError as exc:
+                attempts.append((place, str(exc)))
+            except Exception as exc:  # network errors come in many types
+                attempts.append((place, f"download failed: {exc}"))
 
     # 5. the operating system's source packages
     place = "OS source packages (apt-get source)"
@@ -463,7 +514,28 @@ def resolve_source(
             attempts.append((place, str(exc)))
         except (_NotThere, subprocess.SubprocessError, OSError) as exc:
             attempts.append((place, str(exc)))
-    raise SourceError(lock, attempts)
+    raise SourceError([(lock, attempts)])
+
+
+def load_locks(paths: Iterable[Path] = LOCK_PATHS) -> list[Lock]:
+    """Every pinned source the extension compiles (Mbed TLS first)."""
+    return [Lock.load(p) for p in paths]
+
+
+def resolve_sources(locks: Optional[list[Lock]] = None, **kwargs: object) -> dict[str, Path]:
+    """``resolve_source`` for every lock (same chain, same arguments);
+    ``{lock.name: tree}``. If any fails, ONE ``SourceError`` reports every
+    failed lock with every place tried, after all were attempted."""
+    trees: dict[str, Path] = {}
+    failures: list[tuple[Lock, list[tuple[str, str]]]] = []
+    for lock in load_locks() if locks is None else locks:
+        try:
+            trees[lock.name] = resolve_source(lock, **kwargs)  # type: ignore[arg-type]
+        except SourceError as exc:
+            failures += exc.failures
+    if failures:
+        raise SourceError(failures)
+    return trees
 
 
 # --------------------------------------------------------------------------
@@ -613,45 +685,90 @@ def per_file_flags(name: str) -> list[str]:
     return flags
 
 
+# ENet's protocol sources (upstream 1.3.18, unmodified). Its platform layer
+# (unix.c / win32.c: sockets, addresses, time) is not compiled: dp_enet.c
+# provides those functions over our endpoint and DTLS host, as Godot does.
+ENET_SOURCES = ("callbacks.c", "compress.c", "host.c", "list.c", "packet.c", "peer.c", "protocol.c")
+
+
+def enet_sources(tree: Path) -> list[tuple[Path, str]]:
+    """ENet's protocol sources, with object stems that cannot collide with ours."""
+    return [(tree / name, "enet_" + Path(name).stem) for name in ENET_SOURCES]
+
+
+def include_dirs(trees: Mapping[str, Path]) -> list[Path]:
+    """Include directories for every pinned source and our C files."""
+    dirs = mbedtls_include_dirs(trees["mbedtls"])
+    if "enet" in trees:
+        dirs.append(trees["enet"] / "include")
+    return dirs
+
+
+def third_party_sources(trees: Mapping[str, Path]) -> list[tuple[Path, str]]:
+    """Every pinned third-party source we compile (Mbed TLS, then ENet)."""
+    sources = mbedtls_sources(trees["mbedtls"])
+    if "enet" in trees:
+        sources += enet_sources(trees["enet"])
+    return sources
+
+
 def mbedtls_digest_paths() -> list[str]:
     """The parts of the tree whose content decides the Mbed TLS objects."""
     return ["include", "library", EVEREST_DIR]
 
 
-def compile_objects(compiler, build_temp: Path, tree: Path) -> list[str]:  # type: ignore[no-untyped-def]
-    """Compile Mbed TLS and our C files in parallel; return object paths.
+def compile_objects(compiler, build_temp: Path, trees: Mapping[str, Path]) -> list[str]:  # type: ignore[no-untyped-def]
+    """Compile Mbed TLS, ENet and our C files in parallel; return object paths.
 
-    Mbed TLS objects live in a directory keyed by the tree digest, our config
-    header and the flags, so they are reused until one of those changes.
+    Third-party objects live in a directory keyed by the tree digests, our
+    config header and the flags, so they are reused until one of those changes.
     """
     macros, mbed_flags, our_flags = compile_flags()
-    includes = [str(d) for d in mbedtls_include_dirs(tree)]
-    key = hashlib.sha256()
-    key.update(tree_digest(tree, mbedtls_digest_paths()).encode())
-    key.update(CONFIG_HEADER.read_bytes())
-    sources = mbedtls_sources(tree)
-    file_flags = [(stem, per_file_flags(src.name)) for src, stem in sources]
-    key.update(
-        repr(
-            (macros, mbed_flags, file_flags, compiler.compiler_type, sysconfig.get_platform())
-        ).encode()
-    )
-    mbed_dir = build_temp / f"mbedtls-{key.hexdigest()[:16]}"
+    includes = [str(d) for d in include_dirs(trees)]
+    obj_ext = compiler.obj_extension
+
+    def group_dir(prefix: str, digest: str, sources: list[tuple[Path, str]]) -> Path:
+        # The same key as before ENet joined, so Mbed TLS objects stay cached.
+        key = hashlib.sha256(digest.encode())
+        key.update(CONFIG_HEADER.read_bytes())
+        file_flags = [(stem, per_file_flags(src.name)) for src, stem in sources]
+        key.update(
+            repr(
+                (macros, mbed_flags, file_flags, compiler.compiler_type, sysconfig.get_platform())
+            ).encode()
+        )
+        return build_temp / f"{prefix}-{key.hexdigest()[:16]}"
+
+    # One object directory per pinned source: an ENet change never
+    # recompiles Mbed TLS (and the other way round).
+    groups = [
+        (
+            group_dir(
+                "mbedtls",
+                tree_digest(trees["mbedtls"], mbedtls_digest_paths()),
+                mbedtls_sources(trees["mbedtls"]),
+            ),
+            mbedtls_sources(trees["mbedtls"]),
+        )
+    ]
+    if "enet" in trees:
+        enet = enet_sources(trees["enet"])
+        digest = tree_digest(trees["enet"], ["include", *ENET_SOURCES])
+        groups.append((group_dir("enet", digest, enet), enet))
     # Our objects are rebuilt when a source or header changes; the directory
     # is keyed by flags so a sanitizer build never leaks into a normal one.
     ours_key = hashlib.sha256(repr((macros, our_flags, compiler.compiler_type)).encode())
     ours_dir = build_temp / f"dtlspeer-native-{ours_key.hexdigest()[:16]}"
     our_headers = sorted(NATIVE_DIR.glob("*.h"))
-    obj_ext = compiler.obj_extension
 
     jobs: list[tuple[Path, Path, list[str]]] = []
-    mbed_objects = []
-    for src, stem in sources:
-        obj = mbed_dir / (stem + obj_ext)
-        mbed_objects.append(obj)
-        flags = [*mbed_flags, *per_file_flags(src.name)]
-        if not obj.exists():
-            jobs.append((src, obj, flags))
+    third_party_objects = []
+    for obj_dir, sources in groups:
+        for src, stem in sources:
+            obj = obj_dir / (stem + obj_ext)
+            third_party_objects.append(obj)
+            if not obj.exists():
+                jobs.append((src, obj, [*mbed_flags, *per_file_flags(src.name)]))
     for src in sorted(NATIVE_DIR.glob("*.c")):
         obj = ours_dir / (src.stem + obj_ext)
         if _needs_compile(src, obj, [*our_headers, CONFIG_HEADER]):
@@ -676,7 +793,9 @@ def compile_objects(compiler, build_temp: Path, tree: Path) -> list[str]:  # typ
     if jobs:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(run, jobs))
-    objects = mbed_objects + [ours_dir / (s.stem + obj_ext) for s in sorted(NATIVE_DIR.glob("*.c"))]
+    objects = third_party_objects + [
+        ours_dir / (s.stem + obj_ext) for s in sorted(NATIVE_DIR.glob("*.c"))
+    ]
     return [str(o) for o in objects]
 
 
@@ -688,8 +807,8 @@ def _build_ext_class():  # type: ignore[no-untyped-def]
 
         def build_extension(self, ext):  # type: ignore[no-untyped-def]
             if ext.name == "dtlspeer._native":
-                tree = resolve_source()
-                objects = compile_objects(self.compiler, Path(self.build_temp), tree)
+                trees = resolve_sources()
+                objects = compile_objects(self.compiler, Path(self.build_temp), trees)
                 ext.extra_objects = objects + [o for o in ext.extra_objects if o not in objects]
                 sanitize = os.environ.get(SANITIZE_ENV, "")
                 if sanitize and not _is_msvc():
@@ -717,13 +836,15 @@ BuildExt = _build_ext_class()
 
 
 def main(argv: list[str]) -> int:
-    """``python build_mbedtls.py [--fetch-only]``: resolve (and build in place)."""
+    """``python build_mbedtls.py [--fetch-only]``: resolve every pinned source
+    (and build in place)."""
     try:
-        tree = resolve_source()
+        trees = resolve_sources()
     except (SourceError, LockError) as exc:
         print(exc, file=sys.stderr)
         return 1
-    print(f"verified Mbed TLS source: {tree}")
+    for name, tree in trees.items():
+        print(f"verified {name} source: {tree}")
     if "--fetch-only" in argv:
         return 0
     return subprocess.call(

@@ -54,12 +54,19 @@ LIBS: list[Lib] = [
         f"{_PKG}.libs.dtlspeer_resume_full", ("resume",), ("dtlspeer.session",)),
     Lib("openssl-listen", "openssl s_server -dtls1_2 -listen (DTLSv1_listen)",
         f"{_PKG}.libs.openssl_listen", ("flood",)),
+    Lib("pyenet", "pyenet plain ENet (ENet 1.3.17 C, no encryption)", f"{_PKG}.libs.pyenet_enet",
+        ("enetpingpong", "enetfanin"), ("enet",)),
+    Lib("dtlspeer-enet", "dtlspeer ENet over DTLS (service_batch)", f"{_PKG}.libs.dtlspeer_enet",
+        ("enetpingpong", "enetfanin"), ("dtlspeer.enet",)),
+    Lib("dtlspeer-enet-plain", "dtlspeer ENet, plain (no DTLS)",
+        f"{_PKG}.libs.dtlspeer_enet_plain", ("enetpingpong", "enetfanin"), ("dtlspeer.enet",)),
 ]
 
 # Rows shown only for the metrics they drive: no TLS (handshakes, memory),
 # or a memory-only variant.
 LISTED_ONLY = ("plain", "dtlspeer-udp", "dtlspeer-host-unparked", "openssl-listen",
-               "dtlspeer-resumed", "dtlspeer-full", "dtlspeer-aio")
+               "dtlspeer-resumed", "dtlspeer-full", "dtlspeer-aio", "pyenet", "dtlspeer-enet",
+               "dtlspeer-enet-plain")
 
 METRICS: list[Metric] = [
     Metric("pingpong", "ping-pong round trips/s, 100 B, one client, one in flight", "rt/s",
@@ -96,6 +103,12 @@ METRICS: list[Metric] = [
     Metric("tickramp", "game tick ramp: largest N clients the server held the tick for "
            "(<= 1% late ticks and lost inputs; benchmarks/tick.py)", "clients", "value", "plain",
            target_text="information (the load generator bounds the top N)"),
+    Metric("enetpingpong", "ENet reliable ping-pong round trips/s, 100 B on channel 0, one "
+           "client, one in flight", "rt/s", "value", "pyenet", target_ratio=0.9,
+           target_text="dtlspeer ENet over DTLS >= 0.9x pyenet plain ENet"),
+    Metric("enetfanin", "ENet one-way reliable 100 B messages/s delivered to one server from "
+           "64 clients", "msg/s", "server_value", "pyenet", target_ratio=0.9,
+           target_text="dtlspeer ENet over DTLS >= 0.9x pyenet plain ENet"),
     Metric("memory", "server memory per idle established connection (RSS delta / N)",
            "KiB/conn", "server_value", "pyopenssl", higher_is_better=False, target_abs=12.0,
            target_text="dtlspeer <= 12 KiB (pyOpenSSL ~81 KB); ratio vs pyOpenSSL"),
@@ -112,7 +125,7 @@ def _problems(metric: Metric, res: dict[str, Any]) -> list[str]:
         out.append(f"LOST {res['lost']} of {res.get('count')}")
     if res.get("bad") or res.get("server_bad"):
         out.append(f"CORRUPT {res.get('bad') or res.get('server_bad')}")
-    if metric.key in ("fanin", "faninsrv"):
+    if metric.key in ("fanin", "faninsrv", "enetfanin"):
         sent, got = res.get("sent", 0), res.get("server_count", 0)
         if sent and got < sent:
             out.append(f"lost {100 * (sent - got) / sent:.1f}% of sent")
@@ -160,7 +173,7 @@ def run_metric(metric: Metric, libs: Sequence[Lib], cfg: Cfg, runs: int,
                 continue
             t0 = time.perf_counter()
             res = run_pair(row.lib, metric.key, cfg)
-            res.setdefault("clients", cfg.clients if metric.key == "fanin" else 0)
+            res.setdefault("clients", cfg.clients if metric.key in ("fanin", "enetfanin") else 0)
             res.setdefault("want", cfg.conns)
             row.details.append({k: v for k, v in res.items() if k not in ("trace",)})
             probs = _problems(metric, res)

@@ -43,7 +43,7 @@ def make_release(tmp: Path, files: dict[str, bytes] | None = None) -> tuple[Path
         tar.add(src, arcname=TOP)
     paths = ["LICENSE", "include", "library"]
     lock = bm.Lock(
-        name="fakembed",
+        name="mbedtls",
         version="1.2.3",
         tarball=tarball.name,
         sha256=bm.sha256_file(tarball),
@@ -74,6 +74,34 @@ def test_pinned_lock_file_parses_and_pins_367() -> None:
     assert lock.tarball == "mbedtls-3.6.7.tar.bz2"
     # 3rdparty/everest: the verified X25519 (MBEDTLS_ECDH_VARIANT_EVEREST_ENABLED)
     assert lock.tree_paths == ("3rdparty/everest", "LICENSE", "include", "library")
+
+
+def test_pinned_enet_lock_pins_debian_source_of_upstream_1318() -> None:
+    lock = bm.Lock.load(bm.ENET_LOCK_PATH)
+    assert (lock.name, lock.version, lock.os_version) == ("enet", "1.3.18", "1.3.18+ds")
+    assert lock.sha256 == "f1ba5f8aaf253cb19b9545031450bf74122f151435998259ca978808e9e4fec3"
+    assert lock.url == ""  # no upstream download: Debian's signed source index is the path
+    assert lock.source_env == "DTLSPEER_ENET_SOURCE"
+    # The protocol sources, headers and licence; not unix.c / win32.c (dp_enet.c replaces them).
+    assert lock.tree_paths == (
+        "LICENSE",
+        "callbacks.c",
+        "compress.c",
+        "host.c",
+        "include",
+        "list.c",
+        "packet.c",
+        "peer.c",
+        "protocol.c",
+    )
+    assert {name for name in bm.ENET_SOURCES} <= set(lock.tree_paths)
+
+
+def test_lock_os_version_must_name_the_same_release() -> None:
+    d = json.loads((ROOT / "vendor" / "enet.lock.json").read_text())
+    d["os_version"] = "1.3.17+ds"
+    with pytest.raises(bm.LockError, match="'os_version'"):
+        bm.Lock.from_dict(d)
 
 
 def good_lock_dict() -> dict[str, object]:
@@ -253,6 +281,75 @@ def test_download_step_verifies_what_it_fetched(tmp_path: Path) -> None:
         resolve(lock, tmp_path / "other-vendor", download=wrong_download)
 
 
+def test_one_report_names_every_failed_lock(tmp_path: Path) -> None:
+    _, mbed = make_release(tmp_path / "a")
+    _, other = make_release(tmp_path / "b")
+    enet = bm.Lock(**{**other.__dict__, "name": "enet", "title": "ENet", "url": ""})
+    with pytest.raises(bm.SourceError) as info:
+        bm.resolve_sources(
+            [mbed, enet],
+            vendor_dir=tmp_path / "vendor",
+            env={},
+            download=no_download,
+            apt_fetch=no_apt,
+        )
+    text = str(info.value)
+    assert [lock.name for lock, _ in info.value.failures] == ["mbedtls", "enet"]
+    assert "DTLSPEER_MBEDTLS_SOURCE" in text and "DTLSPEER_ENET_SOURCE" in text
+    assert "ENet 1.2.3" in text and "none pinned" in text
+    assert "apt disabled in this test" in text
+
+
+def test_resolve_sources_returns_each_verified_tree(tmp_path: Path) -> None:
+    tarball_a, mbed = make_release(tmp_path / "a")
+    _, other = make_release(
+        tmp_path / "b", {"LICENSE": b"x\n", "include/e.h": b"", "library/e.c": b"int e;\n"}
+    )
+    enet = bm.Lock(
+        **{
+            **other.__dict__,
+            "name": "enet",
+            "top_dir": "fakenet-1.0",
+            "tree_sha256": other.tree_sha256,
+        }
+    )
+    # Same chain for both: each explicit variable names its own tarball.
+    with pytest.raises(bm.SourceError, match="DTLSPEER_ENET_SOURCE"):
+        bm.resolve_sources(
+            [mbed, enet],
+            vendor_dir=tmp_path / "vendor",
+            env={
+                "DTLSPEER_MBEDTLS_SOURCE": str(tarball_a),
+                "DTLSPEER_ENET_SOURCE": str(tmp_path / "missing"),
+            },
+            download=no_download,
+            apt_fetch=no_apt,
+        )
+    trees = bm.resolve_sources(
+        [mbed],
+        vendor_dir=tmp_path / "vendor",
+        env={"DTLSPEER_MBEDTLS_SOURCE": str(tarball_a)},
+        download=no_download,
+        apt_fetch=no_apt,
+    )
+    assert trees == {"mbedtls": tmp_path / "vendor" / TOP}
+
+
+def test_apt_step_matches_a_repacked_debian_version(tmp_path: Path) -> None:
+    tarball, lock = make_release(tmp_path)
+    lock = bm.Lock(**{**lock.__dict__, "os_version": "1.2.3+ds"})
+    seen: list[str] = []
+
+    def fake_apt(lk: bm.Lock, workdir: Path) -> Path:
+        seen.append(lk.os_upstream_version)
+        orig = workdir / f"{lk.os_source_package}_{lk.os_upstream_version}.orig.tar.bz2"
+        shutil.copyfile(tarball, orig)
+        return orig
+
+    assert resolve(lock, tmp_path / "vendor", apt_fetch=fake_apt).is_dir()
+    assert seen == ["1.2.3+ds"]
+
+
 def test_apt_step_result_is_verified(tmp_path: Path) -> None:
     tarball, lock = make_release(tmp_path)
 
@@ -282,7 +379,9 @@ def test_apt_repositories_reads_deb822_and_one_line_formats(tmp_path: Path) -> N
     )
     repos = bm._apt_repositories(tmp_path)
     assert (
-        "http://mirror.invalid/debian", ["stable", "stable-updates"], "/usr/share/keyrings/k.gpg"
+        "http://mirror.invalid/debian",
+        ["stable", "stable-updates"],
+        "/usr/share/keyrings/k.gpg",
     ) in repos
     assert ("http://mirror.invalid/debian-security", ["stable-security"], "") in repos
     assert ("http://other.invalid/ubuntu", ["jammy"], "/k2.gpg") in repos
@@ -305,21 +404,36 @@ def test_debian_version_to_upstream(debian: str, upstream: str) -> None:
 # ---- the real pinned tree and the built extension ----------------------------------
 
 
-def test_vendored_tree_matches_the_pin_when_present() -> None:
-    lock = bm.Lock.load()
+@pytest.mark.parametrize("lock_path", bm.LOCK_PATHS, ids=lambda p: p.name)
+def test_vendored_tree_matches_the_pin_when_present(lock_path: Path) -> None:
+    lock = bm.Lock.load(lock_path)
     tree = ROOT / "vendor" / lock.top_dir
     if not tree.is_dir():
         pytest.skip("no extracted tree in this checkout (built from elsewhere)")
     bm.verify_tree(tree, lock)
 
 
-def test_manifest_ships_the_pinned_tree() -> None:
-    lock = bm.Lock.load()
+@pytest.mark.parametrize("lock_path", bm.LOCK_PATHS, ids=lambda p: p.name)
+def test_manifest_ships_the_pinned_tree(lock_path: Path) -> None:
+    lock = bm.Lock.load(lock_path)
     manifest = (ROOT / "MANIFEST.in").read_text()
     assert f"graft vendor/{lock.top_dir}" in manifest
+    assert f"vendor/{lock_path.name}" in manifest
 
 
-def test_extension_exports_no_mbedtls_symbols() -> None:
+def test_gitignore_keeps_every_fetched_tree_out_of_git() -> None:
+    ignore = (ROOT / ".gitignore").read_text().splitlines()
+    for lock_path in bm.LOCK_PATHS:
+        lock = bm.Lock.load(lock_path)
+        assert any(
+            line.startswith("/vendor/")
+            and line.endswith("*/")
+            and lock.top_dir.startswith(line[len("/vendor/") : -2])
+            for line in ignore
+        ), lock.top_dir
+
+
+def test_extension_exports_no_mbedtls_or_enet_symbols() -> None:
     import dtlspeer._native as native
 
     nm = shutil.which("nm")

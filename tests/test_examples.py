@@ -38,7 +38,8 @@ def env() -> dict[str, str]:
 
 def test_there_are_examples() -> None:
     names = {p.name for p in EXAMPLES}
-    assert {"tick_game_server.py", "godot_echo_server.py", "asyncio_chat_relay.py"} <= names
+    assert {"tick_game_server.py", "godot_echo_server.py", "asyncio_chat_relay.py",
+            "enet_game_server.py"} <= names
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)

@@ -40,9 +40,9 @@ def offline_prefix() -> list[str]:
 @pytest.fixture(scope="module")
 def sdist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("build")
-    lock = bm.Lock.load()
-    if not (ROOT / "vendor" / lock.top_dir).is_dir():
-        pytest.skip("the checkout has no fetched Mbed TLS tree to pack")
+    for lock in bm.load_locks():
+        if not (ROOT / "vendor" / lock.top_dir).is_dir():
+            pytest.skip(f"the checkout has no fetched {lock.display} tree to pack")
     out = tmp_path_factory.mktemp("sdist")
     run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(out)], ROOT)
     (path,) = out.glob("dtlspeer-*.tar.gz")
@@ -52,15 +52,16 @@ def sdist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_sdist_contains_the_verified_tree_and_no_build_products(
     sdist: Path, tmp_path: Path
 ) -> None:
-    lock = bm.Lock.load()
     with tarfile.open(sdist) as tar:
         names = tar.getnames()
         tar.extractall(tmp_path, filter="data")
     (top,) = {n.split("/", 1)[0] for n in names}
-    tree = tmp_path / top / "vendor" / lock.top_dir
-    bm.verify_tree(tree, lock)  # byte for byte what the lock pins
-    assert not [n for n in names if n.endswith((".so", ".o", ".pyd", ".tar.bz2"))]
+    for lock in bm.load_locks():  # Mbed TLS and ENet
+        tree = tmp_path / top / "vendor" / lock.top_dir
+        bm.verify_tree(tree, lock)  # byte for byte what the lock pins
+    assert not [n for n in names if n.endswith((".so", ".o", ".pyd", ".tar.bz2", ".tar.xz"))]
     assert f"{top}/vendor/mbedtls.lock.json" in names
+    assert f"{top}/vendor/enet.lock.json" in names
     assert f"{top}/src/native/dtlspeer.h" in names
     assert f"{top}/src/dtlspeer/py.typed" in names
     assert f"{top}/src/dtlspeer/_native.pyi" in names  # the typing stub of the extension
@@ -73,7 +74,8 @@ def test_wheel_builds_offline_from_the_sdist_and_runs_in_a_fresh_venv(
         tar.extractall(tmp_path, filter="data")
     (src,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     env = dict(os.environ, **{bm.NO_DOWNLOAD_ENV: "1"})
-    env.pop(bm.SOURCE_ENV, None)
+    for lock in bm.load_locks():
+        env.pop(lock.source_env, None)
     wheels = tmp_path / "wheels"
     cmd = [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(wheels)]
     run(offline_prefix() + cmd, src, env)

@@ -84,13 +84,15 @@ def compile_one(cc: str, src: Path, obj: Path, flags: list[str]) -> tuple[Path, 
 
 
 def check(cc: str, build_dir: Path, jobs: int) -> int:
-    tree = bm.resolve_source()
-    includes = [f"-I{d}" for d in bm.mbedtls_include_dirs(tree)]
+    trees = bm.resolve_sources()
+    tree = trees["mbedtls"]
+    includes = [f"-I{d}" for d in bm.include_dirs(trees)]
     common = macro_flags() + includes
     # Mbed TLS objects are reused while the tree, config header, flags and
     # compiler stay the same; our objects are always rebuilt.
     key = hashlib.sha256()
     key.update(bm.tree_digest(tree, bm.mbedtls_digest_paths()).encode())
+    key.update(bm.tree_digest(trees["enet"], ["include", *bm.ENET_SOURCES]).encode())
     key.update(bm.CONFIG_HEADER.read_bytes())
     key.update(bm.NATIVE_DIR.joinpath("threading_alt.h").read_bytes())
     key.update(repr((common, MBED_FLAGS, cc)).encode())
@@ -102,7 +104,7 @@ def check(cc: str, build_dir: Path, jobs: int) -> int:
     ours = sorted(bm.NATIVE_DIR.glob("*.c"))
     for src in ours:
         work.append((src, ours_dir / (src.stem + ".o"), common + OUR_FLAGS))
-    mbed = bm.mbedtls_sources(tree)
+    mbed = bm.third_party_sources(trees)  # Mbed TLS and ENet's protocol sources
     mbed_sources = [src for src, _ in mbed]
     for src, stem in mbed:
         obj = mbed_dir / (stem + ".o")
@@ -114,7 +116,7 @@ def check(cc: str, build_dir: Path, jobs: int) -> int:
     print(f"compiler: {cc} ({version})")
     print(
         f"_WIN32_WINNT={WINNT}; {len(ours)} dtlspeer files, "
-        f"{len(mbed_sources)} Mbed TLS files ({cached} cached)"
+        f"{len(mbed_sources)} Mbed TLS + ENet files ({cached} cached)"
     )
     failures: list[str] = []
     mbed_warnings: list[str] = []
@@ -132,7 +134,9 @@ def check(cc: str, build_dir: Path, jobs: int) -> int:
         print(f"FAIL: {len(failures)} file(s) did not compile cleanly for Windows")
         return 1
     print(f"our files: {len(ours)} compiled, 0 warnings (-Werror)")
-    print(f"Mbed TLS: {len(mbed_sources)} compiled, {len(mbed_warnings)} file(s) with warnings")
+    print(
+        f"Mbed TLS + ENet: {len(mbed_sources)} compiled, {len(mbed_warnings)} file(s) with warnings"
+    )
 
     objects = [str(ours_dir / (s.stem + ".o")) for s in ours]
     objects += [str(mbed_dir / (stem + ".o")) for _, stem in mbed]

@@ -6,7 +6,9 @@ untrusted-input entry points, run by hand, not by CI::
     python tools/fuzz.py --target gate --seconds 300
     python tools/fuzz.py --target established --seconds 300 -- -jobs=1 -dict=...
 
-Targets (``--list``): gate, server, client, established, parked, key, cert.
+Targets (``--list``): gate, server, client, established, parked, key, cert,
+enet (ENet's receive path, plain) and enet-dtls (forged ENet datagrams inside
+an authentic DTLS session).
 They are the targets of ``tests/fuzz/targets.py`` with all their
 invariants; the seed corpus is captured from the in-memory link as in
 ``tests/test_fuzz.py`` and written to ``build/fuzz/corpus/<target>``
@@ -41,7 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "tools"]
 FUZZ_BUILD = ROOT / "build" / "fuzz"
 FUZZ_LIB = FUZZ_BUILD / "lib"
-TARGETS = ("gate", "server", "client", "established", "parked", "takeover", "key", "cert")
+TARGETS = ("gate", "server", "client", "established", "parked", "takeover", "key", "cert",
+           "enet", "enet-dtls")
+# Targets whose inputs are whole datagrams with no selector byte in front.
+_WHOLE = ("gate", "established", "parked", "takeover", "enet", "enet-dtls")
 _REEXEC_MARK = "DTLSPEER_FUZZ_CHILD"
 
 
@@ -155,6 +160,10 @@ class Campaign:
             takeover = targets.TakeoverTarget()
             self.seeds = takeover.pool() + self.datagrams
             self.run = takeover.run
+        elif name in ("enet", "enet-dtls"):
+            enet = targets.ENetTarget("plain" if name == "enet" else "dtls")
+            self.seeds = targets.capture_enet_datagrams()
+            self.run = lambda data: enet.run([data])
         elif name in ("key", "cert"):
             rsa = __import__("_dtls_sim").native_key("rsa")
             if name == "key":
@@ -172,7 +181,7 @@ class Campaign:
 
     def test_one_input(self, data: bytes) -> None:
         """libFuzzer's entry: one input; an AssertionError is a finding."""
-        if self.name not in ("gate", "established", "parked", "takeover") and not data:
+        if self.name not in _WHOLE and not data:
             return
         if self.name in ("key", "cert") and len(data) < 2:
             return
@@ -190,8 +199,7 @@ class Campaign:
         if self.name in ("key", "cert"):
             body = m.PemDerMutator(rng, self.pem_pool).mutate(data[1:] if data else b"")
             return (data[:1] or b"\x00") + body[:max_size - 1]
-        prefix, body = (b"", data) if self.name in ("gate", "established", "parked", "takeover") \
-            else (data[:1] or b"\x00", data[1:])
+        prefix, body = (b"", data) if self.name in _WHOLE else (data[:1] or b"\x00", data[1:])
         pool = self.datagrams
         if self.live is not None and self.live.link is not None and rng.random() < 0.4:
             fresh = self.live.authentic_datagram()

@@ -82,6 +82,7 @@ from typing import Any, Callable, NamedTuple
 from . import errors
 from ._binding import lib
 from .dtls import DTLSSettings, _Status
+from .enet import ENetConnection, ENetPacketPeer
 from .host import DisconnectReason, DTLSHost, HostEvent, HostEventType, HostPeer
 from .packet_peer import BytesLike
 from .session import Session, SessionTicketKeys
@@ -93,11 +94,14 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "ENetPeerConnection",
+    "ENetServer",
     "HandshakeError",
     "Overflow",
     "Server",
     "connect",
     "serve",
+    "serve_enet",
 ]
 
 logger = logging.getLogger("dtlspeer.aio")
@@ -1024,3 +1028,265 @@ async def connect(
             dtls_host.close()
         raise
     return conn
+
+
+# ---- ENet servers ------------------------------------------------------------------------------
+
+ENetHandler = Callable[["ENetPeerConnection"], Awaitable[Any]]
+DEFAULT_ENET_TICK_S = 0.01
+
+
+class ENetPacket(NamedTuple):
+    """One received ENet packet: its channel, bytes and ENet flags."""
+
+    channel: int
+    data: bytes
+    flags: int
+
+
+class ENetPeerConnection:
+    """One ENet peer of an :class:`ENetServer`, for its handler task:
+    ``async for packet in conn`` / ``await conn.recv()`` (:class:`ENetPacket`),
+    ``conn.send(data, channel=0, flags=FLAG_RELIABLE)``. Ends when the peer
+    disconnects (``ConnectionClosedOK``, also for an ENet timeout: ENet does
+    not tell them apart) or the server closes. The receive queue is bounded
+    like :class:`Connection`'s (``max_queue`` packets, the newest dropped and
+    counted)."""
+
+    def __init__(self, server: ENetServer, peer: ENetPacketPeer, data: int) -> None:
+        self._server = server
+        self.peer = peer
+        self.connect_data = data
+        self._queue: deque[ENetPacket] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self._disconnect_data = 0
+        self.dropped_packets = 0
+        self._done: asyncio.Future[None] = server._loop.create_future()
+
+    @property
+    def peer_address(self) -> Address:
+        return (self.peer.get_remote_address(), self.peer.get_remote_port())
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def disconnect_data(self) -> int:
+        """The 32-bit data of the peer's DISCONNECT (0 if none)."""
+        return self._disconnect_data
+
+    def _feed(self, packet: ENetPacket) -> None:
+        if len(self._queue) >= self._server._max_queue:
+            self.dropped_packets += 1
+            return
+        self._queue.append(packet)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _end(self, data: int) -> None:
+        if not self._closed:
+            self._closed = True
+            self._disconnect_data = data
+            self._wake()
+            if not self._done.done():
+                self._done.set_result(None)
+
+    def send(self, data: BytesLike, channel: int = 0,
+             flags: int = ENetPacketPeer.FLAG_RELIABLE) -> None:
+        """Queue a packet; it leaves with the server's next service (at the
+        end of this loop iteration)."""
+        if self._closed:
+            raise ConnectionClosedOK(DisconnectReason.PEER_CLOSED, "the ENet peer disconnected")
+        self.peer.send(channel, bytes(data), flags)
+        self._server._schedule()
+
+    async def recv(self) -> ENetPacket:
+        while not self._queue:
+            if self._closed:
+                raise ConnectionClosedOK(DisconnectReason.PEER_CLOSED, "the ENet peer disconnected")
+            if self._waiter is not None:
+                raise errors.StateError("another recv() is already waiting on this peer")
+            self._waiter = self._server._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._queue.popleft()
+
+    def __aiter__(self) -> ENetPeerConnection:
+        return self
+
+    async def __anext__(self) -> ENetPacket:
+        try:
+            return await self.recv()
+        except ConnectionClosed:
+            raise StopAsyncIteration from None
+
+    def close(self, data: int = 0) -> None:
+        """Graceful ENet disconnect with ``data``; the handler's ``recv`` ends
+        once the peer acknowledged it."""
+        if not self._closed and self.peer.is_active():
+            self.peer.peer_disconnect(data)
+            self._server._schedule()
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._done)
+
+
+class ENetServer:
+    """What :func:`serve_enet` returns: the :class:`~dtlspeer.enet.ENetConnection`
+    (``host``) driven by the loop, one handler task per connected peer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, host: ENetConnection,
+                 handler: ENetHandler, tick: float, max_queue: int) -> None:
+        self._loop = loop
+        self.host = host
+        self._handler = handler
+        self._tick = tick
+        self._max_queue = max_queue
+        self._conns: dict[ENetPacketPeer, ENetPeerConnection] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        self._soon: asyncio.Handle | None = None
+        self._closed_future: asyncio.Future[None] = loop.create_future()
+        self._fd = host.fileno()
+        loop.add_reader(self._fd, self._service)
+        self._timer = loop.call_later(tick, self._on_tick)
+
+    @property
+    def port(self) -> int:
+        return self.host.get_local_port()
+
+    def _on_tick(self) -> None:
+        self._service()
+        if not self._closed:
+            self._timer = self._loop.call_later(self._tick, self._on_tick)
+
+    def _schedule(self) -> None:
+        if self._soon is None and not self._closed:
+            self._soon = self._loop.call_soon(self._service)
+
+    def _service(self) -> None:
+        self._soon = None
+        if self._closed:
+            return
+        for _ in range(64):  # one native call each; stop when quiet
+            events = self.host.service_batch(0)
+            for ev in events:
+                self._dispatch(ev)
+            if not events:
+                break
+
+    def _dispatch(self, ev: Any) -> None:
+        if ev.type == ENetConnection.EventType.EVENT_RECEIVE:
+            conn = self._conns.get(ev.peer)
+            if conn is not None:
+                conn._feed(ENetPacket(ev.channel, ev.packet, ev.flags))
+        elif ev.type == ENetConnection.EventType.EVENT_CONNECT:
+            conn = ENetPeerConnection(self, ev.peer, ev.data)
+            self._conns[ev.peer] = conn
+            task = self._loop.create_task(self._run(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif ev.type == ENetConnection.EventType.EVENT_DISCONNECT:
+            ended = self._conns.pop(ev.peer, None)
+            if ended is not None:
+                ended._end(ev.data)
+
+    async def _run(self, conn: ENetPeerConnection) -> None:
+        try:
+            await self._handler(conn)
+        except ConnectionClosed:
+            logger.debug("ENet handler of %s ended by its peer", conn.peer_address)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("ENet handler of %s failed", conn.peer_address)
+            conn.close()
+
+    def broadcast(self, data: BytesLike, channel: int = 0,
+                  flags: int = ENetPacketPeer.FLAG_RELIABLE) -> None:
+        """Queue a packet to every connected peer (ENet broadcast)."""
+        self.host.broadcast(channel, bytes(data), flags)
+        self._schedule()
+
+    def close(self) -> None:
+        """Stop serving: every peer is disconnected at once (ENet
+        disconnect_now; DTLS peers also get close_notify), handlers cancelled."""
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.remove_reader(self._fd)
+        self._timer.cancel()
+        for conn in list(self._conns.values()):
+            if conn.peer.is_active():
+                try:
+                    conn.peer.peer_disconnect_now(0)
+                except errors.StateError:
+                    pass
+            conn._end(0)
+        self._conns.clear()
+        self.host.destroy()
+        for task in self._tasks:
+            task.cancel()
+        if not self._closed_future.done():
+            self._closed_future.set_result(None)
+
+    async def wait_closed(self) -> None:
+        await self._closed_future
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def serve_forever(self) -> None:
+        await self._closed_future
+
+    async def __aenter__(self) -> ENetServer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+async def serve_enet(
+    handler: ENetHandler,
+    host: str = "*",
+    port: int = 0,
+    options: TLSOptions | None = None,
+    *,
+    max_peers: int = 32,
+    max_channels: int = 0,
+    tick: float = DEFAULT_ENET_TICK_S,
+    max_queue: int = DEFAULT_MAX_QUEUE,
+    settings: DTLSSettings | None = None,
+) -> ENetServer:
+    """Start an ENet server on ``host``:``port`` (ENet inside DTLS when
+    ``options`` = ``TLSOptions.server(key, cert)`` is given, as Godot 4's
+    ``dtls_server_setup``) and return it, serving at once. ``handler(conn)``
+    runs as a task per connected peer (:class:`ENetPeerConnection`).
+
+    The loop runs ONE ``ENetConnection.service`` call whenever the socket is
+    readable, after sends, and every ``tick`` seconds (ENet's retransmission,
+    ping and timeout timers, and DTLS handshake timers, live in C and are not
+    exposed as a deadline: 10 ms by default)."""
+    loop = asyncio.get_running_loop()
+    if not callable(handler):
+        raise errors.ArgumentTypeError("handler must be an async function of one connection")
+    if not (isinstance(tick, (int, float)) and 0.001 <= tick <= 1.0):
+        raise errors.InvalidArgumentError("tick must be in 0.001 .. 1.0 seconds")
+    if not (isinstance(max_queue, int) and max_queue >= 1):
+        raise errors.InvalidArgumentError("max_queue must be a positive int")
+    enet_host = ENetConnection()
+    enet_host.create_host_bound(host, port, max_peers, max_channels)
+    try:
+        if options is not None:
+            enet_host.dtls_server_setup(options, settings=settings)
+        return ENetServer(loop, enet_host, handler, float(tick), max_queue)
+    except BaseException:
+        enet_host.destroy()
+        raise

@@ -202,7 +202,7 @@ def _build_server_config(
 ) -> EngineConfig:
     """The engine configuration of a server: its certificate and key, client
     certificate policy, ticket keys, plus ``engine_options`` (timers, PSKs,
-    suites). Shared by DTLSServer and DTLSHost."""
+    suites). Shared by DTLSServer, DTLSHost and ENet's DTLS mode."""
     key = cert = client_ca = None
     client_auth = lib.DP_CLIENT_AUTH_NONE
     if options is not None:

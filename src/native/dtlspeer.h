@@ -965,6 +965,134 @@ int dp_host_get_stats(const dp_host *host, dp_host_stats *out);
 /* Counters of the host's UDP endpoint (all slots). */
 int dp_host_udp_stats(const dp_host *host, dp_udp_stats *out);
 
+/* ---- ENet (dp_enet.c over ENet 1.3.18) ------------------------------------- */
+
+/* One ENet host on one UDP socket: plain ENet through a dp_endpoint, or ENet
+ * inside DTLS (every ENet datagram one record) through a dp_host, set up
+ * before the first use with dp_enet_dtls_server_setup / _client_setup.
+ * Peers are named by their ENet index plus the connectID of the connection
+ * (so a stale pair never reaches a reused peer: DP_ERR_CLOSED). The object
+ * owns the socket descriptor (closed by dp_enet_close). One object, one
+ * thread at a time. */
+typedef struct dp_enet dp_enet;
+
+enum {
+    DP_ENET_EVENT_NONE = 0,
+    DP_ENET_EVENT_CONNECT = 1,
+    DP_ENET_EVENT_DISCONNECT = 2,
+    DP_ENET_EVENT_RECEIVE = 3,
+    DP_ENET_DISCONNECT = 0,       /* graceful: acknowledged, then DISCONNECT event */
+    DP_ENET_DISCONNECT_LATER = 1, /* after the queued outgoing packets */
+    DP_ENET_DISCONNECT_NOW = 2,   /* one unreliable notice, no event */
+    DP_ENET_RESET = 3,            /* nothing sent, no event */
+    DP_ENET_PEER_PING_INTERVAL = 1,
+    DP_ENET_PEER_TIMEOUT = 2,
+    DP_ENET_PEER_THROTTLE = 3,
+    DP_ENET_SET_CHANNEL_LIMIT = 1,
+    DP_ENET_SET_BANDWIDTH_LIMIT = 2,
+    DP_ENET_SET_COMPRESS = 3,      /* 0 none, 1 ENet's range coder */
+    DP_ENET_SET_MAX_PACKET_SIZE = 4, /* a: largest packet, b: most waiting data per peer */
+    DP_ENET_SET_REFUSE = 5,        /* DTLS server: 1 admits no new handshake */
+    DP_ENET_SET_DUPLICATE_PEERS = 6
+};
+
+typedef struct dp_enet_event {
+    uint32_t peer;       /* ENet peer index */
+    uint32_t connect_id; /* with peer: names the connection */
+    uint32_t data;       /* CONNECT / DISCONNECT data */
+    uint32_t offset;     /* RECEIVE: payload[offset .. offset + length) */
+    uint32_t length;
+    uint8_t type;        /* DP_ENET_EVENT_* */
+    uint8_t channel;
+    uint8_t flags;       /* RECEIVE: ENet packet flags (1 reliable, 2 unsequenced) */
+    uint8_t reserved;
+    dp_addr addr;        /* CONNECT: the peer's address (the peer may be gone by the
+                            time the caller reads the event: a later event of the
+                            same call may be its DISCONNECT) */
+} dp_enet_event;
+
+typedef struct dp_enet_peer_info {
+    int state; /* ENetPeerState */
+    uint32_t channels;
+    dp_addr addr;
+    uint32_t mtu;
+    uint32_t round_trip_time, round_trip_time_variance;
+    uint32_t last_round_trip_time, last_round_trip_time_variance;
+    uint32_t packet_loss, packet_loss_variance, packet_loss_epoch;
+    uint32_t packet_throttle, packet_throttle_limit, packet_throttle_counter;
+    uint32_t packet_throttle_epoch, packet_throttle_acceleration;
+    uint32_t packet_throttle_deceleration, packet_throttle_interval;
+    uint32_t ping_interval, timeout_limit, timeout_minimum, timeout_maximum;
+    uint32_t incoming_bandwidth, outgoing_bandwidth;
+    uint32_t incoming_data_total, outgoing_data_total, reliable_data_in_transit;
+    uint64_t dtls_peer; /* DTLS mode: the dp_host peer id (0 if its session ended) */
+    /* ENet's header fields of this connection (diagnostics, fuzzing): the id
+     * and session the remote side puts in the datagrams it sends us (incoming)
+     * and the ones we put in ours (outgoing). */
+    uint16_t incoming_peer_id, outgoing_peer_id;
+    uint8_t incoming_session_id, outgoing_session_id;
+} dp_enet_peer_info;
+
+typedef struct dp_enet_stats {
+    uint64_t datagrams_in;      /* datagrams handed to ENet */
+    uint64_t datagrams_out;     /* datagrams ENet sent that the transport took */
+    uint64_t packets_in;        /* RECEIVE events */
+    uint64_t packets_out;       /* packets queued by dp_enet_send */
+    uint64_t dropped_oversized; /* datagrams above ENet's 4096-byte maximum (or the buffer) */
+    uint64_t dropped_ring_full; /* received while ENet's queue was full */
+    uint64_t dropped_not_ipv4;  /* plain mode: IPv6 senders (ENet addresses are IPv4) */
+    uint64_t send_no_session;   /* DTLS: datagrams for a session handshaking or gone */
+    uint64_t send_dropped;      /* plain: datagrams the socket refused */
+    uint64_t dtls_sessions;     /* DTLS sessions that connected */
+    uint64_t dtls_dropped;      /* DTLS sessions ended for lack of memory */
+    int32_t last_send_error;
+    uint32_t connected_peers;
+    uint32_t peer_count;
+    int32_t mode;               /* 0 unused yet, 1 plain, 2 DTLS */
+} dp_enet_stats;
+
+int dp_enet_new(int64_t fd, int family, uint32_t peer_count, uint32_t channel_limit,
+                uint32_t in_bandwidth, uint32_t out_bandwidth, dp_enet **out);
+/* Flush, then close the transport and the socket (close_notify to DTLS peers). */
+int dp_enet_close(dp_enet *e);
+void dp_enet_free(dp_enet *e);
+/* Before the first connect/service; once (DP_ERR_BAD_STATE after). */
+int dp_enet_dtls_server_setup(dp_enet *e, dp_config *cfg, dp_cookie_gate *gate);
+int dp_enet_dtls_client_setup(dp_enet *e, dp_config *cfg, const char *hostname);
+int dp_enet_connect(dp_enet *e, const dp_addr *addr, uint32_t channels, uint32_t data,
+                    uint32_t *index, uint32_t *connect_id);
+/* Socket, DTLS and ENet in one call; events[0 .. *n_events). timeout_ms: 0 =
+ * no wait, < 0 = until something happens. */
+int dp_enet_service(dp_enet *e, int timeout_ms, dp_enet_event *events, uint32_t max_events,
+                    uint8_t *payload, size_t payload_cap, uint32_t *n_events);
+int dp_enet_flush(dp_enet *e);
+int dp_enet_send(dp_enet *e, uint32_t index, uint32_t connect_id, uint32_t channel,
+                 const uint8_t *data, size_t len, uint32_t flags);
+int dp_enet_broadcast(dp_enet *e, uint32_t channel, const uint8_t *data, size_t len,
+                      uint32_t flags);
+int dp_enet_peer_disconnect(dp_enet *e, uint32_t index, uint32_t connect_id, uint32_t data,
+                            int how);
+int dp_enet_peer_ping(dp_enet *e, uint32_t index, uint32_t connect_id);
+int dp_enet_peer_configure(dp_enet *e, uint32_t index, uint32_t connect_id, int what, uint32_t a,
+                           uint32_t b, uint32_t c);
+int dp_enet_peer_get_info(const dp_enet *e, uint32_t index, uint32_t connect_id,
+                          dp_enet_peer_info *out);
+int dp_enet_set(dp_enet *e, int what, uint32_t a, uint32_t b);
+/* which: 0 sent data, 1 sent packets, 2 received data, 3 received packets;
+ * read and reset to 0 (Godot's pop_statistic). */
+int dp_enet_pop_statistic(dp_enet *e, int which, uint32_t *out);
+int dp_enet_get_stats(const dp_enet *e, dp_enet_stats *out);
+/* DTLS mode: why the DTLS session of ENet peer `index` ended (its reason
+ * text and Mbed TLS / DP code; "" and 0 if it did not). Kept until the index
+ * connects again. Returns the text length. */
+int dp_enet_peer_last_error(const dp_enet *e, uint32_t index, char *buf, size_t cap,
+                            int32_t *code);
+/* DTLS mode: the dp_host under ENet (NULL otherwise), for per-session queries. */
+dp_host *dp_enet_dtls_host(const dp_enet *e);
+/* Plain mode: queue a datagram as if it had arrived from src (fuzzing and
+ * tests; the next service hands it to ENet). Returns 1 queued, 0 dropped. */
+int dp_enet_inject(dp_enet *e, const dp_addr *src, const uint8_t *data, size_t len);
+
 /* END CDEF */
 
 /* ---- Internal helpers shared by our C files (not seen by cffi) ---------- */

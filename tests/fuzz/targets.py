@@ -675,3 +675,167 @@ class TakeoverTarget:
         self.client.close()
         self.sock.close()
         self.udp.stop()
+
+
+# ---- ENet's receive path (dp_enet.c + ENet 1.3.18) ----------------------------------------
+
+
+def _alloc_bytes() -> int:
+    b, n = ffi.new("int64_t *"), ffi.new("int64_t *")
+    lib.dp_alloc_stats(b, n)
+    return int(b[0])
+
+
+class ENetTarget:
+    """A live ENet session (server + client on loopback) whose server gets
+    fuzzed datagrams as if from the client: in ``plain`` mode injected from
+    the client's address (so they reach its ENet peer), in ``dtls`` mode sent
+    by the client through its DTLS session (authentic records carrying forged
+    ENet datagrams). Invariants: no call raises, every injected datagram is
+    accounted for (handed to ENet or dropped as oversized), the server's
+    memory stays within ``MEMORY_BOUND`` of its level after setup, and the
+    session is re-established whenever ENet (legitimately) ended it."""
+
+    MEMORY_BOUND = 8 << 20  # forged fragment totals ask for up to 4 GiB
+
+    def __init__(self, mode: str) -> None:
+        from dtlspeer import Crypto, TLSOptions
+        from dtlspeer.enet import ENetConnection
+
+        assert mode in ("plain", "dtls")
+        self.mode = mode
+        self._conn_cls = ENetConnection
+        self.server = ENetConnection()
+        self.server.create_host_bound("127.0.0.1", 0, 4)
+        self._client_options: Any = None
+        if mode == "dtls":
+            crypto = Crypto()
+            key = crypto.generate_ec("P-256")
+            cert = crypto.generate_self_signed_certificate(
+                key, "CN=localhost", "20240101000000", "20440101000000")  # fmt: skip
+            self.server.dtls_server_setup(TLSOptions.server(key, cert))
+            self._client_options = TLSOptions.client_unsafe()
+        self.client: Any = None
+        self.peer: Any = None
+        self.src = ffi.new("dp_addr *")
+        self.sessions = 0
+        self.runs = 0
+        self.new_session()
+        self.baseline = _alloc_bytes()
+
+    def _pump(self, until: Any, rounds: int = 4000) -> None:
+        for _ in range(rounds):
+            for ev in self.server.service_batch(0):
+                if ev.type == self._conn_cls.EventType.EVENT_DISCONNECT:
+                    self.peer = None  # ENet (or DTLS under it) ended the session
+            if self.client is not None:
+                for ev in self.client.service_batch(1):
+                    if ev.type == self._conn_cls.EventType.EVENT_DISCONNECT:
+                        self.peer = None
+            if until():
+                return
+
+    def new_session(self) -> None:
+        if self.client is not None:
+            self.client.destroy()
+        self.client = self._conn_cls()
+        self.client.create_host_bound("127.0.0.1", 0, 1)
+        if self.mode == "dtls":
+            self.client.dtls_client_setup("localhost", self._client_options)
+        peer = self.client.connect_to_host("127.0.0.1", self.server.get_local_port(), 4, 77)
+        self.peer = peer
+        self._pump(lambda: peer.get_state() == peer.PeerState.STATE_CONNECTED)
+        assert peer.get_state() == peer.PeerState.STATE_CONNECTED, "session set-up failed"
+        self.src.ip = b"\0" * 10 + b"\xff\xff" + bytes([127, 0, 0, 1])
+        self.src.port = self.client.get_local_port()
+        self.sessions += 1
+
+    def authentic_datagrams(self) -> list[bytes]:
+        """Seeds: what ENet itself sends on a session (CONNECT, acks, reliable,
+        unsequenced, fragments), captured in plain mode through a relay."""
+        return capture_enet_datagrams()
+
+    def run(self, datagrams: list[bytes]) -> None:
+        self.runs += 1
+        if self.peer is None or not self.peer.is_active():
+            self.new_session()
+        peer = self.peer
+        before = self.server.get_stats()
+        info = peer._fill_info()
+        # Most inputs carry this session's header (ENet checks peer id and
+        # session before anything else), so they reach command processing.
+        header = info.outgoing_peer_id | (info.outgoing_session_id << 12)
+        for i, data in enumerate(datagrams):
+            if len(data) >= 2 and (self.runs + i) % 4 != 0:
+                flags = int.from_bytes(data[:2], "big") & 0xC000
+                data = (header | flags).to_bytes(2, "big") + data[2:]
+            if self.mode == "plain":
+                lib.dp_enet_inject(self.server._ptr, self.src, data, len(data))
+            else:
+                host = lib.dp_enet_dtls_host(self.client._ptr)
+                if info.dtls_peer and len(data) <= 4096:
+                    lib.dp_host_send(host, info.dtls_peer, data, len(data), lib.DP_NOW)
+                    lib.dp_host_flush(host)
+        self._pump(lambda: False, rounds=3)
+        after = self.server.get_stats()
+        handled = (after["datagrams_in"] - before["datagrams_in"]) + (
+            after["dropped_oversized"] - before["dropped_oversized"])  # fmt: skip
+        if self.mode == "plain":
+            assert handled >= len(datagrams), (handled, len(datagrams))
+        assert _alloc_bytes() - self.baseline < self.MEMORY_BOUND, _alloc_bytes() - self.baseline
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.destroy()
+        self.server.destroy()
+
+
+def capture_enet_datagrams() -> list[bytes]:
+    """The datagrams an ENet client sends on a real session (plain ENet over
+    loopback, through a recording relay): CONNECT, VERIFY acks, pings,
+    reliable / unreliable / unsequenced sends on several channels and the
+    fragments of a 5 000-byte reliable packet."""
+    import socket
+
+    from dtlspeer.enet import ENetConnection
+
+    server = ENetConnection()
+    server.create_host_bound("127.0.0.1", 0, 2)
+    relay = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    relay.bind(("127.0.0.1", 0))
+    relay.setblocking(False)
+    client = ENetConnection()
+    client.create_host_bound("127.0.0.1", 0, 1)
+    server_addr = ("127.0.0.1", server.get_local_port())
+    client_addr = ("127.0.0.1", client.get_local_port())
+    peer = client.connect_to_host("127.0.0.1", relay.getsockname()[1], 4, 5)
+    captured: list[bytes] = []
+    sent = False
+    try:
+        for _ in range(3000):
+            for ev in client.service_batch(1):
+                if ev.type == ENetConnection.EventType.EVENT_CONNECT and not sent:
+                    sent = True
+                    peer.send(0, b"reliable", 1)
+                    peer.send(1, b"unreliable", 0)
+                    peer.send(2, b"unsequenced", 2)
+                    peer.send(3, bytes(range(250)) * 20, 1)
+                    peer.send(1, bytes(3000), 8)
+            server.service_batch(0)
+            while True:
+                try:
+                    data, addr = relay.recvfrom(65536)
+                except BlockingIOError:
+                    break
+                if addr == client_addr:
+                    captured.append(data)
+                    relay.sendto(data, server_addr)
+                else:
+                    relay.sendto(data, client_addr)
+            if sent and len(captured) >= 12:
+                break
+    finally:
+        client.destroy()
+        server.destroy()
+        relay.close()
+    return captured
