@@ -94,6 +94,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "ENetPacket",
     "ENetPeerConnection",
     "ENetServer",
     "HandshakeError",
@@ -1066,10 +1067,13 @@ class ENetPeerConnection:
 
     @property
     def peer_address(self) -> Address:
+        """(IP, port) of the remote ENet peer."""
         return (self.peer.get_remote_address(), self.peer.get_remote_port())
 
     @property
     def closed(self) -> bool:
+        """True once the ENet peer disconnected (either side) or timed out;
+        queued packets may still be read with ``recv()``."""
         return self._closed
 
     @property
@@ -1106,6 +1110,9 @@ class ENetPeerConnection:
         self._server._schedule()
 
     async def recv(self) -> ENetPacket:
+        """Wait for the next :class:`ENetPacket`. Raises ConnectionClosedOK
+        once the peer disconnected and every queued packet was read;
+        StateError if another coroutine is already waiting."""
         while not self._queue:
             if self._closed:
                 raise ConnectionClosedOK(DisconnectReason.PEER_CLOSED, "the ENet peer disconnected")
@@ -1135,6 +1142,7 @@ class ENetPeerConnection:
             self._server._schedule()
 
     async def wait_closed(self) -> None:
+        """Wait until the peer disconnected and its handler ended."""
         await asyncio.shield(self._done)
 
 
@@ -1160,6 +1168,7 @@ class ENetServer:
 
     @property
     def port(self) -> int:
+        """The UDP port the ENet host is bound to."""
         return self.host.get_local_port()
 
     def _on_tick(self) -> None:
@@ -1238,11 +1247,13 @@ class ENetServer:
             self._closed_future.set_result(None)
 
     async def wait_closed(self) -> None:
+        """Wait until :meth:`close` was called and every handler task ended."""
         await self._closed_future
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def serve_forever(self) -> None:
+        """Wait until the server is closed."""
         await self._closed_future
 
     async def __aenter__(self) -> ENetServer:

@@ -197,6 +197,7 @@ class ENetPacketPeer(PacketPeer):
         self.send(0, data, self.FLAG_RELIABLE)
 
     def get_available_packet_count(self) -> int:
+        """Packets ``service()`` queued for this peer and not yet read."""
         return len(self._packets)
 
     def get_packet(self) -> bytes:
@@ -241,6 +242,7 @@ class ENetPacketPeer(PacketPeer):
         self._disconnect(0, lib.DP_ENET_RESET)
 
     def ping(self) -> None:
+        """Send a ping now (ENet pings every ``ping_interval`` anyway)."""
         self._call(lib.dp_enet_peer_ping(self._handle(), self._index, self._connect_id), "ping")
 
     def _configure(self, what: int, a: int, b: int = 0, c: int = 0) -> None:
@@ -265,6 +267,8 @@ class ENetPacketPeer(PacketPeer):
         )
 
     def throttle_configure(self, interval: int, acceleration: int, deceleration: int) -> None:
+        """ENet's packet throttle: ``interval`` ms, ``acceleration`` and
+        ``deceleration`` (Godot: same arguments)."""
         self._configure(
             lib.DP_ENET_PEER_THROTTLE,
             _check_int(interval, "interval"),
@@ -275,6 +279,8 @@ class ENetPacketPeer(PacketPeer):
     # -- queries ------------------------------------------------------------------
 
     def get_state(self) -> ENetPacketPeer.PeerState:
+        """ENet's state of the peer (Godot's PeerState values);
+        STATE_DISCONNECTED once the peer object is dead."""
         if not self._active:
             return self.PeerState.STATE_DISCONNECTED
         try:
@@ -283,12 +289,15 @@ class ENetPacketPeer(PacketPeer):
             return self.PeerState.STATE_DISCONNECTED
 
     def get_channels(self) -> int:
+        """The number of channels negotiated with the peer (Godot: same)."""
         return int(self._fill_info().channels)
 
     def get_remote_address(self) -> str:
+        """The peer's IP address (kept after it disconnected)."""
         return self._address[0]
 
     def get_remote_port(self) -> int:
+        """The peer's UDP port (kept after it disconnected)."""
         return self._address[1]
 
     def get_statistic(self, statistic: int) -> float:
@@ -708,6 +717,7 @@ class ENetConnection:
         return self._fd
 
     def get_local_port(self) -> int:
+        """The UDP port the host is bound to (Godot: same)."""
         self._native()
         return self._port
 

@@ -68,12 +68,15 @@ class Signal:
         self._callbacks: list[Callable[[int], Any]] = []
 
     def connect(self, callback: Callable[[int], Any]) -> None:
+        """Call ``callback(peer_id)`` on every emission."""
         self._callbacks.append(callback)
 
     def disconnect(self, callback: Callable[[int], Any]) -> None:
+        """Stop calling ``callback``; ValueError if it was not connected."""
         self._callbacks.remove(callback)
 
     def emit(self, peer_id: int) -> None:
+        """Call every connected callback with ``peer_id``."""
         for callback in list(self._callbacks):
             callback(peer_id)
 
@@ -223,12 +226,15 @@ class ENetMultiplayerPeer(PacketPeer):
         return 2 + secrets.randbelow(_ID_LIMIT - 2)
 
     def get_unique_id(self) -> int:
+        """This side's peer id: 1 for a server, the client's random id (Godot: same)."""
         return self._unique_id
 
     def is_server(self) -> bool:
+        """True after ``create_server``."""
         return self._server
 
     def get_connection_status(self) -> ENetMultiplayerPeer.ConnectionStatus:
+        """CONNECTION_DISCONNECTED / CONNECTING / CONNECTED (Godot values)."""
         return self._status
 
     def get_peer(self, peer_id: int) -> ENetPacketPeer:
@@ -243,6 +249,7 @@ class ENetMultiplayerPeer(PacketPeer):
 
     @property
     def refuse_new_connections(self) -> bool:
+        """Reset new clients at CONNECT (Godot: same property)."""
         return self._refuse
 
     @refuse_new_connections.setter
@@ -345,9 +352,14 @@ class ENetMultiplayerPeer(PacketPeer):
     # -- packets ----------------------------------------------------------------------------
 
     def get_available_packet_count(self) -> int:
+        """Packets received from every peer and not yet read."""
         return len(self._queue)
 
     def get_packet(self) -> bytes:
+        """The oldest received packet; :meth:`get_packet_peer`,
+        :meth:`get_packet_channel` and :meth:`get_packet_mode` describe it
+        before this call. WouldBlockError when none is queued (Godot: an
+        error and an empty array)."""
         if not self._queue:
             self._packet_error = errors.WouldBlockError("no packet queued")
             raise self._packet_error
@@ -363,11 +375,14 @@ class ENetMultiplayerPeer(PacketPeer):
         return self._queue[0][2] if self._queue else 0
 
     def get_packet_mode(self) -> ENetMultiplayerPeer.TransferMode:
+        """The transfer mode of the next packet (RELIABLE when none is queued, as Godot)."""
         if not self._queue:
             return self.TransferMode.TRANSFER_MODE_RELIABLE
         return self.TransferMode(self._queue[0][3])
 
     def get_max_packet_size(self) -> int:
+        """The largest packet the host accepts: its ``max_packet_size``
+        (1 MiB by default; Godot: 2**24)."""
         return DEFAULT_MAX_PACKET_SIZE if self._host is None else self._host._payload_cap
 
     def _route(self) -> tuple[int, int]:
