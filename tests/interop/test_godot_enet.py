@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from conftest import godot4_env, godot4_project
 from peers import free_udp_port
-from test_godot_variant import godot4, godot4_env, godot4_project  # noqa: F401
 
 from dtlspeer import TLSOptions
 from dtlspeer.enet import ENetConnection, ENetPacketPeer
@@ -98,7 +98,7 @@ def serve_until_exit(
 
 
 def test_godot4_enet_multiplayer_dtls_client_to_our_server(
-    godot4: Path,  # noqa: F811
+    godot4: Path,
     tmp_path: Path,
     server_certs: dict[str, Any],
 ) -> None:
@@ -135,7 +135,7 @@ def test_godot4_enet_multiplayer_dtls_client_to_our_server(
 
 
 def test_our_enet_dtls_client_to_godot4_server(
-    godot4: Path,  # noqa: F811
+    godot4: Path,
     tmp_path: Path,
     server_certs: dict[str, Any],
 ) -> None:
@@ -189,7 +189,7 @@ MP_SENDS = [  # (transfer mode, script channel, payload)
 
 
 def test_godot4_multiplayer_client_to_our_multiplayer_server(
-    godot4: Path,  # noqa: F811
+    godot4: Path,
     tmp_path: Path,
     server_certs: dict[str, Any],
 ) -> None:
@@ -225,7 +225,7 @@ def test_godot4_multiplayer_client_to_our_multiplayer_server(
 
 
 def test_our_multiplayer_client_to_godot4_multiplayer_server(
-    godot4: Path,  # noqa: F811
+    godot4: Path,
     tmp_path: Path,
     server_certs: dict[str, Any],
 ) -> None:
@@ -278,7 +278,7 @@ def test_our_multiplayer_client_to_godot4_multiplayer_server(
 
 
 def test_godot4_scene_multiplayer_send_bytes_framing(
-    godot4: Path,  # noqa: F811
+    godot4: Path,
     tmp_path: Path,
     server_certs: dict[str, Any],
 ) -> None:
