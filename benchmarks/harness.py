@@ -366,7 +366,8 @@ class Metric:
     target_abs: float | None = None  # dtlspeer rows: value <= this (memory)
     target_text: str = ""
     requires: tuple[str, ...] = ()  # modules the metric's own load generator needs
-    row_targets: tuple[tuple[str, float], ...] = ()  # (Lib.key, ratio): overrides target_ratio
+    row_targets: tuple[tuple[str, float | None], ...] = ()  # (Lib.key, ratio or None: no
+    # target): overrides target_ratio
 
     def missing(self) -> str | None:
         """None if the load generator can run, else the reason shown in every row."""

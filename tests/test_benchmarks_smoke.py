@@ -86,7 +86,9 @@ def test_tick_benchmark_rows_and_accounting() -> None:
     the first N): one block each, every row measured
     (CPU per client-tick printed), no failure or corruption; and the JSON
     report's counters add up (inputs delivered <= expected, snapshots
-    verified by the generator's checking clients)."""
+    verified by the generator's checking clients). The ENet-over-DTLS row
+    (its own generator: real ENet clients) is among the measured rows in
+    every block, with the generator's CPU per client-tick recorded."""
     import json
     import tempfile
 
@@ -108,9 +110,13 @@ def test_tick_benchmark_rows_and_accounting() -> None:
     assert len(blocks) == 3, out
     for (n, size), block in zip(((3, 200), (5, 200), (3, 1200)), blocks):
         assert f"N={n} clients, 30 Hz, 24 B inputs, {size} B snapshots" in block, block
+        assert "dtlspeer ENet over DTLS" in block, block
         assert "FAILED" not in block and "CORRUPT" not in block, block
     for key, metric in data["metrics"].items():
         assert key.startswith("tick "), key
+        (enet,) = [row for row in metric["rows"] if row["lib"] == "dtlspeer-enet"]
+        assert enet["status"] == "", enet
+        assert enet["runs"][0]["generator_cpu_us"] > 0, enet
         for row in metric["rows"]:
             if row["status"]:
                 continue
