@@ -576,3 +576,54 @@ def test_failed_dtls_handshake_ends_the_connection_at_once_with_its_reason() -> 
     finally:
         client.destroy()
         server.destroy()
+
+
+@pytest.mark.parametrize("dtls", [False, True], ids=["plain", "dtls"])
+def test_one_service_batch_takes_every_waiting_datagram(dtls: bool) -> None:
+    """A game server calls ``service_batch(0)`` once per tick: with more
+    clients than one transport read takes (64 DTLS records, or the plain
+    receive ring's 224), every input already waiting in the socket must come
+    out of that one call, not one read's worth (the rest a tick late, the
+    backlog growing every tick)."""
+    from dtlspeer import Crypto, TLSOptions
+
+    count = 100 if dtls else 240
+    server = ENetConnection()
+    server.create_host_bound("127.0.0.1", 0, count + 8)
+    clients: list[ENetConnection] = []
+    peers: list[ENetPacketPeer] = []
+    if dtls:
+        crypto = Crypto()
+        key = crypto.generate_ec("P-256")
+        cert = crypto.generate_self_signed_certificate(
+            key, "CN=localhost", "20240101000000", "20440101000000", dns_names=["localhost"])
+        server.dtls_server_setup(TLSOptions.server(key, cert))
+    try:
+        for i in range(count):
+            client = ENetConnection()
+            client.create_host_bound(f"127.0.{1 + i // 50}.{1 + i % 50}", 0, 1)
+            if dtls:
+                client.dtls_client_setup("localhost", TLSOptions.client(cert))
+            clients.append(client)
+            peers.append(client.connect_to_host("127.0.0.1", server.get_local_port(), 1))
+        connected = 0
+        deadline = time.monotonic() + 60
+        while connected < count and time.monotonic() < deadline:
+            connected += sum(1 for ev in server.service_batch(1) if ev.type == CONNECT)
+            for client in clients:
+                client.service_batch(0)
+        assert connected == count
+        for _ in range(20):  # let the clients see their CONNECT and settle the acks
+            for client in clients:
+                client.service_batch(0)
+            server.service_batch(0)
+        for i, peer in enumerate(peers):
+            peer.send(0, b"input %d" % i, 0)
+            clients[i].flush()
+        time.sleep(0.3)  # every datagram is in the server's socket now
+        got = [ev.packet for ev in server.service_batch(0) if ev.type == RECEIVE]
+        assert sorted(got) == sorted(b"input %d" % i for i in range(count)), len(got)
+    finally:
+        for client in clients:
+            client.destroy()
+        server.destroy()

@@ -94,6 +94,7 @@ struct dp_enet {
     dp_enet_rx ring[DP_ENET_RING];
     uint8_t *ring_data; /* DP_ENET_RING * DP_ENET_DGRAM */
     uint32_t ring_head, ring_count;
+    int transport_more; /* the last pump stopped before the socket was empty */
 
     uint8_t *tx_arena;
     size_t tx_used;
@@ -493,6 +494,11 @@ static int pump(dp_enet *e, int timeout_ms)
         if (rc < 0) {
             return rc;
         }
+        /* The host stops at its event or payload bound with records still
+         * waiting; service() goes round again for them. */
+        e->transport_more = n == DP_ENET_HOST_EVENTS ||
+                            (n > 0 && e->hev[n - 1].offset + e->hev[n - 1].length +
+                                              DP_HOST_MIN_PAYLOAD > DP_ENET_HOST_PAYLOAD);
         dtls_events(e, n);
         return (int)n;
     }
@@ -509,6 +515,8 @@ static int pump(dp_enet *e, int timeout_ms)
         rc = dp_ep_poll(e->ep, now);
     }
     dp_endpoint_unlock(e->ep);
+    /* plain_sink stopped the read to keep ring room: more may be waiting. */
+    e->transport_more = e->ring_count + DP_ENET_RING_MARGIN >= DP_ENET_RING;
     return rc;
 }
 
@@ -965,8 +973,8 @@ static int host_service(dp_enet *e, int timeout_ms, dp_enet_event *events, uint3
         if (n == max_events) {
             full = 1;
         }
-        if (full || e->ring_count > 0) {
-            continue;
+        if (full || e->ring_count > 0 || e->transport_more) {
+            continue; /* bounded by DP_ENET_ROUNDS */
         }
         if (n > 0 || timeout_ms == 0) {
             break;
