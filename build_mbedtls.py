@@ -682,6 +682,17 @@ def per_file_flags(name: str) -> list[str]:
         # per 16-byte block. aesni.c runs nothing but its CPUID check before
         # that check passes, so no SSSE3 instruction reaches a CPU without it.
         flags += ["-maes", "-mpclmul", "-mssse3"]
+    elif name == "aes.c" and _is_x86_64():
+        # aes.c must see the same AES-NI implementation as aesni.c: with
+        # __AES__/__PCLMUL__ it knows the intrinsics path needs 16-byte
+        # aligned round keys and places them so (rk_offset). Without these
+        # flags it assumed the assembly path (no alignment needed) and left
+        # the round keys wherever the context lay: an AES context at an
+        # address that is 8 mod 16 (one embedded in a GCM context, with
+        # MBEDTLS_BLOCK_CIPHER_C) crashed in mbedtls_aesni_setkey_enc.
+        # The compiler emits AES/PCLMUL instructions only for intrinsics,
+        # and aes.c calls those only after the CPUID check.
+        flags += ["-maes", "-mpclmul"]
     return flags
 
 
