@@ -499,3 +499,16 @@ def test_explicit_source_that_does_not_exist_stops_the_build(tmp_path: Path) -> 
     shutil.copyfile(tarball, vendor / lock.tarball)
     with pytest.raises(bm.SourceError, match="no such file or directory"):
         resolve(lock, vendor, env={bm.SOURCE_ENV: str(tmp_path / "nope")})
+
+
+@pytest.mark.skipif(not bm._is_x86_64() or bm._is_msvc(), reason="GCC/Clang on x86_64 only")
+def test_aes_and_aesni_see_the_same_aesni_implementation() -> None:
+    # Mbed TLS picks AES-NI intrinsics (16-byte aligned round keys) or
+    # assembly (any alignment) from __AES__/__PCLMUL__ per file; aes.c places
+    # the round keys, aesni.c uses them. Different views crashed (an AES
+    # context at 8 mod 16 inside a GCM context, MBEDTLS_BLOCK_CIPHER_C).
+    def aesni_flags(name: str) -> set[str]:
+        return {f for f in bm.per_file_flags(name) if f in ("-maes", "-mpclmul")}
+
+    assert aesni_flags("aesni.c") == {"-maes", "-mpclmul"}
+    assert aesni_flags("aes.c") == aesni_flags("aesni.c")
