@@ -182,6 +182,36 @@ def test_handshake_and_echo_many_messages(
     server.stop()
 
 
+@pytest.mark.parametrize(
+    "count, size",
+    [(150, 20), (100, 400)],  # above one poll's 64 records; above its 17 KiB buffer
+    ids=["many-records", "many-bytes"],
+)
+def test_one_poll_delivers_a_burst_above_its_share_in_order(
+    count: int, size: int, ec_identity: Identity
+) -> None:
+    """poll() hands over records in batches (dp_link_poll): a burst larger
+    than one batch still arrives whole, in order, after ONE poll, with
+    get_available_packet_count() exact and get_packet() draining it."""
+    server = EchoServer(ec_identity, echo=False)
+    client = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))
+    peer = handshake(server, client)
+    udp_peer = peer._udp
+    assert udp_peer is not None
+    sent = [b"%04d" % i + bytes(size - 4) for i in range(count)]
+    for data in sent:
+        client.put_packet(data)
+    assert until(lambda: udp_peer.get_available_packet_count() >= count, server.udp.poll)
+    peer.poll()
+    assert peer.get_available_packet_count() == count
+    assert [peer.get_packet() for _ in range(count)] == sent
+    assert peer.get_available_packet_count() == 0
+    with pytest.raises(errors.WouldBlockError):
+        peer.get_packet()
+    client.disconnect_from_peer()
+    server.stop()
+
+
 def test_cookie_exchange_flow_as_godot_scripts_see_it(ec_identity: Identity) -> None:
     """§2.3/§2.4 "50% of connections invalid due to cookie": the first
     take_connection is STATUS_ERROR (HelloVerifyRequest sent, no TLS state),

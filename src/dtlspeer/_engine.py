@@ -91,6 +91,22 @@ def _scratch() -> tuple[Any, Any]:
     return pair
 
 
+# Records one native poll hands over at most (PacketPeerDTLS.poll); the rest
+# (a burst above this, or above the scratch buffer) is read one at a time.
+RECORDS_PER_POLL = 64
+
+
+def _record_scratch() -> tuple[Any, Any, Any]:
+    """``_scratch()`` plus a per-thread array of RECORDS_PER_POLL record
+    sizes: where ``dp_link_poll`` lays received records back to back. Also
+    kept as ``_buffers.records`` (one lookup on the per-frame path)."""
+    records = getattr(_buffers, "records", None)
+    if records is None:
+        buf, view = _scratch()
+        records = _buffers.records = (buf, view, ffi.new("uint32_t[]", RECORDS_PER_POLL))
+    return records
+
+
 def _struct_to_dict(ctype: str, value: Any) -> dict[str, int]:
     return {name: int(getattr(value, name)) for name, _ in ffi.typeof(ctype).fields}
 

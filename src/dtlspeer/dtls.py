@@ -23,7 +23,17 @@ from typing import Any, Optional
 
 from . import errors
 from ._binding import NOW, check, error_text, ffi, lib, to_bytes
-from ._engine import Connection, CookieGate, EngineConfig, EngineStatus, Verify
+from ._engine import (
+    _MAX_DATAGRAM,
+    RECORDS_PER_POLL,
+    Connection,
+    CookieGate,
+    EngineConfig,
+    EngineStatus,
+    Verify,
+    _buffers,
+    _record_scratch,
+)
 from .packet_peer import BytesLike, PacketPeer
 from .session import Session, SessionTicketKeys, session_arg
 from .tls_options import _CLIENT_AUTH, PeerCertificate, TLSOptions, read_peer_certificate
@@ -32,8 +42,8 @@ from .udp import PacketPeerUDP, _addr_text
 __all__ = ["DTLSServer", "DTLSSettings", "PacketPeerDTLS"]
 
 _CLOSED = lib.DP_ERR_CLOSED
-_link_write = lib.dp_link_write
-_link_pump = lib.dp_link_pump
+_link_send = lib.dp_link_send
+_link_poll = lib.dp_link_poll
 
 
 @dataclass(frozen=True)
@@ -369,6 +379,11 @@ class PacketPeerDTLS(PacketPeer):
         self._conn_stats: dict[str, int] = {}
         self._link_stats = _fresh_link_stats()
         self._result = ffi.new("dp_link_result *")
+        # The per-frame calls' fixed arguments (set by _start): the endpoint
+        # object they point into is kept beside them, and a call runs only
+        # while the UDP peer still uses that very endpoint, open.
+        self._link: Any = None
+        self._link_ep: Any = None
         self._packet_error: Optional[errors.DTLSPeerError] = None
         # Kept from the connection when it ends (its TLS state is freed then).
         self._session: Optional[bytes] = None
@@ -403,6 +418,14 @@ class PacketPeerDTLS(PacketPeer):
         self._records.clear()
         self._udp, self._conn, self._gate, self._settings = udp, conn, gate, settings
         udp._dtls_user = weakref.ref(self)
+        ep = udp._ep
+        assert ep is not None and not ep.closed  # both callers checked it
+        link = ffi.new("dp_link_peer *")
+        link.ep, link.handle, link.conn = ep.ptr, udp._handle, conn._ptr
+        link.gate = ffi.NULL if gate is None else gate.handle
+        link.now_ms, link.res = self._now, self._result
+        link.seen_status = _Status.STATUS_HANDSHAKING
+        self._link, self._link_ep = link, ep
         self._size_cap = settings.max_packet_size or _NO_SIZE_CAP
         self._status = _Status.STATUS_HANDSHAKING
         self._reason, self._error_code, self._verify_flags, self._ciphersuite = (
@@ -488,6 +511,8 @@ class PacketPeerDTLS(PacketPeer):
             self._peer_cert = _conn_peer_certificate(conn)
             if keep_records:
                 self._records.extend(conn.read_all())
+            else:
+                self._records.clear()  # poll() moved them here; an error drops them
             # Its TLS state was freed when it ended; the small rest goes with
             # the last reference (not released here: a poll() on another
             # thread may still hold it).
@@ -495,6 +520,7 @@ class PacketPeerDTLS(PacketPeer):
             self._reason = reason
             self._error_code = code
         self._conn = None
+        self._link = self._link_ep = None
         self._status = status
         udp = self._udp
         self._udp = None
@@ -592,23 +618,39 @@ class PacketPeerDTLS(PacketPeer):
 
     def poll(self) -> None:
         """Drive the connection (Godot ``poll``): feed every datagram queued
-        for this peer, run retransmission/idle timers, send the replies. One
-        native call. Client peers read their socket here; server peers are
-        fed by ``UDPServer.poll()``. Never raises for what the remote side
-        does: watch ``get_status()``."""
+        for this peer, run retransmission/idle timers, send the replies, and
+        take every record received. One native call (the records come out of
+        it back to back, so ``get_available_packet_count`` and ``get_packet``
+        are plain Python). Client peers read their socket here; server peers
+        are fed by ``UDPServer.poll()``. Never raises for what the remote
+        side does: watch ``get_status()``."""
         conn = self._conn
         if conn is None:
             return
-        route = self._route()
-        if route is None:
+        ep = self._udp._ep  # type: ignore[union-attr]  # set with the connection
+        if ep is not self._link_ep or ep.closed:
             self._end(_Status.STATUS_ERROR, "the UDP peer was closed (or its UDPServer stopped)")
             return
-        gate = self._gate
+        try:
+            buf, view, lens = _buffers.records
+        except AttributeError:
+            buf, view, lens = _record_scratch()
+        rc = _link_poll(self._link, buf, _MAX_DATAGRAM, lens, RECORDS_PER_POLL)
+        if rc > 0:
+            records = self._records
+            if rc == 1:
+                records.append(view[: lens[0]])
+            else:
+                start = 0
+                for i in range(rc):
+                    end = start + lens[i]
+                    records.append(view[start:end])
+                    start = end
         res = self._result
-        gate_ptr = ffi.NULL if gate is None else gate.handle
-        rc = _link_pump(route[0], route[1], conn._ptr, gate_ptr, self._now, res)
-        if rc == 0 and not res.notable and res.status == self._status:
-            return  # the usual poll: nothing for _absorb to record
+        if rc >= 0 and not res.notable:
+            return  # the usual poll: same status, nothing for _absorb to record
+        if res.records_left:
+            self._records.extend(conn.read_all())  # a burst above one call's share
         if rc < 0:
             reason = (
                 "the UDP peer was closed (or its UDPServer stopped)"
@@ -669,31 +711,24 @@ class PacketPeerDTLS(PacketPeer):
 
     def get_available_packet_count(self) -> int:
         """Records ready to read: every one received so far (Godot: 0 or 1)."""
-        if self._conn is not None:
-            return int(lib.dp_conn_pending_count(self._conn._ptr))
         return len(self._records)
 
     def get_packet(self) -> bytes:
         """The oldest received record. WouldBlockError if none is ready;
         StateError if not connected and none is left (Godot:
         ``ERR_UNCONFIGURED``)."""
-        try:
-            if self._conn is not None:
-                record = self._conn.read()
-                if record is None:
-                    empty = errors.WouldBlockError("no packet available (call poll())")
-                    # Godot: OK with an empty packet (PacketPeerUDP's code for it)
-                    empty.godot_error = errors.GodotError.ERR_UNAVAILABLE
-                    raise empty
-            elif self._records:
-                record = self._records.popleft()
-            else:
-                raise errors.StateError(f"not connected ({self._status.name})")
-        except errors.DTLSPeerError as exc:
-            self._packet_error = exc
-            raise
-        self._packet_error = None
-        return record
+        records = self._records
+        if records:
+            self._packet_error = None
+            return records.popleft()
+        if self._conn is not None:
+            exc: errors.DTLSPeerError = errors.WouldBlockError("no packet available (call poll())")
+            # Godot: OK with an empty packet (PacketPeerUDP's code for it)
+            exc.godot_error = errors.GodotError.ERR_UNAVAILABLE
+        else:
+            exc = errors.StateError(f"not connected ({self._status.name})")
+        self._packet_error = exc
+        raise exc
 
     def put_packet(self, data: BytesLike) -> None:
         """Send ``data`` as one DTLS record in one datagram (Godot
@@ -703,23 +738,15 @@ class PacketPeerDTLS(PacketPeer):
         # the native side checks the size and reports anything unusual.
         if type(data) is not bytes:
             data = to_bytes(data, "data")
-        conn = self._conn
-        udp = self._udp
-        if (
-            self._status is _CONNECTED
-            and conn is not None
-            and udp is not None
-            and len(data) <= self._size_cap
-        ):
-            ep = udp._ep
-            if ep is not None and not ep.closed:
-                res = self._result
-                rc = _link_write(ep.ptr, udp._handle, conn._ptr, data, len(data), self._now, res)
-                if rc >= 0 and not res.notable:
-                    return
+        if self._status is _CONNECTED and len(data) <= self._size_cap:  # CONNECTED: a connection
+            ep = self._udp._ep  # type: ignore[union-attr]  # set with the connection
+            if ep is self._link_ep and not ep.closed:
+                rc = _link_send(self._link, data, len(data))
+                if rc == 0:
+                    return  # sent, still connected
                 self._after_write(rc, len(data))
                 return
-        if conn is None or self._status != _Status.STATUS_CONNECTED:
+        if self._conn is None or self._status != _Status.STATUS_CONNECTED:
             raise errors.StateError(f"cannot put_packet: not connected ({self._status.name})")
         if len(data) > self.get_max_packet_size():
             raise self._too_large(len(data))
@@ -734,7 +761,7 @@ class PacketPeerDTLS(PacketPeer):
         )
 
     def _after_write(self, rc: int, size: int) -> None:
-        """Outcome of a ``dp_link_write`` that was not the plain case."""
+        """Outcome of a ``dp_link_send`` that was not the plain case."""
         if rc == lib.DP_ERR_TOO_LARGE:
             raise self._too_large(size)
         if rc in (lib.DP_ERR_INVALID_ARGUMENT, lib.DP_ERR_BAD_STATE):
@@ -1013,6 +1040,9 @@ class DTLSServer:
             self._created += 1
             conn = Connection._adopt(self._out[0])
             peer._start(udp_peer, conn, self._settings, self._gate)
+            # Records reach a peer through poll(); none can precede a
+            # finished handshake, but the queue is emptied here all the same.
+            peer._records.extend(conn.read_all())
             peer._absorb(res)
             self._handshakes.append((weakref.ref(peer), client_ip))
             return peer

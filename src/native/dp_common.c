@@ -148,7 +148,7 @@ void dp_alloc_stats(int64_t *bytes, int64_t *blocks)
  * such free chunks resident (it only trims the top of the heap), so RSS would
  * not show parking until new connections reuse them. dp_conn counts every
  * park here, whichever API drives it (DTLSHost or the Godot-style classes),
- * and the engine's per-tick calls (dp_host_service, dp_link_pump) hand the
+ * and the engine's per-tick calls (dp_host_service, dp_link_poll) hand the
  * free pages back at most once per DP_TRIM_MS, whatever the number of parks
  * (malloc_trim walks the free lists: milliseconds for a heap of 10 000
  * connections; a peer that can make connections park must not be able to

@@ -264,6 +264,52 @@ static int link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_
     return DP_OK;
 }
 
+/* The records dp_link_poll hands over: each is removed from the connection's
+ * queue (and wiped there) as it is copied; the first that does not fit stops
+ * the copy, so the order is kept across calls. */
+static int take_records(dp_conn *conn, unsigned char *out, size_t cap, uint32_t *lens,
+                        uint32_t max_records, dp_link_result *res)
+{
+    size_t used = 0;
+    uint32_t n = 0;
+    while (n < max_records) {
+        int len = dp_conn_read(conn, out + used, cap - used);
+        if (len < 0) {
+            break; /* DP_ERR_WOULD_BLOCK (none left) or DP_ERR_BUFFER_TOO_SMALL */
+        }
+        lens[n++] = (uint32_t)len;
+        used += (size_t)len;
+    }
+    int left = dp_conn_pending_count(conn);
+    res->records = n;
+    res->records_left = left > 0 ? (uint32_t)left : 0;
+    res->notable |= res->records_left != 0; /* the binding reads the rest */
+    return (int)n;
+}
+
+/* A status the binding has not seen yet is notable too. */
+static void note_status(dp_link_peer *p)
+{
+    if (p->res->status != p->seen_status) {
+        p->res->notable = 1;
+        p->seen_status = p->res->status;
+    }
+}
+
+static int link_poll(dp_link_peer *p, unsigned char *out, size_t cap, uint32_t *lens,
+                     uint32_t max_records)
+{
+    if (out == NULL || lens == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    int rc = link_pump(p->ep, p->handle, p->conn, p->gate, p->now_ms, p->res);
+    if (rc < 0) {
+        return rc;
+    }
+    note_status(p);
+    return take_records(p->conn, out, cap, lens, max_records, p->res);
+}
+
 static int link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, dp_config *cfg,
                    int64_t now_ms, dp_conn **out, dp_link_result *res)
 {
@@ -366,6 +412,16 @@ static int link_write(dp_endpoint *ep, uint64_t handle, dp_conn *conn, const uin
     return rc;
 }
 
+static int link_send(dp_link_peer *p, const uint8_t *data, size_t len)
+{
+    int rc = link_write(p->ep, p->handle, p->conn, data, len, p->now_ms, p->res);
+    if (rc < 0) {
+        return rc;
+    }
+    note_status(p);
+    return p->res->notable ? 1 : 0;
+}
+
 static int link_flush(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_link_result *res)
 {
     if (ep == NULL || conn == NULL || res == NULL) {
@@ -406,10 +462,19 @@ int dp_link_close(dp_endpoint *ep, uint64_t handle, dp_conn *conn, int64_t now_m
         return rc_;                                                                \
     } while (0)
 
-int dp_link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_gate *gate,
-                 int64_t now_ms, dp_link_result *res)
+/* A peer struct without its endpoint or result is refused before locking. */
+#define DP_LINK_PEER_LOCKED(p, call)                                               \
+    do {                                                                           \
+        if ((p) == NULL || (p)->conn == NULL || (p)->res == NULL) {                \
+            return DP_ERR_INVALID_ARGUMENT;                                        \
+        }                                                                          \
+        DP_LINK_LOCKED((p)->ep, call);                                             \
+    } while (0)
+
+int dp_link_poll(dp_link_peer *p, unsigned char *out, size_t cap, uint32_t *lens,
+                 uint32_t max_records)
 {
-    DP_LINK_LOCKED(ep, link_pump(ep, handle, conn, gate, now_ms, res));
+    DP_LINK_PEER_LOCKED(p, link_poll(p, out, cap, lens, max_records));
 }
 
 int dp_link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, dp_config *cfg,
@@ -418,10 +483,9 @@ int dp_link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, dp_co
     DP_LINK_LOCKED(ep, link_accept(ep, handle, gate, cfg, now_ms, out, res));
 }
 
-int dp_link_write(dp_endpoint *ep, uint64_t handle, dp_conn *conn, const uint8_t *data,
-                  size_t len, int64_t now_ms, dp_link_result *res)
+int dp_link_send(dp_link_peer *p, const uint8_t *data, size_t len)
 {
-    DP_LINK_LOCKED(ep, link_write(ep, handle, conn, data, len, now_ms, res));
+    DP_LINK_PEER_LOCKED(p, link_send(p, data, len));
 }
 
 int dp_link_flush(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_link_result *res)

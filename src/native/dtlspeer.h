@@ -715,11 +715,32 @@ typedef struct dp_link_result {
                                 the status);
                                 dp_link_write also sets it unless the record left and
                                 the peer is still CONNECTED */
+    uint32_t records;        /* dp_link_poll: records copied out */
+    uint32_t records_left;   /* dp_link_poll: records still queued in the connection */
 } dp_link_result;
 
-/* Feed every queued datagram, run timers due at now_ms, send the output. */
-int dp_link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_gate *gate,
-                 int64_t now_ms, dp_link_result *res);
+/* One PacketPeerDTLS's fixed arguments, set once when its session starts:
+ * the per-frame calls (dp_link_poll, dp_link_send) then take one pointer
+ * instead of seven (argument conversion was a fifth of their cost). */
+typedef struct dp_link_peer {
+    dp_endpoint *ep;
+    uint64_t handle;         /* its slot of a SERVER endpoint; 0: its own socket */
+    dp_conn *conn;
+    dp_cookie_gate *gate;    /* server peers: the DTLSServer's gate; NULL for clients */
+    int64_t now_ms;          /* DP_NOW, or an injected clock */
+    dp_link_result *res;     /* where each call reports */
+    int seen_status;         /* the status the last call reported (a change is notable) */
+} dp_link_peer;
+
+/* Godot's poll, then its reads, in one call: feed every queued datagram,
+ * run timers due at now_ms, send the output, then move the connection's
+ * received records, oldest first, into out (back to back; their sizes in
+ * lens) while they fit in cap and max_records. Returns the number of records
+ * copied (res->records); res->records_left counts those that did not fit,
+ * still readable with dp_conn_read. res->notable is also set when the status
+ * differs from the one the previous call reported, and when records are left. */
+int dp_link_poll(dp_link_peer *p, unsigned char *out, size_t cap, uint32_t *lens,
+                 uint32_t max_records);
 /* SERVER accept: judge the slot's queued datagrams with the gate (send a
  * HelloVerifyRequest for each cookieless hello, drop garbage); the first
  * with a valid cookie creates a server dp_conn (*out) that is fed it and
@@ -730,10 +751,11 @@ int dp_link_pump(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_cookie_gate
  * unconnected one is DP_ERR_BAD_STATE. */
 int dp_link_accept(dp_endpoint *ep, uint64_t handle, dp_cookie_gate *gate, dp_config *cfg,
                    int64_t now_ms, dp_conn **out, dp_link_result *res);
-/* dp_conn_write (one record) then send the output. Returns len; res->notable
- * is set unless the connection is still CONNECTED and every datagram left. */
-int dp_link_write(dp_endpoint *ep, uint64_t handle, dp_conn *conn, const uint8_t *data,
-                  size_t len, int64_t now_ms, dp_link_result *res);
+/* dp_conn_write (one record) then send the output. Returns 0 when the
+ * record left and the connection is still CONNECTED, 1 when res must be
+ * looked at (res->notable: a drop, a send error, another status), or the
+ * negative code of dp_conn_write (DP_ERR_TOO_LARGE, DP_ERR_BAD_STATE...). */
+int dp_link_send(dp_link_peer *p, const uint8_t *data, size_t len);
 /* Send every datagram the connection has queued (after update/close). */
 int dp_link_flush(dp_endpoint *ep, uint64_t handle, dp_conn *conn, dp_link_result *res);
 /* dp_conn_close (close_notify when connected) then send it, under the
