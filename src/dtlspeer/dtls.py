@@ -624,8 +624,10 @@ class PacketPeerDTLS(PacketPeer):
         are plain Python). Client peers read their socket here; server peers
         are fed by ``UDPServer.poll()``. Never raises for what the remote
         side does: watch ``get_status()``."""
-        conn = self._conn
-        if conn is None:
+        # Locals: a disconnect_from_peer() on another thread may end the
+        # peer meanwhile; these keep what this call passes to C alive.
+        conn, link = self._conn, self._link
+        if conn is None or link is None:
             return
         ep = self._udp._ep  # type: ignore[union-attr]  # set with the connection
         if ep is not self._link_ep or ep.closed:
@@ -635,7 +637,7 @@ class PacketPeerDTLS(PacketPeer):
             buf, view, lens = _buffers.records
         except AttributeError:
             buf, view, lens = _record_scratch()
-        rc = _link_poll(self._link, buf, _MAX_DATAGRAM, lens, RECORDS_PER_POLL)
+        rc = _link_poll(link, buf, _MAX_DATAGRAM, lens, RECORDS_PER_POLL)
         if rc > 0:
             records = self._records
             if rc == 1:
@@ -738,10 +740,11 @@ class PacketPeerDTLS(PacketPeer):
         # the native side checks the size and reports anything unusual.
         if type(data) is not bytes:
             data = to_bytes(data, "data")
-        if self._status is _CONNECTED and len(data) <= self._size_cap:  # CONNECTED: a connection
+        link = self._link  # a local, as in poll()
+        if self._status is _CONNECTED and link is not None and len(data) <= self._size_cap:
             ep = self._udp._ep  # type: ignore[union-attr]  # set with the connection
             if ep is self._link_ep and not ep.closed:
-                rc = _link_send(self._link, data, len(data))
+                rc = _link_send(link, data, len(data))
                 if rc == 0:
                     return  # sent, still connected
                 self._after_write(rc, len(data))
