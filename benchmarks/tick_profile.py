@@ -25,18 +25,14 @@ counts do not depend on other tenants), unlike wall or CPU time.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import os
 import resource
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any, Callable
 
-from . import tick
+from . import callgrind, tick
 from .harness import Cfg, make_certificate
 
 ROWS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -46,24 +42,6 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "dtlspeer-host-put-packet": ("dtlspeer_host", {"send_many": False}),  # one put_packet each
     "pyopenssl": ("pyopenssl_dtls", {}),
 }
-
-_TOGGLE_C = """#include <valgrind/callgrind.h>
-void dp_bench_toggle(void) { CALLGRIND_TOGGLE_COLLECT; }
-"""
-
-
-def _toggle() -> Callable[[], Any]:
-    """CALLGRIND_TOGGLE_COLLECT as a Python callable (a no-op without valgrind)."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None or not os.path.exists("/usr/include/valgrind/callgrind.h"):
-        raise SystemExit("--callgrind needs cc and valgrind's headers (valgrind-dev)")
-    d = tempfile.mkdtemp(prefix="dp-toggle-")
-    src, lib = os.path.join(d, "t.c"), os.path.join(d, "t.so")
-    with open(src, "w") as f:
-        f.write(_TOGGLE_C)
-    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", lib, src], check=True)
-    return ctypes.CDLL(lib).dp_bench_toggle  # type: ignore[no-any-return]
-
 
 class _Stop:
     def is_set(self) -> bool:
@@ -148,16 +126,6 @@ def run(row: str, cfg: Cfg, ticks: int, warmup: int, measure: Callable[[], Any] 
         parts.close()
 
 
-def _top(out_file: str, limit: int) -> list[str]:
-    annotate = shutil.which("callgrind_annotate")
-    if annotate is None:
-        return []
-    text = subprocess.run([annotate, "--threshold=99", out_file], capture_output=True,
-                          text=True).stdout
-    lines = [ln for ln in text.splitlines() if "(" in ln and ln.strip()[:1].isdigit()]
-    return lines[:limit]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.tick_profile",
                                 description=(__doc__ or "").split("\n\n")[0])
@@ -179,39 +147,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.callgrind and not args.under_valgrind:
         out = args.out or tempfile.mktemp(prefix="callgrind.tick.")
-        cmd = ["valgrind", "--tool=callgrind", "--collect-atstart=no",
-               *(["--cache-sim=yes"] if args.cache_sim else []),
-               f"--callgrind-out-file={out}", sys.executable, "-m", "benchmarks.tick_profile",
-               "--under-valgrind", "--repeat", "1"]
-        skip = {"--callgrind", "--repeat", "--cache-sim"}
-        argv_ = list(sys.argv[1:] if argv is None else argv)
-        i = 0
-        while i < len(argv_):
-            if argv_[i] in skip:
-                i += 1 + (argv_[i] == "--repeat")
-                continue
-            cmd.append(argv_[i])
-            i += 1
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode:
-            print(proc.stdout + proc.stderr)
+        # The driver's warnings (missing inputs or snapshots) are printed:
+        # e.g. peers that hit the 60 s idle timeout during slow handshakes
+        # under valgrind (keep N small).
+        count = callgrind.rerun("benchmarks.tick_profile",
+                                list(sys.argv[1:] if argv is None else argv),
+                                {"--callgrind": 0, "--repeat": 1, "--cache-sim": 0},
+                                ["--repeat", "1"], out, args.cache_sim)
+        if count is None:
             return 1
-        # The driver's own warnings (missing inputs or snapshots: e.g. peers
-        # that hit the 60 s idle timeout during slow handshakes under
-        # valgrind; keep N small), without valgrind's lines.
-        for line in proc.stderr.splitlines():
-            if not line.startswith("=="):
-                print("warning: " + line)
-        events: list[str] = []
-        totals: list[int] = []
-        with open(out) as f:
-            for line in f:
-                if line.startswith("events:"):
-                    events = line.split()[1:]
-                if line.startswith(("summary:", "totals:")):
-                    totals = [int(x) for x in line.split()[1:]]
-        totals += [0] * (len(events) - len(totals))  # callgrind leaves out trailing zeros
-        count = dict(zip(events, totals))
         client_ticks = args.clients * args.ticks
         per = count.get("Ir", 0) / client_ticks
         print(f"{args.lib}: N={args.clients}, {args.input} B inputs, {args.snapshot} B "
@@ -222,13 +166,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             ll = (count["DLmr"] + count["DLmw"]) / client_ticks
             print(f"   data cache misses per client-tick (simulated): L1 {d1:,.0f}, "
                   f"last level {ll:,.0f}")
-        for line in _top(out, args.top):
+        for line in callgrind.top(out, args.top):
             print("   " + line)
         return 0
     key, cert = make_certificate()
     cfg = Cfg(clients=args.clients, key_pem=key, cert_pem=cert, timeout=120,
               extra={"input": args.input, "snapshot": args.snapshot})
-    measure = _toggle() if args.under_valgrind else None
+    measure = callgrind.toggle() if args.under_valgrind else None
     rounds = run(args.lib, cfg, args.ticks, args.warmup, measure, args.repeat, args.evict)
     if not args.under_valgrind:
         per = [1e6 * r / (args.clients * args.ticks) for r in rounds]
