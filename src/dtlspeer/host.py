@@ -57,10 +57,12 @@ _EVENT = struct.Struct("<QIIiBBBB")
 _EVENT_SIZE = _EVENT.size
 assert _EVENT_SIZE == ffi.sizeof("dp_host_event"), "dp_host_event layout changed"
 _unpack_events = _EVENT.iter_unpack
+_unpack_event = _EVENT.unpack_from
+_new_tuple = tuple.__new__
 _RECEIVE_CODE = int(lib.DP_HOST_EVENT_RECEIVE)
 _CONNECT_CODE = int(lib.DP_HOST_EVENT_CONNECT)
 _ADDRESS_CODE = int(lib.DP_HOST_EVENT_ADDRESS_CHANGED)
-_service = lib.dp_host_service
+_service_run = lib.dp_host_service_args_run
 _host_send = lib.dp_host_send
 _host_send_many = lib.dp_host_send_many
 _from_buffer = ffi.from_buffer
@@ -612,7 +614,11 @@ class DTLSHost:
         self._payload = ffi.new("uint8_t[]", payload_buffer_size)
         self._payload_view = ffi.buffer(self._payload)
         self._events_view = memoryview(ffi.buffer(self._events))
-        self._n_events = ffi.new("uint32_t *")
+        self._events_buffer = ffi.buffer(self._events)
+        # service()'s fixed arguments, converted once (dp_host_service_args).
+        args = self._service_args = ffi.new("dp_host_service_args *")
+        args.now_ms, args.events, args.max_events = self._now, self._events, max_events
+        args.payload_buf, args.payload_cap = self._payload, payload_buffer_size
         self._info = ffi.new("dp_host_peer_info *")
         self._text = ffi.new("char[]", 512)
         self._conn_stats_out = ffi.new("dp_conn_stats *")
@@ -748,43 +754,36 @@ class DTLSHost:
             timeout_ms = -1
         else:
             timeout_ms = _timeout_ms(timeout)
-        count = _service(
-            ptr,
-            self._now,
-            timeout_ms,
-            self._events,
-            self._max_events,
-            self._payload,
-            self._payload_cap,
-            self._n_events,
-        )
+        count = _service_run(ptr, self._service_args, timeout_ms)
         if count <= 0:
             if count < 0 and count != _CLOSED:  # closed: by close() on another thread
                 check(count, "service")
             return []
         # Per event: one unpack, one payload copy, one tuple (RECEIVE is the
-        # hot case; tuple.__new__ skips NamedTuple's argument handling).
+        # hot case; tuple.__new__ skips NamedTuple's argument handling). One
+        # event (a reply, a ping-pong) skips the slice and the iterator.
         payload = self._payload_view
-        get = self._peers.get
-        make = tuple.__new__
+        peers = self._peers
+        rows = (
+            (_unpack_event(self._events_buffer),)
+            if count == 1
+            else _unpack_events(self._events_view[: count * _EVENT_SIZE])
+        )
         result: list[HostEvent] = []
-        append = result.append
-        for peer_id, offset, length, code, kind, reason, status, _ in _unpack_events(
-            self._events_view[: count * _EVENT_SIZE]
-        ):
+        for peer_id, offset, length, code, kind, reason, status, _ in rows:
             if kind == _RECEIVE_CODE:
-                peer = get(peer_id)
+                peer = peers.get(peer_id)
                 if peer is None:
                     peer = self._peer_for(peer_id)
                 data = payload[offset : offset + length]
-                append(make(HostEvent, (_RECEIVE, peer, data, _NO_REASON, "", 0)))
+                result.append(_new_tuple(HostEvent, (_RECEIVE, peer, data, _NO_REASON, "", 0)))
             elif kind == _CONNECT_CODE:
-                append(HostEvent(HostEventType.CONNECT, self._peer_for(peer_id)))
+                result.append(HostEvent(HostEventType.CONNECT, self._peer_for(peer_id)))
             elif kind == _ADDRESS_CODE:
-                append(HostEvent(HostEventType.ADDRESS_CHANGED, self._peer_for(peer_id)))
+                result.append(HostEvent(HostEventType.ADDRESS_CHANGED, self._peer_for(peer_id)))
             else:
                 text = payload[offset : offset + length]
-                append(self._ended_event(peer_id, text, code, kind, reason, status))
+                result.append(self._ended_event(peer_id, text, code, kind, reason, status))
         return result
 
     def _ended_event(

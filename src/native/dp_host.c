@@ -1872,6 +1872,15 @@ int dp_host_service(dp_host *h, int64_t now_ms, int timeout_ms, dp_host_event *e
                                         payload_cap, n_events));
 }
 
+int dp_host_service_args_run(dp_host *h, dp_host_service_args *a, int timeout_ms)
+{
+    if (a == NULL) {
+        return DP_ERR_INVALID_ARGUMENT;
+    }
+    return dp_host_service(h, a->now_ms, timeout_ms, a->events, a->max_events, a->payload_buf,
+                           a->payload_cap, &a->n_events);
+}
+
 int dp_host_send(dp_host *h, uint64_t peer, const uint8_t *data, size_t len, int64_t now_ms)
 {
     DP_HOST_LOCKED(int, h, host_send(h, peer, data, len, now_ms));
