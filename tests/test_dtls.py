@@ -212,6 +212,122 @@ def test_one_poll_delivers_a_burst_above_its_share_in_order(
     server.stop()
 
 
+def test_records_poll_moved_out_still_count_against_the_receive_limit(
+    ec_identity: Identity,
+) -> None:
+    """poll() moves records into Python; an application that polls but does
+    not read (paused, or one get_packet per frame) must still hold at most
+    the 64 KiB receive queue of unread records, the rest dropped and counted
+    (README "records not yet read"), not an unbounded deque."""
+    server = EchoServer(ec_identity, echo=False)
+    client = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))
+    peer = handshake(server, client)
+    udp_peer = peer._udp
+    assert udp_peer is not None
+    size, burst = 1000, 40  # 40 KB per burst: two bursts pass the limit
+    for _ in range(5):
+        for i in range(burst):
+            client.put_packet(bytes([i]) * size)
+        assert until(lambda: udp_peer.get_available_packet_count() >= burst, server.udp.poll)
+        peer.poll()  # never read
+    held = peer.get_available_packet_count()
+    assert held * (size + 16) <= 64 * 1024, held
+    assert peer.get_stats()["dropped_in_full"] == 5 * burst - held
+    assert [len(peer.get_packet()) for _ in range(held)] == [size] * held
+    client.disconnect_from_peer()
+    server.stop()
+
+
+def test_a_put_packet_racing_disconnect_keeps_the_connection_alive(
+    ec_identity: Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """disconnect_from_peer() on another thread between put_packet's checks
+    and its native call: the call still holds the connection it passes to C
+    (the last other reference is dropped by the disconnect), and the
+    disconnect's outcome stands."""
+    from dtlspeer import dtls as dtls_module
+
+    server = EchoServer(ec_identity, echo=False)
+    client = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))
+    handshake(server, client)
+    real = dtls_module._link_send
+
+    def racing_send(link: Any, data: bytes, size: int) -> int:
+        client.disconnect_from_peer()  # "the other thread", right before the call
+        gc.collect()
+        return int(real(link, data, size))
+
+    monkeypatch.setattr(dtls_module, "_link_send", racing_send)
+    with pytest.raises(errors.StateError):
+        client.put_packet(b"x" * 100)  # the connection ended under it: not connected
+    assert client.get_status() == Status.STATUS_DISCONNECTED
+    assert client.get_last_error() == "closed locally"
+    server.stop()
+
+
+def test_a_poll_racing_disconnect_does_not_overwrite_its_outcome(
+    ec_identity: Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server peer's poll() whose native call runs after a disconnect on
+    another thread released the UDP slot: the peer stays DISCONNECTED,
+    "closed locally", with no records (not STATUS_ERROR "socket error")."""
+    from dtlspeer import dtls as dtls_module
+
+    server = EchoServer(ec_identity, echo=False)
+    client = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))
+    peer = handshake(server, client)
+    client.put_packet(b"before the close")
+    udp_peer = peer._udp
+    assert udp_peer is not None
+    assert until(lambda: udp_peer.get_available_packet_count() >= 1, server.udp.poll)
+    real = dtls_module._link_poll
+
+    def racing_poll(*args: Any) -> int:
+        peer.disconnect_from_peer()
+        gc.collect()
+        return int(real(*args))
+
+    monkeypatch.setattr(dtls_module, "_link_poll", racing_poll)
+    peer.poll()
+    assert peer.get_status() == Status.STATUS_DISCONNECTED
+    assert peer.get_last_error() == "closed locally"
+    assert peer.get_available_packet_count() == 0
+    client.disconnect_from_peer()
+    server.stop()
+
+
+def test_a_status_change_is_reported_again_until_the_binding_applied_it(
+    ec_identity: Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If applying a poll's outcome fails once (an exception in _absorb),
+    the next poll reports the same change again instead of leaving the
+    peer in its old status for good."""
+    server = EchoServer(ec_identity)
+    client = connect_client(server.port, options=TLSOptions.client(ec_identity[1]))
+    real = PacketPeerDTLS._absorb
+    failed: list[bool] = []
+
+    def absorb_once_failing(self: PacketPeerDTLS, res: Any) -> None:
+        if self is client and res.status == lib.DP_STATUS_CONNECTED and not failed:
+            failed.append(True)
+            raise RuntimeError("interrupted while applying the status")
+        real(self, res)
+
+    monkeypatch.setattr(PacketPeerDTLS, "_absorb", absorb_once_failing)
+
+    def step() -> None:
+        server.step()
+        try:
+            client.poll()
+        except RuntimeError:
+            pass
+
+    assert until(lambda: client.get_status() == Status.STATUS_CONNECTED, step)
+    assert failed == [True]
+    client.disconnect_from_peer()
+    server.stop()
+
+
 def test_cookie_exchange_flow_as_godot_scripts_see_it(ec_identity: Identity) -> None:
     """§2.3/§2.4 "50% of connections invalid due to cookie": the first
     take_connection is STATUS_ERROR (HelloVerifyRequest sent, no TLS state),

@@ -288,6 +288,7 @@ class _Status(enum.IntEnum):
 
 
 _CONNECTED = _Status.STATUS_CONNECTED
+_RECORD_OVERHEAD = lib.DP_APP_RECORD_OVERHEAD  # per held record, as in the C receive queue
 _NO_SIZE_CAP = 1 << 30  # settings.max_packet_size = 0: the record limit (native check) applies
 _ENDED = (_Status.STATUS_DISCONNECTED, _Status.STATUS_ERROR, _Status.STATUS_ERROR_HOSTNAME_MISMATCH)
 
@@ -382,8 +383,16 @@ class PacketPeerDTLS(PacketPeer):
         # The per-frame calls' fixed arguments (set by _start): the endpoint
         # object they point into is kept beside them, and a call runs only
         # while the UDP peer still uses that very endpoint, open.
-        self._link: Any = None
-        self._link_ep: Any = None
+        # (link struct, Connection, endpoint) while a session runs, read in
+        # ONE attribute load: a disconnect_from_peer() on another thread
+        # cannot leave a call holding half of it, and the call's locals keep
+        # everything the struct points at alive.
+        self._bound: Optional[tuple[Any, Connection, Any]] = None
+        # Unread records in _records count against the connection's receive
+        # queue limit (64 KiB; payload + the C queue's per-record overhead),
+        # so what poll() moved out stays bounded: poll() tells C how much
+        # is held (link.held_bytes) when that changed.
+        self._held_told = 0
         self._packet_error: Optional[errors.DTLSPeerError] = None
         # Kept from the connection when it ends (its TLS state is freed then).
         self._session: Optional[bytes] = None
@@ -415,7 +424,8 @@ class PacketPeerDTLS(PacketPeer):
         settings: DTLSSettings,
         gate: Optional[CookieGate],
     ) -> None:
-        self._records.clear()
+        self._records = collections.deque()
+        self._held_told = 0  # a new link struct says 0
         self._udp, self._conn, self._gate, self._settings = udp, conn, gate, settings
         udp._dtls_user = weakref.ref(self)
         ep = udp._ep
@@ -425,7 +435,7 @@ class PacketPeerDTLS(PacketPeer):
         link.gate = ffi.NULL if gate is None else gate.handle
         link.now_ms, link.res = self._now, self._result
         link.seen_status = _Status.STATUS_HANDSHAKING
-        self._link, self._link_ep = link, ep
+        self._bound = (link, conn, ep)
         self._size_cap = settings.max_packet_size or _NO_SIZE_CAP
         self._status = _Status.STATUS_HANDSHAKING
         self._reason, self._error_code, self._verify_flags, self._ciphersuite = (
@@ -478,6 +488,14 @@ class PacketPeerDTLS(PacketPeer):
         else:
             self._status = status
 
+    def _end_bound(self, bound: tuple[Any, Connection, Any], status: _Status, reason: str,
+                   code: int = 0) -> None:
+        """_end, unless another thread ended this session since ``bound``
+        was read (its outcome stands)."""
+        with self._ending:
+            if self._bound is bound:
+                self._end_locked(status, reason, code, None)
+
     def _end(
         self,
         status: _Status,
@@ -512,7 +530,10 @@ class PacketPeerDTLS(PacketPeer):
             if keep_records:
                 self._records.extend(conn.read_all())
             else:
-                self._records.clear()  # poll() moved them here; an error drops them
+                # poll() moved them here; an error drops them. A new deque,
+                # not clear(): a poll() racing on another thread appends to
+                # the one it took before its native call, now unreachable.
+                self._records = collections.deque()
             # Its TLS state was freed when it ended; the small rest goes with
             # the last reference (not released here: a poll() on another
             # thread may still hold it).
@@ -520,7 +541,7 @@ class PacketPeerDTLS(PacketPeer):
             self._reason = reason
             self._error_code = code
         self._conn = None
-        self._link = self._link_ep = None
+        self._bound = None
         self._status = status
         udp = self._udp
         self._udp = None
@@ -624,22 +645,29 @@ class PacketPeerDTLS(PacketPeer):
         are plain Python). Client peers read their socket here; server peers
         are fed by ``UDPServer.poll()``. Never raises for what the remote
         side does: watch ``get_status()``."""
-        # Locals: a disconnect_from_peer() on another thread may end the
-        # peer meanwhile; these keep what this call passes to C alive.
-        conn, link = self._conn, self._link
-        if conn is None or link is None:
+        # This order matters for a disconnect_from_peer() on another thread
+        # (it drops _bound, then replaces _records): records taken by a call
+        # that raced it land in a deque nobody reads any more.
+        records = self._records
+        bound = self._bound
+        if bound is None:
             return
-        ep = self._udp._ep  # type: ignore[union-attr]  # set with the connection
-        if ep is not self._link_ep or ep.closed:
-            self._end(_Status.STATUS_ERROR, "the UDP peer was closed (or its UDPServer stopped)")
+        link, conn, ep = bound
+        udp = self._udp
+        if ep.closed or udp is None or udp._ep is not ep:
+            self._end_bound(bound, _Status.STATUS_ERROR,
+                            "the UDP peer was closed (or its UDPServer stopped)")
             return
         try:
             buf, view, lens = _buffers.records
         except AttributeError:
             buf, view, lens = _record_scratch()
+        # Usually nothing is left unread here: no sum, no struct write.
+        held = sum(map(len, records)) + len(records) * _RECORD_OVERHEAD if records else 0
+        if held != self._held_told:
+            link.held_bytes = self._held_told = held
         rc = _link_poll(link, buf, _MAX_DATAGRAM, lens, RECORDS_PER_POLL)
         if rc > 0:
-            records = self._records
             if rc == 1:
                 records.append(view[: lens[0]])
             else:
@@ -652,16 +680,16 @@ class PacketPeerDTLS(PacketPeer):
         if rc >= 0 and not res.notable:
             return  # the usual poll: same status, nothing for _absorb to record
         if res.records_left:
-            self._records.extend(conn.read_all())  # a burst above one call's share
+            records.extend(conn.read_all())  # a burst above one call's share
         if rc < 0:
             reason = (
                 "the UDP peer was closed (or its UDPServer stopped)"
                 if rc == _CLOSED
                 else f"socket error: {error_text(rc)}"
             )
-            self._end(_Status.STATUS_ERROR, reason, rc)
+            self._end_bound(bound, _Status.STATUS_ERROR, reason, rc)
             return
-        self._absorb(self._result)
+        self._absorb_bound(bound)
 
     def get_status(self) -> _Status:
         """The connection status (Godot ``get_status``), as of the last call."""
@@ -708,7 +736,7 @@ class PacketPeerDTLS(PacketPeer):
             else:
                 conn.disconnect(self._now)
             self._end(_Status.STATUS_DISCONNECTED, "closed locally", keep_records=False)
-        self._records.clear()
+        self._records = collections.deque()  # see _end_locked
         self._status = _Status.STATUS_DISCONNECTED
 
     def get_available_packet_count(self) -> int:
@@ -740,21 +768,23 @@ class PacketPeerDTLS(PacketPeer):
         # the native side checks the size and reports anything unusual.
         if type(data) is not bytes:
             data = to_bytes(data, "data")
-        link = self._link  # a local, as in poll()
-        if self._status is _CONNECTED and link is not None and len(data) <= self._size_cap:
-            ep = self._udp._ep  # type: ignore[union-attr]  # set with the connection
-            if ep is self._link_ep and not ep.closed:
+        bound = self._bound  # one load, as in poll(): the locals keep the C side alive
+        if self._status is _CONNECTED and bound is not None and len(data) <= self._size_cap:
+            link, _conn, ep = bound
+            udp = self._udp
+            if not ep.closed and udp is not None and udp._ep is ep:
                 rc = _link_send(link, data, len(data))
                 if rc == 0:
                     return  # sent, still connected
-                self._after_write(rc, len(data))
+                self._after_write(rc, len(data), bound)
                 return
-        if self._conn is None or self._status != _Status.STATUS_CONNECTED:
+        if bound is None or self._status != _Status.STATUS_CONNECTED:
             raise errors.StateError(f"cannot put_packet: not connected ({self._status.name})")
         if len(data) > self.get_max_packet_size():
             raise self._too_large(len(data))
         # Only a closed socket is left: the fast path above takes every live one.
-        self._end(_Status.STATUS_ERROR, "the UDP peer was closed (or its UDPServer stopped)")
+        self._end_bound(bound, _Status.STATUS_ERROR,
+                        "the UDP peer was closed (or its UDPServer stopped)")
         raise errors.StateError("cannot put_packet: the UDP peer was closed")
 
     def _too_large(self, size: int) -> errors.InvalidArgumentError:
@@ -763,13 +793,25 @@ class PacketPeerDTLS(PacketPeer):
             "(one record per packet; DTLS records are never fragmented)"
         )
 
-    def _after_write(self, rc: int, size: int) -> None:
+    def _after_write(self, rc: int, size: int, bound: tuple[Any, Connection, Any]) -> None:
         """Outcome of a ``dp_link_send`` that was not the plain case."""
         if rc == lib.DP_ERR_TOO_LARGE:
             raise self._too_large(size)
         if rc in (lib.DP_ERR_INVALID_ARGUMENT, lib.DP_ERR_BAD_STATE):
             check(rc, "put_packet")
-        self._absorb(self._result)  # a TLS failure shows in the status
+        self._absorb_bound(bound)  # a TLS failure shows in the status
+
+    def _absorb_bound(self, bound: tuple[Any, Connection, Any]) -> None:
+        """_absorb the result of a per-frame call, then tell C which status
+        the binding now shows: until then every call reports the change
+        again (an exception in _absorb loses nothing). A session another
+        thread ended meanwhile is left as that thread left it."""
+        with self._ending:
+            if self._bound is not bound:
+                return
+            self._absorb(self._result)
+            if self._bound is bound:
+                bound[0].seen_status = self._status
 
     # -- ours -------------------------------------------------------------------
 

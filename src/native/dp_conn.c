@@ -136,6 +136,7 @@ struct dp_conn {
     int in_pending;
     dp_queue out;
     dp_queue app;
+    size_t app_held; /* records the binding took out and holds (dp_conn_set_app_held) */
     /* Set during dp_conn_write_direct only: the caller's buffer that takes
      * the record's datagram instead of a queue node (no allocation, one copy). */
     unsigned char *direct_buf;
@@ -691,7 +692,8 @@ static void read_records(dp_conn *c)
             if (over_limit) {
                 c->stats.dropped_over_limit++;
             } else if (n == NULL || left != 0 ||
-                       c->app.bytes + sizeof(dp_node) + avail > DP_APP_QUEUE_BYTES) {
+                       c->app.bytes + c->app_held + sizeof(dp_node) + avail >
+                           DP_APP_QUEUE_BYTES) {
                 c->stats.dropped_in_full++;
                 if (n != NULL) {
                     mbedtls_platform_zeroize(n->data, n->len);
@@ -1501,6 +1503,13 @@ int dp_conn_pop_outgoing(dp_conn *c, unsigned char *buf, size_t cap)
         return DP_ERR_INVALID_ARGUMENT;
     }
     return queue_pop(&c->out, buf, cap, 0);
+}
+
+void dp_conn_set_app_held(dp_conn *c, size_t bytes)
+{
+    if (c != NULL) {
+        c->app_held = bytes;
+    }
 }
 
 int dp_conn_pending_count(const dp_conn *c)

@@ -287,12 +287,12 @@ static int take_records(dp_conn *conn, unsigned char *out, size_t cap, uint32_t 
     return (int)n;
 }
 
-/* A status the binding has not seen yet is notable too. */
+/* A status the binding does not show yet is notable too (until the binding
+ * writes it to seen_status: a change it failed to apply is reported again). */
 static void note_status(dp_link_peer *p)
 {
     if (p->res->status != p->seen_status) {
         p->res->notable = 1;
-        p->seen_status = p->res->status;
     }
 }
 
@@ -302,6 +302,7 @@ static int link_poll(dp_link_peer *p, unsigned char *out, size_t cap, uint32_t *
     if (out == NULL || lens == NULL) {
         return DP_ERR_INVALID_ARGUMENT;
     }
+    dp_conn_set_app_held(p->conn, p->held_bytes);
     int rc = link_pump(p->ep, p->handle, p->conn, p->gate, p->now_ms, p->res);
     if (rc < 0) {
         return rc;

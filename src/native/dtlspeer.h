@@ -568,6 +568,14 @@ int dp_conn_pop_outgoing(dp_conn *conn, unsigned char *buf, size_t cap);
 int dp_conn_pending_count(const dp_conn *conn);
 /* One received application record; same returns as dp_conn_pop_outgoing. */
 int dp_conn_read(dp_conn *conn, unsigned char *buf, size_t cap);
+/* What one received record costs against a connection's receive queue
+ * limit besides its payload (the queue node's header). */
+#define DP_APP_RECORD_OVERHEAD 16
+/* Bytes of received records the application took out of the connection but
+ * has not read yet (payloads + DP_APP_RECORD_OVERHEAD each): the receive
+ * queue limit (64 KiB) counts them too, so records moved to the binding stay
+ * bounded; beyond it new records are dropped and counted (dropped_in_full). */
+void dp_conn_set_app_held(dp_conn *c, size_t bytes);
 /* Send one record; DP_ERR_TOO_LARGE above dp_conn_max_payload,
  * DP_ERR_BAD_STATE unless connected. Returns len. */
 int dp_conn_write(dp_conn *conn, const unsigned char *data, size_t len, int64_t now_ms);
@@ -713,7 +721,7 @@ typedef struct dp_link_result {
     uint32_t notable;        /* 0: no drop, send error, HelloVerifyRequest, gate drop,
                                 restart or address change (the binding then only compares
                                 the status);
-                                dp_link_write also sets it unless the record left and
+                                dp_link_send also sets it unless the record left and
                                 the peer is still CONNECTED */
     uint32_t records;        /* dp_link_poll: records copied out */
     uint32_t records_left;   /* dp_link_poll: records still queued in the connection */
@@ -729,7 +737,11 @@ typedef struct dp_link_peer {
     dp_cookie_gate *gate;    /* server peers: the DTLSServer's gate; NULL for clients */
     int64_t now_ms;          /* DP_NOW, or an injected clock */
     dp_link_result *res;     /* where each call reports */
-    int seen_status;         /* the status the last call reported (a change is notable) */
+    int seen_status;         /* the status the binding shows; another one is notable until
+                                the binding has applied it and written it here */
+    uint32_t held_bytes;     /* received records the binding holds, DP_APP_RECORD_OVERHEAD
+                                each plus their sizes: they count against the connection's
+                                receive queue limit (dp_conn_set_app_held) */
 } dp_link_peer;
 
 /* Godot's poll, then its reads, in one call: feed every queued datagram,
