@@ -12,6 +12,7 @@ machine, unlike wall or CPU time.
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import os
 import shutil
@@ -24,6 +25,15 @@ from typing import Any, Callable
 _TOGGLE_C = """#include <valgrind/callgrind.h>
 void dp_bench_toggle(void) { CALLGRIND_TOGGLE_COLLECT; }
 """
+
+
+def add_options(parser: argparse.ArgumentParser, top_default: int) -> None:
+    """The options every profiler takes: --callgrind, --out, --top (and the
+    internal --under-valgrind of the re-run)."""
+    parser.add_argument("--callgrind", action="store_true", help="count instructions (valgrind)")
+    parser.add_argument("--out", default="", help="callgrind output file (default: a temp file)")
+    parser.add_argument("--top", type=int, default=top_default, help="functions listed (callgrind)")
+    parser.add_argument("--under-valgrind", action="store_true", help=argparse.SUPPRESS)
 
 
 def toggle() -> Callable[[], Any]:

@@ -145,10 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--trips", type=int, default=5000, help="round trips per round")
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--repeat", type=int, default=5, help="rounds (CPU mode: min is printed)")
-    p.add_argument("--callgrind", action="store_true", help="count instructions (valgrind)")
-    p.add_argument("--out", default="", help="callgrind output file (default: a temp file)")
-    p.add_argument("--top", type=int, default=20, help="functions listed (callgrind)")
-    p.add_argument("--under-valgrind", action="store_true", help=argparse.SUPPRESS)
+    callgrind.add_options(p, top_default=20)
     args = p.parse_args(argv)
     if args.callgrind and not args.under_valgrind:
         out = args.out or tempfile.mktemp(prefix="callgrind.pingpong.")

@@ -136,14 +136,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="rounds (CPU mode: min is printed)")
     p.add_argument("--input", type=int, default=tick.INPUT)
     p.add_argument("--snapshot", type=int, default=tick.SNAPSHOT)
-    p.add_argument("--callgrind", action="store_true", help="count instructions (valgrind)")
     p.add_argument("--cache-sim", action="store_true",
                    help="with --callgrind: simulate caches (D1/LL misses per client-tick)")
-    p.add_argument("--out", default="", help="callgrind output file (default: a temp file)")
     p.add_argument("--evict", type=int, default=0, metavar="MB",
                    help="write MB megabytes between ticks (caches cold, as after a sleep)")
-    p.add_argument("--top", type=int, default=25, help="functions listed (callgrind)")
-    p.add_argument("--under-valgrind", action="store_true", help=argparse.SUPPRESS)
+    callgrind.add_options(p, top_default=25)
     args = p.parse_args(argv)
     if args.callgrind and not args.under_valgrind:
         out = args.out or tempfile.mktemp(prefix="callgrind.tick.")
