@@ -16,8 +16,8 @@ we raise:
 * ``finish`` may be called any number of times.
 
 ``get_iv_state`` returns the CBC chaining value (the last ciphertext block,
-i.e. the IV the next ``update`` continues from), as Godot 4.0-4.7 do; Godot
-4.8-dev made it a stub that always returns an empty array. Outside CBC it
+i.e. the IV the next ``update`` continues from), as Godot 4.0-4.7 do; in Godot
+4.8-dev it always returns an empty array. Outside CBC it
 raises :class:`~dtlspeer.errors.StateError` (Godot: an empty array).
 """
 

@@ -281,7 +281,6 @@ static int take_records(dp_conn *conn, unsigned char *out, size_t cap, uint32_t 
         used += (size_t)len;
     }
     int left = dp_conn_pending_count(conn);
-    res->records = n;
     res->records_left = left > 0 ? (uint32_t)left : 0;
     res->notable |= res->records_left != 0; /* the binding reads the rest */
     return (int)n;

@@ -723,7 +723,6 @@ typedef struct dp_link_result {
                                 the status);
                                 dp_link_send also sets it unless the record left and
                                 the peer is still CONNECTED */
-    uint32_t records;        /* dp_link_poll: records copied out */
     uint32_t records_left;   /* dp_link_poll: records still queued in the connection */
 } dp_link_result;
 
@@ -748,9 +747,9 @@ typedef struct dp_link_peer {
  * run timers due at now_ms, send the output, then move the connection's
  * received records, oldest first, into out (back to back; their sizes in
  * lens) while they fit in cap and max_records. Returns the number of records
- * copied (res->records); res->records_left counts those that did not fit,
- * still readable with dp_conn_read. res->notable is also set when the status
- * differs from the one the previous call reported, and when records are left. */
+ * copied; res->records_left counts those that did not fit, still readable
+ * with dp_conn_read. res->notable is also set when the status differs from
+ * p->seen_status (what the binding shows), and when records are left. */
 int dp_link_poll(dp_link_peer *p, unsigned char *out, size_t cap, uint32_t *lens,
                  uint32_t max_records);
 /* SERVER accept: judge the slot's queued datagrams with the gate (send a
